@@ -1,0 +1,182 @@
+"""Typed settings, read from the environment on first use (never at import time).
+
+Every setting is an environment variable named ``CUSTOMER_CONTEXT_<FIELD>`` (upper case). The
+README's settings table is checked against this class by a test, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from customer_context.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+ENV_PREFIX = "CUSTOMER_CONTEXT_"
+
+
+class Settings(BaseModel):
+    """All runtime settings of the engine. Defaults suit the embedded local stack.
+
+    Built from the environment by :meth:`from_env` (plain pydantic rather than pydantic-settings:
+    the latter adds ~70 ms to a cold start of the serving functions).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- collect ---
+    write_keys: str = Field(
+        default="",
+        description="Write keys accepted by collect, as `key=source_id,key2=source_id2`. "
+        "Used when write_keys_parameter is empty.",
+    )
+    write_keys_parameter: str = Field(
+        default="",
+        description="Name of an SSM parameter (SecureString) holding the write keys in the same "
+        "`key=source_id,…` format; read once per container, cached for 5 minutes.",
+    )
+    max_event_bytes: int = Field(
+        default=4 * MiB,
+        gt=0,
+        description="Largest accepted event (serialised JSON). The RudderStack Python SDK sends up to 4 MB.",
+    )
+    max_request_bytes: int = Field(
+        default=10 * MiB,
+        gt=0,
+        description="Largest accepted request body after gzip decompression (API Gateway's own cap is 10 MB).",
+    )
+    queue_url: str = Field(default="", description="URL of the SQS queue between collect and ingest.")
+    queue_max_message_bytes: int = Field(
+        default=256 * 1024,
+        gt=1024,
+        description="Largest SQS message collect sends; events are packed into as few messages as fit.",
+    )
+    spool_bucket: str = Field(
+        default="",
+        description="S3 bucket for events too large for one SQS message (claim-check); usually the warehouse bucket.",
+    )
+    spool_prefix: str = Field(default="spool/", description="Key prefix of spooled events in spool_bucket.")
+
+    # --- lakehouse ---
+    catalog_type: Literal["sql", "glue", "rest"] = Field(
+        default="sql",
+        description="Iceberg catalog: `sql` (SQLite file, local), `glue` (AWS Glue), "
+        "`rest` (S3 Tables or any REST catalog).",
+    )
+    catalog_name: str = Field(default="customer_context", description="Catalog name given to pyiceberg.")
+    catalog_uri: str = Field(
+        default="",
+        description="Catalog URI: a SQLAlchemy URL for `sql` (default: sqlite file in data_dir), "
+        "the endpoint for `rest`.",
+    )
+    catalog_properties: str = Field(
+        default="",
+        description="Extra pyiceberg catalog properties as a JSON object (e.g. S3 Tables SigV4 settings).",
+    )
+    warehouse: str = Field(
+        default="",
+        description="Warehouse location: `s3://bucket/prefix` on AWS, a file path or file:// URI locally "
+        "(default: data_dir/warehouse); an S3 Tables bucket ARN for `rest` on S3 Tables.",
+    )
+    namespace: str = Field(default="customer_context", description="Iceberg namespace (Glue database) of the tables.")
+    data_dir: str = Field(
+        default=".customer-context",
+        description="Local state folder: SQLite catalog, file warehouse, local config.",
+    )
+    commit_retries: int = Field(
+        default=10, ge=0, description="How often an Iceberg commit conflict is retried (exponential backoff)."
+    )
+
+    @field_validator("catalog_properties")
+    @classmethod
+    def _properties_are_json_object(cls, value: str) -> str:
+        if value:
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"expected a JSON object: {exc}") from exc
+            if not isinstance(parsed, dict):
+                raise ValueError("expected a JSON object")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read every field from ``CUSTOMER_CONTEXT_<FIELD>``; unset variables keep their defaults.
+
+        Raises:
+            ConfigError: A variable has an invalid value; the message names the variable and the reason.
+        """
+        import os
+
+        env = os.environ if environ is None else environ
+        values = {name: env[ENV_PREFIX + name.upper()] for name in cls.model_fields if ENV_PREFIX + name.upper() in env}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from exc
+
+    # --- derived values ---
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    def catalog_config(self) -> dict[str, Any]:
+        """The keyword properties for ``pyiceberg.catalog.load_catalog``."""
+        props: dict[str, Any] = {"type": self.catalog_type}
+        if self.catalog_type == "sql":
+            self.data_path.mkdir(parents=True, exist_ok=True)
+            props["uri"] = self.catalog_uri or f"sqlite:///{self.data_path / 'catalog.db'}"
+            props["warehouse"] = self.warehouse or (self.data_path / "warehouse").as_uri()
+        else:
+            if self.catalog_uri:
+                props["uri"] = self.catalog_uri
+            if self.warehouse:
+                props["warehouse"] = self.warehouse
+        if self.catalog_properties:
+            props.update(json.loads(self.catalog_properties))
+        return props
+
+
+def parse_write_keys(spec: str, *, origin: str = "write_keys") -> dict[str, str]:
+    """Parse ``key=source_id,key2=source_id2`` into a mapping.
+
+    Args:
+        spec: The configured text; whitespace and empty items are ignored.
+        origin: Where the text came from, named in errors.
+
+    Returns:
+        Write key to source id.
+
+    Raises:
+        ConfigError: An item is not ``key=source_id``.
+    """
+    keys: dict[str, str] = {}
+    for item in spec.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, source = item.partition("=")
+        if not sep or not key.strip() or not source.strip():
+            raise ConfigError(f"{origin}: expected `key=source_id` items separated by commas, got {item!r}")
+        keys[key.strip()] = source.strip()
+    return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once and cached.
+
+    Raises:
+        ConfigError: A setting has an invalid value; the message names it.
+    """
+    return Settings.from_env()

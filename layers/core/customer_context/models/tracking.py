@@ -1,0 +1,194 @@
+"""The tracking API's event models (Segment spec, as RudderStack and Segment SDKs send it).
+
+These models are the single source of truth for per-event validation in collect *and* for the
+request schemas in the collect API's OpenAPI document. Unknown fields are kept (``extra="allow"``):
+the spec is open, and we never drop what a client sent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+MAX_ID_LENGTH = 1024
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO-8601 date-time; a value without a zone is taken as UTC.
+
+    Raises:
+        ValueError: ``value`` is not an ISO-8601 date-time.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an ISO-8601 date-time, got {value[:64]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _check_timestamp(value: str) -> str:
+    parse_timestamp(value)
+    return value
+
+
+def _check_id(value: str) -> str:
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"identifier longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+Timestamp = Annotated[str, AfterValidator(_check_timestamp), Field(description="ISO-8601 date-time")]
+Identifier = Annotated[str, AfterValidator(_check_id), Field(min_length=1)]
+JsonObject = dict[str, Any]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
+
+    messageId: Identifier | None = Field(default=None, description="Unique id; assigned by collect when absent.")
+    userId: Identifier | None = Field(default=None, description="Your database id of the user.")
+    anonymousId: Identifier | None = Field(default=None, description="Device or session id before sign-in.")
+    timestamp: Timestamp | None = None
+    originalTimestamp: Timestamp | None = None
+    sentAt: Timestamp | None = None
+    context: JsonObject | None = None
+    integrations: JsonObject | None = None
+    channel: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_an_identity(self) -> _Event:
+        if self.userId is None and self.anonymousId is None:
+            raise ValueError("userId or anonymousId: at least one is required")
+        return self
+
+
+class TrackEvent(_Event):
+    """A user action (`analytics.track`)."""
+
+    type: Literal["track"]
+    event: str = Field(min_length=1, description="Name of the action, e.g. `Order Completed`.")
+    properties: JsonObject | None = None
+
+
+class IdentifyEvent(_Event):
+    """Who the user is (`analytics.identify`)."""
+
+    type: Literal["identify"]
+    traits: JsonObject | None = None
+
+
+class PageEvent(_Event):
+    """A web page view (`analytics.page`)."""
+
+    type: Literal["page"]
+    name: str | None = None
+    category: str | None = None
+    properties: JsonObject | None = None
+
+
+class ScreenEvent(_Event):
+    """A mobile screen view (`analytics.screen`)."""
+
+    type: Literal["screen"]
+    name: str | None = None
+    category: str | None = None
+    properties: JsonObject | None = None
+
+
+class GroupEvent(_Event):
+    """Membership of an account or company (`analytics.group`)."""
+
+    type: Literal["group"]
+    groupId: Identifier = Field(description="Id of the group (account, company).")
+    traits: JsonObject | None = None
+
+
+class AliasEvent(_Event):
+    """Merge of a previous id into a user id (`analytics.alias`)."""
+
+    type: Literal["alias"]
+    previousId: Identifier = Field(description="The id being merged away.")
+    userId: Identifier = Field(description="The id it merges into.")
+
+
+AnyEvent = Annotated[
+    TrackEvent | IdentifyEvent | PageEvent | ScreenEvent | GroupEvent | AliasEvent,
+    Field(discriminator="type"),
+]
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "track": TrackEvent,
+    "identify": IdentifyEvent,
+    "page": PageEvent,
+    "screen": ScreenEvent,
+    "group": GroupEvent,
+    "alias": AliasEvent,
+}
+_ANY_EVENT: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+
+class BatchRequest(BaseModel):
+    """Body of ``POST /v1/batch``: events plus context and integrations shared by all of them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[JsonObject] = Field(description="The events; each is validated on its own.")
+    context: JsonObject | None = Field(default=None, description="Merged into each event's context.")
+    integrations: JsonObject | None = Field(default=None, description="Merged into each event's integrations.")
+    sentAt: Timestamp | None = Field(default=None, description="Client clock when the request was sent.")
+    writeKey: str | None = Field(default=None, description="Write key, when not given as HTTP Basic user name.")
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming each failing field and the reason, e.g. ``event: Field required``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        # Drop the discriminator tag pydantic puts first for tagged unions.
+        if loc and loc[0] in EVENT_TYPES:
+            loc = loc[1:]
+        msg = err["msg"].removeprefix("Value error, ")
+        # A model-level check has no location: its message names the fields itself.
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def validate_event(item: Any, forced_type: str | None = None) -> str | None:
+    """Check one event against the spec.
+
+    Args:
+        item: The decoded JSON value of one event.
+        forced_type: The type implied by the endpoint (``/v1/track`` → ``track``); it wins over the body.
+
+    Returns:
+        ``None`` when valid, else the reason (field and why).
+    """
+    if not isinstance(item, dict):
+        return f"event: expected a JSON object, got {type(item).__name__}"
+    if forced_type is not None and item.get("type") != forced_type:
+        item["type"] = forced_type
+    event_type = item.get("type")
+    if event_type not in EVENT_MODELS:
+        return f"type: expected one of {', '.join(EVENT_TYPES)}, got {str(event_type)[:64]!r}"
+    try:
+        _ANY_EVENT.validate_python(item)
+    except ValidationError as exc:
+        return describe_errors(exc)
+    return None
+
+
+def event_json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of each event type and of the batch body, for the OpenAPI document."""
+    schemas = {name: model.model_json_schema() for name, model in EVENT_MODELS.items()}
+    schemas["batch"] = BatchRequest.model_json_schema()
+    return schemas

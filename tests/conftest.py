@@ -1,0 +1,92 @@
+"""Shared fixtures: settings isolation, a SQLite-catalog lakehouse, moto's server, the local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = REPO / "events"
+
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from ``events/``."""
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Every test starts with no cached settings or stores."""
+    from customer_context.stores import factory
+
+    factory.reset()
+    yield
+    factory.reset()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """monkeypatch, with the settings cache cleared after each change by the caller's use of factory.reset()."""
+    return monkeypatch
+
+
+@pytest.fixture
+def lakehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real lakehouse: SqlCatalog on SQLite with a file:// warehouse under tmp_path."""
+    from customer_context.stores import factory
+
+    monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CUSTOMER_CONTEXT_CATALOG_TYPE", "sql")
+    factory.reset()
+    return factory.lakehouse()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's server on loopback, for the whole session (real HTTP, like the local stack)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point boto3 at moto's server with dummy credentials."""
+    from customer_context.stores import factory
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    factory.reset()
+    return moto_url
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[Any]:
+    """The embedded local stack on a free port, with write key ``wk_test`` for source ``test``."""
+    from customer_context.local.stack import LocalStack
+
+    stack = LocalStack(tmp_path / "stack", write_keys={"wk_test": "test"}, visibility_timeout=2,
+                       max_receive_count=3, batch_window=0.2)
+    stack.start()
+    yield stack
+    stack.stop()
