@@ -1,0 +1,70 @@
+"""Shared glue for the HTTP functions: error mapping in one place, and reading raw bodies.
+
+Only Powertools' event handler is imported here, never boto3 or the analytics stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from customer_context.errors import CustomerContextError, InvalidRequest
+from customer_context.observability import logger
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """A JSON response."""
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body, separators=(",", ":")),
+        headers=headers,
+    )
+
+
+def register_error_handlers(app: APIGatewayHttpResolver) -> None:
+    """Map every error to a JSON body ``{"code", "message"[, "errors"]}`` with the right status.
+
+    The ``code`` / ``message`` pair is what the RudderStack and Segment SDKs read from errors; 5xx
+    and 429 make them retry, other 4xx make them give up.
+    """
+
+    @app.exception_handler(CustomerContextError)
+    def _known(exc: CustomerContextError) -> Response:
+        log = logger.error if exc.status >= 500 else logger.info
+        log("request failed", extra={"status": exc.status, "code": exc.code, "reason": exc.message})
+        return json_response(exc.status, exc.to_body())
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body", "reason": err.get("msg")}
+            for err in exc.errors()
+        ]
+        message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return json_response(400, {"code": "invalid_request", "message": message, "errors": errors})
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unexpected error")
+        return json_response(500, {"code": "internal_error", "message": "internal error; retry later"})
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body as bytes, undoing API Gateway's base64 encoding.
+
+    Raises:
+        InvalidRequest: ``isBase64Encoded`` is set but the body is not base64.
+    """
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("body: marked base64-encoded but is not base64") from None
+    return body.encode("utf-8", errors="surrogateescape")

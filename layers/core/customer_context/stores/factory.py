@@ -1,0 +1,73 @@
+"""Cached store factories: the one place that picks implementations from settings.
+
+Nothing here runs at import time; each store is built on first use and reused for the life of the
+container (or process). ``reset()`` forgets them (tests, and the local stack when settings change).
+boto3 honours ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``, which is how the local stack and
+the integration tests point every client at moto's server on loopback.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
+
+from customer_context.config import get_settings
+
+if TYPE_CHECKING:
+    from customer_context.stores.blobs import S3BlobStore
+    from customer_context.stores.iceberg import Lakehouse
+    from customer_context.stores.keys import ConfiguredWriteKeys
+    from customer_context.stores.queue import SqsEventQueue
+
+
+@cache
+def boto_client(service: str) -> Any:
+    """A boto3 client with standard-mode retries (backoff with jitter on throttling and 5xx)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=10)
+    return boto3.session.Session().client(service, config=config)
+
+
+@lru_cache(maxsize=1)
+def event_queue() -> SqsEventQueue:
+    """The SQS queue collect writes to."""
+    from customer_context.errors import ConfigError
+    from customer_context.stores.queue import SqsEventQueue
+
+    settings = get_settings()
+    if not settings.queue_url:
+        raise ConfigError("CUSTOMER_CONTEXT_QUEUE_URL is not set: collect has nowhere to send events")
+    return SqsEventQueue(boto_client("sqs"), settings.queue_url, settings.queue_max_message_bytes)
+
+
+@lru_cache(maxsize=1)
+def spool() -> S3BlobStore | None:
+    """The spool bucket for oversized events, or ``None`` when not configured."""
+    from customer_context.stores.blobs import S3BlobStore
+
+    settings = get_settings()
+    return S3BlobStore(boto_client("s3"), settings.spool_bucket) if settings.spool_bucket else None
+
+
+@lru_cache(maxsize=1)
+def write_keys() -> ConfiguredWriteKeys:
+    """The configured write keys."""
+    from customer_context.stores.keys import ConfiguredWriteKeys
+
+    return ConfiguredWriteKeys(get_settings())
+
+
+@lru_cache(maxsize=1)
+def lakehouse() -> Lakehouse:
+    """The Iceberg lakehouse (imports pyiceberg: analytics functions only)."""
+    from customer_context.stores.iceberg import Lakehouse
+
+    return Lakehouse.from_settings(get_settings())
+
+
+def reset() -> None:
+    """Forget every cached store and the cached settings."""
+    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, get_settings):
+        cached.cache_clear()

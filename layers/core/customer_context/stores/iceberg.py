@@ -1,0 +1,144 @@
+"""The lakehouse: Iceberg tables through a pyiceberg catalog (SQLite locally, Glue or REST on AWS).
+
+All Iceberg I/O goes through :class:`Lakehouse`. Appends retry commit conflicts (refresh the table
+and append again, with exponential backoff and jitter), so concurrent writers never lose a batch;
+data files written by a failed attempt stay orphaned until maintenance removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from customer_context.errors import CommitFailed
+from customer_context.observability import logger
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+    from customer_context.config import Settings
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """Commit conflicts, and SQLite's lock errors when two local processes commit at once."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    if isinstance(exc, CommitFailedException):
+        return True
+    text = str(exc).lower()
+    return type(exc).__name__ == "OperationalError" and ("locked" in text or "busy" in text)
+
+
+class Lakehouse:
+    """The Iceberg tables of one namespace.
+
+    Args:
+        catalog: A pyiceberg catalog.
+        namespace: The namespace (Glue database) holding the tables.
+        commit_retries: Retries of a conflicting commit before :class:`CommitFailed` is raised.
+    """
+
+    def __init__(self, catalog: Catalog, namespace: str, commit_retries: int = 10) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+        self.commit_retries = commit_retries
+        self._tables: dict[str, Table] = {}
+        self._namespace_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lakehouse:
+        """Build the catalog named by the settings."""
+        from pyiceberg.catalog import load_catalog
+
+        catalog = load_catalog(settings.catalog_name, **settings.catalog_config())
+        return cls(catalog, settings.namespace, settings.commit_retries)
+
+    def _ensure_namespace(self) -> None:
+        if self._namespace_ready:
+            return
+        from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
+        with contextlib.suppress(NamespaceAlreadyExistsError):  # another writer created it first
+            self.catalog.create_namespace(self.namespace)
+        self._namespace_ready = True
+
+    def table(self, name: str) -> Table:
+        """Load a declared table, creating it (schema, partitioning) on first use."""
+        if name in self._tables:
+            return self._tables[name]
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        from customer_context.stores.tables import TABLES
+
+        identifier = (self.namespace, name)
+        try:
+            table = self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            definition = TABLES[name]
+            self._ensure_namespace()
+            try:
+                table = self.catalog.create_table(
+                    identifier,
+                    schema=definition.schema,
+                    partition_spec=definition.partition_spec,
+                    properties={"comment": definition.doc, "write.parquet.compression-codec": "zstd"},
+                )
+            except TableAlreadyExistsError:  # another writer created it first
+                table = self.catalog.load_table(identifier)
+        self._tables[name] = table
+        return table
+
+    def arrow_schema(self, name: str) -> pa.Schema:
+        """The Arrow schema rows must have to be appended to ``name``."""
+        from customer_context.stores.tables import TABLES
+
+        return TABLES[name].schema.as_arrow()
+
+    def append(self, name: str, data: pa.Table, properties: dict[str, str] | None = None) -> int:
+        """Append rows in one commit, retrying conflicts.
+
+        Args:
+            name: Table name.
+            data: Rows with :meth:`arrow_schema`.
+            properties: Snapshot summary properties (e.g. who wrote it).
+
+        Returns:
+            The number of attempts it took.
+
+        Raises:
+            CommitFailed: Still conflicting after ``commit_retries`` retries.
+        """
+        table = self.table(name)
+        for attempt in range(self.commit_retries + 1):
+            try:
+                table.append(data, snapshot_properties=properties or {})
+                self._tables[name] = table
+                return attempt + 1
+            except Exception as exc:
+                if not _is_conflict(exc) or attempt == self.commit_retries:
+                    if _is_conflict(exc):
+                        raise CommitFailed(f"{name}: commit still conflicting after {attempt + 1} attempts") from exc
+                    raise
+                delay = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5)
+                logger.info("commit conflict, retrying", extra={"table": name, "attempt": attempt + 1,
+                                                                "delay_s": round(delay, 3)})
+                time.sleep(delay)
+                table = self.catalog.load_table((self.namespace, name))
+        raise AssertionError("unreachable")
+
+    def table_names(self) -> list[str]:
+        """Names of the tables that exist in the namespace."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        try:
+            return sorted(ident[-1] for ident in self.catalog.list_tables(self.namespace))
+        except NoSuchNamespaceError:
+            return []
+
+    def scan(self, name: str, **kwargs: Any) -> pa.Table:
+        """Read a table (or a filtered part of it) into Arrow."""
+        return self.catalog.load_table((self.namespace, name)).scan(**kwargs).to_arrow()
