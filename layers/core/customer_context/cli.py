@@ -1,0 +1,161 @@
+"""``customer-context``: run the local stack, query the lakehouse, run the demo.
+
+Every command prints a clear message (not a traceback) on bad input and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = ".customer-context"
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("CUSTOMER_CONTEXT_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _lakehouse(data_dir: Path) -> Any:
+    from customer_context.config import Settings
+    from customer_context.stores.iceberg import Lakehouse
+
+    if not (data_dir / "catalog.db").exists() and os.environ.get("CUSTOMER_CONTEXT_CATALOG_TYPE", "sql") == "sql":
+        raise SystemExit(f"error: no lakehouse at {data_dir} yet: start `customer-context serve` and send events, "
+                         "or pass --data-dir")
+    env = dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))
+    return Lakehouse.from_settings(Settings.from_env(env))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the local stack in the foreground."""
+    import signal
+    import threading
+
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "DEBUG" if args.verbose else "WARNING")
+    from customer_context.local.stack import LocalStack
+
+    stack = LocalStack(_data_dir(args), port=args.port)
+    stack.start()
+    print(f"customer-context local stack ready at {stack.url}", flush=True)
+    print(f"  write key : {stack.write_key}  (source {stack.write_keys[stack.write_key]}; from {stack.key_origin})")
+    print(f"  data dir  : {stack.data_dir}")
+    print(f"  try       : curl -u {stack.write_key}: -H 'content-type: application/json' "
+          f"-d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}' {stack.url}/v1/track")
+    print(f"  API docs  : {stack.url}/docs/collect   (Ctrl-C to stop)", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run DuckDB SQL over the lakehouse."""
+    import duckdb
+
+    from customer_context.stores.sql import query
+
+    lakehouse = _lakehouse(_data_dir(args))
+    try:
+        columns, rows = query(lakehouse, args.query)
+    except duckdb.Error as exc:
+        names = ", ".join(lakehouse.table_names()) or "none yet"
+        print(f"error: {exc}\n(tables: {names}; views: events_unique, rejected_events_unique)", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 60) -> str:
+    """A plain text table."""
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo end to end on the local stack."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the demo prints its own progress
+    from customer_context.demo.run import run_demo
+
+    return run_demo(data_dir=_data_dir(args) / "demo" if not args.data_dir else _data_dir(args),
+                    customers=args.customers, seed=args.seed, keep=args.keep)
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document of an HTTP function."""
+    from customer_context.local import lambda_runtime
+
+    print(lambda_runtime.load_module(args.function).app.get_openapi_json_schema())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs test)."""
+    parser = argparse.ArgumentParser(prog="customer-context", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the local stack (HTTP API, queue, ingest, lakehouse) in the foreground")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("CUSTOMER_CONTEXT_PORT", "8080")),
+                       help="HTTP port on 127.0.0.1 (default 8080; 0 picks a free one)")
+    serve.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    serve.add_argument("--verbose", action="store_true", help="log every request and ingest batch")
+    serve.set_defaults(func=cmd_serve)
+
+    sql = sub.add_parser("sql", help="run DuckDB SQL over the lakehouse tables")
+    sql.add_argument("query", help='e.g. "select type, count(*) from events_unique group by 1"')
+    sql.add_argument("--json", action="store_true", help="print rows as JSON")
+    sql.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    sql.set_defaults(func=cmd_sql)
+
+    demo = sub.add_parser("demo", help="generate a dataset, send it through the local stack with a real SDK, report")
+    demo.add_argument("--customers", type=int, default=3000, help="number of synthetic customers (default 3000)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR}/demo, wiped first)")
+    demo.add_argument("--keep", action="store_true", help="keep the data of earlier demo runs")
+    demo.set_defaults(func=cmd_demo)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document of an HTTP function")
+    openapi.add_argument("function", choices=["collect"], help="the function")
+    openapi.set_defaults(func=cmd_openapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``customer-context`` command."""
+    from customer_context.errors import CustomerContextError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CustomerContextError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

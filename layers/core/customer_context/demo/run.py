@@ -1,0 +1,161 @@
+"""``make demo``: the main job end to end on the embedded local stack.
+
+Starts the local stack, generates a synthetic dataset (customers browsing anonymously, signing
+up, ordering, a few deliberately bad events), sends it through the HTTP API with the real
+RudderStack Python SDK, waits for ingest, and prints what landed, checking that every event sent
+is in ``events`` or ``rejected_events``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+DEMO_WRITE_KEY = "wk_demo_web"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _send_with_sdk(client: Any, event: dict[str, Any]) -> None:
+    """One Segment-spec event → the matching RudderStack SDK call."""
+    kind = event["type"]
+    common = {
+        "context": dict(event.get("context") or {}),
+        "timestamp": datetime.fromisoformat(event["timestamp"]),
+        "message_id": event["messageId"],
+        "integrations": event.get("integrations"),
+    }
+    if kind == "alias":
+        client.alias(event["previousId"], event["userId"], **common)
+        return
+    who = {"user_id": event.get("userId"), "anonymous_id": event.get("anonymousId")}
+    if kind == "track":
+        client.track(event=event["event"], properties=event.get("properties"), **who, **common)
+    elif kind == "identify":
+        client.identify(traits=event.get("traits"), **who, **common)
+    elif kind in ("page", "screen"):
+        getattr(client, kind)(category=event.get("category"), name=event.get("name"),
+                              properties=event.get("properties"), **who, **common)
+    elif kind == "group":
+        client.group(group_id=event["groupId"], traits=event.get("traits"), **who, **common)
+    else:
+        raise ValueError(f"unknown event type {kind!r}")
+
+
+def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = False) -> int:
+    """Run the demo; returns the process exit code (0 when everything sent is accounted for)."""
+    import requests
+    from rudderstack.analytics.client import Client
+
+    from customer_context.demo.generate import DemoConfig, generate_events
+    from customer_context.local.stack import LocalStack
+    from customer_context.stores import factory
+    from customer_context.stores.sql import query
+
+    data_dir = Path(data_dir).resolve()
+    if data_dir.exists() and not keep:
+        shutil.rmtree(data_dir)
+    started = time.monotonic()
+    _say(f"▶ starting the local stack (data in {data_dir}) …")
+    stack = LocalStack(data_dir, write_keys={DEMO_WRITE_KEY: "web"})
+    stack.start()
+    try:
+        _say(f"  HTTP API at {stack.url}, moto (SQS, S3, DynamoDB) at {stack.moto_url}")
+        _say(f"▶ sending a synthetic dataset for {customers:,} customers over 90 days "
+             "with the RudderStack Python SDK (gzip, batches of up to 250) …")
+        errors: list[str] = []
+        client = Client(DEMO_WRITE_KEY, host=stack.url, gzip=True, upload_size=250, upload_interval=0.2,
+                        max_queue_size=1_000_000, on_error=lambda exc, batch: errors.append(str(exc)))
+        sent_by_type: Counter[str] = Counter()
+        bad: list[dict[str, Any]] = []
+        bad_kinds: Counter[str] = Counter()
+        t0 = time.monotonic()
+        n = 0
+        for event in generate_events(DemoConfig(customers=customers, seed=seed)):
+            if "_bad" in event:
+                bad_kinds[event.pop("_bad")] += 1
+                bad.append(event)
+                continue
+            _send_with_sdk(client, event)
+            sent_by_type[event["type"]] += 1
+            n += 1
+            if n % 10_000 == 0:
+                _say(f"  queued {n:,} events in the SDK ({n / (time.monotonic() - t0):,.0f}/s)")
+        _say(f"  {n:,} valid events handed to the SDK; flushing …")
+        client.flush()
+        client.shutdown()
+        _say(f"  SDK flushed in {time.monotonic() - t0:.1f}s ({n / (time.monotonic() - t0):,.0f} events/s)"
+             + (f"; SDK errors: {errors[:3]}" if errors else ""))
+
+        # The SDK refuses malformed events client-side, so the bad ones go over raw HTTP, as a
+        # buggy or hand-rolled client would send them.
+        rejected_in_responses = 0
+        for start in range(0, len(bad), 100):
+            response = requests.post(f"{stack.url}/v1/batch", json={"batch": bad[start:start + 100]},
+                                     auth=(DEMO_WRITE_KEY, ""), timeout=30)
+            response.raise_for_status()
+            rejected_in_responses += len(response.json()["rejected"])
+        _say(f"  {len(bad)} deliberately invalid events posted raw over HTTP "
+             f"({rejected_in_responses} rejected in the responses, with reasons)")
+
+        _say("▶ waiting for ingest (SQS → ingest → Iceberg) …")
+        deadline = time.monotonic() + 600
+        last = -1
+        while time.monotonic() < deadline:
+            pending = stack.trigger.pending()
+            if pending == 0 and stack.wait_for_ingest(timeout=2):
+                break
+            if pending != last:
+                _say(f"  {pending} queue messages still to ingest")
+                last = pending
+            time.sleep(1)
+        else:
+            _say("✗ ingest did not finish within 10 minutes")
+            return 1
+
+        lakehouse = factory.lakehouse()
+        _say("\n▶ what landed in the lakehouse (events deduplicated by message_id):")
+        _, rows = query(lakehouse, "select type, count(*) from events_unique group by 1 order by 2 desc")
+        for kind, count in rows:
+            _say(f"  {kind:<9} {count:>8,}")
+        _, [(stored, unique)] = query(lakehouse, "select count(*), count(distinct message_id) from events")
+        _, [(customers_seen, users)] = query(
+            lakehouse, "select count(distinct anonymous_id), count(distinct user_id) from events_unique")
+        _say(f"  {'total':<9} {unique:>8,}   ({stored:,} rows stored; {customers_seen:,} anonymous ids, "
+             f"{users:,} user ids)")
+        _, rejected = query(lakehouse, "select reason, count(*) from rejected_events_unique group by 1 order by 2 desc")
+        rejected_total = sum(c for _, c in rejected)
+        _say(f"\n▶ rejected_events: {rejected_total} (kinds generated: {dict(bad_kinds)})")
+        for reason, count in rejected[:10]:
+            _say(f"  {count:>5} × {reason}")
+        _, [(revenue, orders)] = query(
+            lakehouse,
+            "select round(sum(cast(json_extract(properties, '$.revenue') as double)), 2), count(*) "
+            "from events_unique where event = 'Order Completed'")
+        _say(f"\n▶ orders: {orders:,} worth ${revenue:,.2f}")
+
+        expected = n + len(bad)
+        accounted = unique + rejected_total
+        ok = accounted == expected and unique == n and rejected_total == len(bad)
+        _say(f"\n{'✓' if ok else '✗'} accounting: sent {expected:,} = {unique:,} in events + "
+             f"{rejected_total:,} in rejected_events"
+             + ("" if ok else f" — MISMATCH ({accounted:,} accounted)"))
+        _say(f"  demo finished in {time.monotonic() - started:.0f}s. Explore it:")
+        _say(f"  customer-context sql \"select event, count(*) from events_unique group by 1\" --data-dir {data_dir}")
+        if stack.dlq_depth():
+            _say(f"✗ {stack.dlq_depth()} messages in the dead-letter queue")
+            ok = False
+        return 0 if ok else 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".customer-context/demo")))

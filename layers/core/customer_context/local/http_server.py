@@ -1,0 +1,87 @@
+"""The local HTTP API: each request becomes an API Gateway HTTP API event for the same handler."""
+
+from __future__ import annotations
+
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from customer_context.local import lambda_runtime
+from customer_context.local.apigw import http_api_event, http_api_response
+from customer_context.local.routes import find_route
+from customer_context.observability import logger
+
+# API Gateway HTTP APIs refuse bodies above 10 MB before any Lambda runs.
+API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "customer-context-local"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the handlers log; a second access log would only add noise
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, message: str) -> None:
+        self._send(status, {"content-type": "application/json"}, json.dumps({"message": message}).encode())
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("content-length") or 0)
+        if length > API_GATEWAY_MAX_BODY:
+            self.close_connection = True
+            self._json(413, "Request Entity Too Large")
+            return
+        body = self.rfile.read(length) if length else b""
+        found = find_route(self.command, url.path)
+        if found is None:
+            self._json(404, "Not Found")
+            return
+        route, params = found
+        event = http_api_event(
+            method=self.command,
+            path=url.path,
+            query=url.query,
+            headers=list(self.headers.items()),
+            body=body,
+            source_ip=self.client_address[0],
+            route_key=route.route_key,
+            path_parameters=params,
+            domain=f"{self.server.server_address[0]}:{self.server.server_address[1]}",
+        )
+        try:
+            result = lambda_runtime.invoke(route.function, event)
+        except Exception:
+            # What API Gateway answers when the function itself fails.
+            logger.exception("handler failed", extra={"function": route.function})
+            self._json(500, "Internal Server Error")
+            return
+        self._send(*http_api_response(result))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class LocalHttpApi(ThreadingHTTPServer):
+    """A threaded HTTP server on loopback fronting the handlers."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8080``."""
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"

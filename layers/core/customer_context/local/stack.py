@@ -1,0 +1,218 @@
+"""The embedded local stack: everything the AWS deployment runs, on this machine, with no account.
+
+* moto's server on loopback stands in for SQS (queue + DLQ with a redrive policy), S3 (the spool
+  bucket) and DynamoDB, reached over real HTTP through ``AWS_ENDPOINT_URL``;
+* the lakehouse is a SQLite Iceberg catalog with a file warehouse under ``data_dir``;
+* an HTTP server on 127.0.0.1 turns each request into the API Gateway HTTP API event for the
+  same handler the template deploys, and the SQS trigger drives ingest with SQS events.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from customer_context.config import parse_write_keys
+
+LOCAL_REGION = "us-east-1"
+QUEUE_NAME = "customer-context-events"
+DLQ_NAME = "customer-context-events-dlq"
+SPOOL_BUCKET = "customer-context-local"
+CONFIG_FILE = "config.toml"
+
+
+def load_write_keys(data_dir: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """Write keys for the local stack, and where they came from.
+
+    Order: ``CUSTOMER_CONTEXT_WRITE_KEYS``; else the ``[write_keys]`` table of
+    ``<data_dir>/config.toml``; else a new random key for source ``local``, saved to that file so
+    it stays the same across restarts.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("CUSTOMER_CONTEXT_WRITE_KEYS"):
+        return parse_write_keys(env["CUSTOMER_CONTEXT_WRITE_KEYS"]), "CUSTOMER_CONTEXT_WRITE_KEYS"
+    path = data_dir / CONFIG_FILE
+    if path.is_file():
+        from customer_context.errors import ConfigError
+
+        try:
+            config = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        keys = config.get("write_keys", {})
+        if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+            raise ConfigError(f"{path}: [write_keys] must map each key to a source id string")
+        if keys:
+            return dict(keys), str(path)
+    key = "wk_" + secrets.token_urlsafe(18)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(f'\n[write_keys]\n"{key}" = "local"\n')
+    return {key: "local"}, f"{path} (generated)"
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager).
+
+    Args:
+        data_dir: Folder for the catalog, warehouse and local config.
+        port: HTTP port on 127.0.0.1 (0: any free port).
+        write_keys: Write key → source id; default: :func:`load_write_keys`.
+        visibility_timeout: Seconds before a failed message is delivered again.
+        max_receive_count: Deliveries before a message moves to the dead-letter queue.
+        batch_window: Seconds the SQS trigger gathers a batch.
+    """
+
+    data_dir: Path
+    port: int = 0
+    write_keys: dict[str, str] | None = None
+    visibility_timeout: int = 30
+    max_receive_count: int = 5
+    batch_window: float = 0.5
+    environ: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+    moto_url: str = ""
+    key_origin: str = ""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        self._moto: Any = None
+        self._http: Any = None
+        self._trigger: Any = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        """Start moto, create the AWS resources, then the trigger and the HTTP API."""
+        from moto.server import ThreadedMotoServer
+
+        from customer_context.local.http_server import LocalHttpApi
+        from customer_context.local.sqs_trigger import SqsTrigger
+        from customer_context.stores import factory
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.write_keys is None:
+            self.write_keys, self.key_origin = load_write_keys(self.data_dir)
+        else:
+            self.key_origin = "arguments"
+
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.moto_url = f"http://{host}:{port}"
+
+        self._set_env({
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_PROFILE": None,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "customer-context",
+            "POWERTOOLS_DEV": None,
+        })
+        factory.reset()
+        sqs = factory.boto_client("sqs")
+        s3 = factory.boto_client("s3")
+        dlq_url = sqs.create_queue(QueueName=DLQ_NAME)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName=QUEUE_NAME,
+            Attributes={
+                "VisibilityTimeout": str(self.visibility_timeout),
+                "RedrivePolicy": (
+                    f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{self.max_receive_count}"}}'
+                ),
+            },
+        )["QueueUrl"]
+        s3.create_bucket(Bucket=SPOOL_BUCKET)
+        self.queue_url, self.dlq_url = queue_url, dlq_url
+
+        self._set_env({
+            "CUSTOMER_CONTEXT_QUEUE_URL": queue_url,
+            "CUSTOMER_CONTEXT_SPOOL_BUCKET": SPOOL_BUCKET,
+            "CUSTOMER_CONTEXT_DATA_DIR": str(self.data_dir),
+            "CUSTOMER_CONTEXT_CATALOG_TYPE": "sql",
+            "CUSTOMER_CONTEXT_WRITE_KEYS": ",".join(f"{k}={v}" for k, v in self.write_keys.items()),
+            **self.environ,
+        })
+        factory.reset()
+
+        from customer_context.local import lambda_runtime
+
+        self._trigger = SqsTrigger(sqs, queue_url, lambda event: lambda_runtime.invoke("ingest", event, 300),
+                                   batch_window=self.batch_window, region=LOCAL_REGION)
+        self._trigger.start()
+        self._http = LocalHttpApi(port=self.port)
+        self.url = self._http.url
+        threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything and restore the environment."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._trigger is not None:
+            self._trigger.stop()
+        if self._moto is not None:
+            self._moto.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        from customer_context.stores import factory
+
+        factory.reset()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _set_env(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    @property
+    def write_key(self) -> str:
+        """The first configured write key."""
+        assert self.write_keys
+        return next(iter(self.write_keys))
+
+    @property
+    def trigger(self) -> Any:
+        """The SQS trigger (to wait for ingest)."""
+        return self._trigger
+
+    def wait_for_ingest(self, timeout: float = 120.0) -> bool:
+        """Block until every queued message has been ingested (or failed to the DLQ)."""
+        return bool(self._trigger.wait_idle(timeout=timeout))
+
+    def dlq_depth(self) -> int:
+        """Messages in the dead-letter queue."""
+        from customer_context.stores import factory
+
+        attrs = factory.boto_client("sqs").get_queue_attributes(
+            QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"])
