@@ -1,0 +1,67 @@
+# The README's commands. Each target creates the virtualenv and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION ?= 1.170.0
+# `sam build` needs the target runtime's interpreter on PATH (no Docker here): python3.12.
+PY312_DIR := $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin /usr/local/bin 2>/dev/null | while read d; do [ -x $$d/python3.12 ] && echo $$d && break; done)
+SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 PATH=$(PY312_DIR):$$PATH $(SAM_VENV)/bin/sam
+
+.PHONY: demo test test-fast lint serve bench build validate openapi clean help
+
+help:
+	@echo "make demo     - run the demo end to end on the embedded local stack"
+	@echo "make test     - run the whole test suite"
+	@echo "make serve    - run the local stack in the foreground"
+	@echo "make bench    - run the benchmarks (results in bench/results/)"
+	@echo "make lint     - ruff"
+	@echo "make build    - sam build (needs the SAM CLI; installed into $(SAM_VENV))"
+	@echo "make openapi  - regenerate docs/openapi/*.json"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/customer-context demo
+
+serve: $(STAMP)
+	$(BIN)/customer-context serve
+
+test: $(STAMP) $(SAM_VENV)/bin/sam
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check layers functions tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+openapi: $(STAMP)
+	mkdir -p docs/openapi
+	$(BIN)/customer-context openapi collect > docs/openapi/collect.json
+
+# The SAM CLI lives in its own virtualenv: its exact pins (boto3, click, pydantic) would
+# otherwise downgrade the project's own dependencies.
+$(SAM_VENV)/bin/sam:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
+
+validate: $(SAM_VENV)/bin/sam
+	$(SAM) validate --lint
+
+build: $(SAM_VENV)/bin/sam
+	@[ -n "$(PY312_DIR)" ] || { echo "sam build needs python3.12 on this machine (no Docker): install it, e.g. pyenv install 3.12"; exit 2; }
+	$(SAM) build
+
+clean:
+	rm -rf .customer-context .aws-sam .pytest_cache

@@ -1,0 +1,134 @@
+"""template.yaml: lints clean, matches the code (handlers, layers, routes, sample events), and builds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from customer_context.local.routes import ROUTES
+
+from tests.conftest import EVENTS, REPO
+
+TEMPLATE = REPO / "template.yaml"
+SAM = REPO / ".venv-sam" / "bin" / "sam"
+
+
+def _template() -> dict[str, Any]:
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(TEMPLATE))
+    assert not matches, matches
+    return template
+
+
+def _resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in _template()["Resources"].items() if res["Type"] == kind}
+
+
+def _python312_dir() -> str | None:
+    for candidate in sorted(Path.home().glob(".pyenv/versions/3.12*/bin")) + [Path("/usr/local/bin")]:
+        if (candidate / "python3.12").exists():
+            return str(candidate)
+    return None
+
+
+def test_cfn_lint_passes() -> None:
+    result = subprocess.run([Path(sys.executable).parent / "cfn-lint", str(TEMPLATE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not SAM.exists(), reason="the SAM CLI is installed by `make test` into .venv-sam; "
+                                            "run through make to include this check")
+def test_sam_validate_lint_passes() -> None:
+    env = dict(os.environ, SAM_CLI_TELEMETRY="0", AWS_DEFAULT_REGION="us-east-1")
+    result = subprocess.run([str(SAM), "validate", "--lint", "-t", str(TEMPLATE)], capture_output=True, text=True,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_function_handler_exists_and_has_sample_events() -> None:
+    functions = _resources("AWS::Serverless::Function")
+    assert functions, "no functions declared"
+    samples = {p.name for p in EVENTS.glob("*.json")}
+    for name, res in functions.items():
+        props = res["Properties"]
+        module, _, attr = props["Handler"].rpartition(".")
+        code = REPO / props["CodeUri"] / f"{module}.py"
+        assert code.is_file(), f"{name}: handler file {code} missing"
+        assert f"def {attr}(" in code.read_text(), f"{name}: {attr} not defined in {code}"
+        short = props["CodeUri"].strip("/").split("/")[-1]
+        assert any(s.startswith(short) for s in samples), f"{name}: no sample event events/{short}*.json"
+
+
+def test_every_layer_has_a_build_method_and_requirements() -> None:
+    layers = _resources("AWS::Serverless::LayerVersion")
+    assert set(layers) == {"CoreLayer", "AnalyticsLayer"}
+    runtime = _template()["Globals"]["Function"]["Runtime"]
+    for name, res in layers.items():
+        assert res["Metadata"]["BuildMethod"] == runtime, name
+        assert (REPO / res["Properties"]["ContentUri"] / "requirements.txt").is_file(), name
+
+
+def test_serving_functions_get_only_the_core_layer() -> None:
+    functions = _resources("AWS::Serverless::Function")
+    assert functions["CollectFunction"]["Properties"]["Layers"] == [{"Ref": "CoreLayer"}]
+
+
+def test_local_routes_match_the_template() -> None:
+    declared = set()
+    for res in _resources("AWS::Serverless::Function").values():
+        function = res["Properties"]["CodeUri"].strip("/").split("/")[-1]
+        for event in res["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                declared.add((event["Properties"]["Method"], event["Properties"]["Path"], function))
+    assert declared == {(r.method, r.path, r.function) for r in ROUTES}
+
+
+def test_queue_has_a_dead_letter_queue_and_ingest_reports_item_failures() -> None:
+    queue = _template()["Resources"]["EventsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+    ingest = _template()["Resources"]["IngestFunction"]["Properties"]["Events"]["Queue"]["Properties"]
+    assert ingest["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_context_table_from_the_template_key_schema_works_in_moto(aws: str) -> None:
+    # Given the DynamoDB table exactly as the template declares it
+    props = _template()["Resources"]["ContextTable"]["Properties"]
+    from customer_context.stores import factory
+
+    ddb = factory.boto_client("dynamodb")
+    ddb.create_table(TableName="ctx-template-test", KeySchema=props["KeySchema"],
+                     AttributeDefinitions=props["AttributeDefinitions"], BillingMode=props["BillingMode"])
+    # Then items keyed by it can be written and read back
+    ddb.put_item(TableName="ctx-template-test", Item={"pk": {"S": "profile#1"}, "sk": {"S": "snapshot"}})
+    item = ddb.get_item(TableName="ctx-template-test", Key={"pk": {"S": "profile#1"}, "sk": {"S": "snapshot"}})
+    assert item["Item"]["pk"]["S"] == "profile#1"
+    assert props["TimeToLiveSpecification"]["Enabled"] is True
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAM.exists(), reason="the SAM CLI is installed by `make test` into .venv-sam")
+@pytest.mark.skipif(_python312_dir() is None, reason="sam build without Docker needs a python3.12 interpreter, "
+                                                     "and this machine has none")
+def test_sam_build_of_the_collect_function_and_core_layer(tmp_path: Path) -> None:
+    # Given the SAM CLI and the runtime's interpreter on PATH (no container)
+    env = dict(os.environ, SAM_CLI_TELEMETRY="0", AWS_DEFAULT_REGION="us-east-1",
+               PATH=f"{_python312_dir()}:{os.environ['PATH']}")
+    build_dir = tmp_path / "build"
+    # When the collect function is built with its layer
+    result = subprocess.run([str(SAM), "build", "CollectFunction", "--build-dir", str(build_dir),
+                             "--cache-dir", str(tmp_path / "cache"), "-t", str(TEMPLATE)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Then the handler and the package with its dependencies are where Lambda looks for them
+    assert (build_dir / "CollectFunction" / "app.py").is_file()
+    layer = build_dir / "CoreLayer" / "python"
+    assert (layer / "customer_context" / "collect" / "service.py").is_file()
+    assert (layer / "aws_lambda_powertools").is_dir() and (layer / "pydantic").is_dir()
+    shutil.rmtree(build_dir, ignore_errors=True)
