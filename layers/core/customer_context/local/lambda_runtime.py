@@ -76,5 +76,15 @@ def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
 
 
 def invoke(name: str, event: dict[str, Any], timeout_s: float = 30.0) -> Any:
-    """Call a function's handler with ``event`` and a fresh context."""
-    return load_handler(name)(event, LocalLambdaContext(function_name=name, timeout_s=timeout_s))
+    """Call a function's handler with ``event`` and a fresh context.
+
+    Metrics left over are cleared afterwards, as a finished Lambda invocation would: with
+    ``POWERTOOLS_METRICS_DISABLED`` Powertools skips the flush that clears them, and once 100 values
+    pile up it prints them anyway.
+    """
+    from customer_context.observability import metrics
+
+    try:
+        return load_handler(name)(event, LocalLambdaContext(function_name=name, timeout_s=timeout_s))
+    finally:
+        metrics.clear_metrics()
