@@ -89,6 +89,17 @@ class Settings(BaseModel):
         default=".customer-context",
         description="Local state folder: SQLite catalog, file warehouse, local config.",
     )
+    spec_path: str = Field(
+        default="",
+        description="Path of the context spec (context.yaml); default: the one shipped in the package.",
+    )
+    context_table: str = Field(default="", description="DynamoDB table serving snapshots and aliases.")
+    build_memory_limit: str = Field(
+        default="", description="DuckDB memory limit of a build (e.g. `6GB`); default: DuckDB's own (80% of RAM)."
+    )
+    build_interval_seconds: int = Field(
+        default=300, ge=0, description="Local stack only: how often `serve` runs a build (0: never)."
+    )
     commit_retries: int = Field(
         default=10, ge=0, description="How often an Iceberg commit conflict is retried (exponential backoff)."
     )

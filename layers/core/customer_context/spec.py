@@ -1,0 +1,334 @@
+"""The context spec (``context.yaml``): one file declares what is assembled and served.
+
+It declares identifiers (which event fields and record columns identify a customer, how they are
+normalised, their priority and per-profile limits), record tables (CRM, billing, support …
+drops), traits (each with a description, used by prompt text and tool schemas), scores, and the
+snapshot's sections and size budget. Loading validates everything; each error names the path and
+the reason, e.g. ``traits.ltv_90d.window: expected a duration like 30d``.
+
+Imports only pydantic and PyYAML (the serving functions read the spec too).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from customer_context.errors import ConfigError
+
+DEFAULT_SPEC = Path(__file__).with_name("context.yaml")
+_DURATION = re.compile(r"^(\d+)([hdw])$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: str) -> str:
+    if value != "all" and not _DURATION.match(str(value)):
+        raise ValueError("expected a duration like 30d (h, d or w), or `all`")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("expected a lower-case name: letters, digits and _ (max 63), starting with a letter")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+Name = Annotated[str, AfterValidator(_name)]
+Regex = Annotated[str, AfterValidator(_regex)]
+ColumnType = Literal["string", "integer", "double", "boolean", "timestamp", "date"]
+Scalar = str | int | float | bool
+
+
+def duration_seconds(value: str) -> int | None:
+    """Seconds in a duration (``None`` for ``all``)."""
+    if value == "all":
+        return None
+    found = _DURATION.match(value)
+    assert found, value
+    return int(found.group(1)) * _UNITS[found.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdentifierType(_Model):
+    """A kind of identifier (user_id, email, a CRM id …)."""
+
+    description: str = ""
+    priority: int = Field(default=100, ge=1, description="Lower is more important (Segment: user_id 1, email 2).")
+    limit: int = Field(default=100, ge=1, description="Most identifiers of this type one profile may hold.")
+    normalize: list[Literal["trim", "lowercase", "digits"]] = Field(default_factory=lambda: ["trim"])
+    from_events: list[str] = Field(
+        default_factory=list,
+        description="Event fields carrying it: userId, anonymousId, traits.<key>, context.traits.<key>, "
+        "properties.<key>, or externalIds.<type> (context.externalIds).",
+    )
+
+    @model_validator(mode="after")
+    def _paths(self) -> IdentifierType:
+        for path in self.from_events:
+            if path not in ("userId", "anonymousId") and not re.match(
+                r"^(traits|context\.traits|properties|externalIds)\.[A-Za-z0-9_$-]+$", path
+            ):
+                raise ValueError(f"from_events: unsupported path {path!r}")
+        return self
+
+
+class IdentifiersSpec(_Model):
+    """Identity resolution settings."""
+
+    types: dict[Name, IdentifierType]
+    blocked_values: list[Regex] = Field(
+        default_factory=lambda: [r"^[0-]*$", r"^-1$", r"^(null|none|nil|undefined|anonymous|unknown)$"])
+    max_identifiers_per_profile: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _required(self) -> IdentifiersSpec:
+        for needed in ("user_id", "anonymous_id"):
+            if needed not in self.types:
+                raise ValueError(f"types: `{needed}` must be declared (events carry it)")
+        return self
+
+
+class Interactions(_Model):
+    """Marks a record table as customer interactions (tickets, chats, emails) kept in snapshots."""
+
+    text_column: str
+    keep: int = Field(default=5, ge=1, le=50, description="Most recent interactions per customer in the snapshot.")
+    max_chars: int = Field(default=500, ge=20, description="Text is truncated to this many characters.")
+
+
+class RecordTable(_Model):
+    """A table of operational or enrichment records dropped under ``imports/<name>/``."""
+
+    description: str = Field(min_length=1)
+    primary_key: list[str] = Field(min_length=1)
+    updated_at: str
+    columns: dict[str, ColumnType]
+    identifiers: dict[str, str] = Field(description="Identifier type → column holding it.")
+    interactions: Interactions | None = None
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> RecordTable:
+        for key in self.primary_key:
+            if key not in self.columns:
+                raise ValueError(f"primary_key: column {key!r} is not in columns")
+        if self.columns.get(self.updated_at) != "timestamp":
+            raise ValueError(f"updated_at: column {self.updated_at!r} must be a declared timestamp column")
+        for id_type, column in self.identifiers.items():
+            if column not in self.columns:
+                raise ValueError(f"identifiers.{id_type}: column {column!r} is not in columns")
+        if self.interactions and self.interactions.text_column not in self.columns:
+            raise ValueError(f"interactions.text_column: {self.interactions.text_column!r} is not in columns")
+        return self
+
+
+class Condition(_Model):
+    """A comparison on an event property: exactly one operator."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in")
+
+    @model_validator(mode="after")
+    def _one(self) -> Condition:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("expected exactly one of eq, ne, gt, gte, lt, lte, in")
+        return self
+
+
+class EventFilter(_Model):
+    """Which events a trait counts."""
+
+    type: list[Literal["track", "identify", "page", "screen", "group", "alias"]] | None = None
+    event: list[str] | None = None
+    properties: dict[str, Scalar | Condition] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listify(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("type", "event"):
+                if isinstance(data.get(key), str):
+                    data[key] = [data[key]]
+        return data
+
+
+EVENT_KINDS = ("count", "sum", "avg", "min", "max", "first_value", "last_value", "first_time", "last_time",
+               "most_frequent", "unique_list", "unique_count", "exists")
+VALUE_KINDS = ("sum", "avg", "min", "max", "first_value", "last_value", "most_frequent", "unique_list", "unique_count")
+NUMERIC_KINDS = ("sum", "avg", "min", "max")
+RECORD_KINDS = ("count", "sum", "avg", "min", "max", "first_value", "last_value", "exists", "unique_list")
+
+
+class Trait(_Model):
+    """A computed trait. ``table: events`` (default) aggregates events of the profile; a record
+    table name aggregates that table's rows of the profile; ``kind: sql`` runs your DuckDB SQL."""
+
+    description: str = Field(min_length=1, description="What the value means; shown to the AI.")
+    kind: Literal["count", "sum", "avg", "min", "max", "first_value", "last_value", "first_time", "last_time",
+                  "most_frequent", "unique_list", "unique_count", "exists", "sql"]
+    table: str = "events"
+    property: str | None = Field(
+        default=None,
+        description="events: properties.<key>, traits.<key>, context.<key> or a column (event, name, page_path …); "
+        "records: a column.",
+    )
+    window: Duration = "all"
+    where: EventFilter | dict[str, Scalar] | None = Field(default=None, union_mode="left_to_right")
+    limit: int = Field(default=10, ge=1, le=100, description="unique_list: most values kept.")
+    sql: str | None = Field(
+        default=None, description="kind sql: a query over `events_profiled` / `<table>_profiled` returning "
+        "profile_id and value.")
+    unit: str | None = Field(default=None, description="Unit shown with the value (USD, days …).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Trait:
+        if self.kind == "sql":
+            if not self.sql:
+                raise ValueError("sql: required when kind is sql")
+            return self
+        if self.sql:
+            raise ValueError("sql: only allowed when kind is sql")
+        if self.kind in VALUE_KINDS and not self.property:
+            raise ValueError(f"property: required for kind {self.kind}")
+        if self.table != "events":
+            if self.kind not in RECORD_KINDS:
+                raise ValueError(f"kind: {self.kind} is not available on record tables ({', '.join(RECORD_KINDS)})")
+            if self.where is not None and not (isinstance(self.where, dict)):
+                raise ValueError("where: on a record table, give column: value pairs")
+        elif isinstance(self.where, dict):
+            raise ValueError("where: on events, give type / event / properties")
+        return self
+
+
+class Scores(_Model):
+    """Churn risk (1 − P(alive), BG/NBD) and LTV (BG/NBD × Gamma-Gamma) from purchase events."""
+
+    enabled: bool = True
+    purchase_event: str = "Order Completed"
+    revenue_property: str = "revenue"
+    horizon: Duration = "365d"
+    min_customers: int = Field(default=30, ge=2, description="Fewer repeat-capable buyers: scores are skipped.")
+
+
+class RecentEvents(_Model):
+    """The tail of raw events kept in each snapshot."""
+
+    limit: int = Field(default=20, ge=0, le=200)
+    types: list[str] = Field(default_factory=lambda: ["track", "page", "screen"])
+    max_chars: int = Field(default=300, ge=50, description="Each event's properties JSON is cut to this length.")
+
+
+class Section(_Model):
+    """A part of the snapshot, in priority order."""
+
+    name: Literal["profile", "traits", "scores", "records", "interactions", "recent_events"]
+    description: str = Field(min_length=1)
+
+
+class SnapshotSpec(_Model):
+    """The per-profile document."""
+
+    max_bytes: int = Field(default=350_000, ge=1000, le=390_000, description="Below DynamoDB's 400 KB item limit.")
+    recent_events: RecentEvents = Field(default_factory=RecentEvents)
+    sections: list[Section]
+
+
+class ContextSpec(_Model):
+    """The whole spec."""
+
+    version: Literal[1]
+    identifiers: IdentifiersSpec
+    record_tables: dict[Name, RecordTable] = Field(default_factory=dict)
+    traits: dict[Name, Trait] = Field(default_factory=dict)
+    scores: Scores = Field(default_factory=Scores)
+    snapshot: SnapshotSpec
+
+    @model_validator(mode="after")
+    def _references(self) -> ContextSpec:
+        for table_name, table in self.record_tables.items():
+            for id_type in table.identifiers:
+                if id_type not in self.identifiers.types:
+                    raise ValueError(f"record_tables.{table_name}.identifiers: type {id_type!r} is not declared "
+                                     "under identifiers.types")
+        for trait_name, trait in self.traits.items():
+            if trait.kind != "sql" and trait.table != "events":
+                table = self.record_tables.get(trait.table)
+                if table is None:
+                    raise ValueError(f"traits.{trait_name}.table: no record table {trait.table!r} "
+                                     f"(declared: events, {', '.join(self.record_tables) or 'none'})")
+                if trait.property and trait.property not in table.columns:
+                    raise ValueError(f"traits.{trait_name}.property: {trait.table} has no column {trait.property!r}")
+                for column in trait.where or {}:
+                    if column not in table.columns:
+                        raise ValueError(f"traits.{trait_name}.where: {trait.table} has no column {column!r}")
+        return self
+
+    def window_delta(self, trait: Trait) -> timedelta | None:
+        """The trait's window as a timedelta (``None``: all time)."""
+        seconds = duration_seconds(trait.window)
+        return None if seconds is None else timedelta(seconds=seconds)
+
+
+def _format(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+def parse_spec(text: str, origin: str = "context.yaml") -> ContextSpec:
+    """Parse and validate spec text.
+
+    Raises:
+        ConfigError: YAML syntax or validation errors; each line names the path and the reason.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level")
+    try:
+        return ContextSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: invalid spec:\n{_format(exc)}") from None
+
+
+@lru_cache(maxsize=8)
+def load_spec(path: str | None = None) -> ContextSpec:
+    """Load the spec from ``path``, ``CUSTOMER_CONTEXT_SPEC_PATH`` or the packaged default (cached)."""
+    from customer_context.config import get_settings
+
+    chosen = Path(path or get_settings().spec_path or DEFAULT_SPEC)
+    try:
+        text = chosen.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the context spec at {chosen}: {exc.strerror}") from None
+    return parse_spec(text, str(chosen))
