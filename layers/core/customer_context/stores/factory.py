@@ -67,7 +67,36 @@ def lakehouse() -> Lakehouse:
     return Lakehouse.from_settings(get_settings())
 
 
+@lru_cache(maxsize=1)
+def context_store() -> Any:
+    """The DynamoDB context table (snapshots, aliases)."""
+    import boto3
+
+    from customer_context.errors import ConfigError
+    from customer_context.stores.context_store import DynamoContextStore
+
+    settings = get_settings()
+    if not settings.context_table:
+        raise ConfigError("CUSTOMER_CONTEXT_CONTEXT_TABLE is not set: nowhere to land snapshots")
+    from botocore.config import Config
+
+    resource = boto3.session.Session().resource(
+        "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 8}))
+    return DynamoContextStore(resource.Table(settings.context_table))
+
+
+@lru_cache(maxsize=8)
+def blobs(bucket: str) -> Any:
+    """Objects of one S3 bucket."""
+    from customer_context.stores.blobs import S3BlobStore
+
+    return S3BlobStore(boto_client("s3"), bucket)
+
+
 def reset() -> None:
     """Forget every cached store and the cached settings."""
-    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, get_settings):
+    from customer_context.spec import load_spec
+
+    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
+                   load_spec):
         cached.cache_clear()

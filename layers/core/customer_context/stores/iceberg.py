@@ -48,6 +48,7 @@ class Lakehouse:
         self.commit_retries = commit_retries
         self._tables: dict[str, Table] = {}
         self._namespace_ready = False
+        self._definitions: dict[str, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lakehouse:
@@ -66,19 +67,28 @@ class Lakehouse:
             self.catalog.create_namespace(self.namespace)
         self._namespace_ready = True
 
+    def define(self, definition: Any) -> None:
+        """Declare a table not in the fixed list (record tables come from the spec)."""
+        self._definitions[definition.name] = definition
+
+    def _definition(self, name: str) -> Any:
+        from customer_context.stores.tables import TABLES
+
+        if name in self._definitions:
+            return self._definitions[name]
+        return TABLES[name]
+
     def table(self, name: str) -> Table:
         """Load a declared table, creating it (schema, partitioning) on first use."""
         if name in self._tables:
             return self._tables[name]
         from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 
-        from customer_context.stores.tables import TABLES
-
         identifier = (self.namespace, name)
         try:
             table = self.catalog.load_table(identifier)
         except NoSuchTableError:
-            definition = TABLES[name]
+            definition = self._definition(name)
             self._ensure_namespace()
             try:
                 table = self.catalog.create_table(
@@ -94,9 +104,7 @@ class Lakehouse:
 
     def arrow_schema(self, name: str) -> pa.Schema:
         """The Arrow schema rows must have to be appended to ``name``."""
-        from customer_context.stores.tables import TABLES
-
-        return TABLES[name].schema.as_arrow()
+        return self._definition(name).schema.as_arrow()
 
     def append(self, name: str, data: pa.Table, properties: dict[str, str] | None = None) -> int:
         """Append rows in one commit, retrying conflicts.
@@ -112,10 +120,23 @@ class Lakehouse:
         Raises:
             CommitFailed: Still conflicting after ``commit_retries`` retries.
         """
+        return self._commit(name, lambda table: table.append(data, snapshot_properties=properties or {}))
+
+    def overwrite(self, name: str, data: pa.Table, properties: dict[str, str] | None = None) -> None:
+        """Replace the table's rows in one commit (conflicts retried like :meth:`append`)."""
+        self._commit(name, lambda table: table.overwrite(data, snapshot_properties=properties or {}))
+
+    def upsert(self, name: str, data: pa.Table, join_cols: list[str]) -> Any:
+        """Update rows matching ``join_cols`` and insert the others, in one commit."""
+        result: list[Any] = []
+        self._commit(name, lambda table: result.append(table.upsert(data, join_cols=join_cols)))
+        return result[-1]
+
+    def _commit(self, name: str, operation: Any) -> int:
         table = self.table(name)
         for attempt in range(self.commit_retries + 1):
             try:
-                table.append(data, snapshot_properties=properties or {})
+                operation(table)
                 self._tables[name] = table
                 return attempt + 1
             except Exception as exc:
@@ -129,6 +150,10 @@ class Lakehouse:
                 time.sleep(delay)
                 table = self.catalog.load_table((self.namespace, name))
         raise AssertionError("unreachable")
+
+    def exists(self, name: str) -> bool:
+        """Whether the table exists in the catalog."""
+        return name in self._tables or name in self.table_names()
 
     def table_names(self) -> list[str]:
         """Names of the tables that exist in the namespace."""

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import NestedField, StringType, TimestamptzType
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
 
 
 def _s(field_id: int, name: str, doc: str, required: bool = False) -> NestedField:
@@ -88,9 +96,78 @@ class TableDef:
     doc: str
 
 
+IDENTITY_GRAPH_SCHEMA = Schema(
+    _s(1, "identifier_type", "user_id, email, anonymous_id …", True),
+    _s(2, "identifier_value", "The normalised identifier", True),
+    _s(3, "profile_id", "The profile it belongs to (stable across builds)", True),
+    _s(4, "joined_via", "Why it is in this profile: the edge (source, other identifier, time) that joined it", True),
+    _t(5, "profile_first_seen", "When the profile was first seen", True),
+    _t(6, "built_at", "Build that produced this row", True),
+)
+IDENTITY_REJECTED_SCHEMA = Schema(
+    _s(1, "a_type", "Identifier type of one end", True),
+    _s(2, "a_value", "Identifier value of one end", True),
+    _s(3, "b_type", "Identifier type of the other end", True),
+    _s(4, "b_value", "Identifier value of the other end", True),
+    _t(5, "first_seen", "When the edge was first observed", True),
+    _s(6, "source", "Where the edge came from (event:identify, record:crm_contacts …)", True),
+    _s(7, "reason", "Why it was not applied (merge limit, blocked value …)", True),
+    _t(8, "built_at", "Build that produced this row", True),
+)
+SNAPSHOTS_SCHEMA = Schema(
+    _s(1, "profile_id", "Profile", True),
+    NestedField(2, "version", LongType(), required=True, doc="Snapshot version of the profile (1, 2, …)"),
+    _s(3, "content_hash", "md5 of the content (without build times)", True),
+    _t(4, "built_at", "When the build ran", True),
+    _t(5, "data_as_of", "Newest event received before the build"),
+    _s(6, "doc", "The snapshot document as served (JSON)", True),
+)
+PROFILE_STATE_SCHEMA = Schema(
+    _s(1, "profile_id", "Profile", True),
+    NestedField(2, "version", LongType(), required=True, doc="Latest landed version"),
+    _s(3, "content_hash", "Hash of the latest landed content", True),
+    _t(4, "built_at", "Build that landed it", True),
+)
+REJECTED_RECORDS_SCHEMA = Schema(
+    _s(1, "table_name", "Record table the row was meant for", True),
+    _s(2, "source_key", "Object key of the dropped file", True),
+    NestedField(3, "row_number", LongType(), required=True, doc="1-based row (line) number in the file"),
+    _s(4, "reason", "Why it was rejected: the column and the reason", True),
+    _s(5, "raw", "The row as read, as JSON text", True),
+    _t(6, "received_at", "When the file was loaded", True),
+)
+
+_ICEBERG_TYPES = {"string": StringType, "integer": LongType, "double": DoubleType, "boolean": BooleanType,
+                  "timestamp": TimestamptzType, "date": DateType}
+
+
+def record_table_def(name: str, columns: dict[str, str], primary_key: list[str], description: str) -> TableDef:
+    """The Iceberg definition of a record table declared in the spec (plus lineage columns)."""
+    fields = [
+        NestedField(i + 1, column, _ICEBERG_TYPES[kind](), required=column in primary_key)
+        for i, (column, kind) in enumerate(columns.items())
+    ]
+    n = len(fields)
+    fields.append(NestedField(n + 1, "_source_key", StringType(), required=True, doc="File the row came from"))
+    fields.append(NestedField(n + 2, "_loaded_at", TimestamptzType(), required=True, doc="When it was loaded"))
+    schema = Schema(*fields, identifier_field_ids=[f.field_id for f in fields if f.name in primary_key])
+    return TableDef(name, schema, PartitionSpec(), description)
+
+
 TABLES: dict[str, TableDef] = {
     "events": TableDef("events", EVENTS_SCHEMA, _by_day(EVENTS_SCHEMA, "received_at"),
                        "Accepted tracking events, one row per event (deduplicate by message_id)."),
     "rejected_events": TableDef("rejected_events", REJECTED_SCHEMA, _by_day(REJECTED_SCHEMA, "received_at"),
                                 "Rejected events with the reason and the raw payload."),
+    "identity_graph": TableDef("identity_graph", IDENTITY_GRAPH_SCHEMA, PartitionSpec(),
+                               "Identifier → profile, with why it joined (rewritten by each build)."),
+    "identity_rejected_edges": TableDef("identity_rejected_edges", IDENTITY_REJECTED_SCHEMA, PartitionSpec(),
+                                        "Edges not applied by the last build, with the reason."),
+    "context_snapshots": TableDef("context_snapshots", SNAPSHOTS_SCHEMA, _by_day(SNAPSHOTS_SCHEMA, "built_at"),
+                                  "Every snapshot version landed: what the AI could know, and when."),
+    "profile_state": TableDef("profile_state", PROFILE_STATE_SCHEMA, PartitionSpec(),
+                              "Latest landed version and hash per profile (rewritten by each build)."),
+    "rejected_records": TableDef("rejected_records", REJECTED_RECORDS_SCHEMA,
+                                 _by_day(REJECTED_RECORDS_SCHEMA, "received_at"),
+                                 "Record rows rejected on load, with row number and reason."),
 }

@@ -1,0 +1,1 @@
+"""Assembly: identity graph, traits, scores and snapshots over the lakehouse."""

@@ -1,0 +1,530 @@
+"""build_context: the lakehouse → one context snapshot per customer → the serving store.
+
+Stages (each timed in the report, progress logged):
+
+1. **read**: events (projected to the columns the spec needs) and record tables, through pyiceberg
+   into Arrow, into an in-memory DuckDB; events deduplicated by ``message_id``;
+2. **identity**: identifiers per event and per record row, star edges to each one's most important
+   identifier, alias edges; resolved with merge protection and stable ids
+   (:mod:`customer_context.assemble.identity`);
+3. **traits**: the compiled spec (:mod:`customer_context.assemble.compiler`) over
+   ``events_profiled`` and ``<table>_profiled``;
+4. **scores**: BG/NBD and Gamma-Gamma fitted on the purchase summaries
+   (:mod:`customer_context.assemble.scores`);
+5. **snapshots**: one JSON document per profile built in DuckDB, hashed without its build times,
+   cut to the size budget (truncation marked);
+6. **landing**: only new or changed snapshots are written to the serving store, plus alias items
+   for new or moved identifiers; merged-away profiles and orphan aliases are deleted. The Iceberg
+   state (history, identity graph, profile state) is committed *after* landing, so a build that
+   fails half-way leaves the previous state and a rerun lands what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from customer_context.assemble import compiler
+from customer_context.assemble.compiler import ident, lit
+from customer_context.observability import logger
+from customer_context.spec import ContextSpec, duration_seconds
+from customer_context.stores.context_store import ContextStore, SnapshotItem
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from customer_context.stores.iceberg import Lakehouse
+
+EVENT_BASE_COLUMNS = ("message_id", "type", "event", "user_id", "anonymous_id", "previous_id", "timestamp",
+                      "received_at", "name", "category", "page_url", "page_path", "page_title", "properties",
+                      "traits")
+SECTION_DROP_ORDER = ("recent_events", "interactions", "records", "traits", "scores")
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    built_at: str
+    data_as_of: str | None = None
+    as_of: str | None = None
+    events: int = 0
+    profiles: int = 0
+    identifiers: int = 0
+    rejected_edges: int = 0
+    merged_profiles: int = 0
+    changed_profiles: int = 0
+    items_written: int = 0
+    items_deleted: int = 0
+    truncated_profiles: int = 0
+    scores: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dict(self.__dict__)
+
+
+class _Stages:
+    def __init__(self, report: BuildReport, progress: Callable[[str], None] | None) -> None:
+        self.report = report
+        self.progress = progress
+        self._t = time.perf_counter()
+
+    def done(self, stage: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        self.report.timings_s[stage] = round(now - self._t, 3)
+        self._t = now
+        message = f"{stage}: {detail} ({self.report.timings_s[stage]:.2f}s)" if detail else stage
+        logger.info("build stage done", extra={"stage": stage, "seconds": self.report.timings_s[stage]})
+        if self.progress:
+            self.progress(message)
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    return con.sql(sql).fetchall()[0][0]
+
+
+def _event_columns(spec: ContextSpec) -> list[str]:
+    text = json.dumps(spec.model_dump(mode="json"))
+    columns = list(EVENT_BASE_COLUMNS)
+    if "context." in text or "externalIds." in text:
+        columns.append("context")
+    return columns
+
+
+def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> int:
+    import pyarrow as pa
+
+    if lakehouse.exists("events"):
+        table = lakehouse.catalog.load_table((lakehouse.namespace, "events"))
+        data = table.scan(selected_fields=tuple(_event_columns(spec))).to_arrow()
+    else:
+        schema = lakehouse.arrow_schema("events")
+        data = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in _event_columns(spec)]))
+    con.register("events_raw", data)
+    con.execute("CREATE TABLE events_unique AS SELECT * FROM events_raw "
+                "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at) = 1")
+    con.unregister("events_raw")
+    return int(_scalar(con, "SELECT count(*) FROM events_unique"))
+
+
+def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> None:
+    import pyarrow as pa
+
+    from customer_context.stores.tables import record_table_def
+
+    for name, table in spec.record_tables.items():
+        definition = record_table_def(name, table.columns, table.primary_key, table.description)
+        lakehouse.define(definition)
+        data = (lakehouse.scan(name) if lakehouse.exists(name)
+                else pa.Table.from_pylist([], schema=definition.schema.as_arrow()))
+        con.register(f"{name}_arrow", data)
+        con.execute(f"CREATE TABLE {ident(name)} AS SELECT * FROM {ident(name + '_arrow')}")
+        con.unregister(f"{name}_arrow")
+
+
+def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple[pa.Table, pa.Table]:
+    """Nodes and deduplicated star edges, from events and record rows."""
+    types = spec.identifiers.types
+    con.execute(f"CREATE TABLE event_ids AS {compiler.event_identifier_sql(spec)}")
+    con.execute("CREATE TABLE event_types AS SELECT message_id, type FROM events_unique")
+    edge_sql = [
+        "SELECT a.t AS a_type, a.v AS a_value, e.id_type AS b_type, e.id_value AS b_value, "
+        "e.timestamp AS first_seen, 'event:' || ty.type AS source "
+        "FROM event_ids e JOIN (SELECT message_id, arg_min(id_type, (priority, id_type, id_value)) AS t, "
+        "arg_min(id_value, (priority, id_type, id_value)) AS v FROM event_ids GROUP BY message_id) a "
+        "USING (message_id) JOIN event_types ty USING (message_id) "
+        "WHERE NOT (e.id_type = a.t AND e.id_value = a.v)"
+    ]
+    node_sql = ["SELECT id_type AS type, id_value AS value, timestamp AS first_seen FROM event_ids"]
+    # alias: previousId → userId; previousId is a user id when one is known by that value, else a device id
+    user_rule, anon_rule = types["user_id"], types["anonymous_id"]
+    prev = compiler.normalize_sql("previous_id", anon_rule)
+    user = compiler.normalize_sql("user_id", user_rule)
+    con.execute(
+        f"CREATE TABLE alias_edges AS SELECT CASE WHEN EXISTS (SELECT 1 FROM event_ids i WHERE i.id_type = 'user_id' "
+        f"AND i.id_value = {prev}) THEN 'user_id' ELSE 'anonymous_id' END AS a_type, {prev} AS a_value, "
+        f"'user_id' AS b_type, {user} AS b_value, timestamp AS first_seen, 'event:alias' AS source "
+        f"FROM events_unique WHERE type = 'alias' AND {prev} IS NOT NULL AND {user} IS NOT NULL")
+    edge_sql.append("SELECT * FROM alias_edges")
+    node_sql.append("SELECT a_type, a_value, first_seen FROM alias_edges")
+    node_sql.append("SELECT b_type, b_value, first_seen FROM alias_edges")
+    for name, table in spec.record_tables.items():
+        if not table.identifiers:
+            continue
+        rid = f"{name}__ids"
+        con.execute(f"CREATE TABLE {ident(rid)} AS {compiler.record_identifier_sql(spec, name, table)}")
+        edge_sql.append(
+            f"SELECT a.t, a.v, e.id_type, e.id_value, e.updated_at, {lit('record:' + name)} "
+            f"FROM {ident(rid)} e JOIN (SELECT row_key, arg_min(id_type, (priority, id_type, id_value)) AS t, "
+            f"arg_min(id_value, (priority, id_type, id_value)) AS v FROM {ident(rid)} GROUP BY row_key) a "
+            f"USING (row_key) WHERE NOT (e.id_type = a.t AND e.id_value = a.v)")
+        node_sql.append(f"SELECT id_type, id_value, updated_at FROM {ident(rid)}")
+    edges = con.sql(
+        "SELECT a_type, a_value, b_type, b_value, min(first_seen) AS first_seen, arg_min(source, first_seen) AS source "
+        f"FROM ({' UNION ALL '.join(edge_sql)}) WHERE first_seen IS NOT NULL GROUP BY a_type, a_value, b_type, b_value"
+    ).to_arrow_table()
+    nodes = con.sql(
+        f"SELECT type, value, min(first_seen) AS first_seen FROM ({' UNION ALL '.join(node_sql)}) "
+        "WHERE first_seen IS NOT NULL GROUP BY type, value"
+    ).to_arrow_table()
+    return nodes, edges
+
+
+def _previous_identity(lakehouse: Lakehouse) -> dict[tuple[str, str], Any]:
+    from customer_context.assemble.identity import PreviousProfile
+
+    if not lakehouse.exists("identity_graph"):
+        return {}
+    rows = lakehouse.scan("identity_graph", selected_fields=(
+        "identifier_type", "identifier_value", "profile_id", "profile_first_seen")).to_pylist()
+    return {(r["identifier_type"], r["identifier_value"]): PreviousProfile(r["profile_id"], r["profile_first_seen"])
+            for r in rows}
+
+
+def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> None:
+    """events_profiled / <table>_profiled: every row with the profile of its most important identifier."""
+    con.execute(
+        "CREATE TABLE event_profile AS SELECT e.message_id, "
+        "arg_min(m.profile_id, (e.priority, e.id_type)) AS profile_id "
+        "FROM event_ids e JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
+        "GROUP BY e.message_id")
+    con.execute("CREATE TABLE events_profiled AS SELECT p.profile_id, e.* FROM events_unique e "
+                "JOIN event_profile p USING (message_id)")
+    for name, table in spec.record_tables.items():
+        key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
+        rid = ident(f"{name}__ids")
+        if table.identifiers:
+            con.execute(
+                f"CREATE TABLE {ident(name + '_profiled')} AS SELECT p.profile_id, r.* FROM {ident(name)} r JOIN ("
+                f"SELECT e.row_key, arg_min(m.profile_id, (e.priority, e.id_type)) AS profile_id FROM {rid} e "
+                "JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
+                f"GROUP BY e.row_key) p ON p.row_key = {key}")
+        else:
+            con.execute(f"CREATE TABLE {ident(name + '_profiled')} AS SELECT NULL::VARCHAR AS profile_id, * "
+                        f"FROM {ident(name)} WHERE FALSE")
+
+
+def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime) -> list[str]:
+    """Create table ``traits`` (profile_id + one column per trait); returns the trait names."""
+    queries = compiler.compile_traits(spec)
+    as_of_sql = lit(as_of)
+    parts = []
+    for i, sql in enumerate(queries.grouped.values()):
+        con.execute(f"CREATE TABLE traits_g{i} AS {sql.replace('$as_of', as_of_sql)}")
+        parts.append(f"traits_g{i}")
+    for i, (name, sql) in enumerate(queries.separate.items()):
+        try:
+            con.execute(f"CREATE TABLE traits_s{i} AS SELECT profile_id, value AS {ident(name)} FROM ("
+                        f"{sql.replace('$as_of', as_of_sql)})")
+        except Exception as exc:
+            from customer_context.errors import ConfigError
+
+            raise ConfigError(f"traits.{name}: the SQL failed: {exc}") from None
+        parts.append(f"traits_s{i}")
+    select = ["p.profile_id"]
+    for name in spec.traits:
+        column = f"{ident(name)}"
+        if name in queries.zero_default:
+            default = {"exists": "FALSE", "unique_list": "[]"}.get(spec.traits[name].kind, "0")
+            select.append(f"coalesce({column}, {default}) AS {column}")
+        else:
+            select.append(column)
+    joins = " ".join(f"LEFT JOIN {t} USING (profile_id)" for t in parts)
+    con.execute(f"CREATE TABLE traits AS SELECT {', '.join(select)} FROM profiles p {joins}")
+    return list(spec.traits)
+
+
+def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime) -> dict[str, Any]:
+    """Create table ``scores``; returns the fitted parameters (or why scores were skipped)."""
+    import numpy as np
+    import pyarrow as pa
+
+    empty = "CREATE TABLE scores AS SELECT profile_id, NULL::DOUBLE AS churn_risk, NULL::DOUBLE AS p_alive, " \
+            "NULL::DOUBLE AS expected_orders, NULL::DOUBLE AS ltv, NULL::INTEGER AS repeat_purchases FROM profiles"
+    if not spec.scores.enabled:
+        con.execute(empty)
+        return {"skipped": "scores.enabled is false"}
+    revenue = compiler.event_value(f"properties.{spec.scores.revenue_property}")
+    summary = con.sql(
+        "WITH daily AS (SELECT profile_id, date_trunc('day', timestamp) AS day, "
+        f"sum(coalesce(TRY_CAST({revenue} AS DOUBLE), 0)) AS rev FROM events_profiled "
+        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)} GROUP BY ALL) "
+        "SELECT profile_id, count(*) - 1 AS frequency, "
+        "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "
+        f"greatest(date_diff('second', min(day), {lit(as_of)}) / 86400.0, date_diff('second', min(day), max(day)) "
+        "/ 86400.0) AS T, "
+        "CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS monetary "
+        "FROM daily GROUP BY profile_id"
+    ).fetchnumpy()
+    n = len(summary["profile_id"])
+    repeaters = int((summary["frequency"] > 0).sum()) if n else 0
+    if n < spec.scores.min_customers or repeaters < 2:
+        con.execute(empty)
+        return {"skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
+                           f"({spec.scores.min_customers}) or no repeat buyers"}
+    from customer_context.assemble import scores as models
+
+    freq = summary["frequency"].astype(float)
+    rec, age, money = (summary["recency"].astype(float), summary["T"].astype(float),
+                       summary["monetary"].astype(float))
+    horizon_days = (duration_seconds(spec.scores.horizon) or 365 * 86400) / 86400
+    bg = models.fit_bgnbd(freq, rec, age)
+    alive = models.p_alive(bg, freq, rec, age)
+    orders = models.expected_purchases(bg, horizon_days, freq, rec, age)
+    result: dict[str, Any] = {"bgnbd": bg.__dict__, "buyers": n, "repeat_buyers": repeaters,
+                              "horizon_days": horizon_days}
+    try:
+        gg = models.fit_gamma_gamma(freq, money)
+        ltv = models.customer_lifetime_value(bg, gg, freq, rec, age, money, horizon_days)
+        result["gamma_gamma"] = gg.__dict__
+    except models.ScoreFitError as exc:
+        ltv = np.full(n, np.nan)
+        result["gamma_gamma"] = {"skipped": str(exc)}
+    table = pa.table({
+        "profile_id": summary["profile_id"],
+        "churn_risk": np.round(1 - alive, 4), "p_alive": np.round(alive, 4),
+        "expected_orders": np.round(orders, 3), "ltv": np.round(ltv, 2),
+        "repeat_purchases": freq.astype("int32"),
+    })
+    con.register("scores_arrow", table)
+    con.execute("CREATE TABLE scores AS SELECT p.profile_id, s.churn_risk, s.p_alive, s.expected_orders, s.ltv, "
+                "s.repeat_purchases FROM profiles p LEFT JOIN scores_arrow s USING (profile_id)")
+    con.unregister("scores_arrow")
+    return result
+
+
+def _shown(column: str, kind: str) -> str:
+    """A record column as shown in snapshots (timestamps as ISO-8601 UTC)."""
+    return compiler.iso_time(ident(column)) if kind == "timestamp" else ident(column)
+
+
+def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | None) -> str:
+    horizon = spec.scores.horizon
+    trait_fields = ", ".join(f"{lit(name)}, t.{ident(name)}" for name in spec.traits) or "'none', NULL"
+    recent = spec.snapshot.recent_events
+    types = ", ".join(lit(t) for t in recent.types) or "''"
+    record_tables = [n for n, t in spec.record_tables.items() if not t.interactions]
+    interaction_tables = [(n, t) for n, t in spec.record_tables.items() if t.interactions]
+    ctes = [
+        "ids AS (SELECT profile_id, to_json(map_from_entries(list((identifier_type, vals) ORDER BY identifier_type))) "
+        "AS identifiers FROM ("
+        "SELECT profile_id, identifier_type, list(identifier_value ORDER BY identifier_value) AS vals FROM id_map "
+        "GROUP BY ALL) GROUP BY profile_id)",
+        f"recent AS (SELECT profile_id, max_by({{'type': type, 'event': event, 'name': name, "
+        f"'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%gZ'), 'page_path': page_path, "
+        f"'properties': left(properties, {recent.max_chars})}}, (timestamp, message_id), {max(recent.limit, 1)}) "
+        "AS events "
+        f"FROM events_profiled WHERE type IN ({types}) GROUP BY profile_id)",
+    ]
+    record_parts = []
+    for name in record_tables:
+        table = spec.record_tables[name]
+        cols = ", ".join(f"{lit(c)}: {_shown(c, kind)}" for c, kind in table.columns.items())
+        order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
+        ctes.append(f"rec_{name} AS (SELECT profile_id, max_by({{{cols}}}, ({order})) AS row "
+                    f"FROM {ident(name + '_profiled')} GROUP BY profile_id)")
+        record_parts.append((name, f"rec_{name}"))
+    inter_parts = []
+    for name, table in interaction_tables:
+        assert table.interactions
+        cols = ", ".join(
+            f"{lit(c)}: " + (f"left({ident(c)}, {table.interactions.max_chars})"
+                             if c == table.interactions.text_column else _shown(c, kind))
+            for c, kind in table.columns.items() if c not in table.identifiers.values())
+        order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
+        ctes.append(f"int_{name} AS (SELECT profile_id, max_by({{'table': {lit(name)}, {cols}}}, "
+                    f"({order}), {table.interactions.keep}) AS items "
+                    f"FROM {ident(name + '_profiled')} GROUP BY profile_id)")
+        inter_parts.append(f"int_{name}")
+    records_obj = ("json_object(" + ", ".join(f"{lit(n)}, {alias}.row" for n, alias in record_parts) + ")"
+                   if record_parts else "json_object()")
+    inter_list = ("list_concat(" + ", ".join(f"coalesce({a}.items, [])" for a in inter_parts) + ")"
+                  if len(inter_parts) > 1 else (f"coalesce({inter_parts[0]}.items, [])" if inter_parts else "[]"))
+    sections = {
+        "profile": "json_object('identifiers', ids.identifiers)",
+        "scores": f"json_object('churn_risk', s.churn_risk, 'p_alive', s.p_alive, 'expected_orders_{horizon}', "
+                  f"s.expected_orders, 'ltv_{horizon}', s.ltv, 'repeat_purchases', s.repeat_purchases)",
+        "traits": f"json_object({trait_fields})",
+        "records": records_obj,
+        "interactions": f"to_json({inter_list})",
+        "recent_events": f"to_json(coalesce(recent.events, {'[]' if recent.limit else '[]'}))",
+    }
+    content = ", ".join(f"{lit(sec.name)}, {sections[sec.name]}" for sec in spec.snapshot.sections)
+    joins = " ".join(f"LEFT JOIN {alias} USING (profile_id)" for _, alias in record_parts)
+    joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
+    as_of_text = data_as_of.isoformat() if data_as_of else None
+    meta = f"json_object('built_at', {lit(built_at.isoformat())}, 'data_as_of', {lit(as_of_text)})"
+    return (
+        f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
+        f"{content}) AS content FROM profiles p LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
+        f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}) "
+        f"SELECT profile_id, md5(content) AS content_hash, json_merge_patch(content, {meta}) AS doc FROM content"
+    )
+
+
+def fit_to_budget(doc: str, max_bytes: int, order: tuple[str, ...] = SECTION_DROP_ORDER) -> tuple[str, list[str]]:
+    """Cut a snapshot to ``max_bytes``: halve list sections from the least important, then drop
+    whole sections; what was cut is listed under ``truncated``. Never drops the profile."""
+    if len(doc.encode()) <= max_bytes:
+        return doc, []
+    data = json.loads(doc)
+    cut: list[str] = []
+
+    def size() -> int:
+        return len(json.dumps({**data, "truncated": cut}, separators=(",", ":")).encode())
+
+    for section in order:
+        value = data.get(section)
+        while isinstance(value, list) and value and size() > max_bytes:
+            kept = len(value) // 2
+            cut.append(f"{section}: kept {kept} of {len(value)}")
+            value = value[:kept]
+            data[section] = value
+        if size() > max_bytes and section in data:
+            cut.append(f"{section}: dropped")
+            data.pop(section)
+        if size() <= max_bytes:
+            break
+    data["truncated"] = cut
+    return json.dumps(data, separators=(",", ":")), cut
+
+
+def build_context(
+    lakehouse: Lakehouse,
+    store: ContextStore,
+    spec: ContextSpec,
+    *,
+    as_of: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str | None = None,
+) -> BuildReport:
+    """Run one build. See the module docstring for the stages.
+
+    Args:
+        lakehouse: Source tables and destination of the build's Iceberg state.
+        store: The serving store snapshots land in.
+        spec: The context spec.
+        as_of: The clock windows and scores are relative to; default: the newest event's
+            ``received_at`` (so a rebuild with no new data changes nothing), else now.
+        progress: Called with one line per finished stage.
+        memory_limit: DuckDB memory limit (e.g. ``"4GB"``).
+
+    Returns:
+        The report.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    from customer_context.assemble import identity
+
+    built_at = datetime.now(UTC)
+    report = BuildReport(built_at=built_at.isoformat())
+    stages = _Stages(report, progress)
+    con = duckdb.connect()
+    if memory_limit:
+        con.execute(f"SET memory_limit = {lit(memory_limit)}")
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        report.events = _register_events(con, lakehouse, spec)
+        _register_records(con, lakehouse, spec)
+        max_received = _scalar(con, "SELECT max(received_at) FROM events_unique")
+        data_as_of = max_received.astimezone(UTC) if max_received else None
+        report.data_as_of = data_as_of.isoformat() if data_as_of else None
+        # Windows and scores are relative to the data's clock, not the wall clock: a rebuild with no
+        # new data yields the same content, hence lands nothing.
+        clock = as_of or data_as_of or built_at
+        report.as_of = clock.isoformat()
+        stages.done("read", f"{report.events:,} events")
+
+        nodes, edges = _identity_inputs(con, spec)
+        config = identity.IdentityConfig(
+            rules={name: identity.IdentifierRule(name, rule.priority, rule.limit)
+                   for name, rule in spec.identifiers.types.items()},
+            blocked_values=tuple(spec.identifiers.blocked_values),
+            max_identifiers_per_profile=spec.identifiers.max_identifiers_per_profile,
+        )
+        result = identity.resolve(identity.nodes_from_arrow(nodes), identity.edges_from_arrow(edges), config,
+                                  _previous_identity(lakehouse))
+        graph = identity.result_to_arrow(result)
+        con.register("id_map", graph)
+        con.execute("CREATE TABLE profiles AS SELECT DISTINCT profile_id FROM id_map")
+        report.identifiers = graph.num_rows
+        report.profiles = int(_scalar(con, "SELECT count(*) FROM profiles"))
+        report.rejected_edges = len(result.rejected_edges)
+        report.merged_profiles = len(result.merged)
+        _profile_events(con, spec)
+        stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
+                                f"{report.rejected_edges:,} edges refused")
+
+        _compute_traits(con, spec, clock)
+        stages.done("traits", f"{len(spec.traits)} traits")
+        report.scores = _compute_scores(con, spec, clock)
+        stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
+                    f"fitted on {report.scores['buyers']:,} buyers")
+
+        docs = con.sql(_snapshot_sql(spec, built_at, data_as_of)).to_arrow_table()
+        stages.done("snapshots", f"{docs.num_rows:,} documents")
+
+        previous = ({r["profile_id"]: r for r in lakehouse.scan("profile_state").to_pylist()}
+                    if lakehouse.exists("profile_state") else {})
+        changed: list[SnapshotItem] = []
+        state_rows = []
+        for pid, content_hash, doc in zip(docs.column("profile_id").to_pylist(),
+                                          docs.column("content_hash").to_pylist(),
+                                          docs.column("doc").to_pylist(), strict=True):
+            before = previous.get(pid)
+            version = before["version"] if before else 0
+            if before is None or before["content_hash"] != content_hash:
+                version += 1
+                doc, cut = fit_to_budget(doc, spec.snapshot.max_bytes)
+                report.truncated_profiles += bool(cut)
+                changed.append(SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(),
+                                            report.data_as_of))
+                state_rows.append({"profile_id": pid, "version": version, "content_hash": content_hash,
+                                   "built_at": built_at})
+            else:
+                state_rows.append({**before})
+        report.changed_profiles = len(changed)
+
+        previous_ids = _previous_identity(lakehouse)
+        current = {(t, v): p for t, v, p in zip(graph.column("identifier_type").to_pylist(),
+                                                 graph.column("identifier_value").to_pylist(),
+                                                 graph.column("profile_id").to_pylist(), strict=True)}
+        moved = [(t, v, p) for (t, v), p in current.items()
+                 if (t, v) not in previous_ids or previous_ids[(t, v)].profile_id != p]
+        orphans = [key for key in previous_ids if key not in current]
+        gone = sorted({prev.profile_id for prev in previous_ids.values()} - set(current.values()))
+        report.items_written += store.put_snapshots(changed)
+        report.items_written += store.put_aliases(moved)
+        report.items_deleted += store.delete_aliases(orphans)
+        report.items_deleted += store.delete_snapshots(gone)
+        stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {len(moved):,} aliases written, "
+                               f"{len(orphans) + len(gone):,} items deleted")
+
+        if changed:
+            lakehouse.append("context_snapshots", pa.Table.from_pylist([
+                {"profile_id": c.profile_id, "version": c.version, "content_hash": c.content_hash,
+                 "built_at": built_at, "data_as_of": data_as_of, "doc": c.doc} for c in changed],
+                schema=lakehouse.arrow_schema("context_snapshots")))
+        graph_rows = graph.append_column("built_at", pa.array([built_at] * graph.num_rows, pa.timestamp("us", "UTC")))
+        lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
+        lakehouse.overwrite("identity_rejected_edges", pa.Table.from_pylist([
+            {"a_type": e.a_type, "a_value": e.a_value, "b_type": e.b_type, "b_value": e.b_value,
+             "first_seen": e.first_seen, "source": e.source, "reason": reason, "built_at": built_at}
+            for e, reason in result.rejected_edges], schema=lakehouse.arrow_schema("identity_rejected_edges")))
+        live = set(current.values())
+        lakehouse.overwrite("profile_state", pa.Table.from_pylist(
+            [r for r in state_rows if r["profile_id"] in live], schema=lakehouse.arrow_schema("profile_state")))
+        stages.done("commit", "identity_graph, profile_state, context_snapshots")
+        return report
+    finally:
+        con.close()
+
+

@@ -1,0 +1,250 @@
+"""Compile the context spec into DuckDB SQL.
+
+Everything here is string generation, no I/O: the build runs the SQL. Names in the SQL come from
+the validated spec (identifier names, JSON keys matching ``[A-Za-z0-9_$-]``); literal values are
+quoted with :func:`lit`. Traits over events become aggregates with ``FILTER (WHERE …)`` clauses in
+**one** grouped scan of ``events_profiled``; ``most_frequent`` and ``sql`` traits run on their own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from customer_context.spec import (
+    NUMERIC_KINDS,
+    Condition,
+    ContextSpec,
+    EventFilter,
+    IdentifierType,
+    RecordTable,
+    duration_seconds,
+)
+
+# Columns of `events` a trait may name directly (not JSON).
+EVENT_COLUMNS = frozenset({
+    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id", "timestamp",
+    "source_id", "channel", "ip", "user_agent", "locale", "library_name", "library_version", "name", "category",
+    "page_url", "page_path", "page_title", "page_referrer", "page_search",
+})
+_JSON_ROOTS = {"properties": "properties", "traits": "traits", "context": "context"}
+_KEY = re.compile(r"^[A-Za-z0-9_$-]+$")
+
+
+class SpecCompileError(ValueError):
+    """The spec names something the compiler cannot turn into SQL."""
+
+
+def lit(value: object) -> str:
+    """A SQL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMPTZ '{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def iso_time(expr: str) -> str:
+    """A timestamp as ISO-8601 text in UTC with milliseconds and ``Z`` (how snapshots show times)."""
+    return f"strftime(({expr}) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ')"
+
+
+def ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def event_value(path: str) -> str:
+    """SQL for an event field: ``properties.x``, ``traits.x``, ``context.a.b`` or a column."""
+    if path in EVENT_COLUMNS:
+        return ident(path)
+    root, _, rest = path.partition(".")
+    if root not in _JSON_ROOTS or not rest:
+        raise SpecCompileError(f"{path!r}: expected properties.<key>, traits.<key>, context.<key> "
+                               f"or one of {', '.join(sorted(EVENT_COLUMNS))}")
+    keys = rest.split(".")
+    for key in keys:
+        if not _KEY.match(key):
+            raise SpecCompileError(f"{path!r}: key {key!r} has characters other than letters, digits, _ $ -")
+    json_path = "$." + ".".join(f'"{k}"' for k in keys)
+    return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
+
+
+def _condition(expr: str, cond: Condition | object) -> str:
+    if not isinstance(cond, Condition):
+        cond = Condition(eq=cond)  # type: ignore[arg-type]
+    (op, value), = ((k, getattr(cond, k)) for k in cond.model_fields_set)
+    numeric = f"TRY_CAST({expr} AS DOUBLE)"
+    if op == "in_":
+        return f"{expr} IN ({', '.join(lit(str(v).lower() if isinstance(v, bool) else v) for v in value)})"
+    if op in ("eq", "ne"):
+        sql_op = "=" if op == "eq" else "<>"
+        if isinstance(value, bool):
+            return f"{expr} {sql_op} {lit(str(value).lower())}"
+        if isinstance(value, int | float):
+            return f"{numeric} {sql_op} {lit(float(value))}"
+        return f"{expr} {sql_op} {lit(value)}"
+    sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+    return f"{numeric} {sql_op} {lit(float(value))}"
+
+
+def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "$as_of") -> str:
+    """The WHERE condition of an event trait (``TRUE`` when it counts every event)."""
+    parts = []
+    if window_s is not None:
+        parts.append(f"timestamp >= {as_of} - INTERVAL {window_s} SECOND")
+    if where is not None:
+        if where.type:
+            parts.append(f"type IN ({', '.join(lit(t) for t in where.type)})")
+        if where.event:
+            parts.append(f"event IN ({', '.join(lit(e) for e in where.event)})")
+        for path, cond in where.properties.items():
+            parts.append(_condition(event_value(path if "." in path else f"properties.{path}"), cond))
+    return " AND ".join(parts) if parts else "TRUE"
+
+
+def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: int) -> str:
+    """One FILTER-ed aggregate."""
+    nn = f"{cond} AND {value} IS NOT NULL" if value else cond
+    num = f"TRY_CAST({value} AS DOUBLE)" if value else None
+    match kind:
+        case "count":
+            return f"count(*) FILTER (WHERE {cond})"
+        case "exists":
+            return f"coalesce(count(*) FILTER (WHERE {cond}) > 0, FALSE)"
+        case "sum" | "avg" | "min" | "max":
+            return f"round({kind}({num}) FILTER (WHERE {nn} AND {num} IS NOT NULL), 4)"
+        case "first_value":
+            return f"arg_min({value}, ({time_col}, {value})) FILTER (WHERE {nn})"
+        case "last_value":
+            return f"arg_max({value}, ({time_col}, {value})) FILTER (WHERE {nn})"
+        case "first_time":
+            return iso_time(f"min({time_col}) FILTER (WHERE {cond})")
+        case "last_time":
+            return iso_time(f"max({time_col}) FILTER (WHERE {cond})")
+        case "unique_count":
+            return f"count(DISTINCT {value}) FILTER (WHERE {nn})"
+        case "unique_list":
+            return f"list_slice(list_sort(list_distinct(list({value}) FILTER (WHERE {nn}))), 1, {limit})"
+    raise SpecCompileError(f"kind {kind!r} cannot be an aggregate")
+
+
+@dataclass(frozen=True)
+class TraitQueries:
+    """The SQL computing every trait: one grouped scan per source plus the special ones."""
+
+    grouped: dict[str, str]          # source table → one SELECT profile_id, <traits…> GROUP BY profile_id
+    separate: dict[str, str]         # trait name → SELECT profile_id, value
+    zero_default: tuple[str, ...]    # count-like traits: 0, FALSE or [] instead of NULL for profiles without rows
+
+
+def compile_traits(spec: ContextSpec) -> TraitQueries:
+    """Compile every trait. ``$as_of`` stays a placeholder the build replaces with a literal."""
+    grouped_cols: dict[str, list[str]] = {}
+    separate: dict[str, str] = {}
+    zero: list[str] = []
+    for name, trait in spec.traits.items():
+        if trait.kind in ("count", "exists", "unique_count", "unique_list"):
+            zero.append(name)
+        if trait.kind == "sql":
+            assert trait.sql
+            separate[name] = trait.sql.strip().rstrip(";")
+            continue
+        if trait.table == "events":
+            value = event_value(trait.property) if trait.property else None
+            cond = event_filter(trait.where if isinstance(trait.where, EventFilter) else None,
+                                duration_seconds(trait.window))
+            source, time_col = "events_profiled", "timestamp"
+        else:
+            table = spec.record_tables[trait.table]
+            value = ident(trait.property) if trait.property else None
+            parts = [f"{ident(col)} = {lit(val)}" for col, val in (trait.where or {}).items()]  # type: ignore[union-attr]
+            window = duration_seconds(trait.window)
+            if window is not None:
+                parts.append(f"{ident(table.updated_at)} >= $as_of - INTERVAL {window} SECOND")
+            cond = " AND ".join(parts) or "TRUE"
+            source, time_col = f"{trait.table}_profiled", ident(table.updated_at)
+        if trait.kind == "most_frequent":
+            separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
+            continue
+        if trait.kind in NUMERIC_KINDS and value is None:
+            raise SpecCompileError(f"traits.{name}: property required")
+        grouped_cols.setdefault(source, []).append(
+            f"{_aggregate(trait.kind, value, cond, time_col, trait.limit)} AS {ident(name)}")
+    grouped = {
+        source: f"SELECT profile_id, {', '.join(cols)} FROM {source} GROUP BY profile_id"
+        for source, cols in grouped_cols.items()
+    }
+    return TraitQueries(grouped, separate, tuple(zero))
+
+
+def _most_frequent(source: str, value: str, cond: str) -> str:
+    """Segment's rule: the most frequent value seen at least twice; ties → alphabetical first."""
+    return (
+        f"SELECT profile_id, arg_min(v, (-n, v)) AS value FROM ("
+        f"SELECT profile_id, {value} AS v, count(*) AS n FROM {source} "
+        f"WHERE {cond} AND {value} IS NOT NULL GROUP BY ALL HAVING count(*) >= 2"
+        f") GROUP BY profile_id"
+    )
+
+
+def normalize_sql(expr: str, rule: IdentifierType) -> str:
+    """SQL normalising an identifier value; empty results become NULL."""
+    out = f"CAST({expr} AS VARCHAR)"
+    for step in rule.normalize:
+        if step == "trim":
+            out = f"trim({out})"
+        elif step == "lowercase":
+            out = f"lower({out})"
+        elif step == "digits":
+            out = f"regexp_replace({out}, '[^0-9]', '', 'g')"
+    return f"nullif({out}, '')"
+
+
+def event_identifier_sql(spec: ContextSpec) -> str:
+    """One row per (event, identifier) found on it: message_id, timestamp, id_type, id_value, priority.
+
+    Reads ``events_unique``. ``externalIds.<type>`` reads ``context.externalIds`` entries of that type.
+    """
+    selects = []
+    for id_type, rule in spec.identifiers.types.items():
+        for path in rule.from_events:
+            if path == "userId":
+                expr, source = "user_id", "events_unique"
+            elif path == "anonymousId":
+                expr, source = "anonymous_id", "events_unique"
+            elif path.startswith("externalIds."):
+                ext_type = path.split(".", 1)[1]
+                source = ("(SELECT message_id, timestamp, unnest(from_json(json_extract(context, '$.externalIds'), "
+                          "'[{\"id\":\"VARCHAR\",\"type\":\"VARCHAR\"}]')) AS ext FROM events_unique "
+                          "WHERE json_type(json_extract(context, '$.externalIds')) = 'ARRAY')")
+                selects.append(
+                    f"SELECT message_id, timestamp, {lit(id_type)} AS id_type, {normalize_sql('ext.id', rule)} "
+                    f"AS id_value, {rule.priority} AS priority FROM {source} WHERE ext.type = {lit(ext_type)}")
+                continue
+            elif path.startswith("context.traits."):
+                expr, source = event_value("context.traits." + path.split(".", 2)[2]), "events_unique"
+            else:
+                expr, source = event_value(path), "events_unique"
+            selects.append(
+                f"SELECT message_id, timestamp, {lit(id_type)} AS id_type, {normalize_sql(expr, rule)} AS id_value, "
+                f"{rule.priority} AS priority FROM {source}")
+    union = "\nUNION ALL\n".join(selects)
+    return f"SELECT * FROM ({union}) WHERE id_value IS NOT NULL"
+
+
+def record_identifier_sql(spec: ContextSpec, table_name: str, table: RecordTable) -> str:
+    """One row per (record row, identifier): row_key, updated_at, id_type, id_value, priority."""
+    key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
+    selects = [
+        f"SELECT {key} AS row_key, {ident(table.updated_at)} AS updated_at, {lit(id_type)} AS id_type, "
+        f"{normalize_sql(ident(column), spec.identifiers.types[id_type])} AS id_value, "
+        f"{spec.identifiers.types[id_type].priority} AS priority FROM {ident(table_name)}"
+        for id_type, column in table.identifiers.items()
+    ]
+    return f"SELECT * FROM ({' UNION ALL '.join(selects)}) WHERE id_value IS NOT NULL"
