@@ -36,15 +36,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "DEBUG" if args.verbose else "WARNING")
+    from customer_context.config import Settings
     from customer_context.local.stack import LocalStack
 
-    stack = LocalStack(_data_dir(args), port=args.port)
+    interval = Settings.from_env().build_interval_seconds
+    stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
+    (stack.data_dir / "stack.json").write_text(json.dumps({
+        "url": stack.url, "moto_url": stack.moto_url, "pid": os.getpid(),
+        "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
+    }, indent=1))
     print(f"customer-context local stack ready at {stack.url}", flush=True)
     print(f"  write key : {stack.write_key}  (source {stack.write_keys[stack.write_key]}; from {stack.key_origin})")
     print(f"  data dir  : {stack.data_dir}")
     print(f"  try       : curl -u {stack.write_key}: -H 'content-type: application/json' "
           f"-d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}' {stack.url}/v1/track")
+    print(f"  builds    : every {interval}s (customer-context build to run one now)" if interval else
+          "  builds    : on demand (customer-context build)")
     print(f"  API docs  : {stack.url}/docs/collect   (Ctrl-C to stop)", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -55,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping…", flush=True)
+        (stack.data_dir / "stack.json").unlink(missing_ok=True)
         stack.stop()
     return 0
 
@@ -103,6 +112,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     customers=args.customers, seed=args.seed, keep=args.keep)
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Run build_context against the local lakehouse."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from customer_context.assemble.build import build_context
+    from customer_context.spec import load_spec
+    from customer_context.stores.context_store import MemoryContextStore
+
+    data_dir = _data_dir(args)
+    lakehouse = _lakehouse(data_dir)
+    spec = load_spec(args.spec)
+    running = _running_stack(data_dir)
+    if running is None and not args.dry_run:
+        print("error: no local stack is running for this data dir, so there is no DynamoDB to land in: start "
+              "`customer-context serve` (it builds on a timer too), or pass --dry-run to build without landing",
+              file=sys.stderr)
+        return 2
+    if running is not None and not args.dry_run:
+        from customer_context.stores import factory
+
+        os.environ.update(running["environment"])
+        factory.reset()
+        store = factory.context_store()
+    else:
+        store = MemoryContextStore()
+    report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True))
+    print(json.dumps(report.to_dict(), indent=1, default=str))
+    if args.dry_run and args.show and isinstance(store, MemoryContextStore):
+        for item in list(store.items.values())[: args.show]:
+            if item["sk"] == "snapshot":
+                print(json.dumps(json.loads(item["doc"]), indent=1))
+    return 0
+
+
+def _running_stack(data_dir: Path) -> dict[str, Any] | None:
+    """The state file `serve` writes, if that stack still answers."""
+    path = data_dir / "stack.json"
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        import urllib.request
+
+        urllib.request.urlopen(state["moto_url"], timeout=2).close()
+        return state
+    except Exception:
+        return None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Validate and upsert a record file into its table."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from customer_context.assemble.records import load_file
+    from customer_context.config import Settings
+    from customer_context.spec import load_spec
+    from customer_context.stores.iceberg import Lakehouse
+
+    data_dir = _data_dir(args)
+    path = Path(args.file)
+    lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
+    report = load_file(lakehouse, load_spec(args.spec), f"imports/{args.table}/{path.name}", path.read_bytes())
+    print(json.dumps(report.to_dict(), indent=1))
+    return 0
+
+
+def cmd_fit_scores(args: argparse.Namespace) -> int:
+    """Fit BG/NBD and Gamma-Gamma on a per-customer CSV."""
+    from customer_context.assemble.scores import ScoreFitError, fit_from_csv
+
+    try:
+        print(json.dumps(fit_from_csv(args.file), indent=1))
+    except ScoreFitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     """Print the OpenAPI document of an HTTP function."""
     from customer_context.local import lambda_runtime
@@ -135,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR}/demo, wiped first)")
     demo.add_argument("--keep", action="store_true", help="keep the data of earlier demo runs")
     demo.set_defaults(func=cmd_demo)
+
+    build = sub.add_parser("build", help="assemble every customer's context now and land it in the local stack")
+    build.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    build.add_argument("--spec", help="context spec file (default: CUSTOMER_CONTEXT_SPEC_PATH or the packaged one)")
+    build.add_argument("--dry-run", action="store_true", help="build without landing (no running stack needed)")
+    build.add_argument("--show", type=int, default=0, help="with --dry-run: print this many snapshots")
+    build.set_defaults(func=cmd_build)
+
+    load = sub.add_parser("load", help="validate a CSV / JSONL / Parquet file and upsert it into a record table")
+    load.add_argument("file", help="the file (.csv, .jsonl, .parquet, optionally .gz)")
+    load.add_argument("--table", required=True, help="record table declared in the spec")
+    load.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    load.add_argument("--spec", help="context spec file")
+    load.set_defaults(func=cmd_load)
+
+    fit = sub.add_parser("fit-scores",
+                         help="fit BG/NBD + Gamma-Gamma on a CSV (frequency, recency, T[, monetary_value])")
+    fit.add_argument("file", help="CSV, one row per customer")
+    fit.set_defaults(func=cmd_fit_scores)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document of an HTTP function")
     openapi.add_argument("function", choices=["collect"], help="the function")

@@ -8,6 +8,7 @@ is in ``events`` or ``rejected_events``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -55,6 +56,7 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
     from rudderstack.analytics.client import Client
 
     from customer_context.demo.generate import DemoConfig, generate_events
+    from customer_context.demo.records import DemoRecords
     from customer_context.local.stack import LocalStack
     from customer_context.stores import factory
     from customer_context.stores.sql import query
@@ -78,11 +80,13 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
         bad_kinds: Counter[str] = Counter()
         t0 = time.monotonic()
         n = 0
+        records = DemoRecords(seed)
         for event in generate_events(DemoConfig(customers=customers, seed=seed)):
             if "_bad" in event:
                 bad_kinds[event.pop("_bad")] += 1
                 bad.append(event)
                 continue
+            records.observe(event)
             _send_with_sdk(client, event)
             sent_by_type[event["type"]] += 1
             n += 1
@@ -147,14 +151,61 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
         _say(f"\n{'✓' if ok else '✗'} accounting: sent {expected:,} = {unique:,} in events + "
              f"{rejected_total:,} in rejected_events"
              + ("" if ok else f" — MISMATCH ({accounted:,} accounted)"))
-        _say(f"  demo finished in {time.monotonic() - started:.0f}s. Explore it:")
-        _say(f"  customer-context sql \"select event, count(*) from events_unique group by 1\" --data-dir {data_dir}")
         if stack.dlq_depth():
             _say(f"✗ {stack.dlq_depth()} messages in the dead-letter queue")
             ok = False
+
+        ok = _assemble(stack, records) and ok
+        _say(f"\n{'✓' if ok else '✗'} demo finished in {time.monotonic() - started:.0f}s. Explore it:")
+        _say(f"  customer-context sql \"select event, count(*) from events_unique group by 1\" --data-dir {data_dir}")
+        _say(f"  customer-context sql \"select * from identity_graph where profile_id = '<id>'\" --data-dir {data_dir}")
         return 0 if ok else 1
     finally:
         stack.stop()
+
+
+def _assemble(stack: Any, records: Any) -> bool:
+    """Drop the record files, build, and show one customer's context; True when all went as expected."""
+    from customer_context.stores import factory
+
+    _say("\n▶ dropping record files into s3://…/imports/ (S3 notification → load_records → Iceberg upsert)")
+    for table, name, data in (("crm_contacts", "crm_export.csv", records.crm_csv()),
+                              ("support_tickets", "tickets.jsonl", records.tickets_jsonl())):
+        for report in stack.load_records(table, name, data)["files"]:
+            _say(f"  {table:<16} {report['loaded']:>6,} rows upserted, {report['rejected']} rejected"
+                 + (f": {'; '.join(report['reasons'][:2])}" if report["rejected"] else ""))
+
+    _say("\n▶ building context (build_context, invoked as the EventBridge schedule does)")
+    report = stack.build()
+    for stage, seconds in report["timings_s"].items():
+        _say(f"  {stage:<10} {seconds:>6.2f}s")
+    _say(f"  {report['profiles']:,} profiles from {report['events']:,} events; {report['identifiers']:,} identifiers; "
+         f"{report['rejected_edges']:,} identity edges refused by merge protection")
+    scores = report["scores"]
+    if "bgnbd" in scores:
+        bg = scores["bgnbd"]
+        _say(f"  BG/NBD fitted on {scores['buyers']:,} buyers: r={bg['r']:.3f} α={bg['alpha']:.3f} "
+             f"a={bg['a']:.3f} b={bg['b']:.3f}")
+    else:
+        _say(f"  scores: {scores.get('skipped')}")
+    _say(f"  {report['items_written']:,} DynamoDB items written ({report['changed_profiles']:,} snapshots + aliases)")
+
+    store = factory.context_store()
+    open_tickets = [t for t in records.tickets if t["status"] == "open"]
+    profile = store.resolve("email", open_tickets[0]["requester_email"].strip().lower()) if open_tickets else None
+    if profile is None:
+        _say("✗ no customer with an open ticket resolved")
+        return False
+    doc = json.loads(store.get_snapshot(profile)["doc"])
+    doc["recent_events"] = doc.get("recent_events", [])[:3]
+    _say(f"\n▶ one customer's assembled context (email {open_tickets[0]['requester_email'].strip().lower()}, "
+         "recent events cut to 3 here):")
+    _say(json.dumps(doc, indent=2, default=str))
+
+    again = stack.build()
+    _say(f"\n▶ rebuilding with no new data: {again['items_written']} DynamoDB items written "
+         f"(only changed snapshots land)")
+    return bool(report["profiles"]) and again["items_written"] == 0
 
 
 if __name__ == "__main__":

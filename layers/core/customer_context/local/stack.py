@@ -23,6 +23,7 @@ LOCAL_REGION = "us-east-1"
 QUEUE_NAME = "customer-context-events"
 DLQ_NAME = "customer-context-events-dlq"
 SPOOL_BUCKET = "customer-context-local"
+CONTEXT_TABLE = "customer-context-local"
 CONFIG_FILE = "config.toml"
 
 
@@ -75,6 +76,7 @@ class LocalStack:
     visibility_timeout: int = 30
     max_receive_count: int = 5
     batch_window: float = 0.5
+    build_interval: float = 0.0
     environ: dict[str, str] = field(default_factory=dict)
     url: str = ""
     moto_url: str = ""
@@ -86,6 +88,8 @@ class LocalStack:
         self._http: Any = None
         self._trigger: Any = None
         self._saved_env: dict[str, str | None] = {}
+        self._build_lock = threading.Lock()
+        self._stopping: threading.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -103,12 +107,19 @@ class LocalStack:
             self.key_origin = "arguments"
 
         import logging
+        import warnings
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        # metrics are disabled locally; Powertools still warns each invocation that none were published
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from a clean slate
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"), timeout=10)
 
         self._set_env({
             "AWS_ACCESS_KEY_ID": "testing",
@@ -139,12 +150,14 @@ class LocalStack:
         )["QueueUrl"]
         s3.create_bucket(Bucket=SPOOL_BUCKET)
         self.queue_url, self.dlq_url = queue_url, dlq_url
+        self._create_context_table(factory.boto_client("dynamodb"))
 
         self._set_env({
             "CUSTOMER_CONTEXT_QUEUE_URL": queue_url,
             "CUSTOMER_CONTEXT_SPOOL_BUCKET": SPOOL_BUCKET,
             "CUSTOMER_CONTEXT_DATA_DIR": str(self.data_dir),
             "CUSTOMER_CONTEXT_CATALOG_TYPE": "sql",
+            "CUSTOMER_CONTEXT_CONTEXT_TABLE": CONTEXT_TABLE,
             "CUSTOMER_CONTEXT_WRITE_KEYS": ",".join(f"{k}={v}" for k, v in self.write_keys.items()),
             **self.environ,
         })
@@ -155,13 +168,57 @@ class LocalStack:
         self._trigger = SqsTrigger(sqs, queue_url, lambda event: lambda_runtime.invoke("ingest", event, 300),
                                    batch_window=self.batch_window, region=LOCAL_REGION)
         self._trigger.start()
+        if self.build_interval > 0:
+            self._stopping = threading.Event()
+            threading.Thread(target=self._build_timer, name="build-schedule", daemon=True).start()
         self._http = LocalHttpApi(port=self.port)
         self.url = self._http.url
         threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
         return self
 
+    def _create_context_table(self, ddb: Any) -> None:
+        """The DynamoDB table exactly as template.yaml declares it (key schema, TTL)."""
+        from customer_context.local.template import resource_properties
+
+        props = resource_properties("ContextTable")
+        ddb.create_table(TableName=CONTEXT_TABLE, KeySchema=props["KeySchema"],
+                         AttributeDefinitions=props["AttributeDefinitions"], BillingMode=props["BillingMode"])
+        ttl = props["TimeToLiveSpecification"]
+        ddb.update_time_to_live(TableName=CONTEXT_TABLE, TimeToLiveSpecification={
+            "AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]})
+
+    def _build_timer(self) -> None:
+        from customer_context.observability import logger
+
+        assert self._stopping is not None
+        while not self._stopping.wait(self.build_interval):
+            try:
+                self.build()
+            except Exception:
+                logger.exception("scheduled build failed")
+
+    def build(self) -> dict[str, Any]:
+        """Run build_context now, invoked as the EventBridge schedule would."""
+        from customer_context.local import lambda_runtime
+        from customer_context.local.aws_events import scheduled_event
+
+        with self._build_lock:
+            return lambda_runtime.invoke("build_context", scheduled_event("customer-context-build"), 900)  # type: ignore[no-any-return]
+
+    def load_records(self, table: str, filename: str, data: bytes) -> dict[str, Any]:
+        """Drop a file under imports/<table>/ and deliver the S3 notification to load_records."""
+        from customer_context.local import lambda_runtime
+        from customer_context.local.aws_events import s3_object_created
+        from customer_context.stores import factory
+
+        key = f"imports/{table}/{filename}"
+        etag = factory.boto_client("s3").put_object(Bucket=SPOOL_BUCKET, Key=key, Body=data)["ETag"].strip('"')
+        return lambda_runtime.invoke("load_records", s3_object_created(SPOOL_BUCKET, key, len(data), etag), 900)  # type: ignore[no-any-return]
+
     def stop(self) -> None:
         """Stop everything and restore the environment."""
+        if self._stopping is not None:
+            self._stopping.set()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
