@@ -93,3 +93,32 @@ def test_ingest_sample_reports_the_poison_message_and_lands_the_rest(lakehouse: 
     assert result == {"batchItemFailures": [{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]}
     assert lakehouse.scan("events").num_rows == 3
     assert lakehouse.scan("rejected_events").num_rows == 1
+
+
+def test_load_records_then_build_context_samples(aws: str, lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context.local.template import resource_properties
+
+    # Given the bucket and object the S3 sample names (the key arrives URL-encoded) and the context table
+    event = load_event("load_records_s3.json")
+    bucket = event["Records"][0]["s3"]["bucket"]["name"]
+    s3 = factory.boto_client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="imports/crm_contacts/crm export 2026-11-24.csv",
+                  Body=b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
+                       b"C-1,ada@example.com,Ada,vip,,2026-11-01T00:00:00Z\n")
+    props = resource_properties("ContextTable")
+    factory.boto_client("dynamodb").create_table(
+        TableName="ctx-samples", KeySchema=props["KeySchema"], AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode="PAY_PER_REQUEST")
+    monkeypatch.setenv("CUSTOMER_CONTEXT_CONTEXT_TABLE", "ctx-samples")
+    factory.reset()
+    # When load_records handles the notification
+    loaded = lambda_runtime.invoke("load_records", event)
+    # Then the row is upserted
+    assert loaded["files"][0]["loaded"] == 1 and loaded["files"][0]["table"] == "crm_contacts"
+    # When the schedule fires build_context
+    report = lambda_runtime.invoke("build_context", load_event("build_context_schedule.json"))
+    # Then the record-only customer has a profile and a snapshot in DynamoDB
+    assert report["profiles"] == 1 and report["items_written"] == 1 + 2
+    profile = factory.context_store().resolve("crm_id", "C-1")
+    assert profile and factory.context_store().resolve("email", "ada@example.com") == profile

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-
 from customer_context.collect import envelope
 from customer_context.stores import factory
+
 from tests.helpers.accounting import assert_accounted
 
 

@@ -1,0 +1,202 @@
+"""Assembly benchmark: a full build over generated data next to DuckDB's bare scan + group-by of the
+same Parquet files (the floor), measured in the same run, plus the DynamoDB items written by a
+rebuild after 1 % of customers changed.
+
+    python bench/assemble.py --sizes M L      # ~1M and ~10M events (default: M)
+
+Each build runs in a child process so its peak RSS is measured alone (``ru_maxrss``). Results go
+to ``bench/results/assemble.json``. The store is the in-memory one (DynamoDB through moto would
+measure moto); items written are counted the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"S": 100_000, "M": 1_000_000, "L": 10_000_000}
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def generate(lake_dir: Path, size: str, seed: int = 11) -> dict[str, Any]:
+    """Write generated events into a fresh lakehouse in chunks (the same rows ingest would write)."""
+    import pyarrow as pa
+    from customer_context.config import Settings
+    from customer_context.demo.generate import generate_events, size_config
+    from customer_context.stores.iceberg import Lakehouse
+
+    lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": str(lake_dir)}))
+    schema = lakehouse.arrow_schema("events")
+    received = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    n = 0
+    t0 = time.perf_counter()
+    for e in generate_events(size_config(size, seed)):
+        if "_bad" in e:
+            continue
+        ctx = e.get("context") or {}
+        ts = datetime.fromisoformat(e["timestamp"])
+        props = e.get("properties") or {}
+        rows.append({
+            "message_id": e["messageId"], "type": e["type"], "event": e.get("event"), "user_id": e.get("userId"),
+            "anonymous_id": e.get("anonymousId"), "group_id": e.get("groupId"), "previous_id": e.get("previousId"),
+            "timestamp": ts, "original_timestamp": ts, "sent_at": None, "received_at": received, "source_id": "bench",
+            "channel": None, "ip": ctx.get("ip"), "request_ip": None, "user_agent": ctx.get("userAgent"),
+            "locale": ctx.get("locale"), "library_name": None, "library_version": None, "name": e.get("name"),
+            "category": e.get("category"), "page_url": props.get("url") if e["type"] == "page" else None,
+            "page_path": props.get("path") if e["type"] == "page" else None, "page_title": None,
+            "page_referrer": None, "page_search": None, "properties": _dumps(e.get("properties")),
+            "traits": _dumps(e.get("traits") or ctx.get("traits")), "context": _dumps(ctx),
+            "integrations": None, "extra": None,
+        })
+        n += 1
+        if len(rows) == 500_000:
+            lakehouse.append("events", pa.Table.from_pylist(rows, schema=schema))
+            rows.clear()
+            print(f"  generated {n:,} events ({n / (time.perf_counter() - t0):,.0f}/s)", flush=True)
+    if rows:
+        lakehouse.append("events", pa.Table.from_pylist(rows, schema=schema))
+    return {"events": n, "generate_s": round(time.perf_counter() - t0, 1)}
+
+
+def _child_build(lake_dir: str, queue: Any, store_file: str | None) -> None:
+    import pickle
+
+    from customer_context.assemble.build import build_context
+    from customer_context.config import Settings
+    from customer_context.spec import load_spec
+    from customer_context.stores.context_store import MemoryContextStore
+    from customer_context.stores.iceberg import Lakehouse
+
+    lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": lake_dir}))
+    store = MemoryContextStore()
+    if store_file and Path(store_file).exists():
+        store.items = pickle.loads(Path(store_file).read_bytes())
+    t0 = time.perf_counter()
+    report = build_context(lakehouse, store, load_spec())
+    wall = time.perf_counter() - t0
+    if store_file:
+        Path(store_file).write_bytes(pickle.dumps(store.items))
+    rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    queue.put({"wall_s": round(wall, 2), "peak_rss_mb": rss_mb,
+               "report": report.to_dict()})
+
+
+def _child_floor(files: list[str], queue: Any) -> None:
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    rows = con.sql(
+        "SELECT coalesce(user_id, anonymous_id) AS who, count(*) AS events, max(timestamp) AS last_seen, "
+        "sum(TRY_CAST(json_extract_string(properties, '$.revenue') AS DOUBLE)) AS revenue "
+        f"FROM read_parquet({files!r}) GROUP BY ALL").fetchall()
+    wall = time.perf_counter() - t0
+    queue.put({"wall_s": round(wall, 2), "groups": len(rows),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+
+
+def _in_child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result  # type: ignore[no-any-return]
+
+
+def change_one_percent(lake_dir: Path) -> int:
+    """Append one new order for 1 % of the user ids."""
+    import pyarrow as pa
+    from customer_context.config import Settings
+    from customer_context.stores.iceberg import Lakehouse
+    from customer_context.stores.sql import query
+
+    lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": str(lake_dir)}))
+    _, users = query(lakehouse, "SELECT DISTINCT user_id FROM events WHERE user_id IS NOT NULL ORDER BY 1")
+    chosen = [u for (u,) in users][:: 100]
+    now = datetime.now(UTC)
+    rows = [{"message_id": f"bench-change-{i}", "type": "track", "event": "Order Completed", "user_id": u,
+             "timestamp": now, "received_at": now, "source_id": "bench", "properties": '{"revenue": 12.5}'}
+            for i, u in enumerate(chosen)]
+    lakehouse.append("events", pa.Table.from_pylist(rows, schema=lakehouse.arrow_schema("events")))
+    return len(chosen)
+
+
+def data_files(lake_dir: Path) -> list[str]:
+    return sorted(str(p) for p in (lake_dir / "warehouse").rglob("*.parquet") if "/events/" in str(p))
+
+
+def run(size: str) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"cc-assemble-{size}-"))
+    try:
+        lake = work / "lake"
+        print(f"[{size}] generating ~{TARGETS[size]:,} events …", flush=True)
+        gen = generate(lake, size)
+        files = data_files(lake)
+        print(f"[{size}] floor: DuckDB scan + group-by of {len(files)} Parquet files …", flush=True)
+        floor = _in_child(_child_floor, files)
+        print(f"[{size}] full build …", flush=True)
+        store_file = str(work / "store.pickle")
+        build = _in_child(_child_build, str(lake), store_file)
+        changed = change_one_percent(lake)
+        print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
+        rebuild = _in_child(_child_build, str(lake), store_file)
+        return {
+            "size": size, **gen,
+            "profiles": build["report"]["profiles"],
+            "build_wall_s": build["wall_s"], "build_peak_rss_mb": build["peak_rss_mb"],
+            "build_stages_s": build["report"]["timings_s"],
+            "floor_wall_s": floor["wall_s"], "floor_peak_rss_mb": floor["peak_rss_mb"],
+            "build_vs_floor": round(build["wall_s"] / max(floor["wall_s"], 1e-9), 2),
+            "first_build_items_written": build["report"]["items_written"],
+            "customers_changed": changed,
+            "rebuild_wall_s": rebuild["wall_s"],
+            "rebuild_changed_profiles": rebuild["report"]["changed_profiles"],
+            "rebuild_items_written": rebuild["report"]["items_written"],
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["M"], choices=list(TARGETS))
+    args = parser.parse_args()
+    out = RESULTS / "assemble.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    results = {r["size"]: r for r in previous.get("results", [])}
+    for size in args.sizes:
+        results[size] = run(size)
+        print(json.dumps(results[size], indent=1), flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "benchmark": "assemble",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": [results[s] for s in TARGETS if s in results],
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
