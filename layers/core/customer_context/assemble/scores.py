@@ -94,7 +94,7 @@ class GammaGammaParams:
 
 
 def _digamma(x: np.ndarray) -> np.ndarray:
-    """ψ(x) for x > 0, vectorised: recurrence up to x ≥ 10, then the asymptotic series (|error| < 1e-14)."""
+    """ψ(x) for x > 0, vectorised: recurrence up to x ≥ 10, then the asymptotic series (error ~1e-15)."""
     x = np.array(x, dtype=float, copy=True)
     acc = np.zeros_like(x)
     small = x < 10.0
@@ -103,7 +103,8 @@ def _digamma(x: np.ndarray) -> np.ndarray:
         x[small] += 1.0
         small = x < 10.0
     inv2 = 1.0 / (x * x)
-    series = inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240 - inv2 * (1 / 132)))))
+    series = inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240 - inv2 * (
+        1 / 132 - inv2 * (691 / 32760 - inv2 / 12))))))
     return acc + np.log(x) - 0.5 / x - series
 
 
@@ -152,10 +153,10 @@ def _array(name: str, values: ArrayLike) -> np.ndarray:
         arr = arr.reshape(-1)
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ScoreFitError(f"{name}: value {arr[bad[0]]!r} at index {int(bad[0])} is not a finite number")
+        raise ScoreFitError(f"{name}: value {float(arr[bad[0]])!r} at index {int(bad[0])} is not a finite number")
     neg = np.flatnonzero(arr < 0)
     if neg.size:
-        raise ScoreFitError(f"{name}: negative value {arr[neg[0]]!r} at index {int(neg[0])}")
+        raise ScoreFitError(f"{name}: negative value {float(arr[neg[0]])!r} at index {int(neg[0])}")
     return arr
 
 
@@ -166,7 +167,7 @@ def _rft(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> tuple[np.nda
     late = np.flatnonzero(t_x > age * (1 + 1e-12))
     if late.size:
         i = int(late[0])
-        raise ScoreFitError(f"recency > T at index {i} (recency {t_x[i]!r}, T {age[i]!r}); "
+        raise ScoreFitError(f"recency > T at index {i} (recency {float(t_x[i])!r}, T {float(age[i])!r}); "
                             f"{late.size} customer(s) in all")
     return x, t_x, age
 
@@ -284,14 +285,12 @@ class _BGNBDData:
         self.t = t_x[pos] / scale
         self.x = x[pos]
         upos = ux > 0
-        self.upos = upos
         self.first_pos = int(np.argmax(upos)) if upos.any() else ux.size
         self.inv = inv[pos] - self.first_pos  # index into the positive unique values
         self.ux_pos = ux[upos]
-        self.sum_x = float(x.sum())
 
-    def nll(self, u: np.ndarray, penalizer: float) -> tuple[float, np.ndarray]:
-        """Mean negative log-likelihood (+ penalty) and its gradient w.r.t. log(r, α, a, b)."""
+    def nll(self, u: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean negative log-likelihood and its gradient w.r.t. log(r, α', a, b) (α' = α / scale)."""
         r, alpha, a, b = np.exp(u)
         poch = self.poch
         cnt = self.counts
@@ -327,9 +326,7 @@ class _BGNBDData:
             g_b -= float(w_by_x @ (1.0 / (b + self.ux_pos - 1.0)))
         theta = np.array([r, alpha, a, b])
         grad = np.array([g_r, g_alpha, g_a, g_b])
-        f = -ll / self.n + penalizer * float(theta @ theta)
-        gu = theta * (-grad / self.n + 2.0 * penalizer * theta)
-        return f, gu
+        return -ll / self.n, theta * (-grad / self.n)
 
 
 def bgnbd_log_likelihood(params: BGNBDParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> float:
@@ -349,7 +346,7 @@ def bgnbd_log_likelihood(params: BGNBDParams, frequency: ArrayLike, recency: Arr
         return 0.0
     data = _BGNBDData(x, t_x, age, 1.0)
     u = np.log([params.r, params.alpha, params.a, params.b])
-    f, _ = data.nll(u, 0.0)
+    f, _ = data.nll(u)
     return -f * x.size
 
 
@@ -386,7 +383,7 @@ def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penaliz
 
     def objective(data: _BGNBDData) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
         def fun(u: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = data.nll(u, 0.0)
+            f, g = data.nll(u)
             if penalizer:
                 theta = np.exp(u) * pen_scale
                 f += penalizer * float(theta @ theta)
@@ -602,7 +599,6 @@ class _GGData:
         self.ux, self.inv, self.counts = ux, inv, counts.astype(float)
         self.x = x
         self.xm = x * m
-        self.sum_x = float(x.sum())
         self.s_xlm = float((x * (np.log(m) + np.log(x))).sum())
         self.s_lm = float(np.log(m).sum())
 
@@ -635,7 +631,7 @@ def _gg_inputs(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[np.ndar
     x, m, where = x[keep], m[keep], np.flatnonzero(keep)
     zero = np.flatnonzero(m <= 0)
     if zero.size:
-        raise ScoreFitError(f"monetary_value must be > 0 for repeat buyers: {m[zero[0]]!r} at index "
+        raise ScoreFitError(f"monetary_value must be > 0 for repeat buyers: {float(m[zero[0]])!r} at index "
                             f"{int(where[zero[0]])}")
     return x, m
 
@@ -673,6 +669,9 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary_value: ArrayLike, *, penalize
     if penalizer < 0:
         raise ScoreFitError(f"penalizer must be ≥ 0, got {penalizer}")
     scale = float(m.mean())
+    if float(m.max() - m.min()) <= 1e-9 * scale:
+        raise ScoreFitError(f"monetary_value is {scale:g} for every repeat buyer: with no spread in spend the "
+                            "Gamma-Gamma likelihood has no maximum (use the value itself)")
     data = _GGData(x, m, scale)
     pen_scale = np.array([1.0, 1.0, scale])
 
