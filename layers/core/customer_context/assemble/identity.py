@@ -14,24 +14,26 @@ The rules follow Segment Unify's identity resolution, in its simpler documented 
   instead drop the event's lowest-priority identifier and retry; here the edge is skipped.)
 * **Order independence**: the result depends only on the *set* of edges, nodes and the previous
   assignment. Edges are deduplicated as unordered pairs (earliest ``first_seen`` kept; the source
-  of that earliest sighting, a count of sightings), then applied in the order
-  ``(first_seen, priority of the more important end, priority of the other end, type, value)`` —
-  at equal times the edges between important identifiers go first, so an event carrying a shared
-  anonymous id, a new user id and that user's email joins the email to the new user, not to the
-  device's first user.
+  of that earliest sighting, a count of sightings), then applied in the order ``(first_seen,
+  priority of the more important end, priority of the other end, the ends)``, the ends ranked by
+  their own ``(first_seen, type, value)``. At equal times the edges between important identifiers
+  go first, so an event carrying a shared anonymous id, a new user id and that user's email joins
+  the email to the new user, not to the device's first user.
 * **Stable ids**: previous profiles are re-formed first from the previous assignment (it was
   valid), then the new edges are applied. A profile that grows keeps its id. When an edge joins two
-  previous profiles the older one survives (earliest previous ``first_seen``; tie → smaller id)
-  and the other is reported in :attr:`IdentityResult.merged`. A profile with no previous id gets
+  previous profiles the older one survives (earliest previous ``first_seen``; on a tie, the one whose
+  first identifier ranks first by ``(priority, type, value)``, then the smaller id) and the other is
+  reported in :attr:`IdentityResult.merged`. A profile with no previous id gets
   ``"p_" + sha256("type:value")[:16]`` of its first identifier by ``(first_seen, priority, type,
-  value)``, so building twice from scratch gives the same ids. If a previous profile violates a
-  limit today (limits lowered since), it is kept as it is; it only refuses edges that would add
-  more of the exceeded type (or any identifier, for the cap).
+  value)``, so building twice from scratch gives the same ids, and building day by day (each build
+  given all input so far and the previous graph) gives the ids of one build from scratch. If a
+  previous profile violates a limit today (limits lowered since), it is kept as it is; it only
+  refuses edges that would add more of the exceeded type (or any identifier, for the cap).
 * Identifiers of the previous assignment that are absent from this build's nodes and edges are
   kept in their profile (``joined_via`` = "kept from previous build"); newly blocked ones are
   dropped and reported as blocked.
 
-Implementation: interning (canonical integer ids in ``(type, value)`` order), deduplication, sorting
+Implementation: interning (integer ids in ``(first_seen, type, value)`` order), deduplication, sorting
 and the output table run as Arrow compute kernels; union-find (path halving, union by size,
 per-component type counts) runs in plain Python over integer ids. The result's big dicts are built
 from its Arrow ``graph`` only when read, so ``resolve`` → :func:`result_to_arrow` never makes
@@ -64,6 +66,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LISTED = 3  # identifiers named in a rejection reason, per side
 _TYPE_CHAR = 0x100  # type codes are one character U+0100… in the interning key (sorts like the names)
 _MAX_TYPES = 0x700
+_UNSEEN = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ class _ArrowRows:
     """An Arrow table viewed as a sequence of dataclass rows; :func:`resolve` reads the table directly."""
 
     _columns: tuple[str, ...] = ()
+    _row: type = object
 
     def __init__(self, table: pa.Table) -> None:
         missing = [c for c in self._columns if c not in table.column_names]
@@ -246,31 +250,29 @@ class _ArrowRows:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    def _make(self, row: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
     def __iter__(self) -> Iterator[Any]:
         for batch in self.table.to_batches():
-            for row in batch.to_pylist():
-                yield self._make(row)
+            columns = []
+            for column in batch.columns:
+                if column.type.id != _ts_type().id:
+                    columns.append(column.to_pylist())
+                else:  # as UTC datetimes (naive = UTC), like resolve reads them
+                    columns.append([None if m is None else _datetime(m) for m in _micros(column).to_pylist()])
+            yield from map(self._row, *columns)
 
 
 class EdgeTable(_ArrowRows):
     """Edges held in an Arrow table (see :func:`edges_from_arrow`); iterates as :class:`Edge`."""
 
     _columns = ("a_type", "a_value", "b_type", "b_value", "first_seen", "source")
-
-    def _make(self, row: dict[str, Any]) -> Edge:
-        return Edge(**row)
+    _row = Edge
 
 
 class NodeTable(_ArrowRows):
     """Nodes held in an Arrow table (see :func:`nodes_from_arrow`); iterates as :class:`Node`."""
 
     _columns = ("type", "value", "first_seen")
-
-    def _make(self, row: dict[str, Any]) -> Node:
-        return Node(**row)
+    _row = Node
 
 
 def edges_from_arrow(table: pa.Table) -> EdgeTable:
@@ -300,10 +302,11 @@ def profile_id_for(type_: str, value: str) -> str:
 
 
 def result_to_arrow(result: IdentityResult) -> pa.Table:
-    """The identity graph as a table sorted by identifier.
+    """The identity graph as a table, one row per identifier that is not blocked.
 
     Columns: identifier_type, identifier_value, profile_id, joined_via (strings) and profile_first_seen
-    (timestamp[us, UTC]) — also the shape :func:`resolve` accepts as ``previous``.
+    (timestamp[us, UTC]) — also the shape :func:`resolve` accepts as ``previous``. Rows come in a
+    deterministic order (from :func:`resolve`: by the identifier's first_seen, then type and value).
     """
     import pyarrow as pa
 
@@ -314,14 +317,13 @@ def result_to_arrow(result: IdentityResult) -> pa.Table:
     pids = list(assignments.values())
     first_seen = result.profile_first_seen
     reasons = result.joined_via
-    table = pa.table({
+    return pa.table({
         "identifier_type": pa.array([k[0] for k in keys], pa.string()),
         "identifier_value": pa.array([k[1] for k in keys], pa.string()),
         "profile_id": pa.array(pids, pa.string()),
         "joined_via": pa.array([reasons.get(k, "") for k in keys], pa.string()),
-        "profile_first_seen": pa.array([first_seen[p] for p in pids], _ts_type()),
+        "profile_first_seen": pa.array([first_seen.get(p) for p in pids], _ts_type()),
     })
-    return table.sort_by([("identifier_type", "ascending"), ("identifier_value", "ascending")])
 
 
 def resolve(
@@ -468,14 +470,13 @@ def _datetime(micros: int) -> datetime:
 # The resolver
 
 
-import time as _time
-_LAST = [0.0]
+def _has_nulls(table: pa.Table) -> bool:
+    return any(column.null_count for column in table.columns)
 
 
-def _tick(label: str) -> None:
-    now = _time.perf_counter()
-    print(f"    {label}: {now - _LAST[0]:.2f}")
-    _LAST[0] = now
+def _complete(table: pa.Table, condition: Any) -> pa.Table:
+    """``table`` without the rows that fail ``condition`` (a null check): copied only when some do."""
+    return table.filter(condition) if _has_nulls(table) else table
 
 
 def _arange(n: int) -> Any:
@@ -500,13 +501,32 @@ def _first_per_group(groups: Any, values: Any) -> tuple[Any, Any]:
     return pc.filter(g, starts), pc.filter(t["v"].combine_chunks(), starts)
 
 
+def _ints(array: Any) -> memoryview:
+    """The values of an int64 Arrow array without nulls, as a sequence of ints (no copy)."""
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if len(array) == 0:
+        return memoryview(b"").cast("q")
+    assert array.type == pa.int64() and array.null_count == 0
+    return memoryview(array.buffers()[1]).cast("q")[array.offset:array.offset + len(array)]  # type: ignore[index]
+
+
+def _scatter(mask: Any, values: Any, default: str) -> Any:
+    """A string array shaped like ``mask``: ``values`` in order where it is true, ``default`` elsewhere."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    index = pc.if_else(mask, pc.subtract(pc.cumulative_sum(pc.cast(mask, pa.int64())), 1), len(values))
+    return pc.take(pa.concat_arrays([values, pa.array([default], pa.string())]), index)
+
+
 class _Resolver:
     """One resolution run: Arrow preparation, the union-find pass, then the result.
 
-    Identifiers get two numberings: the canonical id (rank in ``(type, value)`` order), used for every
-    tie-break, and a working label (order of first appearance in the sorted edges) that keeps the
-    union-find's memory accesses local. Per-identifier arrays below are in label order unless their
-    name ends in ``_c``.
+    Identifiers are numbered in ``(first_seen, type, value)`` order: canonical (every tie-break uses it)
+    and, since edges are applied in time order, it keeps the union-find's memory accesses local.
     """
 
     def __init__(self, config: IdentityConfig) -> None:
@@ -521,8 +541,8 @@ class _Resolver:
 
         self.stats.update(nodes=nodes.num_rows, edges=edges.num_rows)
         valid = pc.field("type").is_valid() & pc.field("value").is_valid() & pc.field("fs").is_valid()
-        node_t = pa.table({"type": _strings(nodes["type"]), "value": _strings(nodes["value"]),
-                           "fs": _micros(nodes["first_seen"])}).filter(valid)
+        node_t = _complete(pa.table({"type": _strings(nodes["type"]), "value": _strings(nodes["value"]),
+                                     "fs": _micros(nodes["first_seen"])}), valid)
         edge_t = pa.table({
             "a_type": _strings(edges["a_type"]), "a_value": _strings(edges["a_value"]),
             "b_type": _strings(edges["b_type"]), "b_value": _strings(edges["b_value"]),
@@ -530,21 +550,21 @@ class _Resolver:
         })
         complete = (pc.field("a_type").is_valid() & pc.field("a_value").is_valid() & pc.field("b_type").is_valid()
                     & pc.field("b_value").is_valid() & pc.field("fs").is_valid())
-        for row in edge_t.filter(~complete).to_pylist():
+        incomplete = edge_t.filter(~complete) if _has_nulls(edge_t) else edge_t.slice(0, 0)
+        for row in incomplete.to_pylist():
             missing = ", ".join("first_seen" if k == "fs" else k for k, v in row.items() if v is None)
             edge = Edge(row["a_type"], row["a_value"], row["b_type"], row["b_value"],
                         None if row["fs"] is None else _datetime(row["fs"]), row["source"])  # type: ignore[arg-type]
             self.rejected.append((edge, f"incomplete edge: missing {missing}"))
-        edge_t = edge_t.filter(complete)
+        edge_t = _complete(edge_t, complete)
         prev_t = None
         if previous is not None:
             prev_t = pa.table({"type": _strings(previous["identifier_type"]),
                                "value": _strings(previous["identifier_value"]),
                                "pid": _strings(previous["profile_id"]),
                                "fs": _micros(previous["profile_first_seen"])})
-            prev_t = prev_t.filter(valid & pc.field("pid").is_valid())
+            prev_t = _complete(prev_t, valid & pc.field("pid").is_valid())
 
-        _tick('start')
         self._intern(node_t, edge_t, prev_t)
         edge_cols = self._edges(edge_t)
         self._union_find(edge_cols, self._previous(prev_t))
@@ -553,13 +573,14 @@ class _Resolver:
     # -- preparation -------------------------------------------------------------------------------------------
 
     def _intern(self, node_t: pa.Table, edge_t: pa.Table, prev_t: pa.Table | None) -> None:
-        """Canonical ids: identifiers sorted by (type, value); per id its type, first_seen, blocked flag."""
+        """Ids: identifiers ranked by (first_seen, type, value); per id its type, first_seen, blocked flag."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         parts = [node_t, edge_t.select(["a_type", "a_value", "fs"]), edge_t.select(["b_type", "b_value", "fs"])]
-        if prev_t is not None:  # a previous identifier is at least as old as its previous profile
-            parts.append(prev_t.select(["type", "value", "fs"]))
+        if prev_t is not None:  # first_seen comes from this build's input; the previous one only fills gaps
+            parts.append(prev_t.select(["type", "value"]).append_column(
+                "fs", pa.repeat(pa.scalar(_UNSEEN, pa.int64()), prev_t.num_rows)))
         self.n_nodes, self.n_edges = node_t.num_rows, edge_t.num_rows
         types = _chunks([p.column(0) for p in parts], pa.string())
         values = _chunks([p.column(1) for p in parts], pa.string())
@@ -571,22 +592,34 @@ class _Resolver:
         if len(self.type_names) > _MAX_TYPES:
             raise ValueError(f"too many identifier types ({len(self.type_names)} > {_MAX_TYPES})")
         chars = pa.array([chr(_TYPE_CHAR + r) for r in range(len(self.type_names))], pa.string())
-        keys, cids = _ranked(pc.binary_join_element_wise(pc.take(chars, type_rank), values, ""))
-        self.occurrence_cids = cids
-        _tick('keys ranked')
+        encoded = pc.dictionary_encode(pc.binary_join_element_wise(pc.take(chars, type_rank), values, ""))
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        keys, codes = encoded.dictionary, encoded.indices
         self.n = n = len(keys)
-        self.values_c = pc.utf8_slice_codeunits(keys, 1)
-        self.tp_c = pc.cast(pc.index_in(pc.utf8_slice_codeunits(keys, 0, 1), value_set=chars), pa.int64())
+        fs = _first_per_group(codes, first_seen)[1]
+        if prev_t is not None and prev_t.num_rows:  # identifiers only in the previous build: their profile's
+            prev_codes, prev_fs = _first_per_group(codes.slice(len(codes) - prev_t.num_rows), prev_t["fs"])
+            fallback = pc.take(prev_fs, pc.index_in(_arange(n), value_set=prev_codes))
+            fs = pc.if_else(pc.equal(fs, _UNSEEN), fallback, fs)
+        # Ids: ranks by (first_seen, type, value).
+        code_of_id = pc.sort_indices(pa.table({"fs": fs, "key": keys}), sort_keys=[("fs", "ascending"),
+                                                                                   ("key", "ascending")])
+        self.occurrence_ids = pc.take(pc.cast(pc.sort_indices(code_of_id), pa.int64()), codes)
+        keys = pc.take(keys, code_of_id)
+        self.values = pc.utf8_slice_codeunits(keys, 1)
+        self.tp_arr = pc.cast(pc.index_in(pc.utf8_slice_codeunits(keys, 0, 1), value_set=chars), pa.int64())
+        self.tp: list[int] = self.tp_arr.to_pylist()
+        self.fs_arr = pc.take(fs, code_of_id)
+        self.fs: list[int] = self.fs_arr.to_pylist()
         rules = [self.config.rule(t) for t in self.type_names]
         self.limit = [r.limit for r in rules]
         self.prio = [r.priority for r in rules]
         levels = sorted(set(self.prio))
-        self.prank_c = pc.take(pa.array([levels.index(p) for p in self.prio], pa.int64()), self.tp_c)
-        self.fs_c = _first_per_group(cids, first_seen)[1]
-        _tick('fs_c')
-        self.blocked_c = self._blocked_mask(self.values_c)
-        _tick('blocked')
-        self.stats.update(identifiers=n - (pc.sum(self.blocked_c).as_py() or 0))
+        self.prank_arr = pc.take(pa.array([levels.index(p) for p in self.prio], pa.int64()), self.tp_arr)
+        self.id_prio: list[int] = pc.take(pa.array(self.prio, pa.int64()), self.tp_arr).to_pylist()
+        self.blocked_arr = self._blocked_mask(self.values)
+        self.stats.update(identifiers=n - (pc.sum(self.blocked_arr).as_py() or 0))
 
     def _blocked_mask(self, values: Any) -> Any:
         import pyarrow as pa
@@ -604,66 +637,53 @@ class _Resolver:
         return pc.or_(empty, matched)
 
     def _edges(self, edge_t: pa.Table) -> dict[str, Any]:
-        """Edges deduplicated as unordered pairs, in processing order; then the working labels."""
+        """Edges as id pairs, deduplicated as unordered pairs, in processing order (see the module docs)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n, start, count = self.n, self.n_nodes, self.n_edges
         sources, src = _ranked(edge_t["source"])
         self.source_names: list[str] = sources.to_pylist()
-        _tick('src rank')
-        cids = self.occurrence_cids
-        e = pa.table({"a": cids.slice(start, count), "b": cids.slice(start + count, count), "fs": edge_t["fs"],
+        ids = self.occurrence_ids
+        e = pa.table({"a": ids.slice(start, count), "b": ids.slice(start + count, count), "fs": edge_t["fs"],
                       "src": src})
         loops = pc.equal(e["a"], e["b"])
         self.stats["self_loops"] = pc.sum(loops).as_py() or 0
         e = e.filter(pc.invert(loops))
-        _tick('loops')
         lo, hi = pc.min_element_wise(e["a"], e["b"]), pc.max_element_wise(e["a"], e["b"])
-        p_lo, p_hi = pc.take(self.prank_c, lo), pc.take(self.prank_c, hi)
+        p_lo, p_hi = pc.take(self.prank_arr, lo), pc.take(self.prank_arr, hi)
         e = pa.table({
             "fs": e["fs"],
             "pk": pc.add(pc.multiply(pc.min_element_wise(p_lo, p_hi), _MAX_TYPES), pc.max_element_wise(p_lo, p_hi)),
             "pair": pc.add(pc.multiply(lo, n), hi),
-            "src": e["src"], "a": e["a"],
+            "sa": pc.add(pc.multiply(e["src"], 2), pc.cast(pc.not_equal(e["a"], lo), pa.int64())),
         })
-        # Each pair's earliest sighting first (ties: source, orientation), so "first" is canonical.
-        e = e.sort_by([(c, "ascending") for c in ("fs", "pk", "pair", "src", "a")])
-        _tick('sort1')
-        d = e.group_by("pair", use_threads=False).aggregate(
-            [("fs", "first"), ("pk", "first"), ("src", "first"), ("a", "first"), ("fs", "count")])
-        _tick('groupby')
-        d = d.sort_by([("fs_first", "ascending"), ("pk_first", "ascending"), ("pair", "ascending")])
-        _tick('sort2')
+        # Processing order; each pair's earliest sighting (ties: source, orientation) is its first row.
+        e = e.sort_by([(c, "ascending") for c in ("fs", "pk", "pair", "sa")])
+        pair = e["pair"].combine_chunks()
+        by_pair = pc.sort_indices(pair)  # stable: a pair's rows stay in processing order
+        grouped = pc.take(pair, by_pair)
+        starts = pa.concat_arrays([pa.array([True] * min(len(grouped), 1), pa.bool_()),
+                                   pc.not_equal(grouped.slice(1), grouped.slice(0, max(len(grouped) - 1, 0)))])
+        firsts = pc.filter(by_pair, starts)
+        run_starts = pc.indices_nonzero(starts)
+        run_ends = pa.concat_arrays([run_starts.slice(1), pa.array([len(grouped)] * min(len(grouped), 1), pa.uint64())])
+        sightings = pc.subtract(run_ends, run_starts)  # rows per pair
+        in_order = pc.sort_indices(firsts)
+        d = e.take(pc.take(firsts, in_order))
         self.stats["unique_edges"] = d.num_rows
-        lo_c = pc.divide(d["pair"], max(n, 1)).combine_chunks()
-        hi_c = pc.subtract(d["pair"], pc.multiply(lo_c, n)).combine_chunks()
-        _tick('lohi')
-
-        # Working labels: identifiers in order of first appearance in the edges, then the isolated ones.
-        appear = pc.unique(pa.concat_arrays([lo_c, hi_c]))
-        every = _arange(n)
-        isolated = pc.filter(every, pc.invert(pc.is_in(every, value_set=appear)))
-        old_of_new = pa.concat_arrays([appear, isolated])
-        self.new_of_old = new_of_old = pc.cast(pc.sort_indices(old_of_new), pa.int64())
-        _tick('relabel perm')
-        self.canon: list[int] = old_of_new.to_pylist()
-        self.values = pc.take(self.values_c, old_of_new)
-        self.tp_arr = pc.take(self.tp_c, old_of_new)
-        self.tp: list[int] = self.tp_arr.to_pylist()
-        self.id_prio: list[int] = pc.take(pa.array(self.prio, pa.int64()), self.tp_arr).to_pylist()
-        self.fs: list[int] = pc.take(self.fs_c, old_of_new).to_pylist()
-        self.blocked_arr = pc.take(self.blocked_c, old_of_new)
-        _tick('per-label arrays')
-        lo, hi = pc.take(new_of_old, lo_c), pc.take(new_of_old, hi_c)
+        pair = d["pair"].combine_chunks()
+        lo = pc.divide(pair, max(n, 1))
+        hi = pc.subtract(pair, pc.multiply(lo, n))
+        sa = d["sa"].combine_chunks()
         blocked = pc.or_(pc.take(self.blocked_arr, lo), pc.take(self.blocked_arr, hi))
-        return {"lo": lo.to_pylist(), "hi": hi.to_pylist(), "blocked": blocked.to_pylist(), "lo_arr": lo,
-                "hi_arr": hi, "a": pc.take(new_of_old, d["a_first"]).combine_chunks(),
-                "fs": d["fs_first"].combine_chunks(), "src": d["src_first"].combine_chunks(),
-                "count": d["fs_count"].combine_chunks()}
+        return {"lo": _ints(lo), "hi": _ints(hi), "blocked": _ints(pc.cast(blocked, pa.int64())), "lo_arr": lo,
+                "hi_arr": hi, "a": pc.if_else(pc.equal(pc.bit_wise_and(sa, 1), 1), hi, lo),
+                "fs": d["fs"].combine_chunks(), "src": pc.shift_right(sa, 1),
+                "count": pc.take(sightings, in_order)}
 
     def _previous(self, prev_t: pa.Table | None) -> tuple[list[int], list[int]]:
-        """The previous assignment as (label, profile code) lists; codes rank the previous profile ids."""
+        """The previous assignment as (id, profile code) lists; codes rank the previous profile ids."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -671,24 +691,33 @@ class _Resolver:
         self.pid_fs: list[int] = []
         if prev_t is None or prev_t.num_rows == 0:
             return [], []
-        cids = self.occurrence_cids.slice(self.n_nodes + 2 * self.n_edges)
+        ids = self.occurrence_ids.slice(self.n_nodes + 2 * self.n_edges)
         pids, code = _ranked(prev_t["pid"])
         self.pid_names = pids.to_pylist()
         self.pid_fs = _first_per_group(code, prev_t["fs"])[1].to_pylist()
-        p = pa.table({"id": cids, "code": code}).filter(pc.invert(pc.take(self.blocked_c, cids)))
+        p = pa.table({"id": ids, "code": code}).filter(pc.invert(pc.take(self.blocked_arr, ids)))
         ids, codes = _first_per_group(p["id"], p["code"])  # listed twice: the smallest profile id
-        return pc.take(self.new_of_old, ids).to_pylist(), codes.to_pylist()
+        return ids.to_pylist(), codes.to_pylist()
 
     # -- union-find --------------------------------------------------------------------------------------------
 
     def _union_find(self, edges: dict[str, Any], previous: tuple[list[int], list[int]]) -> None:
-        n, tp, limit, fs, id_prio, canon = self.n, self.tp, self.limit, self.fs, self.id_prio, self.canon
+        n, tp, limit, fs, id_prio = self.n, self.tp, self.limit, self.fs, self.id_prio
         cap = self.config.max_identifiers_per_profile
+        # A component's count per type, packed in one int: a field of ``width`` bits per type code. Adding two
+        # packs adds the counts; ``(pack + bias) & high`` is non-zero iff some count exceeds its type's limit.
+        width = max(n, cap).bit_length() + 2
+        half = 1 << (width - 1)  # > any count
+        types = range(len(self.type_names))
+        unit = [1 << (width * t) for t in types]
+        high = sum(half << (width * t) for t in types)
+        bias = sum((half - 1 - min(limit[t], half - 1)) << (width * t) for t in types)
+        field = (1 << width) - 1
         parent = list(range(n))
         size = [1] * n
-        counts: list[dict[int, int] | None] = [None] * n  # root of size > 1 → {type code: count}
+        counts = [unit[t] for t in tp]  # root → packed counts per type
         prevkey: list[tuple[int, int] | None] = [None] * n  # root → (first_seen, code) of its previous profile
-        seed = parent[:]  # root of a new component → its first identifier
+        seed = parent[:]  # root → its first identifier, by (first_seen, priority, type, value)
         reason = [-1] * n  # identifier → 2 × the edge that brought its group + (1 if its end is the edge's hi)
         prev_of = [-1] * n  # identifier → previous profile code
         merged_by: dict[int, int] = {}  # previous profile code → the edge that merged it away
@@ -704,10 +733,9 @@ class _Resolver:
                 continue
             parent[i] = r
             size[r] += 1
-            c = counts[r]
-            if c is None:
-                c = counts[r] = {tp[r]: 1}
-            c[tp[i]] = c.get(tp[i], 0) + 1
+            counts[r] += unit[tp[i]]
+            if fs[i] == fs[seed[r]] and id_prio[i] < id_prio[seed[r]]:  # ids come in (fs, type, value) order
+                seed[r] = i
 
         # 2. The edges, in order.
         rejections: list[tuple[int, str, Any]] = []
@@ -730,69 +758,41 @@ class _Resolver:
                 rejections.append((e, "cap", (sa, sb)))
                 continue
             ca, cb = counts[a], counts[b]
-            if ca is None and cb is None:
-                ta, tb = tp[a], tp[b]
-                if ta != tb:
-                    merged = {ta: 1, tb: 1}
-                elif limit[ta] > 1:
-                    merged = {ta: 2}
-                else:
-                    rejections.append((e, "limit", ta))
-                    continue
-            elif ca is None or cb is None:  # one identifier joins a group
-                one, merged = (a, cb) if ca is None else (b, ca)
-                t = tp[one]
-                k = merged.get(t, 0)  # type: ignore[union-attr]
-                if k >= limit[t]:
-                    rejections.append((e, "limit", t))
-                    continue
-                merged[t] = k + 1  # type: ignore[index]
-            else:
-                small, merged = (ca, cb) if len(ca) <= len(cb) else (cb, ca)
-                over = [t for t, k in small.items() if merged.get(t, 0) and k + merged[t] > limit[t]]
+            merged = ca + cb
+            if (merged + bias) & high:  # over a limit, unless only a previous profile's own excess (kept)
+                over = [t for t in types if (k := ca >> width * t & field) and (m := cb >> width * t & field)
+                        and k + m > limit[t]]
                 if over:
                     rejections.append((e, "limit", min(over, key=lambda t: (self.prio[t], t))))
                     continue
-                for t, k in small.items():
-                    merged[t] = merged.get(t, 0) + k
             applied += 1
             # Who joins whom: a previous profile wins over a new group; two previous ones: the older;
             # two new groups: the one whose first identifier is older.
+            s1, s2 = seed[a], seed[b]
+            f1, f2 = fs[s1], fs[s2]
+            older = f1 < f2 or (f1 == f2 and (id_prio[s1], s1) < (id_prio[s2], s2))  # ids: (fs, type, value)
             ka, kb = prevkey[a], prevkey[b]
             key = ka or kb
-            new_seed = -1
             if ka is not None and kb is not None:
-                if ka < kb:
+                # The older previous profile survives; same first_seen: the one whose first identifier ranks
+                # first (as a build from scratch would name it), then the smaller id.
+                if ka[0] < kb[0] or (ka[0] == kb[0] and (id_prio[s1], s1, ka[1]) < (id_prio[s2], s2, kb[1])):
                     merged_by[kb[1]] = e
                 else:
                     merged_by[ka[1]] = e
                     key = kb
-            elif ka is not None:
-                reason[seed[b]] = 2 * e + 1
-            elif kb is not None:
-                reason[seed[a]] = 2 * e
+            elif ka is not None or (kb is None and older):
+                reason[s2] = 2 * e + 1
             else:
-                s1, s2 = seed[a], seed[b]
-                f1, f2 = fs[s1], fs[s2]
-                if f1 < f2 or (f1 == f2 and (id_prio[s1], canon[s1]) < (id_prio[s2], canon[s2])):
-                    reason[s2], new_seed = 2 * e + 1, s1
-                else:
-                    reason[s1], new_seed = 2 * e, s2
+                reason[s1] = 2 * e
             if sa < sb:
                 a, b = b, a
             parent[b] = a
             size[a] = sa + sb
             counts[a] = merged
             prevkey[a] = key
-            if new_seed >= 0:
-                seed[a] = new_seed
+            seed[a] = s1 if older else s2
 
-        for i in range(n):  # every parent now points at its root
-            r = parent[i]
-            if parent[r] != r:
-                while parent[r] != r:
-                    r = parent[r]
-                parent[i] = r
         self.parent, self.prevkey, self.seed, self.reason, self.prev_of = parent, prevkey, seed, reason, prev_of
         self.merged_by, self.first_member, self.rejections = merged_by, first_member, rejections
         self.stats.update(applied_edges=applied)
@@ -800,7 +800,7 @@ class _Resolver:
     # -- result ------------------------------------------------------------------------------------------------
 
     def _ident(self, ids: Any) -> Any:
-        """``type:value`` strings of ``ids`` (an Arrow array of labels)."""
+        """``type:value`` strings of ``ids`` (an Arrow array)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -823,96 +823,115 @@ class _Resolver:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        n, parent, tp, names = self.n, self.parent, self.tp, self.type_names
-        parent_arr = pa.array(parent, pa.int64())
-        roots = pc.unique(parent_arr).to_pylist()
-        _tick('roots')
+        n, tp, names = self.n, self.tp, self.type_names
+        parent_arr = pa.array(self.parent, pa.int64())
+        while True:  # pointer jumping until every identifier points at its root
+            grand = pc.take(parent_arr, parent_arr)
+            if pc.all(pc.equal(grand, parent_arr)).as_py() is not False:
+                break
+            parent_arr = grand
+        self.parent_arr = parent_arr
+        self.parent = parent = parent_arr.to_pylist()
+        is_root = pc.equal(parent_arr, _arange(n))
+        roots = pc.indices_nonzero(is_root).to_pylist()
         # Profile ids: previous ones kept, new ones from their first identifier.
-        pid_by_id: list[str | None] = [None] * n
-        new_roots = [r for r in roots if self.prevkey[r] is None]
-        seeds = [self.seed[r] for r in new_roots]
+        seeds = [self.seed[r] for r in roots]
         seed_values = pc.take(self.values, pa.array(seeds, pa.int64())).to_pylist()
-        sha256 = hashlib.sha256
-        for r, s, value in zip(new_roots, seeds, seed_values, strict=True):
-            pid_by_id[r] = "p_" + sha256(f"{names[tp[s]]}:{value}".encode()).hexdigest()[:16]
-        for r in roots:
-            key = self.prevkey[r]
-            if key is not None:
-                pid_by_id[r] = self.pid_names[key[1]]
-        first = self.fs[:]
-        for i, r in enumerate(parent):
-            if first[i] < first[r]:
-                first[r] = first[i]
-        _tick('hash+first')
+        sha256, prefix, prevkey = hashlib.sha256, [f"{name}:" for name in names], self.prevkey
+        pids = [self.pid_names[key[1]] if (key := prevkey[r]) is not None
+                else "p_" + sha256((prefix[tp[s]] + value).encode()).hexdigest()[:16]
+                for r, s, value in zip(roots, seeds, seed_values, strict=True)]
+        self.pid_of_root = dict(zip(roots, pids, strict=True))
 
+        # Rows in id order, i.e. by (first_seen, type, value); each row's root as a position in ``roots``.
+        position = pc.take(pc.subtract(pc.cumulative_sum(pc.cast(is_root, pa.int64())), 1), parent_arr)
+        first_seen = pa.array([self.fs[s] if (key := self.prevkey[r]) is None else min(self.fs[s], key[0])
+                               for r, s in zip(roots, seeds, strict=True)], pa.int64())  # ids: first_seen order
         graph = pa.table({
             "identifier_type": pc.take(pa.array(names, pa.string()), self.tp_arr),
             "identifier_value": self.values,
-            "profile_id": pc.take(pa.array(pid_by_id, pa.string()), parent_arr),
+            "profile_id": pc.take(pa.array(pids, pa.string()), position),
             "joined_via": self._joined_via(edges),
-            "profile_first_seen": pc.cast(pc.take(pa.array(first, pa.int64()), parent_arr), _ts_type()),
-        }).take(self.new_of_old).filter(pc.invert(self.blocked_c))
-        _tick('graph')
+            "profile_first_seen": pc.cast(pc.take(first_seen, position), _ts_type()),
+        })
+        blocked = pc.indices_nonzero(self.blocked_arr).to_pylist()
+        if blocked:
+            graph = graph.filter(pc.invert(self.blocked_arr))
 
-        merged = {self.pid_names[code]: pid_by_id[parent[self.first_member[code]]] for code in self.merged_by}
-        self._rejection_reasons(edges, pid_by_id)
-        blocked = pc.indices_nonzero(self.blocked_c)
-        blocked_types = pc.take(pa.array(names, pa.string()), pc.take(self.tp_c, blocked)).to_pylist()
-        blocked_values = pc.take(self.values_c, blocked).to_pylist()
+        merged = {self.pid_names[code]: self.pid_of_root[parent[self.first_member[code]]] for code in self.merged_by}
+        self._rejection_reasons(edges)
+        blocked_values = pc.take(self.values, pa.array(blocked, pa.int64())).to_pylist()
         self.stats.update(blocked=len(blocked), profiles=len(roots) - len(blocked),
                           rejected_edges=len(self.rejected), merged_profiles=len(merged))
         return IdentityResult(
             rejected_edges=self.rejected,
-            blocked=list(zip(blocked_types, blocked_values, strict=True)),
+            blocked=sorted((names[tp[i]], v) for i, v in zip(blocked, blocked_values, strict=True)),
             merged=merged,
             stats=self.stats,
             graph=graph,
         )
 
     def _joined_via(self, edges: dict[str, Any]) -> Any:
+        """The joined_via column, in id order."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        joined = pa.repeat(FIRST_IDENTIFIER, self.n)
         reason = pa.array(self.reason, pa.int64())
         has_edge = pc.greater_equal(reason, 0)
         reason = pc.filter(reason, has_edge)
-        if len(reason):
-            which = pc.shift_right(reason, 1)
-            lo, hi = pc.take(edges["lo_arr"], which), pc.take(edges["hi_arr"], which)
-            ends = pc.if_else(pc.equal(pc.bit_wise_and(reason, 1), 1), hi, lo)
-            others = pc.subtract(pc.add(lo, hi), ends)
-            selves = pc.cast(pc.indices_nonzero(has_edge), pa.int64())
-            sources = pc.take(pa.array(self.source_names, pa.string()), pc.take(edges["src"], which))
-            via = pc.if_else(pc.equal(ends, selves), "", pc.binary_join_element_wise(", via ", self._ident(ends), ""))
-            text = pc.binary_join_element_wise("edge ", sources, " with ", self._ident(others), " at ",
-                                               _iso(pc.take(edges["fs"], which)), via, "")
-            joined = pc.replace_with_mask(joined, has_edge, text)
+        which = pc.shift_right(reason, 1)
+        lo, hi = pc.take(edges["lo_arr"], which), pc.take(edges["hi_arr"], which)
+        ends = pc.if_else(pc.equal(pc.bit_wise_and(reason, 1), 1), hi, lo)
+        others = pc.subtract(pc.add(lo, hi), ends)
+        elsewhere = pc.not_equal(ends, pc.cast(pc.indices_nonzero(has_edge), pa.int64()))  # via another member
+        via = _scatter(elsewhere, pc.binary_join_element_wise(", via ", self._ident(pc.filter(ends, elsewhere)), ""),
+                       "")
+        sources = pc.take(pa.array(self.source_names, pa.string()), pc.take(edges["src"], which))
+        texts = [pc.binary_join_element_wise("edge ", sources, " with ", self._ident(others), " at ",
+                                             _iso(pc.take(edges["fs"], which)), via, "")]
+        index = pc.subtract(pc.cumulative_sum(pc.cast(has_edge, pa.int64())), 1)
+        index = pc.if_else(has_edge, index, len(reason))
+        offset = len(reason)
         if self.pid_names:
             kept = [KEPT] * len(self.pid_names)
             for code, e in self.merged_by.items():
                 kept[code] = f"{KEPT} (was {self.pid_names[code]}; merged by edge {self._edge_text(edges, e)})"
             prev_of = pa.array(self.prev_of, pa.int64())
             was_kept = pc.greater_equal(prev_of, 0)
-            kept_texts = pc.take(pa.array(kept, pa.string()), pc.filter(prev_of, was_kept))
-            joined = pc.replace_with_mask(joined, was_kept, kept_texts)
-        return joined
+            texts.append(pc.take(pa.array(kept, pa.string()), pc.filter(prev_of, was_kept)))
+            kept_index = pc.add(pc.subtract(pc.cumulative_sum(pc.cast(was_kept, pa.int64())), 1), offset)
+            offset += len(texts[-1])
+            index = pc.if_else(was_kept, kept_index, pc.if_else(has_edge, index, offset))
+        else:
+            index = pc.if_else(has_edge, index, offset)
+        texts.append(pa.array([FIRST_IDENTIFIER], pa.string()))
+        return pc.take(pa.concat_arrays(texts), index)
 
-    def _rejection_reasons(self, edges: dict[str, Any], pid_by_id: list[str | None]) -> None:
+    def _rejection_reasons(self, edges: dict[str, Any]) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        parent, tp, names = self.parent, self.tp, self.type_names
+        if not self.rejections:
+            return
+        parent, tp, names, pid_of = self.parent, self.tp, self.type_names, self.pid_of_root
+        which = pa.array([e for e, _, _ in self.rejections], pa.int64())
+        ends_a = pc.take(edges["a"], which)
+        ends_b = pc.subtract(pc.add(pc.take(edges["lo_arr"], which), pc.take(edges["hi_arr"], which)), ends_a)
+        a_ids, b_ids = ends_a.to_pylist(), ends_b.to_pylist()
+        a_values, b_values = pc.take(self.values, ends_a).to_pylist(), pc.take(self.values, ends_b).to_pylist()
+        when = pc.take(edges["fs"], which).to_pylist()
+        sources = pc.take(edges["src"], which).to_pylist()
+        seen = pc.take(edges["count"], which).to_pylist()
+
         # Members of the exceeded types in the profiles involved, listed by value.
         wanted: set[tuple[int, int]] = set()
-        for e, kind, t in self.rejections:
+        for (_, kind, t), a, b in zip(self.rejections, a_ids, b_ids, strict=True):
             if kind == "limit":
-                a, b = self._edge_ends(edges, e)
                 wanted.update(((parent[a], t), (parent[b], t)))
         members: dict[tuple[int, int], list[str]] = {}
         if wanted:
             roots = pa.array(sorted({r for r, _ in wanted}), pa.int64())
-            candidates = pc.indices_nonzero(pc.is_in(pa.array(parent, pa.int64()), value_set=roots))
+            candidates = pc.indices_nonzero(pc.is_in(self.parent_arr, value_set=roots))
             for i, value in zip(candidates.to_pylist(), pc.take(self.values, candidates).to_pylist(), strict=True):
                 if (parent[i], tp[i]) in wanted:
                     members.setdefault((parent[i], tp[i]), []).append(value)
@@ -922,24 +941,22 @@ class _Resolver:
             more = f" (+{len(vals) - _LISTED} more)" if len(vals) > _LISTED else ""
             return ", ".join(vals[:_LISTED]) + more
 
-        for e, kind, detail in self.rejections:
-            a, b = self._edge_ends(edges, e)
-            edge = Edge(names[tp[a]], self.values[a].as_py(), names[tp[b]], self.values[b].as_py(),
-                        _datetime(edges["fs"][e].as_py()), self.source_names[edges["src"][e].as_py()])
+        rows = zip(self.rejections, a_ids, b_ids, a_values, b_values, when, sources, seen, strict=True)
+        for (_, kind, detail), a, b, a_value, b_value, fs, src, count in rows:
+            edge = Edge(names[tp[a]], a_value, names[tp[b]], b_value, _datetime(fs), self.source_names[src])
             ra, rb = parent[a], parent[b]
             if kind == "blocked":
                 why = "; ".join(self._blocked_reason(i) for i in (a, b) if self.blocked_arr[i].as_py())
             elif kind == "cap":
                 sa, sb = detail
-                why = (f"profile cap {self.config.max_identifiers_per_profile}: profile {pid_by_id[ra]} "
-                       f"holds {sa} identifiers, edge brings {sb} more (profile {pid_by_id[rb]})")
+                why = (f"profile cap {self.config.max_identifiers_per_profile}: profile {pid_of[ra]} "
+                       f"holds {sa} identifiers, edge brings {sb} more (profile {pid_of[rb]})")
             else:
                 t = detail
-                why = (f"{names[t]} limit {self.limit[t]}: profile {pid_by_id[ra]} already holds {names[t]} "
-                       f"{listed(ra, t)}, edge brings {names[t]} {listed(rb, t)} (profile {pid_by_id[rb]})")
-            seen = edges["count"][e].as_py()
-            if seen > 1:
-                why += f" [pair seen {seen} times]"
+                why = (f"{names[t]} limit {self.limit[t]}: profile {pid_of[ra]} already holds {names[t]} "
+                       f"{listed(ra, t)}, edge brings {names[t]} {listed(rb, t)} (profile {pid_of[rb]})")
+            if count > 1:
+                why += f" [pair seen {count} times]"
             self.rejected.append((edge, why))
 
     def _blocked_reason(self, i: int) -> str:
