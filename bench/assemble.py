@@ -77,7 +77,7 @@ def generate(lake_dir: Path, size: str, seed: int = 11) -> dict[str, Any]:
     return {"events": n, "generate_s": round(time.perf_counter() - t0, 1)}
 
 
-def _child_build(lake_dir: str, queue: Any, store_file: str | None) -> None:
+def _child_build(lake_dir: str, store_file: str | None, queue: Any) -> None:
     import pickle
 
     from customer_context.assemble.build import build_context
@@ -91,7 +91,7 @@ def _child_build(lake_dir: str, queue: Any, store_file: str | None) -> None:
     if store_file and Path(store_file).exists():
         store.items = pickle.loads(Path(store_file).read_bytes())
     t0 = time.perf_counter()
-    report = build_context(lakehouse, store, load_spec())
+    report = build_context(lakehouse, store, load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
     wall = time.perf_counter() - t0
     if store_file:
         Path(store_file).write_bytes(pickle.dumps(store.items))
@@ -134,7 +134,9 @@ def change_one_percent(lake_dir: Path) -> int:
     lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": str(lake_dir)}))
     _, users = query(lakehouse, "SELECT DISTINCT user_id FROM events WHERE user_id IS NOT NULL ORDER BY 1")
     chosen = [u for (u,) in users][:: 100]
-    now = datetime.now(UTC)
+    # received at the same moment as the newest data, so the build's clock does not move: what changes is
+    # exactly these customers (a later clock step would legitimately refresh time-based traits of everyone)
+    _, [(now,)] = query(lakehouse, "SELECT max(received_at) FROM events")
     rows = [{"message_id": f"bench-change-{i}", "type": "track", "event": "Order Completed", "user_id": u,
              "timestamp": now, "received_at": now, "source_id": "bench", "properties": '{"revenue": 12.5}'}
             for i, u in enumerate(chosen)]

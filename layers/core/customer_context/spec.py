@@ -231,6 +231,9 @@ class Scores(_Model):
     revenue_property: str = "revenue"
     horizon: Duration = "365d"
     min_customers: int = Field(default=30, ge=2, description="Fewer repeat-capable buyers: scores are skipped.")
+    refit_every: Duration = Field(
+        default="1d", description="Model parameters are refitted at most this often and reused in between, "
+        "so a small data change rescores only the customers it touches.")
 
 
 class RecentEvents(_Model):
@@ -252,6 +255,9 @@ class SnapshotSpec(_Model):
     """The per-profile document."""
 
     max_bytes: int = Field(default=350_000, ge=1000, le=390_000, description="Below DynamoDB's 400 KB item limit.")
+    clock_resolution: Duration = Field(
+        default="1h", description="Windows and scores are relative to the newest event's time rounded down to "
+        "this: customers whose data did not change keep the same snapshot until the clock moves a step.")
     recent_events: RecentEvents = Field(default_factory=RecentEvents)
     sections: list[Section]
 

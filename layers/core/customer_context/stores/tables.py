@@ -128,6 +128,10 @@ PROFILE_STATE_SCHEMA = Schema(
     _s(3, "content_hash", "Hash of the latest landed content", True),
     _t(4, "built_at", "Build that landed it", True),
 )
+SCORE_MODELS_SCHEMA = Schema(
+    _t(1, "fitted_at", "When the parameters were fitted", True),
+    _s(2, "model", "Fitted parameters and fit summary as JSON (bgnbd, gamma_gamma, buyers …)", True),
+)
 REJECTED_RECORDS_SCHEMA = Schema(
     _s(1, "table_name", "Record table the row was meant for", True),
     _s(2, "source_key", "Object key of the dropped file", True),
@@ -167,6 +171,8 @@ TABLES: dict[str, TableDef] = {
                                   "Every snapshot version landed: what the AI could know, and when."),
     "profile_state": TableDef("profile_state", PROFILE_STATE_SCHEMA, PartitionSpec(),
                               "Latest landed version and hash per profile (rewritten by each build)."),
+    "score_models": TableDef("score_models", SCORE_MODELS_SCHEMA, PartitionSpec(),
+                             "Every fit of the BG/NBD and Gamma-Gamma parameters."),
     "rejected_records": TableDef("rejected_records", REJECTED_RECORDS_SCHEMA,
                                  _by_day(REJECTED_RECORDS_SCHEMA, "received_at"),
                                  "Record rows rejected on load, with row number and reason."),
