@@ -204,15 +204,12 @@ def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> 
         con.unregister(f"{view}_arrow")
 
 
-def _previous_identity(lakehouse: Lakehouse) -> dict[tuple[str, str], Any]:
-    from customer_context.assemble.identity import PreviousProfile
-
+def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
+    """The last build's identity graph as Arrow (resolve reads it column-wise; no per-row objects)."""
     if not lakehouse.exists("identity_graph"):
-        return {}
-    rows = lakehouse.scan("identity_graph", selected_fields=(
-        "identifier_type", "identifier_value", "profile_id", "profile_first_seen")).to_pylist()
-    return {(r["identifier_type"], r["identifier_value"]): PreviousProfile(r["profile_id"], r["profile_first_seen"])
-            for r in rows}
+        return None
+    return lakehouse.scan("identity_graph", selected_fields=(
+        "identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen"))
 
 
 def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> None:
