@@ -45,6 +45,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/assemble.py --sizes M L
+	$(BIN)/python bench/report.py
 
 openapi: $(STAMP)
 	mkdir -p docs/openapi

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble import compiler
@@ -481,6 +482,10 @@ def build_context(
         con.execute(f"SET memory_limit = {lit(memory_limit)}")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")  # lets DuckDB stream large results in less memory
+    import tempfile
+
+    # an in-memory database spills to disk only where told (Lambda: /tmp, sized by EphemeralStorage)
+    con.execute(f"SET temp_directory = {lit(str(Path(tempfile.gettempdir()) / 'customer-context-duckdb'))}")
     try:
         report.events = _register_events(con, lakehouse, spec)
         _register_records(con, lakehouse, spec)
@@ -520,14 +525,17 @@ def build_context(
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
-        con.execute(f"CREATE TABLE docs AS {_snapshot_sql(spec, built_at, data_as_of)}")
-        stages.done("snapshots", f"{report.profiles:,} documents")
+        # Pass 1 keeps only each document's hash (the documents are the largest thing a build makes);
+        # pass 2 renders again just the changed ones and streams them to the store.
+        snapshot_sql = _snapshot_sql(spec, built_at, data_as_of)
+        con.execute(f"CREATE TABLE docs AS SELECT profile_id, content_hash FROM ({snapshot_sql})")
+        stages.done("snapshots", f"{report.profiles:,} documents hashed")
 
         # What changed, decided in DuckDB against the previous build's state: only changed documents
         # and moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
         con.execute(
-            "CREATE TABLE changed AS SELECT d.profile_id, d.content_hash, d.doc, coalesce(s.version, 0) + 1 AS version "
+            "CREATE TABLE changed AS SELECT d.profile_id, d.content_hash, coalesce(s.version, 0) + 1 AS version "
             "FROM docs d LEFT JOIN prev_state s USING (profile_id) "
             "WHERE s.content_hash IS DISTINCT FROM d.content_hash")
         report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM changed"))
@@ -542,7 +550,11 @@ def build_context(
             "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM profiles) "
             "ORDER BY 1").fetchall()]
         history: list[pa.RecordBatch] = []
-        reader = con.sql("SELECT profile_id, content_hash, doc, version FROM changed").fetch_arrow_reader(5000)
+        con.execute("CREATE TABLE changed_profiles AS SELECT profile_id FROM changed")
+        only_changed = snapshot_sql.replace(
+            "FROM profiles p", "FROM profiles p SEMI JOIN changed_profiles USING (profile_id)", 1)
+        reader = con.sql(f"SELECT c.profile_id, c.content_hash, d.doc, c.version FROM changed c "
+                         f"JOIN ({only_changed}) d USING (profile_id)").fetch_arrow_reader(5000)
         for batch in reader:
             items = []
             for pid, content_hash, doc, version in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
