@@ -554,7 +554,7 @@ def build_context(
         only_changed = snapshot_sql.replace(
             "FROM profiles p", "FROM profiles p SEMI JOIN changed_profiles USING (profile_id)", 1)
         reader = con.sql(f"SELECT c.profile_id, c.content_hash, d.doc, c.version FROM changed c "
-                         f"JOIN ({only_changed}) d USING (profile_id)").fetch_arrow_reader(5000)
+                         f"JOIN ({only_changed}) d USING (profile_id)").to_arrow_reader(5000)
         for batch in reader:
             items = []
             for pid, content_hash, doc, version in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
