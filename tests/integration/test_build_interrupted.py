@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-
 from customer_context.assemble.build import build_context
 from customer_context.spec import DEFAULT_SPEC, parse_spec
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+
 from tests.helpers.lake import AS_OF, ev, write_events
 
 SPEC = parse_spec(DEFAULT_SPEC.read_text())
