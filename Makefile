@@ -35,6 +35,7 @@ serve: $(STAMP)
 	$(BIN)/customer-context serve
 
 test: $(STAMP) $(SAM_VENV)/bin/sam
+	$(BIN)/ruff check layers functions tests bench
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
