@@ -18,20 +18,15 @@ pytestmark = pytest.mark.e2e
 PAST = datetime(2026, 8, 1, 9, 30, tzinfo=UTC)
 
 
-def _every_call(client: Any, prefix: str, segment: bool) -> list[str]:
+def _every_call(client: Any, prefix: str) -> list[str]:
     """Send one call of each type; returns their message ids."""
     ids = [f"{prefix}-{n}" for n in range(6)]
     client.identify(f"{prefix}-user", {"email": "Ada@Example.com", "plan": "pro"}, anonymous_id=f"{prefix}-anon",
                     message_id=ids[0], timestamp=PAST)
     client.track(f"{prefix}-user", "Order Completed", {"revenue": 42.5, "currency": "USD"}, message_id=ids[1])
-    if segment:
-        client.page(f"{prefix}-user", "Docs", "Pricing", {"url": "https://x/pricing", "path": "/pricing"},
-                    message_id=ids[2])
-        client.screen(f"{prefix}-user", "App", "Cart", {"items": 2}, message_id=ids[3])
-    else:
-        client.page(f"{prefix}-user", "Docs", "Pricing", {"url": "https://x/pricing", "path": "/pricing"},
-                    message_id=ids[2])
-        client.screen(f"{prefix}-user", "App", "Cart", {"items": 2}, message_id=ids[3])
+    client.page(f"{prefix}-user", "Docs", "Pricing", {"url": "https://x/pricing", "path": "/pricing"},
+                message_id=ids[2])
+    client.screen(f"{prefix}-user", "App", "Cart", {"items": 2}, message_id=ids[3])
     client.group(f"{prefix}-user", f"{prefix}-acct", {"name": "Acme"}, message_id=ids[4])
     client.alias(f"{prefix}-old", f"{prefix}-user", message_id=ids[5])
     client.flush()
@@ -62,27 +57,20 @@ def _check_landed(lakehouse: Any, prefix: str, source: str) -> None:
         assert abs(row["timestamp"] - expected) < timedelta(milliseconds=2)
 
 
-def test_rudderstack_python_sdk_every_call_gzip(local_stack: Any) -> None:
-    from rudderstack.analytics.client import Client
+@pytest.mark.parametrize(("module", "prefix"), [("rudderstack.analytics.client", "rs"),
+                                                ("segment.analytics.client", "sg")])
+def test_python_sdk_every_call_gzip(local_stack: Any, module: str, prefix: str) -> None:
+    import importlib
 
-    # Given the RudderStack SDK pointed at the local stack (gzip is its default)
-    client = Client(local_stack.write_key, host=local_stack.url, gzip=True, upload_interval=0.1)
+    # Given the real SDK client pointed at the local stack, compressing its batches
+    client = importlib.import_module(module).Client(local_stack.write_key, host=local_stack.url, gzip=True,
+                                                    upload_interval=0.1)
     # When it sends one call of each type
-    _every_call(client, "rs", segment=False)
+    _every_call(client, prefix)
     client.shutdown()
     assert local_stack.wait_for_ingest(60)
     # Then each landed with its typed fields
-    _check_landed(factory.lakehouse(), "rs", "test")
-
-
-def test_segment_python_sdk_every_call_gzip(local_stack: Any) -> None:
-    from segment.analytics.client import Client
-
-    client = Client(local_stack.write_key, host=local_stack.url, gzip=True, upload_interval=0.1)
-    _every_call(client, "sg", segment=True)
-    client.shutdown()
-    assert local_stack.wait_for_ingest(60)
-    _check_landed(factory.lakehouse(), "sg", "test")
+    _check_landed(factory.lakehouse(), prefix, "test")
 
 
 def test_wrong_write_key_is_401_for_the_sdk(local_stack: Any) -> None:

@@ -350,6 +350,20 @@ def bgnbd_log_likelihood(params: BGNBDParams, frequency: ArrayLike, recency: Arr
     return -f * x.size
 
 
+def _penalized(nll: Callable[[np.ndarray], tuple[float, np.ndarray]], penalizer: float,
+               pen_scale: np.ndarray) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """Objective on log-parameters ``u``: the negative log-likelihood plus ``penalizer × Σθ²`` (θ in the
+    data's units, ``θ = exp(u) × pen_scale``), with its gradient."""
+    def fun(u: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = nll(u)
+        if penalizer:
+            theta = np.exp(u) * pen_scale
+            f += penalizer * float(theta @ theta)
+            g = g + 2.0 * penalizer * theta * theta
+        return f, g
+    return fun
+
+
 def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penalizer: float = 0.0) -> BGNBDParams:
     """Fit BG/NBD by maximum likelihood.
 
@@ -382,14 +396,7 @@ def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penaliz
     pen_scale = np.array([1.0, scale, 1.0, 1.0])
 
     def objective(data: _BGNBDData) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-        def fun(u: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = data.nll(u)
-            if penalizer:
-                theta = np.exp(u) * pen_scale
-                f += penalizer * float(theta @ theta)
-                g = g + 2.0 * penalizer * theta * theta
-            return f, g
-        return fun
+        return _penalized(data.nll, penalizer, pen_scale)
 
     rate = max(float(x.mean()), 1e-3) / max(float(age.mean()) / scale, 1e-6)  # repeat purchases per scaled unit
     starts = [np.log([r, r / rate, a, b]) for r, a, b in ((1.0, 1.0, 1.0), (0.3, 0.8, 3.0), (3.0, 0.3, 1.0),
@@ -675,14 +682,7 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary_value: ArrayLike, *, penalize
     data = _GGData(x, m, scale)
     pen_scale = np.array([1.0, 1.0, scale])
 
-    def fun(u: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = data.nll(u)
-        if penalizer:
-            theta = np.exp(u) * pen_scale
-            f += penalizer * float(theta @ theta)
-            g = g + 2.0 * penalizer * theta * theta
-        return f, g
-
+    fun = _penalized(data.nll, penalizer, pen_scale)
     starts = [np.log(s) for s in ((1.0, 1.0, 1.0), (5.0, 3.0, 10.0), (0.5, 5.0, 2.0), (20.0, 20.0, 20.0))]
     best = _best_fit(fun, starts, hi=np.full(3, _LOG_BOUND), enough=1)
     if best is None:
