@@ -47,11 +47,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/assemble.py --sizes M L
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/report.py
 
 openapi: $(STAMP)
 	mkdir -p docs/openapi
-	$(BIN)/customer-context openapi collect > docs/openapi/collect.json
+	for f in collect fetch_context; do $(BIN)/customer-context openapi $$f > docs/openapi/$$f.json; done
 
 # The SAM CLI lives in its own virtualenv: its exact pins (boto3, click, pydantic) would
 # otherwise downgrade the project's own dependencies.

@@ -37,6 +37,21 @@ def table() -> str:
         lines.append(f"| rebuild after {r['customers_changed']:,} customers (1 %) changed | "
                      f"{r['rebuild_items_written']:,} DynamoDB items written ({r['rebuild_wall_s']} s) | first build: "
                      f"{r['first_build_items_written']:,} items | — |")
+    serve = _load("serve")
+    if serve:
+        over, http, cold = serve["handler_overhead"], serve["over_http_local_stack"], serve["cold_import"]
+        lines.append(f"| fetch handler overhead in-process (store in memory), fields / text | p50 "
+                     f"{over['get']['p50_ms']} / {over['text']['p50_ms']} ms, p99 {over['get']['p99_ms']} / "
+                     f"{over['text']['p99_ms']} ms | aim: p99 < 2 ms | — |")
+        lines.append(f"| fetch over HTTP through the local stack (DynamoDB on moto) | p50 "
+                     f"{http['fields']['p50_ms']} ms, p99 {http['fields']['p99_ms']} ms; with live recent_events p50 "
+                     f"{http['with_recent_events']['p50_ms']} ms | — | — |")
+        lines.append(f"| cold import of the fetch handler (+ boto3, which it loads on first use) | "
+                     f"{cold['fetch_handler_plus_boto3_s']} s | `import boto3` + Powertools resolver: "
+                     f"{cold['floor_boto3_powertools_s']} s | {cold['ratio']}× the floor |")
+        lines.append(f"| event sent to collect → visible in fetch's recent_events (local stack) | p50 "
+                     f"{http['event_to_visible']['p50_ms']} ms, p99 {http['event_to_visible']['p99_ms']} ms | "
+                     "aim: < 2 s | — |")
     notes = []
     if ingest:
         notes.append(f"ingest: {ingest['events']:,} generated events, best of {ingest['runs']} "

@@ -48,6 +48,7 @@ def _collect(endpoint: str):  # type: ignore[no-untyped-def]
         spool=factory.spool(),
         limits=Limits(settings.max_request_bytes, settings.max_event_bytes, settings.queue_max_message_bytes),
         spool_prefix=settings.spool_prefix,
+        recent=factory.recent_tail(),
     )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(result.rejections))

@@ -76,7 +76,8 @@ def test_every_layer_has_a_build_method_and_requirements() -> None:
 
 def test_serving_functions_get_only_the_core_layer() -> None:
     functions = _resources("AWS::Serverless::Function")
-    assert functions["CollectFunction"]["Properties"]["Layers"] == [{"Ref": "CoreLayer"}]
+    for name in ("CollectFunction", "FetchContextFunction"):
+        assert functions[name]["Properties"]["Layers"] == [{"Ref": "CoreLayer"}], name
 
 
 def test_local_routes_match_the_template() -> None:

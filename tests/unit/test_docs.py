@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from customer_context.cli import build_parser
 from customer_context.config import ENV_PREFIX, Settings
 
@@ -37,14 +38,21 @@ def test_every_template_parameter_is_documented() -> None:
     assert not missing, f"README lacks template parameters: {missing}"
 
 
-def test_openapi_document_is_current() -> None:
+@pytest.mark.parametrize("function", ["collect", "fetch_context"])
+def test_openapi_documents_are_current(function: str) -> None:
     import json
 
     from customer_context.local import lambda_runtime
 
-    live = json.loads(lambda_runtime.load_module("collect").app.get_openapi_json_schema())
-    committed = json.loads((REPO / "docs" / "openapi" / "collect.json").read_text())
-    assert committed == live, "docs/openapi/collect.json is stale: run `make openapi`"
+    live = json.loads(lambda_runtime.load_module(function).app.get_openapi_json_schema())
+    committed = json.loads((REPO / "docs" / "openapi" / f"{function}.json").read_text())
+    assert committed == live, f"docs/openapi/{function}.json is stale: run `make openapi`"
+
+
+def test_collect_openapi_lists_every_sdk_route() -> None:
+    import json
+
+    live = json.loads((REPO / "docs" / "openapi" / "collect.json").read_text())
     assert {"/v1/batch", "/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
             "/v1/import"} <= set(live["paths"])
     assert "401" in live["paths"]["/v1/batch"]["post"]["responses"]

@@ -35,3 +35,42 @@ def test_the_check_catches_a_heavy_import(tmp_path: Path) -> None:
     app.write_text("import customer_context.stores.iceberg\nimport customer_context.stores.tables\n")
     # Then the check reports it
     assert "pyiceberg" in heavy_imports_of(app)
+
+
+def test_fetch_context_handler_imports_no_analytics_package() -> None:
+    assert heavy_imports_of(REPO / "functions" / "fetch_context" / "app.py") == []
+
+
+def test_fetch_context_serving_requests_imports_no_analytics_package() -> None:
+    # Given the fetch handler in a fresh interpreter over an in-memory store with one customer
+    code = f"""
+import importlib.util, json, sys
+sys.path.insert(0, r'{REPO}')
+from customer_context.stores import factory
+from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+from customer_context.serve.consumers import consumer_item, hash_key
+store = MemoryContextStore()
+store.put_consumer(hash_key('ck_sample_consumer_key'), consumer_item('t', ['*'], []))
+store.put_snapshots([SnapshotItem('p1', json.dumps({{'profile_id': 'p1', 'traits': {{'orders_90d': 2}},
+                                  'scores': {{'churn_risk': 0.1}}}}), 'h', 1, '2026-11-24T12:00:00+00:00', None)])
+store.put_aliases([('email', 'ada@example.com', 'p1'), ('user_id', 'u_000001', 'p1')])
+factory.context_store = lambda: store
+factory.write_keys = lambda: None
+spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "fetch_context" / "app.py"}')
+app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+from customer_context.local.lambda_runtime import LocalLambdaContext
+statuses = []
+for name in ('fetch_context_get', 'fetch_context_text', 'fetch_context_batch', 'fetch_context_mcp'):
+    event = json.load(open(r'{REPO / "events"}/' + name + '.json'))
+    statuses.append(app.lambda_handler(event, LocalLambdaContext('fetch_context'))['statusCode'])
+print(json.dumps([statuses, sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+                              "POWERTOOLS_LOG_LEVEL": "ERROR"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    statuses, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    # When it answers a field lookup, prompt text, a batch and an MCP tools/list
+    # Then every request succeeded and nothing heavy was imported
+    assert statuses == [200, 200, 200, 200]
+    assert heavy == []

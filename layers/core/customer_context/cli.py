@@ -42,18 +42,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     interval = Settings.from_env().build_interval_seconds
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
-    (stack.data_dir / "stack.json").write_text(json.dumps({
-        "url": stack.url, "moto_url": stack.moto_url, "pid": os.getpid(),
-        "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
-    }, indent=1))
     print(f"customer-context local stack ready at {stack.url}", flush=True)
     print(f"  write key : {stack.write_key}  (source {stack.write_keys[stack.write_key]}; from {stack.key_origin})")
+    print(f"  read key  : {stack.consumer_key}  (consumer `local`, every section; "
+          "`customer-context keys create` for scoped ones)")
     print(f"  data dir  : {stack.data_dir}")
     print(f"  try       : curl -u {stack.write_key}: -H 'content-type: application/json' "
           f"-d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}' {stack.url}/v1/track")
     print(f"  builds    : every {interval}s (customer-context build to run one now)" if interval else
           "  builds    : on demand (customer-context build)")
-    print(f"  API docs  : {stack.url}/docs/collect   (Ctrl-C to stop)", flush=True)
+    print(f"  context   : curl -H 'authorization: Bearer {stack.consumer_key}' "
+          f"'{stack.url}/v1/context/user_id/u1?format=text'")
+    print(f"  API docs  : {stack.url}/docs/collect  {stack.url}/docs/context   MCP: {stack.url}/mcp  "
+          "(Ctrl-C to stop)", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -63,7 +64,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping…", flush=True)
-        (stack.data_dir / "stack.json").unlink(missing_ok=True)
         stack.stop()
     return 0
 
@@ -176,6 +176,74 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
+    """Where consumer keys go: the AWS table (``--table`` or CUSTOMER_CONTEXT_CONTEXT_TABLE without a
+    local stack), else the local config file (and the running local stack, if any)."""
+    from customer_context.stores import factory
+
+    data_dir = _data_dir(args)
+    if args.table:
+        os.environ["CUSTOMER_CONTEXT_CONTEXT_TABLE"] = args.table
+        factory.reset()
+        return factory.context_store(), None
+    running = _running_stack(data_dir)
+    if running is not None:
+        os.environ.update(running["environment"])
+        factory.reset()
+        return factory.context_store(), data_dir
+    return None, data_dir
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke consumer keys."""
+    from customer_context.local.stack import load_consumers, save_consumer
+    from customer_context.serve.catalog import LIST_SECTIONS, catalog
+    from customer_context.serve.consumers import consumer_item, hash_key, new_key, validate_scope
+    from customer_context.spec import load_spec
+
+    store, data_dir = _keys_store(args)
+    if args.action == "create":
+        cat = catalog(load_spec(args.spec))
+        sections = [s for v in args.sections or [] for s in v.split(",") if s]
+        fields = [f for v in args.fields or [] for f in v.split(",") if f]
+        queries = [q for v in args.queries or ["*"] for q in v.split(",") if q]
+        if not sections and not fields:
+            print("error: give --sections and/or --fields (use --sections '*' for everything)", file=sys.stderr)
+            return 2
+        validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
+        key = new_key()
+        item = consumer_item(args.consumer, sections, fields, queries)
+        if data_dir is not None:
+            save_consumer(data_dir, hash_key(key), item)
+        if store is not None:
+            store.put_consumer(hash_key(key), item)
+        where = "the context table" if data_dir is None else f"{data_dir}/config.toml" + (
+            " and the running local stack" if store is not None else "")
+        print(json.dumps({"consumer": args.consumer, "key": key, "sections": item["sections"],
+                          "fields": item["fields"], "queries": item["queries"], "stored_in": where}, indent=1))
+        print("Keep the key now: only its SHA-256 is stored.", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        items = store.list_consumers() if store is not None else [
+            {"pk": f"consumer#{h}", **v} for h, v in load_consumers(data_dir).items()]  # type: ignore[arg-type]
+        for item in sorted(items, key=lambda i: str(i["name"])):
+            print(json.dumps({"consumer": item["name"], "key_sha256": str(item["pk"]).split("#", 1)[1],
+                              "sections": list(item.get("sections") or []), "fields": list(item.get("fields") or []),
+                              "created_at": item.get("created_at")}))
+        return 0
+    # revoke
+    digest = args.key_sha256 or (hash_key(args.key) if args.key else None)
+    if not digest:
+        print("error: give --key or --key-sha256", file=sys.stderr)
+        return 2
+    if data_dir is not None:
+        save_consumer(data_dir, digest, None)
+    if store is not None:
+        store.delete_consumer(digest)
+    print(json.dumps({"revoked": digest}))
+    return 0
+
+
 def cmd_fit_scores(args: argparse.Namespace) -> int:
     """Fit BG/NBD and Gamma-Gamma on a per-customer CSV."""
     from customer_context.assemble.scores import ScoreFitError, fit_from_csv
@@ -235,13 +303,28 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--spec", help="context spec file")
     load.set_defaults(func=cmd_load)
 
+    keys = sub.add_parser("keys", help="consumer API keys for the fetch API: create, list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("--consumer", default="default", help="create: the consumer's name (shown in logs)")
+    keys.add_argument("--sections", action="append",
+                      help="create: sections it may read, comma-separated ('*': all); repeatable")
+    keys.add_argument("--fields", action="append",
+                      help="create: single fields it may read (traits.orders_90d, …), comma-separated; repeatable")
+    keys.add_argument("--queries", action="append", help="create: named queries it may run (default '*': all)")
+    keys.add_argument("--key", help="revoke: the key")
+    keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")
+    keys.add_argument("--table", help="DynamoDB context table on AWS (default: the local stack / config file)")
+    keys.add_argument("--spec", help="context spec file (to validate the scope)")
+    keys.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    keys.set_defaults(func=cmd_keys)
+
     fit = sub.add_parser("fit-scores",
                          help="fit BG/NBD + Gamma-Gamma on a CSV (frequency, recency, T[, monetary_value])")
     fit.add_argument("file", help="CSV, one row per customer")
     fit.set_defaults(func=cmd_fit_scores)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document of an HTTP function")
-    openapi.add_argument("function", choices=["collect"], help="the function")
+    openapi.add_argument("function", choices=["collect", "fetch_context", "query_context"], help="the function")
     openapi.set_defaults(func=cmd_openapi)
     return parser
 

@@ -104,6 +104,23 @@ class Settings(BaseModel):
         default=10, ge=0, description="How often an Iceberg commit conflict is retried (exponential backoff)."
     )
 
+    # --- serve ---
+    recent_events_ttl_seconds: int = Field(
+        default=2 * 86400,
+        ge=0,
+        description="How long collect keeps each event in the live tail that fetch merges into "
+        "`recent_events` before the next build (DynamoDB TTL); 0 turns the tail off.",
+    )
+    stale_after_seconds: int = Field(
+        default=3600, gt=0, description="A served context older than this (since its build) is flagged `stale`."
+    )
+    cache_max_age_seconds: int = Field(
+        default=5, ge=0, description="`Cache-Control: private, max-age=` of fetch responses."
+    )
+    default_max_tokens: int = Field(
+        default=1500, ge=50, le=100_000, description="Token budget of `format=text` when the request sets none."
+    )
+
     @field_validator("catalog_properties")
     @classmethod
     def _properties_are_json_object(cls, value: str) -> str:

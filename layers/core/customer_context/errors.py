@@ -75,3 +75,17 @@ class CommitFailed(CustomerContextError):
 
     status = 503
     code = "commit_failed"
+
+
+class Forbidden(CustomerContextError):
+    """Authenticated, but the request asks for something outside the caller's scope."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(CustomerContextError):
+    """The customer (or other named thing) is not known."""
+
+    status = 404
+    code = "not_found"

@@ -80,6 +80,7 @@ class CollectResult:
     rejections: list[Rejection] = field(default_factory=list)
     messages: int = 0
     spooled: int = 0
+    recent: int = 0
 
     def to_body(self) -> dict[str, Any]:
         """The 200 response body: SDKs only look at the status; people read the rest."""
@@ -244,6 +245,7 @@ def collect(
     spool: BlobStore | None,
     limits: Limits,
     spool_prefix: str = "spool/",
+    recent: Any | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 
@@ -254,6 +256,9 @@ def collect(
         spool: Where events too large for one queue message go (``None``: such events are rejected).
         limits: Size limits.
         spool_prefix: Key prefix of spooled objects.
+        recent: The live tail (:class:`customer_context.serve.recent.RecentTail`) told about the
+            accepted events once they are queued; best effort: its failure is logged, not raised,
+            since the events are safely queued and a retry would only duplicate them.
 
     Returns:
         Counts and per-event rejections (a single call's rejection raises instead).
@@ -303,6 +308,7 @@ def collect(
 
     result = CollectResult(source_id=source_id)
     accepted: list[str] = []
+    accepted_items: list[dict[str, Any]] = []
     rejected: list[str] = []
     check_sizes = len(request.body) > limits.max_event_bytes or request.headers.get("content-encoding")
     forced_type = request.endpoint if single else None
@@ -326,6 +332,7 @@ def collect(
         stamp(item, source_id=source_id, received_at=received_at, batch_sent_at=batch_sent_at,
               source_ip=request.source_ip)
         accepted.append(envelope.dumps(item))
+        accepted_items.append(item)
     result.accepted = len(accepted)
 
     bodies, oversized = envelope.pack(accepted, rejected, limits.max_message_bytes)
@@ -341,6 +348,13 @@ def collect(
     if bodies:
         queue.send(bodies)
     result.messages = len(bodies)
+    if recent is not None and accepted_items:
+        try:
+            result.recent = recent.record(accepted_items)
+        except Exception:  # noqa: BLE001 - the events are queued; the tail is a best-effort cache
+            from customer_context.observability import logger
+
+            logger.exception("recording the live tail failed; events are queued and will be built")
 
     if single and result.rejections:
         raise InvalidRequest(result.rejections[0].reason)

@@ -155,7 +155,10 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
             _say(f"✗ {stack.dlq_depth()} messages in the dead-letter queue")
             ok = False
 
-        ok = _assemble(stack, records) and ok
+        built, email = _assemble(stack, records)
+        ok = built and ok
+        if email:
+            ok = _serve(stack, email) and ok
         _say(f"\n{'✓' if ok else '✗'} demo finished in {time.monotonic() - started:.0f}s. Explore it:")
         _say(f"  customer-context sql \"select event, count(*) from events_unique group by 1\" --data-dir {data_dir}")
         _say(f"  customer-context sql \"select * from identity_graph where profile_id = '<id>'\" --data-dir {data_dir}")
@@ -164,8 +167,12 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
         stack.stop()
 
 
-def _assemble(stack: Any, records: Any) -> bool:
-    """Drop the record files, build, and show one customer's context; True when all went as expected."""
+def _assemble(stack: Any, records: Any) -> tuple[bool, str | None]:
+    """Drop the record files, build, and show one customer's context.
+
+    Returns:
+        Whether all went as expected, and the email of the customer shown.
+    """
     from customer_context.stores import factory
 
     _say("\n▶ dropping record files into s3://…/imports/ (S3 notification → load_records → Iceberg upsert)")
@@ -195,7 +202,7 @@ def _assemble(stack: Any, records: Any) -> bool:
     profile = store.resolve("email", open_tickets[0]["requester_email"].strip().lower()) if open_tickets else None
     if profile is None:
         _say("✗ no customer with an open ticket resolved")
-        return False
+        return False, None
     doc = json.loads(store.get_snapshot(profile)["doc"])
     doc["recent_events"] = doc.get("recent_events", [])[:3]
     _say(f"\n▶ one customer's assembled context (email {open_tickets[0]['requester_email'].strip().lower()}, "
@@ -205,7 +212,45 @@ def _assemble(stack: Any, records: Any) -> bool:
     again = stack.build()
     _say(f"\n▶ rebuilding with no new data: {again['items_written']} DynamoDB items written "
          f"(only changed snapshots land)")
-    return bool(report["profiles"]) and again["items_written"] == 0
+    return bool(report["profiles"]) and again["items_written"] == 0, open_tickets[0]["requester_email"].strip().lower()
+
+
+def _serve(stack: Any, email: str) -> bool:
+    """Serve that customer as an agent would; True when each answer is what it should be."""
+    import requests
+
+    auth = {"authorization": f"Bearer {stack.consumer_key}"}
+    base = f"{stack.url}/v1/context/email/{email}"
+    _say(f"\n▶ serving (GET {stack.url}/v1/context/email/{email}, consumer key from {stack.data_dir}/consumer.key)")
+    answer = requests.get(base, params={"fields": "traits.orders_90d,traits.lifetime_revenue,scores.churn_risk,"
+                                                  "traits.open_tickets"}, headers=auth, timeout=10)
+    _say("  JSON, field by field (?fields=traits.orders_90d,traits.lifetime_revenue,scores.churn_risk,…):")
+    _say("  " + json.dumps(answer.json(), default=str))
+    text = requests.get(base, params={"format": "text", "max_tokens": 250}, headers=auth, timeout=10)
+    _say(f"\n  prompt text under a 250-token budget (~{text.headers.get('x-context-tokens')} tokens estimated):")
+    for line in text.text.splitlines():
+        _say(f"    {line}")
+    call = requests.post(f"{stack.url}/mcp", headers=auth, timeout=10, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_customer_context", "arguments": {
+            "identifier_type": "email", "identifier_value": email, "fields": ["scores.churn_risk"],
+            "format": "json"}}}).json()
+    _say("\n  MCP tools/call get_customer_context(fields=[scores.churn_risk]) →")
+    _say("    " + call["result"]["content"][0]["text"][:300])
+    event: dict[str, Any] = {"event": "Support Chat Opened", "properties": {"topic": "refund"}}
+    doc = requests.get(base, params={"fields": "profile.identifiers.user_id,profile.identifiers.anonymous_id"},
+                       headers=auth, timeout=10).json()["context"]["profile"]["identifiers"]
+    event["userId"] = (doc.get("user_id") or [None])[0]
+    event["anonymousId"] = (doc.get("anonymous_id") or [None])[0]
+    sent = time.monotonic()
+    requests.post(f"{stack.url}/v1/track", json={k: v for k, v in event.items() if v is not None},
+                  auth=(next(iter(stack.write_keys)), ""), timeout=10).raise_for_status()
+    recent = requests.get(base, params={"sections": "recent_events"}, headers=auth, timeout=10).json()
+    first = recent["context"]["recent_events"][0]
+    seen = time.monotonic() - sent
+    ok = first.get("event") == "Support Chat Opened" and first.get("source") == "live"
+    _say(f"\n{'✓' if ok else '✗'} an event sent {seen:.2f}s ago shows in recent_events before any build: "
+         f"{json.dumps(first)}  (sources: {recent['sources'].get('recent_events')})")
+    return ok and answer.status_code == 200 and text.status_code == 200 and not call["result"]["isError"]
 
 
 if __name__ == "__main__":

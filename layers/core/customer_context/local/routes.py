@@ -36,6 +36,12 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     *(Route("POST", f"/v1/{endpoint}", "collect") for endpoint in COLLECT_ENDPOINTS),
     Route("GET", "/docs/collect", "collect"),
+    Route("GET", "/v1/context/{identifier_type}/{identifier_value}", "fetch_context"),
+    Route("POST", "/v1/context:batch", "fetch_context"),
+    Route("GET", "/v1/tools", "fetch_context"),
+    Route("POST", "/mcp", "fetch_context"),
+    Route("GET", "/mcp", "fetch_context"),
+    Route("GET", "/docs/context", "fetch_context"),
 )
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -25,6 +26,7 @@ DLQ_NAME = "customer-context-events-dlq"
 SPOOL_BUCKET = "customer-context-local"
 CONTEXT_TABLE = "customer-context-local"
 CONFIG_FILE = "config.toml"
+STATE_FILE = "stack.json"
 
 
 def load_write_keys(data_dir: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
@@ -57,6 +59,46 @@ def load_write_keys(data_dir: Path, environ: dict[str, str] | None = None) -> tu
     return {key: "local"}, f"{path} (generated)"
 
 
+def load_consumers(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """Consumer keys of the local stack: ``[consumers."<sha256>"]`` tables of ``<data_dir>/config.toml``."""
+    path = data_dir / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    from customer_context.errors import ConfigError
+
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    consumers = config.get("consumers", {})
+    if not isinstance(consumers, dict):
+        raise ConfigError(f"{path}: [consumers] must map key hashes to tables")
+    return {h: dict(v) for h, v in consumers.items() if isinstance(v, dict) and not v.get("revoked")}
+
+
+def save_consumer(data_dir: Path, key_hash: str, item: dict[str, Any] | None) -> None:
+    """Append a consumer (or its revocation, ``item=None``) to ``<data_dir>/config.toml``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f'\n[consumers."{key_hash}"]']
+    if item is None:
+        lines.append("revoked = true")
+    else:
+        for name, value in item.items():
+            lines.append(f"{name} = {json.dumps(value)}")  # JSON strings and string arrays are valid TOML
+    path = data_dir / CONFIG_FILE
+    text = path.read_text() if path.is_file() else ""
+    if item is None and f'[consumers."{key_hash}"]' in text:
+        # TOML forbids a table twice: rewrite the file without the old one
+        kept, skipping = [], False
+        for line in text.splitlines():
+            if line.startswith("["):
+                skipping = line.strip() == f'[consumers."{key_hash}"]'
+            if not skipping:
+                kept.append(line)
+        text = "\n".join(kept) + "\n"
+    path.write_text(text + "\n".join(lines) + "\n")
+
+
 @dataclass
 class LocalStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager).
@@ -81,6 +123,7 @@ class LocalStack:
     url: str = ""
     moto_url: str = ""
     key_origin: str = ""
+    consumer_key: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -151,6 +194,7 @@ class LocalStack:
         s3.create_bucket(Bucket=SPOOL_BUCKET)
         self.queue_url, self.dlq_url = queue_url, dlq_url
         self._create_context_table(factory.boto_client("dynamodb"))
+        self.consumer_key = self._seed_consumers()
 
         self._set_env({
             "CUSTOMER_CONTEXT_QUEUE_URL": queue_url,
@@ -174,6 +218,11 @@ class LocalStack:
         self._http = LocalHttpApi(port=self.port)
         self.url = self._http.url
         threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
+        # where other processes (`customer-context build`, `keys create`) find this stack
+        (self.data_dir / STATE_FILE).write_text(json.dumps({
+            "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
+            "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
+        }, indent=1))
         return self
 
     def _create_context_table(self, ddb: Any) -> None:
@@ -186,6 +235,27 @@ class LocalStack:
         ttl = props["TimeToLiveSpecification"]
         ddb.update_time_to_live(TableName=CONTEXT_TABLE, TimeToLiveSpecification={
             "AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]})
+
+    def _seed_consumers(self) -> str | None:
+        """Load the consumer keys of config.toml into the table; with none yet, create a local one
+        allowed everything (its key is printed by `serve` and kept in ``consumer.key`` under data_dir)."""
+        from customer_context.serve.consumers import consumer_item, hash_key, new_key
+        from customer_context.stores.context_store import DynamoContextStore
+
+        table = DynamoContextStore(__import__("boto3").session.Session().resource("dynamodb").Table(CONTEXT_TABLE))
+        consumers = load_consumers(self.data_dir)
+        key_file = self.data_dir / "consumer.key"
+        key: str | None = key_file.read_text().strip() if key_file.is_file() else None
+        if key is None or hash_key(key) not in consumers:
+            key = new_key()
+            item = consumer_item("local", ["*"], [])
+            save_consumer(self.data_dir, hash_key(key), item)
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+            consumers[hash_key(key)] = item
+        for digest, item in consumers.items():
+            table.put_consumer(digest, item)
+        return key
 
     def _build_timer(self) -> None:
         from customer_context.observability import logger
@@ -217,6 +287,7 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything and restore the environment."""
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         if self._stopping is not None:
             self._stopping.set()
         if self._http is not None:

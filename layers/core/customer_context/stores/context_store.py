@@ -5,7 +5,12 @@ Item layout in one table (``pk``, ``sk`` strings):
 * snapshot: ``pk = profile#<profile_id>``, ``sk = snapshot`` — ``doc`` (the JSON document),
   ``content_hash``, ``version``, ``built_at``, ``data_as_of``;
 * alias: ``pk = id#<type>#<value>``, ``sk = alias`` — ``profile_id``; one per known identifier,
-  so any identifier resolves to its profile with one GetItem.
+  so any identifier resolves to its profile with one GetItem;
+* recent event: ``pk = recent#p#<profile_id>`` (or ``recent#id#<type>#<value>`` while the
+  identifier belongs to no profile yet), ``sk = <receivedAt>#<messageId>`` — ``event`` (compact
+  JSON), ``expires_at`` (TTL); written by collect, read by fetch for what is newer than the snapshot;
+* consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
+  ``fields``, ``created_at``; the key itself is never stored.
 
 Writes go through boto3's ``batch_writer`` (25 items per BatchWriteItem, unprocessed items resent
 by boto3, throttling retried by botocore's standard retry mode).
@@ -19,6 +24,7 @@ from typing import Any, Protocol
 
 SNAPSHOT_SK = "snapshot"
 ALIAS_SK = "alias"
+CONSUMER_SK = "consumer"
 
 
 def snapshot_key(profile_id: str) -> dict[str, str]:
@@ -29,6 +35,35 @@ def snapshot_key(profile_id: str) -> dict[str, str]:
 def alias_key(id_type: str, id_value: str) -> dict[str, str]:
     """Primary key of an identifier's alias item."""
     return {"pk": f"id#{id_type}#{id_value}", "sk": ALIAS_SK}
+
+
+def consumer_key(key_hash: str) -> dict[str, str]:
+    """Primary key of a consumer key's item."""
+    return {"pk": f"consumer#{key_hash}", "sk": CONSUMER_SK}
+
+
+def recent_pk(profile_id: str | None = None, identifier: tuple[str, str] | None = None) -> str:
+    """Partition of a recent-event tail: a profile's, or an identifier's not yet in any profile."""
+    if profile_id:
+        return f"recent#p#{profile_id}"
+    assert identifier is not None
+    return f"recent#id#{identifier[0]}#{identifier[1]}"
+
+
+@dataclass(frozen=True)
+class RecentEvent:
+    """One event in a recent tail."""
+
+    pk: str
+    received_at: str
+    message_id: str
+    event: str  # compact JSON: type, event, name, timestamp, page_path, properties
+    expires_at: int
+
+    def to_item(self) -> dict[str, Any]:
+        """The DynamoDB item."""
+        return {"pk": self.pk, "sk": f"{self.received_at}#{self.message_id}", "event": self.event,
+                "expires_at": self.expires_at}
 
 
 @dataclass(frozen=True)
@@ -72,6 +107,35 @@ class ContextStore(Protocol):
     def resolve(self, id_type: str, id_value: str) -> str | None:
         """The profile id of an identifier, or ``None``."""
 
+    def resolve_many(self, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Profile ids of the identifiers that are known (one BatchGetItem per 100)."""
+
+    def get_snapshots(self, profile_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Snapshot items of the profiles that have one (one BatchGetItem per 100)."""
+
+    def put_recent(self, events: Iterable[RecentEvent]) -> int:
+        """Write recent-event items; returns how many."""
+
+    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` items of a tail, newest first, received after ``after`` (ISO time)."""
+
+    def put_consumer(self, key_hash: str, attributes: dict[str, Any]) -> None:
+        """Store a consumer key's item."""
+
+    def get_consumer(self, key_hash: str) -> dict[str, Any] | None:
+        """A consumer key's item, or ``None``."""
+
+    def list_consumers(self) -> list[dict[str, Any]]:
+        """Every consumer item (administration only: a scan)."""
+
+    def delete_consumer(self, key_hash: str) -> None:
+        """Revoke a consumer key."""
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
 
 class DynamoContextStore:
     """DynamoDB implementation over one table (boto3 resource API)."""
@@ -114,6 +178,77 @@ class DynamoContextStore:
         """GetItem on the alias."""
         item = self.table.get_item(Key=alias_key(id_type, id_value)).get("Item")
         return str(item["profile_id"]) if item else None
+
+    def _batch_get(self, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """BatchGetItem in chunks of 100, resending unprocessed keys with a short backoff."""
+        import time
+
+        # the resource's client: boto3 converts Python values to and from attribute values for us
+        client = self.table.meta.client
+        found: list[dict[str, Any]] = []
+        unique = list({(k["pk"], k["sk"]): k for k in keys}.values())
+        for chunk in _chunks(unique, 100):
+            request = {self.table.name: {"Keys": chunk}}
+            for attempt in range(8):
+                answer = client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table.name, []):
+                    found.append(item)
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        return found
+
+    def resolve_many(self, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """BatchGetItem on the aliases."""
+        out: dict[tuple[str, str], str] = {}
+        for item in self._batch_get([alias_key(t, v) for t, v in identifiers]):
+            _, id_type, id_value = item["pk"].split("#", 2)
+            out[(id_type, id_value)] = str(item["profile_id"])
+        return out
+
+    def get_snapshots(self, profile_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """BatchGetItem on the snapshots."""
+        return {str(i["profile_id"]): i for i in self._batch_get([snapshot_key(p) for p in profile_ids])}
+
+    def put_recent(self, events: Iterable[RecentEvent]) -> int:
+        """BatchWriteItem puts."""
+        return self._write(puts=(e.to_item() for e in events))
+
+    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """One Query, newest first."""
+        from boto3.dynamodb.conditions import Key
+
+        condition = Key("pk").eq(pk)
+        if after:
+            condition = condition & Key("sk").gt(after)
+        answer = self.table.query(KeyConditionExpression=condition, ScanIndexForward=False, Limit=max(limit, 1))
+        return list(answer.get("Items", []))
+
+    def put_consumer(self, key_hash: str, attributes: dict[str, Any]) -> None:
+        """PutItem."""
+        self.table.put_item(Item={**consumer_key(key_hash), **attributes})
+
+    def get_consumer(self, key_hash: str) -> dict[str, Any] | None:
+        """GetItem."""
+        return self.table.get_item(Key=consumer_key(key_hash)).get("Item")
+
+    def list_consumers(self) -> list[dict[str, Any]]:
+        """A filtered Scan (administration only)."""
+        from boto3.dynamodb.conditions import Attr
+
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"FilterExpression": Attr("sk").eq(CONSUMER_SK)}
+        while True:
+            answer = self.table.scan(**kwargs)
+            items.extend(answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return items
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    def delete_consumer(self, key_hash: str) -> None:
+        """DeleteItem."""
+        self.table.delete_item(Key=consumer_key(key_hash))
 
 
 class MemoryContextStore:
@@ -172,3 +307,49 @@ class MemoryContextStore:
         """The profile id, or None."""
         item = self.items.get(self._key(alias_key(id_type, id_value)))
         return item["profile_id"] if item else None
+
+    def resolve_many(self, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The known ones."""
+        out = {}
+        for t, v in identifiers:
+            pid = self.resolve(t, v)
+            if pid is not None:
+                out[(t, v)] = pid
+        return out
+
+    def get_snapshots(self, profile_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The ones that exist."""
+        return {p: item for p in profile_ids if (item := self.get_snapshot(p)) is not None}
+
+    def put_recent(self, events: Iterable[RecentEvent]) -> int:
+        """Keep the items."""
+        n = 0
+        for event in events:
+            data = event.to_item()
+            self.items[self._key(data)] = data
+            n += 1
+        self.writes += n
+        return n
+
+    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        rows = sorted((i for (p, s), i in self.items.items() if p == pk and (after is None or s > after)),
+                      key=lambda i: i["sk"], reverse=True)
+        return rows[:max(limit, 1)]
+
+    def put_consumer(self, key_hash: str, attributes: dict[str, Any]) -> None:
+        """Keep the item."""
+        key = consumer_key(key_hash)
+        self.items[self._key(key)] = {**key, **attributes}
+
+    def get_consumer(self, key_hash: str) -> dict[str, Any] | None:
+        """The item, or None."""
+        return self.items.get(self._key(consumer_key(key_hash)))
+
+    def list_consumers(self) -> list[dict[str, Any]]:
+        """Every consumer item."""
+        return [i for (_, s), i in self.items.items() if s == CONSUMER_SK]
+
+    def delete_consumer(self, key_hash: str) -> None:
+        """Drop the item."""
+        self.items.pop(self._key(consumer_key(key_hash)), None)

@@ -85,6 +85,38 @@ def context_store() -> Any:
     return DynamoContextStore(resource.Table(settings.context_table))
 
 
+@lru_cache(maxsize=1)
+def consumers() -> Any:
+    """Checks consumer keys (cached per container)."""
+    from customer_context.serve.consumers import ConsumerAuthenticator
+
+    return ConsumerAuthenticator(context_store(), write_keys())
+
+
+@lru_cache(maxsize=1)
+def context_service() -> Any:
+    """The fetch service over the context table and the spec."""
+    from customer_context.serve.fetch import ContextService, ServeOptions
+    from customer_context.spec import load_spec
+
+    settings = get_settings()
+    return ContextService(context_store(), load_spec(), ServeOptions(
+        stale_after_seconds=settings.stale_after_seconds, cache_max_age=settings.cache_max_age_seconds,
+        default_max_tokens=settings.default_max_tokens))
+
+
+@lru_cache(maxsize=1)
+def recent_tail() -> Any:
+    """The live tail collect writes, or ``None`` without a context table."""
+    from customer_context.serve.recent import RecentTail
+    from customer_context.spec import load_spec
+
+    settings = get_settings()
+    if not settings.context_table or settings.recent_events_ttl_seconds == 0:
+        return None
+    return RecentTail(context_store(), load_spec(), settings.recent_events_ttl_seconds)
+
+
 @lru_cache(maxsize=8)
 def blobs(bucket: str) -> Any:
     """Objects of one S3 bucket."""
@@ -98,5 +130,5 @@ def reset() -> None:
     from customer_context.spec import load_spec
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
-                   load_spec):
+                   load_spec, consumers, context_service, recent_tail):
         cached.cache_clear()

@@ -1,0 +1,195 @@
+"""Serving benchmark: fetch handler overhead, latency over HTTP, cold import, event-to-visible freshness.
+
+    python bench/serve.py [--requests 2000]
+
+* **handler overhead** — the fetch handler invoked in-process with API Gateway events, the store
+  answered from memory (no network): what our code adds per request (p50 / p99);
+* **over HTTP** — the same requests through the local stack (HTTP server → API Gateway event →
+  handler → DynamoDB on moto's server over loopback);
+* **cold import** — a fresh interpreter importing the fetch handler, next to the floor: ``import
+  boto3`` plus Powertools' ``APIGatewayHttpResolver`` (median of several runs);
+* **freshness** — an event sent to collect until a fetch shows it in ``recent_events``.
+
+Results go to ``bench/results/serve.json``. Ratios are what to compare: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FETCH_APP = ROOT / "functions" / "fetch_context" / "app.py"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": _pct(ms, 0.50), "p99_ms": _pct(ms, 0.99), "mean_ms": round(statistics.fmean(ms), 3),
+            "n": len(ms)}
+
+
+def _doc(n_traits: int = 20) -> str:
+    return json.dumps({
+        "profile_id": "p1", "profile": {"identifiers": {"email": ["ada@example.com"], "user_id": ["u_000001"]}},
+        "scores": {"churn_risk": 0.12, "p_alive": 0.88, "expected_orders_365d": 3.1, "ltv_365d": 410.5,
+                   "repeat_purchases": 4},
+        "traits": {f"t{i}": i for i in range(n_traits)} | {"orders_90d": 2, "lifetime_revenue": 512.4},
+        "records": {"crm_contacts": {"contact_id": "C-1", "lifecycle_stage": "customer"}},
+        "interactions": [{"table": "support_tickets", "channel": "chat", "status": "open", "subject": "Refund",
+                          "body": "Where is my refund? " * 10}],
+        "recent_events": [{"type": "track", "event": "Product Viewed", "timestamp": f"2026-11-24T10:{m:02d}:00Z",
+                           "properties": '{"category":"shoes"}'} for m in range(20)],
+        "built_at": "2026-11-24T12:00:00+00:00", "data_as_of": "2026-11-24T11:59:00+00:00"})
+
+
+def handler_overhead(requests_n: int) -> dict[str, Any]:
+    """In-process: sample API Gateway events through the real handler, store in memory."""
+    sys.path.insert(0, str(ROOT))
+    from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
+    from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context.stores import factory
+    from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+
+    store = MemoryContextStore()
+    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
+    store.put_snapshots([SnapshotItem("p1", _doc(), "h", 1, "2026-11-24T12:00:00+00:00", "2026-11-24T11:59:00+00:00")])
+    store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1")])
+    factory.reset()
+    factory.context_store = lambda: store  # type: ignore[assignment]
+    factory.write_keys = lambda: None  # type: ignore[assignment]
+    app = load_module("fetch_context")
+    out: dict[str, Any] = {}
+    for name in ("fetch_context_get", "fetch_context_text"):
+        event = json.loads((ROOT / "events" / f"{name}.json").read_text())
+        context = LocalLambdaContext("fetch_context")
+        for _ in range(50):  # warm
+            app.lambda_handler(event, context)
+        times = []
+        for _ in range(requests_n):
+            start = time.perf_counter()
+            response = app.lambda_handler(event, context)
+            times.append((time.perf_counter() - start) * 1000)
+            assert response["statusCode"] == 200, response
+        out[name.removeprefix("fetch_context_")] = _summary(times)
+    return out
+
+
+def _import_time(code: str, runs: int = 7) -> float:
+    """Median seconds a fresh interpreter takes to run ``code`` (imports only), minus the bare interpreter."""
+    def one(snippet: str) -> float:
+        script = f"import time; t = time.perf_counter()\n{snippet}\nprint(time.perf_counter() - t)"
+        env = dict(os.environ, POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_DISABLED="true")
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    return round(statistics.median(one(code) for _ in range(runs)), 4)
+
+
+def cold_import() -> dict[str, Any]:
+    """The fetch handler's import next to the floor (boto3 + the Powertools resolver)."""
+    handler = (f"import importlib.util\nspec = importlib.util.spec_from_file_location('app', r'{FETCH_APP}')\n"
+               "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)")
+    floor = ("import boto3\nfrom aws_lambda_powertools.event_handler import APIGatewayHttpResolver\n"
+             "APIGatewayHttpResolver(enable_validation=True)")
+    # the handler imports boto3 on its first request rather than at import: count it, to compare like with like
+    fetch_s, floor_s = _import_time(handler + "\nimport boto3"), _import_time(floor)
+    return {"fetch_handler_plus_boto3_s": fetch_s, "floor_boto3_powertools_s": floor_s,
+            "ratio": round(fetch_s / floor_s, 2), "fetch_handler_alone_s": _import_time(handler)}
+
+
+def over_http(requests_n: int) -> dict[str, Any]:
+    """Through the local stack: HTTP → handler → DynamoDB on moto; plus event-to-visible freshness."""
+    import requests
+    from customer_context.local.stack import LocalStack
+
+    with tempfile.TemporaryDirectory(prefix="cc-bench-serve-") as tmp:
+        stack = LocalStack(Path(tmp), write_keys={"wk_bench": "bench"}, batch_window=0.2)
+        stack.start()
+        try:
+            session = requests.Session()
+            session.headers["authorization"] = f"Bearer {stack.consumer_key}"
+            batch = [{"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
+                     *({"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"revenue": 10 + i}}
+                       for i in range(10))]
+            requests.post(f"{stack.url}/v1/batch", json={"batch": batch}, auth=("wk_bench", ""),
+                          timeout=10).raise_for_status()
+            stack.wait_for_ingest(60)
+            stack.build()
+            url = f"{stack.url}/v1/context/email/ada@example.com"
+            results: dict[str, Any] = {}
+            for label, params in (("fields", {"fields": "traits.orders_90d,scores.churn_risk"}),
+                                  ("text", {"format": "text", "max_tokens": 400}),
+                                  ("with_recent_events", {"sections": "recent_events"})):
+                for _ in range(20):
+                    session.get(url, params=params, timeout=10)
+                times = []
+                for _ in range(requests_n // 4):
+                    start = time.perf_counter()
+                    answer = session.get(url, params=params, timeout=10)
+                    times.append((time.perf_counter() - start) * 1000)
+                    assert answer.status_code == 200, answer.text
+                results[label] = _summary(times)
+            fresh = []
+            for i in range(20):
+                marker = f"Bench Event {i}"
+                start = time.perf_counter()
+                requests.post(f"{stack.url}/v1/track", json={"userId": "u1", "event": marker},
+                              auth=("wk_bench", ""), timeout=10).raise_for_status()
+                while True:
+                    got = session.get(url, params={"sections": "recent_events"}, timeout=10).json()
+                    if got["context"]["recent_events"] and got["context"]["recent_events"][0].get("event") == marker:
+                        break
+                    if time.perf_counter() - start > 30:
+                        raise RuntimeError("event not visible after 30 s")
+                fresh.append((time.perf_counter() - start) * 1000)
+            results["event_to_visible"] = _summary(fresh)
+            return results
+        finally:
+            stack.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per in-process measurement")
+    args = parser.parse_args()
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    print("[serve] cold import …", flush=True)
+    cold = cold_import()
+    print(f"  {cold}", flush=True)
+    print("[serve] local stack over HTTP …", flush=True)
+    http = over_http(args.requests)
+    print(f"  {http}", flush=True)
+    print("[serve] handler overhead in-process …", flush=True)
+    overhead = handler_overhead(args.requests)
+    print(f"  {overhead}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps({
+        "benchmark": "serve",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "handler_overhead": overhead, "over_http_local_stack": http, "cold_import": cold,
+    }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

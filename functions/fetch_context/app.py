@@ -1,0 +1,158 @@
+"""fetch_context: the context API customer-facing AI calls (API Gateway HTTP API → Lambda).
+
+Glue only: authenticate the consumer key, call ``customer_context.serve`` and respond. Routes:
+``GET /v1/context/{identifier_type}/{identifier_value}``, ``POST /v1/context:batch``,
+``GET /v1/tools``, ``POST /mcp`` and the Swagger UI at ``/docs/context``.
+Imports neither pyarrow, duckdb nor pyiceberg (cold start; a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context.api import json_response, raw_body, register_error_handlers
+from customer_context.observability import logger, metrics
+from customer_context.serve.models import BatchRequest
+from customer_context.stores import factory
+
+app = APIGatewayHttpResolver(enable_validation=True)
+app.configure_openapi(
+    title="customer-context fetch API",
+    version="1",
+    summary="Customer context for AI: any identifier → snapshot + live events, JSON or prompt text; agent tools",
+    security_schemes={
+        "bearer": HTTPBearer(description="Consumer key (`customer-context keys create`)"),
+        "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="Consumer key, as a header"),
+    },
+    security=[{"bearer": []}, {"apiKey": []}],
+)
+app.enable_swagger(path="/docs/context")
+register_error_handlers(app)
+
+_ERRORS = {400: {"description": "Unknown identifier type, field, section or format (the reason lists the valid ones)"},
+           401: {"description": "No consumer key, or an unknown one"},
+           403: {"description": "A field or section outside the consumer's scope (named), or a write key"},
+           404: {"description": "No customer is known by this identifier"}}
+
+
+def _headers() -> dict[str, str]:
+    return {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
+
+
+@app.get(
+    "/v1/context/<identifier_type>/<identifier_value>",
+    summary="One customer's context by any identifier",
+    description="Resolves the identifier (user_id, anonymous_id, email, custom ids or profile_id) to the "
+    "customer's snapshot, merges events received since the build into `recent_events`, keeps what the consumer "
+    "may read and what `fields` / `sections` select, and answers JSON or prompt-ready text under `max_tokens`. "
+    "Sends `ETag` and `Cache-Control`; `If-None-Match` with the current ETag gives 304.",
+    responses={200: {"description": "The context (JSON) or its prompt text (`format=text`)"}, 304: {
+        "description": "Not modified since the ETag sent in If-None-Match"}, **_ERRORS},
+    tags=["context"],
+)
+def get_context(
+    identifier_type: Annotated[str, Path(description="user_id, anonymous_id, email, phone, a custom id type, "
+                                                     "or profile_id")],
+    identifier_value: Annotated[str, Path(description="The identifier (normalised as the spec says: emails "
+                                                      "trimmed and lower-cased …)")],
+    fields: Annotated[str | None, Query(description="Comma-separated dotted paths, e.g. "
+                                                    "`traits.orders_90d,scores.churn_risk`")] = None,
+    sections: Annotated[str | None, Query(description="Comma-separated whole sections, e.g. `traits,scores`")] = None,
+    format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
+    max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
+):  # noqa: ANN201 - Powertools reads return annotations as response models
+    consumer = factory.consumers().authenticate(_headers())
+    # the resolver hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)
+    result = factory.context_service().fetch(
+        unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=format,
+        max_tokens=max_tokens, if_none_match=_headers().get("if-none-match"))
+    if result.status == 304:
+        return Response(status_code=304, body="", headers=result.headers)
+    if result.is_text:
+        return Response(status_code=200, content_type="text/plain; charset=utf-8", body=result.body,
+                        headers=result.headers)
+    return json_response(200, result.body, result.headers)  # type: ignore[arg-type]
+
+
+@app.post(
+    "/v1/context:batch",
+    summary="Up to 100 customers' contexts in one call",
+    description="One BatchGetItem for the identifiers and one for the snapshots. Unknown customers are listed "
+    "with `found: false`; the same `fields` / `sections` apply to every customer.",
+    responses=_ERRORS,
+    tags=["context"],
+)
+def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads return annotations as response models
+    consumer = factory.consumers().authenticate(_headers())
+    body = factory.context_service().fetch_many(
+        [i.model_dump() for i in request.identifiers], consumer, fields=request.fields, sections=request.sections)
+    return json_response(200, body)
+
+
+@app.get(
+    "/v1/tools",
+    summary="Tool definitions for LLM APIs, generated from context.yaml",
+    description="`style=openai` (Chat Completions / Responses `tools`), `anthropic` (Messages `tools`), `mcp` "
+    "(MCP `tools/list`) or `all`. Only what the consumer may read is offered.",
+    responses={401: _ERRORS[401]},
+    tags=["agents"],
+)
+def get_tools(
+    style: Annotated[Literal["openai", "anthropic", "mcp", "all"], Query(description="Which API's shape")] = "all",
+):  # noqa: ANN201 - Powertools reads return annotations as response models
+    from customer_context.serve.tools import tool_definitions
+
+    consumer = factory.consumers().authenticate(_headers())
+    return json_response(200, tool_definitions(factory.context_service().spec, consumer, style))
+
+
+@app.post(
+    "/mcp",
+    summary="Model Context Protocol endpoint (Streamable HTTP, stateless JSON-RPC)",
+    description="initialize, ping, tools/list, tools/call; authenticated with a consumer key.",
+    responses={401: _ERRORS[401]},
+    tags=["agents"],
+)
+def post_mcp():  # noqa: ANN201 - Powertools reads return annotations as response models
+    from customer_context.serve.mcp import handle_mcp
+
+    event = app.current_event
+    status, body, headers = handle_mcp(raw_body(event.raw_event), _headers(), base_url=_base_url())
+    if body is None:
+        return Response(status_code=status, body="", headers=headers)
+    return json_response(status, body, headers)
+
+
+@app.get("/mcp", include_in_schema=False)
+def get_mcp():  # noqa: ANN201 - Powertools reads return annotations as response models
+    # Stateless server: no server-initiated stream (the MCP spec's answer is 405).
+    return json_response(405, {"code": "method_not_allowed", "message": "this MCP server is stateless: POST only"},
+                         {"Allow": "POST"})
+
+
+def _base_url() -> str:
+    """This API's own base URL, as the client reached it (for named queries run by query_context)."""
+    headers = _headers()
+    context = app.current_event.request_context
+    host = headers.get("host") or context.domain_name
+    scheme = headers.get("x-forwarded-proto", "https")
+    stage = context.stage
+    prefix = "" if stage in ("$default", "", None) else f"/{stage}"
+    return f"{scheme}://{host}{prefix}"
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """API Gateway HTTP API (payload 2.0) entry point.
+
+    No X-Ray SDK here (see ``customer_context.observability``): Lambda's active tracing still
+    records each invocation.
+    """
+    return app.resolve(event, context)

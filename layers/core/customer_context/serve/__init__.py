@@ -1,0 +1,1 @@
+"""Serving: fetch context, consumer scopes, prompt text, agent tools, named queries."""

@@ -1,0 +1,98 @@
+"""The live tail: the last events of each customer, kept in DynamoDB by collect for seconds-fresh
+context before the next build.
+
+collect hands every accepted event of the types the snapshot shows (``snapshot.recent_events.types``)
+to :meth:`RecentTail.record`, which files it under the customer's profile when one of its
+identifiers is already known (one BatchGetItem on the aliases per request), else under each
+identifier it carries, so a customer seen for the first time seconds ago can be fetched too.
+Items expire through DynamoDB's TTL (``recent_events_ttl_seconds``) and each is bounded in size
+(``properties`` cut to ``snapshot.recent_events.max_chars``); fetch reads at most
+``snapshot.recent_events.limit`` of them, only those received after the snapshot's ``data_as_of``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from customer_context.serve.catalog import normalize_identifier
+from customer_context.spec import ContextSpec
+from customer_context.stores.context_store import RecentEvent, recent_pk
+
+
+def _event_identifier_fields(spec: ContextSpec) -> list[tuple[str, str]]:
+    """(identifier type, top-level event field) pairs, e.g. ``("user_id", "userId")``."""
+    return [(id_type, path) for id_type, rule in spec.identifiers.types.items()
+            for path in rule.from_events if "." not in path]
+
+
+def compact(event: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """The event as snapshots show recent events."""
+    props = event.get("properties")
+    page = (event.get("context") or {}).get("page") if isinstance(event.get("context"), dict) else None
+    path = (props or {}).get("path") if isinstance(props, dict) else None
+    if path is None and isinstance(page, dict):
+        path = page.get("path")
+    return {
+        "type": event.get("type"),
+        "event": event.get("event"),
+        "name": event.get("name"),
+        "timestamp": event.get("timestamp"),
+        "page_path": path,
+        "properties": json.dumps(props, separators=(",", ":"), ensure_ascii=False)[:max_chars]
+        if props is not None else None,
+    }
+
+
+class RecentTail:
+    """Records recent events for fetch.
+
+    Args:
+        store: The context store.
+        spec: The context spec (which event types, how many, how long).
+        ttl_seconds: How long an item lives (DynamoDB TTL); 0 disables the tail.
+    """
+
+    def __init__(self, store: Any, spec: ContextSpec, ttl_seconds: int) -> None:
+        self.store = store
+        self.spec = spec
+        self.ttl_seconds = ttl_seconds
+        self._fields = _event_identifier_fields(spec)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is recorded."""
+        return self.ttl_seconds > 0 and self.spec.snapshot.recent_events.limit > 0
+
+    def record(self, events: Iterable[dict[str, Any]]) -> int:
+        """File accepted (stamped) events; returns the items written."""
+        if not self.enabled:
+            return 0
+        config = self.spec.snapshot.recent_events
+        kept: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
+        for event in events:
+            if event.get("type") not in config.types:
+                continue
+            ids = []
+            for id_type, name in self._fields:
+                raw = event.get(name)
+                if isinstance(raw, str | int) and not isinstance(raw, bool):
+                    value = normalize_identifier(self.spec, id_type, str(raw))
+                    if value:
+                        ids.append((id_type, value))
+            if ids:
+                kept.append((event, ids))
+        if not kept:
+            return 0
+        profiles = self.store.resolve_many({i for _, ids in kept for i in ids})
+        expires = int(time.time()) + self.ttl_seconds
+        items = []
+        for event, ids in kept:
+            pids = sorted({profiles[i] for i in ids if i in profiles})
+            keys = [recent_pk(p) for p in pids] or [recent_pk(identifier=i) for i in ids]
+            text = json.dumps(compact(event, config.max_chars), separators=(",", ":"), ensure_ascii=False)
+            for pk in keys:
+                items.append(RecentEvent(pk, str(event["receivedAt"]), str(event["messageId"]), text, expires))
+        return int(self.store.put_recent(items))
