@@ -117,7 +117,12 @@ def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: in
             return f"count(*) FILTER (WHERE {cond})"
         case "exists":
             return f"coalesce(count(*) FILTER (WHERE {cond}) > 0, FALSE)"
-        case "sum" | "avg" | "min" | "max":
+        case "sum" | "avg":
+            # exact decimal sums: a DOUBLE sum depends on the order parallel threads add in, which
+            # flips the last rounded digit between builds and re-lands unchanged customers
+            dec = f"TRY_CAST({value} AS DECIMAL(38, 9))"
+            return f"CAST(round({kind}({dec}) FILTER (WHERE {nn} AND {dec} IS NOT NULL), 4) AS DOUBLE)"
+        case "min" | "max":
             return f"round({kind}({num}) FILTER (WHERE {nn} AND {num} IS NOT NULL), 4)"
         case "first_value":
             return f"arg_min({value}, ({time_col}, {value})) FILTER (WHERE {nn})"

@@ -226,8 +226,8 @@ def _serve(stack: Any, email: str) -> bool:
                                                   "traits.open_tickets"}, headers=auth, timeout=10)
     _say("  JSON, field by field (?fields=traits.orders_90d,traits.lifetime_revenue,scores.churn_risk,…):")
     _say("  " + json.dumps(answer.json(), default=str))
-    text = requests.get(base, params={"format": "text", "max_tokens": 250}, headers=auth, timeout=10)
-    _say(f"\n  prompt text under a 250-token budget (~{text.headers.get('x-context-tokens')} tokens estimated):")
+    text = requests.get(base, params={"format": "text", "max_tokens": 400}, headers=auth, timeout=10)
+    _say(f"\n  prompt text under a 400-token budget (~{text.headers.get('x-context-tokens')} tokens estimated):")
     for line in text.text.splitlines():
         _say(f"    {line}")
     call = requests.post(f"{stack.url}/mcp", headers=auth, timeout=10, json={

@@ -99,7 +99,9 @@ def render_text(context: dict[str, Any], catalog: Catalog, header: str, max_toke
     used = estimate_tokens(header) + 1
     omitted: list[str] = []
     # room for the short form of the "left out" line, so a cut is always said
-    reserve = estimate_tokens(_MINIMAL_NOTE) + 1
+    reserve = estimate_tokens(_SHORT_NOTE + ", ".join(order) + "]") + 1
+    if reserve > max_tokens // 4:  # tiny budgets: keep room for the minimal note only
+        reserve = estimate_tokens(_MINIMAL_NOTE) + 1
     unknown = [f"{section}.{name}" for section in order if section in ("traits", "scores")
                and isinstance(context[section], dict) for name, value in context[section].items() if value is None]
     for section in order:
