@@ -240,3 +240,28 @@ def test_keys_cli_creates_a_scoped_key_the_api_accepts(served: Any, tmp_path: Pa
     assert main(["keys", "create", "--consumer", "x", "--fields", "traits.nope",
                  "--data-dir", str(served.data_dir)]) == 2
     assert "traits.nope" in capsys.readouterr().err
+
+
+def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
+    url = f"{served.url}/v1/context/email/zoe@example.com/queries/orders_in_period"
+    auth = {"authorization": f"Bearer {served.consumer_key}"}
+    # Given a named query from context.yaml, run for one customer over HTTP
+    answer = requests.post(url, json={"since": "2020-01-01T00:00:00Z"}, headers=auth, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert sorted(r["revenue"] for r in answer.json()["rows"]) == [20.0, 99.5]
+    # A bad parameter is a 400 naming it; a query outside the consumer's scope is a 403
+    bad = requests.post(url, json={"since": "yesterday"}, headers=auth, timeout=60)
+    assert bad.status_code == 400 and "params.since" in bad.json()["message"]
+    denied = requests.post(f"{served.url}/v1/context/email/zoe@example.com/queries/open_tickets", json={},
+                           headers={"authorization": "Bearer ck_scoped"}, timeout=60)
+    assert denied.status_code == 403 and "open_tickets" in denied.json()["message"]
+    # And the same query is an MCP tool, run through the query route with the caller's key
+    call = requests.post(f"{served.url}/mcp", headers=auth, timeout=60, json={
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "query_orders_in_period", "arguments": {
+            "identifier_type": "user_id", "identifier_value": "cust-1", "since": "2020-01-01T00:00:00Z"}}}).json()
+    assert "result" in call, call
+    assert call["result"]["isError"] is False, call
+    assert call["result"]["structuredContent"]["row_count"] == 2
+    listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_scoped"}, timeout=10, json={
+        "jsonrpc": "2.0", "id": 8, "method": "tools/list"}).json()["result"]["tools"]
+    assert {t["name"] for t in listed} == {"get_customer_context", "query_orders_in_period"}

@@ -121,6 +121,21 @@ class Settings(BaseModel):
         default=1500, ge=50, le=100_000, description="Token budget of `format=text` when the request sets none."
     )
 
+    query_max_seconds: float = Field(
+        default=5.0, gt=0, le=25, description="Named queries: wall-time budget of one call (stopped beyond it)."
+    )
+    query_max_rows: int = Field(
+        default=200, ge=1, le=10_000, description="Named queries: most rows returned (more are cut, `truncated`)."
+    )
+    query_max_scan_bytes: int = Field(
+        default=256 * MiB, gt=0,
+        description="Named queries: most bytes of data files one call may scan, checked from the planned files "
+        "before reading.",
+    )
+    query_cache_seconds: float = Field(
+        default=30.0, ge=0, description="Named queries: identical calls within this many seconds are served cached."
+    )
+
     @field_validator("catalog_properties")
     @classmethod
     def _properties_are_json_object(cls, value: str) -> str:

@@ -89,3 +89,10 @@ class NotFound(CustomerContextError):
 
     status = 404
     code = "not_found"
+
+
+class BudgetExceeded(CustomerContextError):
+    """A named query would exceed (or did exceed) one of its budgets: time, rows or bytes to scan."""
+
+    status = 422
+    code = "budget_exceeded"

@@ -262,6 +262,52 @@ class SnapshotSpec(_Model):
     sections: list[Section]
 
 
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_WRITE_WORDS = re.compile(r"\b(insert|update|delete|drop|create|alter|attach|detach|copy|export|import|install|load|"
+                          r"pragma|set|call|checkpoint|vacuum)\b", re.IGNORECASE)
+
+
+class QueryParam(_Model):
+    """One parameter of a named query, bound (never interpolated) when the query runs."""
+
+    type: Literal["string", "integer", "number", "boolean", "timestamp"] = "string"
+    description: str = ""
+    required: bool = False
+    default: Scalar | None = None
+
+
+class NamedQuery(_Model):
+    """A parameterised query agents may run over one customer's rows (``POST …/queries/<name>``)."""
+
+    description: str = Field(min_length=1, description="What it answers; shown to the AI as the tool's description.")
+    sql: str = Field(
+        min_length=1,
+        description="One DuckDB SELECT over the views `events` and the record tables, already restricted to the "
+        "customer; parameters as `$name`.",
+    )
+    params: dict[Name, QueryParam] = Field(default_factory=dict)
+    max_rows: int | None = Field(default=None, ge=1, le=10_000, description="Below the global row budget.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> NamedQuery:
+        text = self.sql.strip().rstrip(";")
+        if ";" in text:
+            raise ValueError("sql: one statement only (no `;` inside)")
+        if not re.match(r"^(select|with|from)\b", text, re.IGNORECASE):
+            raise ValueError("sql: must be a SELECT (or WITH … SELECT)")
+        bad = _WRITE_WORDS.search(re.sub(r"'(?:[^']|'')*'", "''", text))
+        if bad:
+            raise ValueError(f"sql: {bad.group(1)!r} is not allowed in a named query (read-only SELECT)")
+        used = set(_PARAM.findall(re.sub(r"'(?:[^']|'')*'", "''", text)))
+        undeclared = sorted(used - set(self.params))
+        if undeclared:
+            raise ValueError(f"sql: ${undeclared[0]} is used but not declared under params")
+        unused = sorted(set(self.params) - used)
+        if unused:
+            raise ValueError(f"params.{unused[0]}: declared but not used in sql")
+        return self
+
+
 class ContextSpec(_Model):
     """The whole spec."""
 
@@ -271,6 +317,7 @@ class ContextSpec(_Model):
     traits: dict[Name, Trait] = Field(default_factory=dict)
     scores: Scores = Field(default_factory=Scores)
     snapshot: SnapshotSpec
+    queries: dict[Name, NamedQuery] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> ContextSpec:

@@ -53,7 +53,9 @@ class _Handler(BaseHTTPRequestHandler):
             method=self.command,
             path=url.path,
             query=url.query,
-            headers=list(self.headers.items()),
+            # API Gateway adds these (the client's address, and the scheme and port it used)
+            headers=[*self.headers.items(), ("x-forwarded-for", self.client_address[0]), ("x-forwarded-proto", "http"),
+                     ("x-forwarded-port", str(self.server.server_address[1]))],
             body=body,
             source_ip=self.client_address[0],
             route_key=route.route_key,

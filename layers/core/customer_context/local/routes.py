@@ -42,6 +42,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/mcp", "fetch_context"),
     Route("GET", "/mcp", "fetch_context"),
     Route("GET", "/docs/context", "fetch_context"),
+    Route("POST", "/v1/context/{identifier_type}/{identifier_value}/queries/{name}", "query_context"),
 )
 
 

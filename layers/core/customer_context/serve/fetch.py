@@ -257,6 +257,18 @@ class ContextService:
                  str(len(tail or [])), newest, variant]
         return 'W/"' + hashlib.md5("|".join(parts).encode(), usedforsecurity=False).hexdigest() + '"'
 
+    def resolve_profile(self, id_type: str, id_value: str) -> str:
+        """The profile id of any identifier.
+
+        Raises:
+            InvalidRequest: unknown identifier type; NotFound: nobody known by it.
+        """
+        identifier = self._identifier(id_type, id_value)
+        pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
+        if not pid:
+            raise self._not_found(*identifier)
+        return str(pid)
+
     # -- entry points ------------------------------------------------------------------------------
     def fetch(self, id_type: str, id_value: str, consumer: Consumer, *, fields: str | Sequence[str] | None = None,
               sections: str | Sequence[str] | None = None, fmt: str = "json", max_tokens: int | None = None,

@@ -187,3 +187,6 @@ def run_remote_query(base_url: str | None, auth_headers: dict[str, str], id_type
         except ValueError:
             body = {}
         raise _RemoteError(exc.code, body if isinstance(body, dict) else {}) from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise _RemoteError(503, {"code": "query_unavailable",
+                                 "message": f"the query route did not answer: {exc}"}) from None

@@ -90,7 +90,9 @@ def consumers() -> Any:
     """Checks consumer keys (cached per container)."""
     from customer_context.serve.consumers import ConsumerAuthenticator
 
-    return ConsumerAuthenticator(context_store(), write_keys())
+    settings = get_settings()
+    known = write_keys() if settings.write_keys or settings.write_keys_parameter else None
+    return ConsumerAuthenticator(context_store(), known)
 
 
 @lru_cache(maxsize=1)

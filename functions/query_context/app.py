@@ -1,0 +1,83 @@
+"""query_context: named, parameterised queries over one customer's lakehouse rows (API Gateway → Lambda).
+
+Glue only: authenticate the consumer key, resolve the identifier to its profile, call
+``customer_context.serve.named_queries.run_named_query``. duckdb, pyarrow and pyiceberg are loaded
+on the first query (this function has the analytics layer), not at import.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context.api import json_response, raw_body, register_error_handlers
+from customer_context.config import get_settings
+from customer_context.errors import Forbidden, InvalidRequest
+from customer_context.observability import logger, metrics
+from customer_context.stores import factory
+
+app = APIGatewayHttpResolver(enable_validation=True)
+app.configure_openapi(
+    title="customer-context query API",
+    version="1",
+    summary="Named, parameterised queries over one customer's lakehouse rows, under budgets",
+    security_schemes={
+        "bearer": HTTPBearer(description="Consumer key (`customer-context keys create`)"),
+        "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="Consumer key, as a header"),
+    },
+    security=[{"bearer": []}, {"apiKey": []}],
+)
+register_error_handlers(app)
+
+
+@app.post(
+    "/v1/context/<identifier_type>/<identifier_value>/queries/<name>",
+    summary="Run a named query from context.yaml for one customer",
+    description="The body is a JSON object of the query's parameters. The query sees only this customer's rows; "
+    "it is refused before reading when its planned scan is above the byte budget, stopped at the time budget, and "
+    "its rows are cut at the row budget (`truncated: true`). Identical calls are cached for a few seconds.",
+    responses={400: {"description": "Bad parameter (named) or unknown identifier type"},
+               401: {"description": "No consumer key, or an unknown one"},
+               403: {"description": "The consumer may not run this query"},
+               404: {"description": "Unknown query or customer"},
+               422: {"description": "A budget would be exceeded (which one, and the numbers)"}},
+    tags=["agents"],
+)
+def run_query(  # noqa: ANN201 - Powertools reads return annotations as response models
+    identifier_type: Annotated[str, Path(description="user_id, email, … or profile_id")],
+    identifier_value: Annotated[str, Path(description="The identifier")],
+    name: Annotated[str, Path(description="A query declared under `queries:` in context.yaml")],
+):
+    from customer_context.serve.named_queries import QueryBudget, run_named_query
+
+    headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
+    consumer = factory.consumers().authenticate(headers)
+    if not consumer.allows_query(name):
+        raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}")
+    body = raw_body(app.current_event.raw_event)
+    try:
+        params = json.loads(body) if body.strip() else {}
+    except ValueError as exc:
+        raise InvalidRequest(f"body: invalid JSON: {exc}") from None
+    service = factory.context_service()
+    profile_id = service.resolve_profile(unquote(identifier_type), unquote(identifier_value))
+    settings = get_settings()
+    budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,
+                         settings.query_cache_seconds)
+    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget)
+    logger.info("named query", extra={"query": name, "consumer": consumer.name, "rows": result["row_count"],
+                                      "cached": result["cached"], "elapsed_ms": result["elapsed_ms"]})
+    return json_response(200, result)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """API Gateway HTTP API (payload 2.0) entry point."""
+    return app.resolve(event, context)
