@@ -136,3 +136,24 @@ def test_query_spec_errors_name_the_path(sql: str, error: str) -> None:
     text = DEFAULT_SPEC.read_text() + f"\n  q:\n    description: d\n    sql: {json.dumps(sql)}\n"
     with pytest.raises(ConfigError, match=error.replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")):
         parse_spec(text)
+
+
+def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world: dict[str, Any],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context.local import lambda_runtime
+    from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context.stores import factory
+
+    from tests.conftest import load_event
+
+    # Given the sample's consumer key and its user id known as ann's profile
+    store = MemoryContextStore()
+    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
+    store.put_aliases([("user_id", "u_000001", world["ann"])])
+    monkeypatch.setattr(factory, "context_store", lambda: store)
+    # When the handler gets the event API Gateway sends for the query route
+    response = lambda_runtime.invoke("query_context", load_event("query_context_post.json"))
+    # Then it answers ann's orders since the sample's date
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert body["query"] == "orders_in_period" and [r["order_id"] for r in body["rows"]] == ["A2", "A1"]
