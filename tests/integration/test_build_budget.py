@@ -38,3 +38,35 @@ def test_build_truncates_an_oversized_snapshot_instead_of_dropping_it(lakehouse:
     assert len(doc_text.encode()) <= 2500
     assert doc["truncated"] and doc["truncated"][0].startswith("recent_events: kept")
     assert doc["traits"]["products_viewed_7d"] == 30
+
+
+def test_a_build_rendered_in_slices_lands_the_same_documents(lakehouse: Any, tmp_path: Any,
+                                                              monkeypatch: Any) -> None:
+    import pyarrow as pa
+    from customer_context.assemble import build
+
+    spec = parse_spec(DEFAULT_SPEC.read_text())
+    write_events(lakehouse, [e for n in range(12) for e in (
+        ev("identify", 5, userId=f"u{n}", anonymousId=f"a{n}", traits={"email": f"u{n}@x.io"}),
+        ev("track", 3, userId=f"u{n}", event="Order Completed", properties={"revenue": 10 + n}),
+        ev("page", 1, anonymousId=f"a{n}", name="Home"))])
+    whole = MemoryContextStore()
+    build_context(lakehouse, whole, spec, as_of=AS_OF)
+    # When the same data is rendered in slices of a few events each (as a large build is)
+    monkeypatch.setattr(build, "EVENTS_PER_SLICE", 5)
+    sliced = MemoryContextStore()
+    from customer_context.stores import factory
+
+    monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "other"))
+    factory.reset()
+    other = factory.lakehouse()
+    write_events(other, [])  # an empty append creates the table
+    for batch in lakehouse.scan("events").to_batches():
+        other.append("events", pa.Table.from_batches([batch]))
+    report = build_context(other, sliced, spec, as_of=AS_OF)
+    # Then every customer's document is the same as rendered whole
+    def docs(store: MemoryContextStore) -> dict[str, Any]:
+        return {k[0]: {n: v for n, v in json.loads(i["doc"]).items() if n != "built_at"}
+                for k, i in store.items.items() if k[1] == "snapshot"}
+    assert report.profiles == 12
+    assert docs(sliced) == docs(whole)

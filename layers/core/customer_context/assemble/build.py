@@ -35,6 +35,9 @@ from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
 from customer_context.stores.context_store import ContextStore, SnapshotItem
 
+# Documents are rendered in slices of profiles, one per this many events, to bound a build's memory.
+EVENTS_PER_SLICE = 2_000_000
+
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
@@ -355,7 +358,15 @@ def _shown(column: str, kind: str) -> str:
     return compiler.iso_time(ident(column)) if kind == "timestamp" else ident(column)
 
 
-def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | None) -> str:
+def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | None,
+                  bucket: tuple[int, int] | None = None, only_changed: bool = False) -> str:
+    """SQL rendering every profile's document (``profile_id, content_hash, doc``).
+
+    ``bucket = (i, n)`` limits it to the profiles with ``hash(profile_id) % n = i``, every
+    per-profile source filtered the same way, so a large build renders in n bounded slices;
+    ``only_changed`` limits it to the profiles in ``changed_profiles``.
+    """
+    pred = f"hash(profile_id) % {bucket[1]} = {bucket[0]}" if bucket and bucket[1] > 1 else "TRUE"
     horizon = spec.scores.horizon
     trait_fields = ", ".join(f"{lit(name)}, t.{ident(name)}" for name in spec.traits) or "'none', NULL"
     recent = spec.snapshot.recent_events
@@ -365,13 +376,13 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
     ctes = [
         "ids AS (SELECT profile_id, to_json(map_from_entries(list((identifier_type, vals) ORDER BY identifier_type))) "
         "AS identifiers FROM ("
-        "SELECT profile_id, identifier_type, list(identifier_value ORDER BY identifier_value) AS vals FROM id_map "
-        "GROUP BY ALL) GROUP BY profile_id)",
+        f"SELECT profile_id, identifier_type, list(identifier_value ORDER BY identifier_value) AS vals FROM id_map "
+        f"WHERE {pred} GROUP BY ALL) GROUP BY profile_id)",
         f"recent AS (SELECT profile_id, max_by({{'type': type, 'event': event, 'name': name, "
         f"'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%gZ'), 'page_path': page_path, "
         f"'properties': left(properties, {recent.max_chars})}}, (timestamp, message_id), {max(recent.limit, 1)}) "
         "AS events "
-        f"FROM events_profiled WHERE type IN ({types}) GROUP BY profile_id)",
+        f"FROM events_profiled WHERE type IN ({types}) AND {pred} GROUP BY profile_id)",
     ]
     record_parts = []
     for name in record_tables:
@@ -379,7 +390,7 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
         cols = ", ".join(f"{lit(c)}: {_shown(c, kind)}" for c, kind in table.columns.items())
         order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
         ctes.append(f"rec_{name} AS (SELECT profile_id, max_by({{{cols}}}, ({order})) AS row "
-                    f"FROM {ident(name + '_profiled')} GROUP BY profile_id)")
+                    f"FROM {ident(name + '_profiled')} WHERE {pred} GROUP BY profile_id)")
         record_parts.append((name, f"rec_{name}"))
     inter_parts = []
     for name, table in interaction_tables:
@@ -391,7 +402,7 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
         order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
         ctes.append(f"int_{name} AS (SELECT profile_id, max_by({{'table': {lit(name)}, {cols}}}, "
                     f"({order}), {table.interactions.keep}) AS items "
-                    f"FROM {ident(name + '_profiled')} GROUP BY profile_id)")
+                    f"FROM {ident(name + '_profiled')} WHERE {pred} GROUP BY profile_id)")
         inter_parts.append(f"int_{name}")
     records_obj = ("json_object(" + ", ".join(f"{lit(n)}, {alias}.row" for n, alias in record_parts) + ")"
                    if record_parts else "json_object()")
@@ -410,10 +421,12 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
     joins = " ".join(f"LEFT JOIN {alias} USING (profile_id)" for _, alias in record_parts)
     joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
     as_of_text = data_as_of.isoformat() if data_as_of else None
+    semi = "SEMI JOIN changed_profiles USING (profile_id)" if only_changed else ""
     meta = f"json_object('built_at', {lit(built_at.isoformat())}, 'data_as_of', {lit(as_of_text)})"
     return (
         f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
-        f"{content}) AS content FROM profiles p LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
+        f"{content}) AS content FROM (SELECT profile_id FROM profiles {semi} WHERE {pred}) p "
+        f"LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
         f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}) "
         f"SELECT profile_id, md5(content) AS content_hash, json_merge_patch(content, {meta}) AS doc FROM content"
     )
@@ -527,9 +540,14 @@ def build_context(
 
         # Pass 1 keeps only each document's hash (the documents are the largest thing a build makes);
         # pass 2 renders again just the changed ones and streams them to the store.
-        snapshot_sql = _snapshot_sql(spec, built_at, data_as_of)
-        con.execute(f"CREATE TABLE docs AS SELECT profile_id, content_hash FROM ({snapshot_sql})")
-        stages.done("snapshots", f"{report.profiles:,} documents hashed")
+        # Large builds render in slices of profiles (by hash) so memory stays bounded.
+        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
+        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR)")
+        for i in range(slices):
+            con.execute("INSERT INTO docs SELECT profile_id, content_hash FROM "
+                        f"({_snapshot_sql(spec, built_at, data_as_of, (i, slices))})")
+        stages.done("snapshots", f"{report.profiles:,} documents hashed"
+                                 + (f" in {slices} slices" if slices > 1 else ""))
 
         # What changed, decided in DuckDB against the previous build's state: only changed documents
         # and moved identifiers ever reach Python.
@@ -551,11 +569,13 @@ def build_context(
             "ORDER BY 1").fetchall()]
         history: list[pa.RecordBatch] = []
         con.execute("CREATE TABLE changed_profiles AS SELECT profile_id FROM changed")
-        only_changed = snapshot_sql.replace(
-            "FROM profiles p", "FROM profiles p SEMI JOIN changed_profiles USING (profile_id)", 1)
-        reader = con.sql(f"SELECT c.profile_id, c.content_hash, d.doc, c.version FROM changed c "
-                         f"JOIN ({only_changed}) d USING (profile_id)").to_arrow_reader(5000)
-        for batch in reader:
+        def changed_batches() -> Any:
+            for i in range(slices):
+                only_changed = _snapshot_sql(spec, built_at, data_as_of, (i, slices), only_changed=True)
+                yield from con.sql(f"SELECT c.profile_id, c.content_hash, d.doc, c.version FROM changed c "
+                                   f"JOIN ({only_changed}) d USING (profile_id)").to_arrow_reader(5000)
+
+        for batch in changed_batches():
             items = []
             for pid, content_hash, doc, version in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
                 doc, cut = fit_to_budget(doc, spec.snapshot.max_bytes)

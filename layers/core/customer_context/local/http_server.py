@@ -19,6 +19,9 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 class _Handler(BaseHTTPRequestHandler):
     server_version = "customer-context-local"
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: without this, Nagle's algorithm meets the
+    # client's delayed ACK and every keep-alive response waits ~40 ms
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the handlers log; a second access log would only add noise
