@@ -11,29 +11,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.api import json_response, raw_body, register_error_handlers
+from customer_context.api import consumer_api, json_response, raw_body
 from customer_context.observability import logger, metrics
 from customer_context.serve.models import BatchRequest
 from customer_context.stores import factory
 
-app = APIGatewayHttpResolver(enable_validation=True)
-app.configure_openapi(
-    title="customer-context fetch API",
-    version="1",
-    summary="Customer context for AI: any identifier → snapshot + live events, JSON or prompt text; agent tools",
-    security_schemes={
-        "bearer": HTTPBearer(description="Consumer key (`customer-context keys create`)"),
-        "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="Consumer key, as a header"),
-    },
-    security=[{"bearer": []}, {"apiKey": []}],
-)
+app = consumer_api("customer-context fetch API",
+                   "Customer context for AI: any identifier → snapshot + live events, JSON or prompt text; agent tools")
 app.enable_swagger(path="/docs/context")
-register_error_handlers(app)
 
 _ERRORS = {400: {"description": "Unknown identifier type, field, section or format (the reason lists the valid ones)"},
            401: {"description": "No consumer key, or an unknown one"},

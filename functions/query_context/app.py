@@ -11,29 +11,17 @@ import json
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.api import json_response, raw_body, register_error_handlers
+from customer_context.api import consumer_api, json_response, raw_body
 from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest
 from customer_context.observability import logger, metrics
 from customer_context.stores import factory
 
-app = APIGatewayHttpResolver(enable_validation=True)
-app.configure_openapi(
-    title="customer-context query API",
-    version="1",
-    summary="Named, parameterised queries over one customer's lakehouse rows, under budgets",
-    security_schemes={
-        "bearer": HTTPBearer(description="Consumer key (`customer-context keys create`)"),
-        "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="Consumer key, as a header"),
-    },
-    security=[{"bearer": []}, {"apiKey": []}],
-)
-register_error_handlers(app)
+app = consumer_api("customer-context query API",
+                   "Named, parameterised queries over one customer's lakehouse rows, under budgets")
 
 
 @app.post(

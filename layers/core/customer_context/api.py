@@ -55,6 +55,26 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         return json_response(500, {"code": "internal_error", "message": "internal error; retry later"})
 
 
+def consumer_api(title: str, summary: str) -> APIGatewayHttpResolver:
+    """A resolver for an API read with consumer keys: validation on, OpenAPI security schemes
+    (bearer token or ``x-api-key``) declared, errors mapped."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
+    app = APIGatewayHttpResolver(enable_validation=True)
+    app.configure_openapi(
+        title=title,
+        version="1",
+        summary=summary,
+        security_schemes={
+            "bearer": HTTPBearer(description="Consumer key (`customer-context keys create`)"),
+            "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="Consumer key, as a header"),
+        },
+        security=[{"bearer": []}, {"apiKey": []}],
+    )
+    register_error_handlers(app)
+    return app
+
+
 def raw_body(event: dict[str, Any]) -> bytes:
     """The request body as bytes, undoing API Gateway's base64 encoding.
 
