@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.api import consumer_api, json_response, raw_body
+from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.observability import logger, metrics
 from customer_context.serve.models import BatchRequest
 from customer_context.stores import factory
@@ -56,7 +56,7 @@ def get_context(
     format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
     max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
-    consumer = factory.consumers().authenticate(_headers())
+    consumer = app.context["consumer"]
     # the resolver hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)
     result = factory.context_service().fetch(
         unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=format,
@@ -78,7 +78,7 @@ def get_context(
     tags=["context"],
 )
 def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads return annotations as response models
-    consumer = factory.consumers().authenticate(_headers())
+    consumer = app.context["consumer"]
     body = factory.context_service().fetch_many(
         [i.model_dump() for i in request.identifiers], consumer, fields=request.fields, sections=request.sections)
     return json_response(200, body)
@@ -97,7 +97,7 @@ def get_tools(
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
     from customer_context.serve.tools import tool_definitions
 
-    consumer = factory.consumers().authenticate(_headers())
+    consumer = app.context["consumer"]
     return json_response(200, tool_definitions(factory.context_service().spec, consumer, style))
 
 
@@ -112,7 +112,8 @@ def post_mcp():  # noqa: ANN201 - Powertools reads return annotations as respons
     from customer_context.serve.mcp import handle_mcp
 
     event = app.current_event
-    status, body, headers = handle_mcp(raw_body(event.raw_event), _headers(), base_url=_base_url())
+    status, body, headers = handle_mcp(raw_body(event.raw_event), _headers(), app.context["consumer"],
+                                     base_url=_base_url())
     if body is None:
         return Response(status_code=status, body="", headers=headers)
     return json_response(status, body, headers)
@@ -144,4 +145,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     No X-Ray SDK here (see ``customer_context.observability``): Lambda's active tracing still
     records each invocation.
     """
-    return app.resolve(event, context)
+    refused = authenticate_consumer(app, event)
+    return refused if refused is not None else app.resolve(event, context)

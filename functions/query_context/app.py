@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.api import consumer_api, json_response, raw_body
+from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest
 from customer_context.observability import logger, metrics
@@ -44,8 +44,7 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
 ):
     from customer_context.serve.named_queries import QueryBudget, run_named_query
 
-    headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
-    consumer = factory.consumers().authenticate(headers)
+    consumer = app.context["consumer"]
     if not consumer.allows_query(name):
         raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}")
     body = raw_body(app.current_event.raw_event)
@@ -68,4 +67,5 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway HTTP API (payload 2.0) entry point."""
-    return app.resolve(event, context)
+    refused = authenticate_consumer(app, event)
+    return refused if refused is not None else app.resolve(event, context)

@@ -75,6 +75,28 @@ def consumer_api(title: str, summary: str) -> APIGatewayHttpResolver:
     return app
 
 
+def authenticate_consumer(app: APIGatewayHttpResolver, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Check the consumer key before anything else reads the request (validation included, so a
+    caller without a key learns nothing about the API); keeps the consumer in ``app.context``.
+
+    Returns:
+        ``None`` when the caller may go on, else the API Gateway response refusing it.
+    """
+    path = event.get("rawPath") or ""
+    if path.startswith("/docs"):
+        return None
+    from customer_context.stores import factory
+
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    try:
+        app.append_context(consumer=factory.consumers().authenticate(headers))
+    except CustomerContextError as exc:
+        logger.info("request refused", extra={"status": exc.status, "code": exc.code, "reason": exc.message})
+        return {"statusCode": exc.status, "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps(exc.to_body(), separators=(",", ":")), "isBase64Encoded": False}
+    return None
+
+
 def raw_body(event: dict[str, Any]) -> bytes:
     """The request body as bytes, undoing API Gateway's base64 encoding.
 

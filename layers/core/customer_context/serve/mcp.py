@@ -67,14 +67,9 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
     return _error(msg_id, METHOD_NOT_FOUND, f"method {method!r} is not supported by this server")
 
 
-def handle_mcp(body: bytes, headers: dict[str, str], *, base_url: str | None = None
+def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *, base_url: str | None = None
                ) -> tuple[int, dict[str, Any] | list[Any] | None, dict[str, str]]:
-    """Answer one MCP POST: (HTTP status, JSON body or None, headers).
-
-    Raises:
-        AuthenticationError / Forbidden: no or a wrong key (the handler answers 401 / 403).
-    """
-    consumer = factory.consumers().authenticate(headers)
+    """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers)."""
     auth = {k: v for k, v in headers.items() if k in ("authorization", "x-api-key")}
     try:
         message = json.loads(body or b"null")

@@ -1,0 +1,85 @@
+"""Access: every route needs its kind of key; write keys never read; scopes hold; keys never reach the logs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from customer_context.local.routes import ROUTES
+
+pytestmark = pytest.mark.e2e
+
+READ_ROUTES = [r for r in ROUTES if r.function in ("fetch_context", "query_context") and not r.path.startswith("/docs")]
+WRITE_ROUTES = [r for r in ROUTES if r.function == "collect" and r.method == "POST"]
+
+
+def _path(route: Any) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: {"identifier_type": "user_id", "name": "orders_in_period"}.get(
+        m.group(1), "u1"), route.path)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from customer_context.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("access"), write_keys={"wk_secret_write": "test"},
+                    batch_window=0.2) as running:
+        yield running
+
+
+@pytest.mark.parametrize("route", READ_ROUTES, ids=lambda r: r.route_key)
+def test_read_routes_need_a_consumer_key(stack: Any, route: Any) -> None:
+    url = stack.url + _path(route)
+    # no key, an unknown key, and a write key presented as Basic auth or as a bearer token
+    attempts = (({}, 401), ({"authorization": "Bearer ck_wrong"}, 401), ({"x-api-key": "wk_secret_write"}, 403),
+                ({"authorization": "Bearer wk_secret_write"}, 403))
+    for headers, status in attempts:
+        answer = requests.request(route.method, url, headers=headers, json={} if route.method == "POST" else None,
+                                  timeout=30)
+        assert answer.status_code == status, (route.route_key, headers, answer.text)
+        assert answer.json()["message"], "every refusal says why"
+
+
+@pytest.mark.parametrize("route", WRITE_ROUTES, ids=lambda r: r.route_key)
+def test_write_routes_need_a_write_key(stack: Any, route: Any) -> None:
+    event = {"userId": "u1", "event": "x", "type": "track", "batch": [{"type": "track", "userId": "u1", "event": "x"}]}
+    assert requests.post(stack.url + route.path, json=event, timeout=10).status_code == 401
+    consumer = requests.post(stack.url + route.path, json=event, auth=(stack.consumer_key, ""), timeout=10)
+    assert consumer.status_code == 401, "a consumer key cannot write events"
+
+
+def test_keys_never_reach_the_logs(stack: Any) -> None:
+    # Given every log record of a run captured
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    for name in ("customer-context", "customer_context"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        # When requests carry good and bad keys of both kinds, in every place a key can be sent
+        requests.post(f"{stack.url}/v1/track", json={"userId": "u1", "event": "x"}, auth=("wk_secret_write", ""),
+                      timeout=10)
+        requests.post(f"{stack.url}/v1/track", json={"userId": "u1", "event": "x", "writeKey": "wk_secret_body"},
+                      timeout=10)
+        requests.post(f"{stack.url}/v1/track", json={"userId": "u1"}, auth=("wk_wrong_secret", ""), timeout=10)
+        for key in (stack.consumer_key, "ck_wrong_secret_key"):
+            requests.get(f"{stack.url}/v1/context/user_id/nobody", headers={"authorization": f"Bearer {key}"},
+                         timeout=10)
+        stack.wait_for_ingest(60)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        for name in ("customer-context", "customer_context"):
+            logging.getLogger(name).removeHandler(handler)
+    logs = buffer.getvalue()
+    # Then no key appears anywhere in them
+    for secret in ("wk_secret_write", "wk_secret_body", "wk_wrong_secret", stack.consumer_key, "ck_wrong_secret_key"):
+        assert secret not in logs
