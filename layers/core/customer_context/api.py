@@ -49,6 +49,11 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return json_response(400, {"code": "invalid_request", "message": message, "errors": errors})
 
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # json.loads of a body nested thousands of levels deep (request validation parses it)
+        return json_response(400, {"code": "invalid_request", "message": "body: JSON nested too deeply"})
+
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
         logger.exception("unexpected error")

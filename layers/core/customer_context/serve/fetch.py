@@ -24,6 +24,7 @@ from customer_context.stores.context_store import recent_pk
 
 PROFILE_ID = "profile_id"
 MAX_BATCH = 100
+MAX_IDENTIFIER_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ class ContextService:
             raise InvalidRequest(f"identifier_type: unknown type {id_type!r}; valid: {valid}",
                                  details=[{"field": "identifier_type", "reason": f"unknown type {id_type!r}",
                                            "valid": list(self.identifier_types)}])
+        if len(id_value.encode()) > MAX_IDENTIFIER_BYTES:  # also DynamoDB's key limit (2 KB) is below
+            raise InvalidRequest(f"identifier_value: longer than {MAX_IDENTIFIER_BYTES} bytes",
+                                 details=[{"field": "identifier_value", "reason": "too long"}])
         value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
