@@ -49,9 +49,12 @@ def _collect(endpoint: str):  # type: ignore[no-untyped-def]
         limits=Limits(settings.max_request_bytes, settings.max_event_bytes, settings.queue_max_message_bytes),
         spool_prefix=settings.spool_prefix,
         recent=factory.recent_tail(),
+        plans=factory.tracking_plans(),
     )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(result.rejections))
+    if result.plan_violations:
+        metrics.add_metric(name="TrackingPlanViolations", unit=MetricUnit.Count, value=result.plan_violations)
     logger.info("collected", extra={"source_id": result.source_id, "accepted": result.accepted,
                                     "rejected": len(result.rejections), "messages": result.messages})
     return json_response(200, result.to_body())

@@ -308,6 +308,44 @@ class NamedQuery(_Model):
         return self
 
 
+ViolationAction = Literal["reject", "flag"]
+
+
+class PlannedEvent(_Model):
+    """One planned track event."""
+
+    description: str = ""
+    properties: dict[str, Any] | None = Field(default=None, description="JSON Schema of `properties`.")
+
+
+class TrackingPlan(_Model):
+    """What one source may send (keyed by its source id in ``tracking_plans``)."""
+
+    description: str = ""
+    allow_unplanned_events: bool = Field(default=True, description="Track events not listed under `events`.")
+    on_violation: dict[Literal["unplanned_event", "invalid_properties", "invalid_traits"], ViolationAction] = Field(
+        default_factory=dict,
+        description="Per violation kind: `reject` (to rejected_events with the schema error) or `flag` "
+        "(accepted, the errors kept in `context.violationErrors`); default reject.",
+    )
+    events: dict[str, PlannedEvent] = Field(default_factory=dict)
+    identify_traits: dict[str, Any] | None = Field(default=None, description="JSON Schema of identify `traits`.")
+
+    @model_validator(mode="after")
+    def _schemas_compile(self) -> TrackingPlan:
+        import fastjsonschema
+
+        schemas = [(f"events.{n}.properties", e.properties) for n, e in self.events.items()]
+        schemas.append(("identify_traits", self.identify_traits))
+        for path, schema in schemas:
+            if schema is not None:
+                try:
+                    fastjsonschema.compile(schema)
+                except fastjsonschema.JsonSchemaDefinitionException as exc:
+                    raise ValueError(f"{path}: not a valid JSON Schema: {exc}") from None
+        return self
+
+
 class ContextSpec(_Model):
     """The whole spec."""
 
@@ -318,6 +356,7 @@ class ContextSpec(_Model):
     scores: Scores = Field(default_factory=Scores)
     snapshot: SnapshotSpec
     queries: dict[Name, NamedQuery] = Field(default_factory=dict)
+    tracking_plans: dict[str, TrackingPlan] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> ContextSpec:

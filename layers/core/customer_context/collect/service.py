@@ -81,6 +81,8 @@ class CollectResult:
     messages: int = 0
     spooled: int = 0
     recent: int = 0
+    flagged: int = 0
+    plan_violations: int = 0
 
     def to_body(self) -> dict[str, Any]:
         """The 200 response body: SDKs only look at the status; people read the rest."""
@@ -246,6 +248,7 @@ def collect(
     limits: Limits,
     spool_prefix: str = "spool/",
     recent: Any | None = None,
+    plans: Any | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 
@@ -259,6 +262,8 @@ def collect(
         recent: The live tail (:class:`customer_context.serve.recent.RecentTail`) told about the
             accepted events once they are queued; best effort: its failure is logged, not raised,
             since the events are safely queued and a retry would only duplicate them.
+        plans: The sources' tracking plans (:class:`customer_context.collect.plans.TrackingPlans`):
+            a violation rejects the event with the schema error, or flags it in ``context.violationErrors``.
 
     Returns:
         Counts and per-event rejections (a single call's rejection raises instead).
@@ -324,6 +329,16 @@ def collect(
             size = len(envelope.dumps(item).encode())
             if size > limits.max_event_bytes:
                 reason = f"event: {size} bytes; the per-event limit is {limits.max_event_bytes} bytes"
+        if reason is None and plans:
+            verdict = plans.check(source_id, item)
+            reason = verdict.reject
+            result.plan_violations += bool(verdict.reject or verdict.flags)
+            if verdict.flags and reason is None:
+                context = item.get("context") if isinstance(item.get("context"), dict) else None
+                if context is None:
+                    item["context"] = context = {}
+                context["violationErrors"] = verdict.flags
+                result.flagged += 1
         if reason is not None:
             mid = item.get("messageId") if isinstance(item, dict) else None
             result.rejections.append(Rejection(index, reason, str(mid) if mid is not None else None))

@@ -119,6 +119,15 @@ def recent_tail() -> Any:
     return RecentTail(context_store(), load_spec(), settings.recent_events_ttl_seconds)
 
 
+@lru_cache(maxsize=1)
+def tracking_plans() -> Any:
+    """The spec's tracking plans, compiled once per container."""
+    from customer_context.collect.plans import TrackingPlans
+    from customer_context.spec import load_spec
+
+    return TrackingPlans(load_spec())
+
+
 @lru_cache(maxsize=8)
 def blobs(bucket: str) -> Any:
     """Objects of one S3 bucket."""
@@ -132,5 +141,5 @@ def reset() -> None:
     from customer_context.spec import load_spec
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
-                   load_spec, consumers, context_service, recent_tail):
+                   load_spec, consumers, context_service, recent_tail, tracking_plans):
         cached.cache_clear()
