@@ -5,8 +5,9 @@ rebuild after 1 % of customers changed.
     python bench/assemble.py --sizes M L      # ~1M and ~10M events (default: M)
 
 Each build runs in a child process so its peak RSS is measured alone (``ru_maxrss``). Results go
-to ``bench/results/assemble.json``. The store is the in-memory one (DynamoDB through moto would
-measure moto); items written are counted the same way.
+to ``bench/results/assemble.json``. The store counts the items a build lands and keeps none
+(DynamoDB holds them outside the build's process; moto would measure moto, and an in-memory store
+would measure the benchmark). A child that dies (out of memory) is reported, not waited for.
 """
 
 from __future__ import annotations
@@ -77,24 +78,27 @@ def generate(lake_dir: Path, size: str, seed: int = 11) -> dict[str, Any]:
     return {"events": n, "generate_s": round(time.perf_counter() - t0, 1)}
 
 
-def _child_build(lake_dir: str, store_file: str | None, queue: Any) -> None:
-    import pickle
+class _DiscardStore:
+    """Counts what a build lands and keeps none of it (DynamoDB keeps it outside the build's process;
+    holding millions of documents here would measure the benchmark, not the build)."""
 
+    @staticmethod
+    def _count(items: Any) -> int:
+        return sum(1 for _ in items)
+
+    put_snapshots = put_aliases = delete_snapshots = delete_aliases = _count
+
+
+def _child_build(lake_dir: str, queue: Any) -> None:
     from customer_context.assemble.build import build_context
     from customer_context.config import Settings
     from customer_context.spec import load_spec
-    from customer_context.stores.context_store import MemoryContextStore
     from customer_context.stores.iceberg import Lakehouse
 
     lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": lake_dir}))
-    store = MemoryContextStore()
-    if store_file and Path(store_file).exists():
-        store.items = pickle.loads(Path(store_file).read_bytes())
     t0 = time.perf_counter()
-    report = build_context(lakehouse, store, load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
+    report = build_context(lakehouse, _DiscardStore(), load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
     wall = time.perf_counter() - t0
-    if store_file:
-        Path(store_file).write_bytes(pickle.dumps(store.items))
     rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     queue.put({"wall_s": round(wall, 2), "peak_rss_mb": rss_mb,
                "report": report.to_dict()})
@@ -119,7 +123,16 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    import queue as queues
+
+    while True:  # a child killed (out of memory …) never answers: notice instead of waiting forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} died with exit code {proc.exitcode} "
+                                   "(-9: killed, usually out of memory)") from None
     proc.join()
     return result  # type: ignore[no-any-return]
 
@@ -158,11 +171,10 @@ def run(size: str) -> dict[str, Any]:
         print(f"[{size}] floor: DuckDB scan + group-by of {len(files)} Parquet files …", flush=True)
         floor = _in_child(_child_floor, files)
         print(f"[{size}] full build …", flush=True)
-        store_file = str(work / "store.pickle")
-        build = _in_child(_child_build, str(lake), store_file)
+        build = _in_child(_child_build, str(lake))
         changed = change_one_percent(lake)
         print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
-        rebuild = _in_child(_child_build, str(lake), store_file)
+        rebuild = _in_child(_child_build, str(lake))
         return {
             "size": size, **gen,
             "profiles": build["report"]["profiles"],
