@@ -50,6 +50,7 @@ def _collect(endpoint: str):  # type: ignore[no-untyped-def]
         spool_prefix=settings.spool_prefix,
         recent=factory.recent_tail(),
         plans=factory.tracking_plans(),
+        pii=factory.pii_policy(),
     )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(result.rejections))

@@ -104,6 +104,12 @@ class Settings(BaseModel):
         default=10, ge=0, description="How often an Iceberg commit conflict is retried (exponential backoff)."
     )
 
+    pii_hash_key: str = Field(
+        default="",
+        description="Secret of the PII policy's `hash` rules (HMAC-SHA256); needed by collect and fetch when a "
+        "rule hashes. On AWS set it from a secret; changing it breaks joins with earlier hashes.",
+    )
+
     # --- serve ---
     recent_events_ttl_seconds: int = Field(
         default=2 * 86400,

@@ -308,6 +308,20 @@ class NamedQuery(_Model):
         return self
 
 
+class PiiRule(_Model):
+    """What happens to one event field before anything is queued or written."""
+
+    path: str = Field(description="properties.<key>, traits.<key> (also context.traits.<key>) or context.<a>.<b>")
+    action: Literal["keep", "hash", "mask", "drop"]
+
+    @model_validator(mode="after")
+    def _path(self) -> PiiRule:
+        root = self.path.split(".", 1)[0]
+        if root not in ("properties", "traits", "context") or "." not in self.path:
+            raise ValueError(f"path: expected properties.<key>, traits.<key> or context.<key>, got {self.path!r}")
+        return self
+
+
 ViolationAction = Literal["reject", "flag"]
 
 
@@ -357,6 +371,7 @@ class ContextSpec(_Model):
     snapshot: SnapshotSpec
     queries: dict[Name, NamedQuery] = Field(default_factory=dict)
     tracking_plans: dict[str, TrackingPlan] = Field(default_factory=dict)
+    pii: list[PiiRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> ContextSpec:

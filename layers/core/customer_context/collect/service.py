@@ -249,6 +249,7 @@ def collect(
     spool_prefix: str = "spool/",
     recent: Any | None = None,
     plans: Any | None = None,
+    pii: Any | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 
@@ -264,6 +265,8 @@ def collect(
             since the events are safely queued and a retry would only duplicate them.
         plans: The sources' tracking plans (:class:`customer_context.collect.plans.TrackingPlans`):
             a violation rejects the event with the schema error, or flags it in ``context.violationErrors``.
+        pii: The PII policy (:class:`customer_context.collect.pii.PiiPolicy`), applied to every event,
+            accepted or rejected, before it is queued.
 
     Returns:
         Counts and per-event rejections (a single call's rejection raises instead).
@@ -325,6 +328,8 @@ def collect(
             if shared_integrations is not None:
                 item["integrations"] = _merge(shared_integrations, item.get("integrations"))
         reason = validate_event(item, forced_type)
+        if pii:
+            pii.apply(item)
         if reason is None and check_sizes:
             size = len(envelope.dumps(item).encode())
             if size > limits.max_event_bytes:
@@ -346,6 +351,8 @@ def collect(
             continue
         stamp(item, source_id=source_id, received_at=received_at, batch_sent_at=batch_sent_at,
               source_ip=request.source_ip)
+        if pii:
+            pii.apply(item)  # again: stamping may add context.ip
         accepted.append(envelope.dumps(item))
         accepted_items.append(item)
     result.accepted = len(accepted)

@@ -203,6 +203,7 @@ class LocalStack:
             "CUSTOMER_CONTEXT_CATALOG_TYPE": "sql",
             "CUSTOMER_CONTEXT_CONTEXT_TABLE": CONTEXT_TABLE,
             "CUSTOMER_CONTEXT_WRITE_KEYS": ",".join(f"{k}={v}" for k, v in self.write_keys.items()),
+            "CUSTOMER_CONTEXT_PII_HASH_KEY": os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or self._pii_key(),
             **self.environ,
         })
         factory.reset()
@@ -235,6 +236,14 @@ class LocalStack:
         ttl = props["TimeToLiveSpecification"]
         ddb.update_time_to_live(TableName=CONTEXT_TABLE, TimeToLiveSpecification={
             "AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]})
+
+    def _pii_key(self) -> str:
+        """The PII hash key of this data dir (generated once, kept in ``pii.key``: hashes must not change)."""
+        path = self.data_dir / "pii.key"
+        if not path.is_file():
+            path.write_text(secrets.token_hex(32) + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def _seed_consumers(self) -> str | None:
         """Load the consumer keys of config.toml into the table; with none yet, create a local one

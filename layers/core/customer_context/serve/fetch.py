@@ -155,13 +155,17 @@ class ContextService:
     """
 
     def __init__(self, store: Any, spec: ContextSpec, options: ServeOptions | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, pii: Any | None = None) -> None:
         self.store = store
         self.spec = spec
         self.catalog = catalog(spec)
         self.options = options or ServeOptions()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.identifier_types = (*spec.identifiers.types, PROFILE_ID)
+        # identifier types whose event fields the PII policy hashes: looked up by their token
+        self._hashed_types = {t for t, rule in spec.identifiers.types.items()
+                              if pii and any(p in pii.hashed_paths for p in rule.from_events)}
+        self._pii = pii
 
     # -- resolution ------------------------------------------------------------------------------
     def _identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
@@ -174,6 +178,8 @@ class ContextService:
             raise InvalidRequest(f"identifier_value: longer than {MAX_IDENTIFIER_BYTES} bytes",
                                  details=[{"field": "identifier_value", "reason": "too long"}])
         value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
+        if value and id_type in self._hashed_types:
+            value = self._pii.hash(value)
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
                                  details=[{"field": "identifier_value", "reason": "empty after normalisation"}])

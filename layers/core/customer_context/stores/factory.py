@@ -104,7 +104,7 @@ def context_service() -> Any:
     settings = get_settings()
     return ContextService(context_store(), load_spec(), ServeOptions(
         stale_after_seconds=settings.stale_after_seconds, cache_max_age=settings.cache_max_age_seconds,
-        default_max_tokens=settings.default_max_tokens))
+        default_max_tokens=settings.default_max_tokens), pii=pii_policy())
 
 
 @lru_cache(maxsize=1)
@@ -128,6 +128,15 @@ def tracking_plans() -> Any:
     return TrackingPlans(load_spec())
 
 
+@lru_cache(maxsize=1)
+def pii_policy() -> Any:
+    """The spec's PII policy with the configured hash key."""
+    from customer_context.collect.pii import PiiPolicy
+    from customer_context.spec import load_spec
+
+    return PiiPolicy(load_spec(), get_settings().pii_hash_key)
+
+
 @lru_cache(maxsize=8)
 def blobs(bucket: str) -> Any:
     """Objects of one S3 bucket."""
@@ -141,5 +150,5 @@ def reset() -> None:
     from customer_context.spec import load_spec
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
-                   load_spec, consumers, context_service, recent_tail, tracking_plans):
+                   load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy):
         cached.cache_clear()

@@ -1,0 +1,99 @@
+"""The PII policy: per field path, keep, hash, mask or drop — applied by collect before an event is
+queued, so no raw value of a governed field reaches SQS, the lakehouse, the live tail or the logs.
+
+* ``hash``: HMAC-SHA256 with a secret key (``CUSTOMER_CONTEXT_PII_HASH_KEY``), emails trimmed and
+  lower-cased first, so the same address always gives the same token and identifiers stay
+  joinable (identity stitching, lookups: fetch hashes an identifier it is asked for the same way);
+* ``mask``: IPv4 addresses lose their last octet, other values all but their last 4 characters;
+* ``drop``: the field is removed.
+
+A rule on ``traits.<key>`` also covers ``context.traits.<key>`` (where the RudderStack SDKs put
+identify traits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+
+from customer_context.errors import ConfigError
+from customer_context.spec import ContextSpec
+
+HASH_PREFIX = "h_"
+
+
+def normalise(value: Any) -> str:
+    """What is hashed: text trimmed; emails lower-cased."""
+    text = str(value).strip()
+    return text.lower() if "@" in text else text
+
+
+def mask(value: Any) -> Any:
+    """An IPv4 with its last octet zeroed; anything else but its last 4 characters starred."""
+    if not isinstance(value, str):
+        return "****"
+    try:
+        ip = ipaddress.ip_address(value.strip())
+        if ip.version == 4:
+            return str(ipaddress.ip_network(f"{ip}/24", strict=False).network_address)
+        return str(ipaddress.ip_network(f"{ip}/48", strict=False).network_address)
+    except ValueError:
+        return "*" * max(len(value) - 4, 4) + value[-4:] if len(value) > 4 else "****"
+
+
+class PiiPolicy:
+    """The spec's ``pii`` rules, ready to apply.
+
+    Args:
+        spec: The context spec.
+        hash_key: The secret of ``hash`` rules (required when there is one).
+    """
+
+    def __init__(self, spec: ContextSpec, hash_key: str = "") -> None:
+        self.rules: list[tuple[list[str], str]] = []
+        for rule in spec.pii:
+            if rule.action == "keep":
+                continue
+            parts = rule.path.split(".")
+            self.rules.append((parts, rule.action))
+            if parts[0] == "traits":
+                self.rules.append((["context", *parts], rule.action))
+        if any(action == "hash" for _, action in self.rules) and not hash_key:
+            raise ConfigError("pii: a rule hashes values but CUSTOMER_CONTEXT_PII_HASH_KEY is not set")
+        self._key = hash_key.encode()
+        self.hashed_paths = {".".join(p) for p, a in self.rules if a == "hash"}
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def hash(self, value: Any) -> str:
+        """The token of a value (stable for a key; emails normalised first)."""
+        digest = hmac.new(self._key, normalise(value).encode(), hashlib.sha256).hexdigest()
+        return HASH_PREFIX + digest[:40]
+
+    def apply(self, event: Any) -> Any:
+        """Apply the rules to an event in place (anything that is not an object is left alone)."""
+        if not isinstance(event, dict):
+            return event
+        for parts, action in self.rules:
+            node: Any = event
+            for part in parts[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+                if node is None:
+                    break
+            if not isinstance(node, dict) or parts[-1] not in node:
+                continue
+            key = parts[-1]
+            if action == "drop":
+                del node[key]
+            elif node[key] is None:
+                continue
+            elif action == "hash":
+                value = node[key]
+                if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):  # never hash twice
+                    node[key] = self.hash(value)
+            else:
+                node[key] = mask(node[key])
+        return event

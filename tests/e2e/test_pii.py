@@ -1,0 +1,97 @@
+"""PII policy end to end: hashed emails still stitch, dropped fields are nowhere, raw values never logged."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from customer_context.spec import DEFAULT_SPEC
+from customer_context.stores import factory
+
+pytestmark = pytest.mark.e2e
+
+POLICY = """
+pii:
+  - {path: traits.email, action: hash}
+  - {path: properties.card_number, action: drop}
+  - {path: context.ip, action: mask}
+  - {path: traits.phone, action: mask}
+"""
+RAW_EMAIL = "Ann.Lee@Example.com"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from customer_context.local.stack import LocalStack
+
+    spec = tmp_path_factory.mktemp("spec") / "context.yaml"
+    spec.write_text(DEFAULT_SPEC.read_text() + POLICY)
+    with LocalStack(tmp_path_factory.mktemp("pii"), write_keys={"wk": "web"}, batch_window=0.2,
+                    environ={"CUSTOMER_CONTEXT_SPEC_PATH": str(spec)}) as running:
+        yield running
+
+
+def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack: Any) -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    # our services' records only: the test's own HTTP client logs the URLs it calls
+    handler.addFilter(lambda record: not record.name.startswith("urllib3"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        # Given a visitor on one device and the same person signed in elsewhere, known only by email
+        batch = [
+            {"type": "identify", "anonymousId": "device-1", "traits": {"email": RAW_EMAIL, "phone": "+1 555 0100"},
+             "context": {"ip": "203.0.113.77"}},
+            {"type": "track", "anonymousId": "device-1", "event": "Order Completed",
+             "properties": {"revenue": 12.5, "card_number": "4111111111111111"}},
+            {"type": "identify", "userId": "ann", "traits": {"email": " ann.lee@example.COM "}},
+            {"type": "track", "userId": "ann", "event": "Order Completed", "properties": {"revenue": 7.5}},
+            {"type": "identify", "traits": {"email": RAW_EMAIL}},  # invalid (no id): rejected, policy applied too
+        ]
+        answer = requests.post(f"{stack.url}/v1/batch", json={"batch": batch}, auth=("wk", ""), timeout=10)
+        assert answer.status_code == 200 and answer.json()["accepted"] == 4
+        assert stack.wait_for_ingest(60)
+        stack.build()
+        # Then both devices are one customer, found by the raw email in any case
+        context = requests.get(f"{stack.url}/v1/context/email/ANN.LEE@example.com",
+                               headers={"authorization": f"Bearer {stack.consumer_key}"}, timeout=10).json()
+        assert context["context"]["traits"]["orders_90d"] == 2
+        identifiers = context["context"]["profile"]["identifiers"]
+        assert identifiers["user_id"] == ["ann"] and identifiers["anonymous_id"] == ["device-1"]
+        assert [e.startswith("h_") for e in identifiers["email"]] == [True]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    # And no table holds the raw email, the card number or the full IP address
+    lakehouse = factory.lakehouse()
+    for table in lakehouse.table_names():
+        text = json.dumps(lakehouse.scan(table).to_pylist(), default=str).lower()
+        assert "ann.lee@example.com" not in text, table
+        assert "4111111111111111" not in text and "card_number" not in text, table
+        assert "203.0.113.77" not in text and "555 0100" not in text, table
+    events = lakehouse.scan("events").to_pylist()
+    assert {e["ip"] for e in events if e["anonymous_id"] == "device-1" and e["type"] == "identify"} == {"203.0.113.0"}
+    assert {e["ip"] for e in events if e["type"] == "track"} == {"127.0.0.0"}  # the request address, masked too
+    # And the logs of the whole run never show the raw email
+    assert "ann.lee@example.com" not in buffer.getvalue().lower()
+
+
+def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
+    from customer_context.collect.pii import PiiPolicy
+    from customer_context.errors import ConfigError
+    from customer_context.spec import parse_spec
+
+    with pytest.raises(ConfigError, match="CUSTOMER_CONTEXT_PII_HASH_KEY"):
+        PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "")
+    policy = PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "k")
+    assert policy.hash(" A@B.io") == policy.hash("a@b.io") != PiiPolicy(
+        parse_spec(DEFAULT_SPEC.read_text() + POLICY), "other").hash("a@b.io")
