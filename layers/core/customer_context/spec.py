@@ -202,6 +202,9 @@ class Trait(_Model):
         default=None, description="kind sql: a query over `events_profiled` / `<table>_profiled` returning "
         "profile_id and value.")
     unit: str | None = Field(default=None, description="Unit shown with the value (USD, days …).")
+    consent: str | None = Field(
+        default=None, description="Consent category this trait needs: events sent without it are left out, and "
+        "the value is withheld while the customer's latest consent denies it.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Trait:
@@ -249,6 +252,7 @@ class Section(_Model):
 
     name: Literal["profile", "traits", "scores", "records", "interactions", "recent_events"]
     description: str = Field(min_length=1)
+    consent: str | None = Field(default=None, description="Consent category the whole section needs.")
 
 
 class SnapshotSpec(_Model):
@@ -360,6 +364,19 @@ class TrackingPlan(_Model):
         return self
 
 
+class ConsentCategory(_Model):
+    """One consent category and how consent managers name it in events."""
+
+    description: str = ""
+    ids: list[str] = Field(
+        min_length=1,
+        description="Its names in events: RudderStack `context.consentManagement.allowed/deniedConsentIds`, "
+        "Segment `context.consent.categoryPreferences` keys.",
+    )
+    default: Literal["granted", "denied"] = Field(
+        default="granted", description="When an event (or a customer) says nothing about this category.")
+
+
 class ContextSpec(_Model):
     """The whole spec."""
 
@@ -372,6 +389,20 @@ class ContextSpec(_Model):
     queries: dict[Name, NamedQuery] = Field(default_factory=dict)
     tracking_plans: dict[str, TrackingPlan] = Field(default_factory=dict)
     pii: list[PiiRule] = Field(default_factory=list)
+    consent: dict[Name, ConsentCategory] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consent_declared(self) -> ContextSpec:
+        needs = [(f"traits.{n}.consent", t.consent) for n, t in self.traits.items()]
+        needs += [(f"snapshot.sections.{s.name}.consent", s.consent) for s in self.snapshot.sections]
+        for path, category in needs:
+            if category is not None and category not in self.consent:
+                raise ValueError(f"{path}: consent category {category!r} is not declared under consent "
+                                 f"(declared: {', '.join(self.consent) or 'none'})")
+        for name, trait in self.traits.items():
+            if trait.consent and (trait.kind == "sql" or trait.table != "events"):
+                raise ValueError(f"traits.{name}.consent: only traits over events can be consent-gated")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> ContextSpec:

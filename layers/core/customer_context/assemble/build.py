@@ -105,7 +105,7 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
 def _event_columns(spec: ContextSpec) -> list[str]:
     text = json.dumps(spec.model_dump(mode="json"))
     columns = list(EVENT_BASE_COLUMNS)
-    if "context." in text or "externalIds." in text:
+    if "context." in text or "externalIds." in text or spec.consent:
         columns.append("context")
     return columns
 
@@ -224,8 +224,21 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> None:
         "FROM event_ids e JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
         "GROUP BY e.message_id")
     # a view, not a copy: the events are the largest thing in memory
-    con.execute("CREATE VIEW events_profiled AS SELECT p.profile_id, e.* FROM events_unique e "
-                "JOIN event_profile p USING (message_id)")
+    if spec.consent:
+        # each event's consent per category (NULL: it says nothing), from the context the SDKs send
+        cols = ", ".join(f"{compiler.consent_sql(c.ids)} AS {ident('consent_' + n)}" for n, c in spec.consent.items())
+        con.execute(f"CREATE TABLE event_consent AS SELECT message_id, {cols} FROM events_unique "
+                    "WHERE context LIKE '%onsent%'")
+        con.execute("CREATE VIEW events_profiled AS SELECT p.profile_id, e.*, c.* EXCLUDE (message_id) "
+                    "FROM events_unique e JOIN event_profile p USING (message_id) "
+                    "LEFT JOIN event_consent c USING (message_id)")
+        latest = ", ".join(f"arg_max({ident('consent_' + n)}, timestamp) FILTER (WHERE {ident('consent_' + n)} "
+                           f"IS NOT NULL) AS {ident('consent_' + n)}" for n in spec.consent)
+        con.execute(f"CREATE TABLE profile_consent AS SELECT profile_id, {latest} FROM events_profiled "
+                    "GROUP BY profile_id")
+    else:
+        con.execute("CREATE VIEW events_profiled AS SELECT p.profile_id, e.* FROM events_unique e "
+                    "JOIN event_profile p USING (message_id)")
     for name, table in spec.record_tables.items():
         key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
         rid = ident(f"{name}__ids")
@@ -368,7 +381,15 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
     """
     pred = f"hash(profile_id) % {bucket[1]} = {bucket[0]}" if bucket and bucket[1] > 1 else "TRUE"
     horizon = spec.scores.horizon
-    trait_fields = ", ".join(f"{lit(name)}, t.{ident(name)}" for name in spec.traits) or "'none', NULL"
+    def granted(category: str) -> str:
+        default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
+        return f"coalesce(pc.{ident('consent_' + category)}, {default})"
+
+    def gated(category: str | None, expr: str) -> str:
+        return f"CASE WHEN {granted(category)} THEN {expr} END" if category else expr
+
+    trait_fields = ", ".join(f"{lit(name)}, {gated(trait.consent, f't.{ident(name)}')}"
+                             for name, trait in spec.traits.items()) or "'none', NULL"
     recent = spec.snapshot.recent_events
     types = ", ".join(lit(t) for t in recent.types) or "''"
     record_tables = [n for n, t in spec.record_tables.items() if not t.interactions]
@@ -409,7 +430,9 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
     inter_list = ("list_concat(" + ", ".join(f"coalesce({a}.items, [])" for a in inter_parts) + ")"
                   if len(inter_parts) > 1 else (f"coalesce({inter_parts[0]}.items, [])" if inter_parts else "[]"))
     sections = {
-        "profile": "json_object('identifiers', ids.identifiers)",
+        "profile": "json_object('identifiers', ids.identifiers" + (
+            ", 'consent', json_object(" + ", ".join(f"{lit(n)}, {granted(n)}" for n in spec.consent) + "))"
+            if spec.consent else ")"),
         "scores": f"json_object('churn_risk', s.churn_risk, 'p_alive', s.p_alive, 'expected_orders_{horizon}', "
                   f"s.expected_orders, 'ltv_{horizon}', s.ltv, 'repeat_purchases', s.repeat_purchases)",
         "traits": f"json_object({trait_fields})",
@@ -417,7 +440,7 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
         "interactions": f"to_json({inter_list})",
         "recent_events": f"to_json(coalesce(recent.events, {'[]' if recent.limit else '[]'}))",
     }
-    content = ", ".join(f"{lit(sec.name)}, {sections[sec.name]}" for sec in spec.snapshot.sections)
+    content = ", ".join(f"{lit(sec.name)}, {gated(sec.consent, sections[sec.name])}" for sec in spec.snapshot.sections)
     joins = " ".join(f"LEFT JOIN {alias} USING (profile_id)" for _, alias in record_parts)
     joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
     as_of_text = data_as_of.isoformat() if data_as_of else None
@@ -427,7 +450,8 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
         f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
         f"{content}) AS content FROM (SELECT profile_id FROM profiles {semi} WHERE {pred}) p "
         f"LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
-        f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}) "
+        f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}"
+        f"{' LEFT JOIN profile_consent pc USING (profile_id)' if spec.consent else ''}) "
         f"SELECT profile_id, md5(content) AS content_hash, json_merge_patch(content, {meta}) AS doc FROM content"
     )
 

@@ -8,6 +8,7 @@ quoted with :func:`lit`. Traits over events become aggregates with ``FILTER (WHE
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,6 +175,9 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
                 parts.append(f"{ident(table.updated_at)} >= $as_of - INTERVAL {window} SECOND")
             cond = " AND ".join(parts) or "TRUE"
             source, time_col = f"{trait.table}_profiled", ident(table.updated_at)
+        if trait.consent:
+            granted = "TRUE" if spec.consent[trait.consent].default == "granted" else "FALSE"
+            cond = f"({cond}) AND coalesce({ident('consent_' + trait.consent)}, {granted})"
         if trait.kind == "most_frequent":
             separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
             continue
@@ -196,6 +200,24 @@ def _most_frequent(source: str, value: str, cond: str) -> str:
         f"WHERE {cond} AND {value} IS NOT NULL GROUP BY ALL HAVING count(*) >= 2"
         f") GROUP BY profile_id"
     )
+
+
+def consent_sql(ids: list[str]) -> str:
+    """One event's consent to a category named ``ids``: FALSE if denied, TRUE if allowed, else NULL.
+
+    Reads RudderStack's ``context.consentManagement`` (``allowedConsentIds`` / ``deniedConsentIds``)
+    and Segment's ``context.consent.categoryPreferences``.
+    """
+    listed = "[" + ", ".join(lit(i) for i in ids) + "]"
+    def listed_in(key: str) -> str:
+        ids_json = f"json_extract(context, '$.consentManagement.{key}')"
+        return f"list_has_any(coalesce(TRY_CAST({ids_json} AS VARCHAR[]), []), {listed})"
+
+    denied, allowed = listed_in("deniedConsentIds"), listed_in("allowedConsentIds")
+    prefs = [f"TRY_CAST(json_extract(context, {lit('$.consent.categoryPreferences.' + json.dumps(i))}) AS BOOLEAN)"
+             for i in ids]
+    segment = f"coalesce({', '.join(prefs)})"
+    return f"CASE WHEN {denied} THEN FALSE WHEN {allowed} THEN TRUE ELSE {segment} END"
 
 
 def normalize_sql(expr: str, rule: IdentifierType) -> str:

@@ -74,6 +74,9 @@ def _build(spec: ContextSpec) -> Catalog:
             for name, id_type in spec.identifiers.types.items():
                 fields[f"profile.identifiers.{name}"] = FieldInfo(f"profile.identifiers.{name}", section,
                                                                   id_type.description or name)
+            for name, category in spec.consent.items():
+                fields[f"profile.consent.{name}"] = FieldInfo(
+                    f"profile.consent.{name}", section, f"Latest consent to {category.description or name}")
         elif section == "scores":
             for name, text in score_fields(spec).items():
                 fields[f"scores.{name}"] = FieldInfo(f"scores.{name}", section, text)

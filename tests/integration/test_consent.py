@@ -1,0 +1,78 @@
+"""Consent: events carry it as the SDKs send it; gated traits and sections follow the latest state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from customer_context.assemble.build import build_context
+from customer_context.errors import ConfigError
+from customer_context.spec import DEFAULT_SPEC, parse_spec
+from customer_context.stores.context_store import MemoryContextStore
+
+from tests.helpers.lake import AS_OF, ev, write_events
+
+CONSENT = """
+consent:
+  personalization:
+    description: Use of browsing behaviour to personalise answers
+    ids: [personalization, Personalization, C0004]
+"""
+
+
+def spec_with_consent() -> Any:
+    text = DEFAULT_SPEC.read_text().replace(
+        "    kind: most_frequent\n    property: properties.category\n",
+        "    kind: most_frequent\n    property: properties.category\n    consent: personalization\n", 1)
+    text = text.replace("    - name: recent_events\n      description: The customer's latest raw events, newest first",
+                        "    - name: recent_events\n      description: The customer's latest raw events, newest first\n"
+                        "      consent: personalization")
+    return parse_spec(text + CONSENT)
+
+
+def viewed(days: float, user: str, category: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    return ev("track", days, userId=user, event="Product Viewed", properties={"category": category},
+              **({"context": context} if context else {}))
+
+
+SEGMENT_YES = {"consent": {"categoryPreferences": {"Personalization": True}}}
+SEGMENT_NO = {"consent": {"categoryPreferences": {"Personalization": False}}}
+RUDDER_NO = {"consentManagement": {"deniedConsentIds": ["C0004"], "allowedConsentIds": ["C0001"]}}
+RUDDER_YES = {"consentManagement": {"allowedConsentIds": ["C0004"], "deniedConsentIds": []}}
+
+
+def build(lakehouse: Any, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    write_events(lakehouse, events)
+    store = MemoryContextStore()
+    build_context(lakehouse, store, spec_with_consent(), as_of=AS_OF)
+    return {u: json.loads(store.get_snapshot(store.resolve("user_id", u))["doc"]) for u in ("ann", "bob", "cy")}
+
+
+def test_consent_gates_traits_and_sections(lakehouse: Any) -> None:
+    docs = build(lakehouse, [
+        # ann consented (Segment), then withdrew (RudderStack's consent manager)
+        viewed(5, "ann", "shoes", SEGMENT_YES), viewed(4, "ann", "shoes", SEGMENT_YES),
+        viewed(1, "ann", "hats", RUDDER_NO),
+        # bob's events say nothing: the category's default (granted) applies
+        viewed(3, "bob", "books"), viewed(2, "bob", "books"),
+        # cy browsed without consent, then consented: only the consented view counts
+        *(viewed(6 - i, "cy", "socks", SEGMENT_NO) for i in range(3)), viewed(2, "cy", "bags", RUDDER_YES),
+        viewed(1, "cy", "bags", RUDDER_YES),
+    ])
+    ann, bob, cy = docs["ann"], docs["bob"], docs["cy"]
+    # Then the latest state is in the profile, and withdrawn consent withholds the gated trait and section
+    assert ann["profile"]["consent"] == {"personalization": False}
+    assert ann["traits"]["favourite_category"] is None and ann["recent_events"] is None
+    assert ann["traits"]["products_viewed_7d"] == 3  # not gated
+    assert bob["profile"]["consent"] == {"personalization": True}
+    assert bob["traits"]["favourite_category"] == "books" and bob["recent_events"]
+    assert cy["profile"]["consent"] == {"personalization": True}
+    assert cy["traits"]["favourite_category"] == "bags"  # the two views without consent are left out
+
+
+def test_an_undeclared_category_is_a_spec_error() -> None:
+    text = DEFAULT_SPEC.read_text().replace("    kind: most_frequent\n",
+                                            "    kind: most_frequent\n    consent: marketing\n", 1)
+    with pytest.raises(ConfigError, match="traits.favourite_category.consent: consent category 'marketing'"):
+        parse_spec(text)
