@@ -76,3 +76,27 @@ def test_an_undeclared_category_is_a_spec_error() -> None:
                                             "    kind: most_frequent\n    consent: marketing\n", 1)
     with pytest.raises(ConfigError, match="traits.favourite_category.consent: consent category 'marketing'"):
         parse_spec(text)
+
+
+def test_withdrawn_consent_also_holds_back_live_events_at_fetch(lakehouse: Any) -> None:
+    from customer_context.serve.consumers import Consumer
+    from customer_context.serve.fetch import ContextService
+    from customer_context.serve.recent import RecentTail
+
+    spec = spec_with_consent()
+    write_events(lakehouse, [viewed(2, "ann", "shoes", SEGMENT_YES), viewed(1, "ann", "hats", RUDDER_NO),
+                             viewed(1, "bob", "books")])
+    store = MemoryContextStore()
+    build_context(lakehouse, store, spec, as_of=AS_OF)
+    # Given events from both customers collected after the build
+    later = "2099-01-01T00:00:00.000Z"
+    RecentTail(store, spec, 3600).record([
+        {"type": "track", "userId": user, "event": "Cart Viewed", "messageId": f"late-{user}", "receivedAt": later,
+         "timestamp": later} for user in ("ann", "bob")])
+    service = ContextService(store, spec)
+    everything = Consumer("t", frozenset({"*"}))
+    ann = service.fetch("user_id", "ann", everything, sections="recent_events").body
+    bob = service.fetch("user_id", "bob", everything, sections="recent_events").body
+    # Then ann, who withdrew consent, gets none of them; bob gets his
+    assert ann["context"]["recent_events"] is None  # type: ignore[index]
+    assert bob["context"]["recent_events"][0]["event"] == "Cart Viewed"  # type: ignore[index]

@@ -241,6 +241,11 @@ class ContextService:
         doc = json.loads(snapshot["doc"]) if snapshot else {}
         context = self._context(doc, selection, consumer)
         sources: dict[str, Any] = {"snapshot": sorted(context)} if snapshot else {"snapshot": []}
+        gate = next((sec.consent for sec in self.spec.snapshot.sections if sec.name == "recent_events"), None)
+        if gate is not None:  # withdrawn consent also holds back events received since the build
+            known = (doc.get("profile") or {}).get("consent", {}).get(gate)
+            if not (known if known is not None else self.spec.consent[gate].default == "granted"):
+                tail = None
         if tail is not None and "recent_events" in selection.sections:
             built = [dict(e, source="snapshot") for e in context.get("recent_events") or []]
             limit = self.spec.snapshot.recent_events.limit
