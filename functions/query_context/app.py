@@ -58,6 +58,10 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,
                          settings.query_cache_seconds)
     result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget)
+    factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
+                               identifier=(unquote(identifier_type), unquote(identifier_value)), profile_id=profile_id,
+                               fields=[f"param:{p}" for p in sorted(params)] if isinstance(params, dict) else [],
+                               status=200)
     logger.info("named query", extra={"query": name, "consumer": consumer.name, "rows": result["row_count"],
                                       "cached": result["cached"], "elapsed_ms": result["elapsed_ms"]})
     return json_response(200, result)

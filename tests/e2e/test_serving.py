@@ -265,3 +265,33 @@ def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
     listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_scoped"}, timeout=10, json={
         "jsonrpc": "2.0", "id": 8, "method": "tools/list"}).json()["result"]["tools"]
     assert {t["name"] for t in listed} == {"get_customer_context", "query_orders_in_period"}
+
+
+def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from customer_context.cli import main
+
+    auth = {"authorization": f"Bearer {served.consumer_key}"}
+    # Given a field-level fetch and an MCP tool call about one customer
+    assert _get(served, "/v1/context/email/zoe@example.com", served.consumer_key,
+                params={"fields": "traits.lifetime_revenue,scores.churn_risk"}).status_code == 200
+    call = requests.post(f"{served.url}/mcp", headers=auth, timeout=30, json={
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "get_customer_context", "arguments": {
+            "identifier_type": "user_id", "identifier_value": "cust-1", "sections": ["records"], "format": "json"}}})
+    assert call.json()["result"]["isError"] is False
+    # When the audit buffer is flushed and ingested
+    assert factory.audit_log().wait_flushed(10)
+    assert served.wait_for_ingest(60)
+    rows = factory.lakehouse().scan("serving_audit").to_pylist()
+    pid = _get(served, "/v1/context/user_id/cust-1", served.consumer_key).json()["profile_id"]
+    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == "zoe@example.com"
+             and r["fields"] == json.dumps(["traits.lifetime_revenue", "scores.churn_risk"])]
+    tool = [r for r in rows if r["via"] == "tool:get_customer_context" and r["sections"] == json.dumps(["records"])]
+    # Then both are there: who, which customer, which fields — and no value at all
+    assert fetch and fetch[0]["consumer"] == "local" and fetch[0]["profile_id"] == pid and fetch[0]["status"] == 200
+    assert tool and tool[0]["profile_id"] == pid and tool[0]["snapshot_version"] == 1
+    text = json.dumps(rows, default=str)
+    assert "119.5" not in text and "vip" not in text  # lifetime revenue, CRM stage
+    # And the CLI prints the customer's audit trail by any identifier
+    assert main(["audit", "--identifier", "crm_id:C-9", "--json", "--data-dir", str(served.data_dir)]) == 0
+    trail = json.loads(capsys.readouterr().out)
+    assert {"fetch", "tool:get_customer_context"} <= {r["via"] for r in trail}

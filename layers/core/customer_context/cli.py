@@ -121,6 +121,48 @@ def cmd_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Who was served what about one customer (serving_audit), newest first."""
+    from customer_context.serve.catalog import normalize_identifier
+    from customer_context.spec import load_spec
+    from customer_context.stores.sql import connect
+
+    id_type, sep, value = args.identifier.partition(":")
+    if not sep or not value:
+        print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
+        return 2
+    lakehouse = _lakehouse(_data_dir(args))
+    if "serving_audit" not in lakehouse.table_names():
+        print("nothing served yet")
+        return 0
+    spec = load_spec(args.spec)
+    if id_type != "profile_id":
+        value = normalize_identifier(spec, id_type, value) or value
+        key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
+            (_data_dir(args) / "pii.key").read_text().strip() if (_data_dir(args) / "pii.key").is_file() else "")
+        if spec.pii and key:
+            from customer_context.collect.pii import PiiPolicy
+
+            policy = PiiPolicy(spec, key)
+            rule = spec.identifiers.types.get(id_type)
+            if rule and any(p in policy.hashed_paths for p in rule.from_events):
+                value = policy.hash(value)
+    sql = ("SELECT \"at\", consumer, via, identifier_type, identifier_value, profile_id, sections, fields, "
+           "snapshot_version, status FROM serving_audit WHERE profile_id IN (SELECT profile_id FROM identity_graph "
+           "WHERE identifier_type = $t AND identifier_value = $v UNION SELECT $v WHERE $t = 'profile_id') "
+           "OR (identifier_type = $t AND identifier_value = $v) ORDER BY \"at\" DESC")
+    con = connect(lakehouse, sql)
+    if "identity_graph" not in lakehouse.table_names():
+        con.execute("CREATE TABLE identity_graph "
+                    "(identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR)")
+    result = con.execute(sql, {"t": id_type, "v": value})
+    columns = [d[0] for d in result.description]
+    rows = result.fetchall()
+    print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1) if args.json
+          else format_table(columns, rows) if rows else f"nothing served about {id_type}:{value}")
+    return 0
+
+
 def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 60) -> str:
     """A plain text table."""
     def cell(value: Any) -> str:
@@ -335,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     load.add_argument("--spec", help="context spec file")
     load.set_defaults(func=cmd_load)
+
+    audit = sub.add_parser("audit", help="who was served what about a customer (serving_audit), newest first")
+    audit.add_argument("--identifier", required=True, help="TYPE:VALUE, e.g. email:ada@example.com or profile_id:p_…")
+    audit.add_argument("--json", action="store_true", help="print rows as JSON")
+    audit.add_argument("--spec", help="context spec file")
+    audit.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    audit.set_defaults(func=cmd_audit)
 
     plans = sub.add_parser("plans", help="tracking plans: `report` counts violations per source, event and kind")
     plans.add_argument("action", choices=["report"])

@@ -34,6 +34,7 @@ class Envelope:
     events: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     spooled: str | None = None
+    audit: list[dict[str, Any]] = field(default_factory=list)
 
 
 def dumps(value: Any) -> str:
@@ -102,7 +103,12 @@ def loads(body: str | bytes) -> Envelope:
         if not isinstance(spooled, str):
             raise PoisonMessage("spooled: expected an object key")
         return Envelope(spooled=spooled)
-    events, rejected = data.get("events", []), data.get("rejected", [])
-    if not isinstance(events, list) or not isinstance(rejected, list):
-        raise PoisonMessage("events and rejected must be arrays")
-    return Envelope(events=events, rejected=rejected)
+    events, rejected, audit = data.get("events", []), data.get("rejected", []), data.get("audit", [])
+    if not isinstance(events, list) or not isinstance(rejected, list) or not isinstance(audit, list):
+        raise PoisonMessage("events, rejected and audit must be arrays")
+    return Envelope(events=events, rejected=rejected, audit=audit)
+
+
+def audit_body(records: list[dict[str, Any]]) -> str:
+    """A message carrying serving-audit records (written to ``serving_audit`` by ingest)."""
+    return dumps({"v": VERSION, "audit": records})

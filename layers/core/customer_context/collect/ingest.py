@@ -147,6 +147,18 @@ class Rows:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+
+def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """A serving-audit record as a ``serving_audit`` row."""
+    return {
+        "audit_id": str(rec["audit_id"]), "at": parse_timestamp(str(rec["at"])), "consumer": str(rec["consumer"]),
+        "via": str(rec["via"]), "profile_id": rec.get("profile_id"), "identifier_type": str(rec["identifier_type"]),
+        "identifier_value": str(rec["identifier_value"]), "sections": json.dumps(rec.get("sections") or []),
+        "fields": json.dumps(rec.get("fields") or []), "snapshot_version": rec.get("snapshot_version"),
+        "status": int(rec["status"]),
+    }
 
 
 def rows_from_message(body: str, spool: BlobStore | None) -> Rows:
@@ -176,6 +188,11 @@ def rows_from_message(body: str, spool: BlobStore | None) -> Rows:
         if not isinstance(rec, dict):
             raise PoisonMessage("rejected: expected objects")
         rows.rejected.append(rejection_row(rec))
+    for rec in env.audit:
+        try:
+            rows.audit.append(audit_row(rec))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PoisonMessage(f"audit: malformed record ({exc})") from None
     return rows
 
 
@@ -188,7 +205,7 @@ def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[st
     import pyarrow as pa
 
     written: dict[str, int] = {}
-    for name, items in (("events", rows.events), ("rejected_events", rows.rejected)):
+    for name, items in (("events", rows.events), ("rejected_events", rows.rejected), ("serving_audit", rows.audit)):
         if not items:
             continue
         data = pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))
@@ -210,6 +227,7 @@ class IngestBatch:
         rows = rows_from_message(body, self.spool)
         self.rows.events.extend(rows.events)
         self.rows.rejected.extend(rows.rejected)
+        self.rows.audit.extend(rows.audit)
         self.messages += 1
 
     def commit(self, lakehouse: Any) -> dict[str, int]:

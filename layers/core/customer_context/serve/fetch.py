@@ -155,7 +155,8 @@ class ContextService:
     """
 
     def __init__(self, store: Any, spec: ContextSpec, options: ServeOptions | None = None,
-                 clock: Callable[[], datetime] | None = None, pii: Any | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, pii: Any | None = None,
+                 audit: Any | None = None) -> None:
         self.store = store
         self.spec = spec
         self.catalog = catalog(spec)
@@ -166,6 +167,7 @@ class ContextService:
         self._hashed_types = {t for t, rule in spec.identifiers.types.items()
                               if pii and any(p in pii.hashed_paths for p in rule.from_events)}
         self._pii = pii
+        self.audit = audit
 
     # -- resolution ------------------------------------------------------------------------------
     def _identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
@@ -287,7 +289,7 @@ class ContextService:
     # -- entry points ------------------------------------------------------------------------------
     def fetch(self, id_type: str, id_value: str, consumer: Consumer, *, fields: str | Sequence[str] | None = None,
               sections: str | Sequence[str] | None = None, fmt: str = "json", max_tokens: int | None = None,
-              if_none_match: str | None = None) -> FetchResult:
+              if_none_match: str | None = None, via: str = "fetch") -> FetchResult:
         """One customer's context.
 
         Raises:
@@ -310,18 +312,38 @@ class ContextService:
         tail = self._tail(pid if snapshot else None, identifier, snapshot.get("data_as_of") if snapshot else None) \
             if want_tail else None
         if snapshot is None and not tail:
+            self._audit(consumer, via, identifier, None, None, None, 404)
             raise self._not_found(*identifier)
         etag = self._etag(snapshot, pid if snapshot else None, selection, consumer, tail,
                           f"{fmt}:{budget if fmt == 'text' else ''}")
         headers = {"ETag": etag, "Cache-Control": f"private, max-age={self.options.cache_max_age}"}
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+            self._audit(consumer, via, identifier, pid if snapshot else None, None, snapshot, 304)
             return FetchResult(304, None, etag, headers)
         body = self.assemble(snapshot, pid if snapshot else None, identifier, consumer, selection, tail)
+        self._audit(consumer, via, identifier, body["profile_id"], body["context"], snapshot, 200)
         if fmt == "json":
             return FetchResult(200, body, etag, headers)
         text, omitted, used = self.render(body, budget)
         headers.update({"X-Context-Tokens": str(used), "X-Context-Omitted": str(len(omitted))})
         return FetchResult(200, text, etag, headers)
+
+    def _audit(self, consumer: Consumer, via: str, identifier: tuple[str, str], pid: str | None,
+               context: dict[str, Any] | None, snapshot: dict[str, Any] | None, status: int) -> None:
+        """Record what was served: section names and field paths, never values."""
+        if self.audit is None:
+            return
+        sections, fields = [], []
+        for section, data in (context or {}).items():
+            cat_fields = {f.path for f in self.catalog.fields_of(section)}
+            if isinstance(data, dict) and cat_fields and set(f"{section}.{k}" for k in data) < cat_fields:
+                fields += [f"{section}.{k}" for k in data]
+            else:
+                sections.append(section)
+        version = snapshot.get("version") if snapshot else None
+        self.audit.record(consumer=consumer.name, via=via, identifier=identifier, profile_id=pid, sections=sections,
+                          fields=fields, snapshot_version=int(version) if version is not None else None,
+                          status=status)
 
     def render(self, body: dict[str, Any], max_tokens: int) -> tuple[str, list[str], int]:
         """Prompt text of a JSON body under ``max_tokens``."""
@@ -362,8 +384,10 @@ class ContextService:
             tail = self._tail(pid if snapshot else None, identifier,
                               snapshot.get("data_as_of") if snapshot else None) if want_tail else None
             if snapshot is None and not tail:
+                self._audit(consumer, "batch", identifier, None, None, None, 404)
                 results.append({"identifier": {"type": identifier[0], "value": identifier[1]}, "found": False})
                 continue
             body = self.assemble(snapshot, pid if snapshot else None, identifier, consumer, selection, tail)
+            self._audit(consumer, "batch", identifier, body["profile_id"], body["context"], snapshot, 200)
             results.append({"found": True, **body})
         return {"results": results, "found": sum(1 for r in results if r["found"]), "requested": len(results)}

@@ -150,7 +150,8 @@ def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service:
                 raise InvalidRequest(f"arguments.{required}: required, a string")
         result = service.fetch(arguments["identifier_type"], arguments["identifier_value"], consumer,
                                fields=arguments.get("fields"), sections=arguments.get("sections"),
-                               fmt=arguments.get("format", "text"), max_tokens=arguments.get("max_tokens"))
+                               fmt=arguments.get("format", "text"), max_tokens=arguments.get("max_tokens"),
+                               via=f"tool:{CONTEXT_TOOL}")
         return result.body
     if name.startswith(QUERY_PREFIX) and name[len(QUERY_PREFIX):] in _named_queries(service.spec):
         query = name[len(QUERY_PREFIX):]

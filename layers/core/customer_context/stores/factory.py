@@ -104,7 +104,15 @@ def context_service() -> Any:
     settings = get_settings()
     return ContextService(context_store(), load_spec(), ServeOptions(
         stale_after_seconds=settings.stale_after_seconds, cache_max_age=settings.cache_max_age_seconds,
-        default_max_tokens=settings.default_max_tokens), pii=pii_policy())
+        default_max_tokens=settings.default_max_tokens), pii=pii_policy(), audit=audit_log())
+
+
+@lru_cache(maxsize=1)
+def audit_log() -> Any:
+    """The serving audit buffer (sent to the events queue; in memory only without one)."""
+    from customer_context.serve.audit import AuditLog
+
+    return AuditLog(event_queue() if get_settings().queue_url else None)
 
 
 @lru_cache(maxsize=1)
@@ -150,5 +158,5 @@ def reset() -> None:
     from customer_context.spec import load_spec
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
-                   load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy):
+                   load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log):
         cached.cache_clear()

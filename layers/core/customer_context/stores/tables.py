@@ -158,6 +158,20 @@ def record_table_def(name: str, columns: dict[str, str], primary_key: list[str],
     return TableDef(name, schema, PartitionSpec(), description)
 
 
+SERVING_AUDIT_SCHEMA = Schema(
+    _s(1, "audit_id", "Unique id of the record", True),
+    _t(2, "at", "When the context was served", True),
+    _s(3, "consumer", "Consumer whose key read it", True),
+    _s(4, "via", "fetch | batch | tool:<name> (MCP) | query:<name>", True),
+    _s(5, "profile_id", "Profile served (null: known from live events only, or not found)"),
+    _s(6, "identifier_type", "Identifier the caller used", True),
+    _s(7, "identifier_value", "Its value, as looked up (hashed when the PII policy hashes that type)", True),
+    _s(8, "sections", "Whole sections returned, as a JSON array (names only, never values)"),
+    _s(9, "fields", "Single fields returned, as a JSON array (paths only, never values)"),
+    NestedField(10, "snapshot_version", LongType(), required=False, doc="Version of the snapshot served"),
+    NestedField(11, "status", LongType(), required=True, doc="HTTP status of the answer"),
+)
+
 TABLES: dict[str, TableDef] = {
     "events": TableDef("events", EVENTS_SCHEMA, _by_day(EVENTS_SCHEMA, "received_at"),
                        "Accepted tracking events, one row per event (deduplicate by message_id)."),
@@ -173,6 +187,8 @@ TABLES: dict[str, TableDef] = {
                               "Latest landed version and hash per profile (rewritten by each build)."),
     "score_models": TableDef("score_models", SCORE_MODELS_SCHEMA, PartitionSpec(),
                              "Every fit of the BG/NBD and Gamma-Gamma parameters."),
+    "serving_audit": TableDef("serving_audit", SERVING_AUDIT_SCHEMA, _by_day(SERVING_AUDIT_SCHEMA, "at"),
+                              "Who was served what about which customer, and when (never the values)"),
     "rejected_records": TableDef("rejected_records", REJECTED_RECORDS_SCHEMA,
                                  _by_day(REJECTED_RECORDS_SCHEMA, "received_at"),
                                  "Record rows rejected on load, with row number and reason."),

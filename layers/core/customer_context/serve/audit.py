@@ -1,0 +1,105 @@
+"""The serving audit: who was served what about which customer, and when — never the values.
+
+Every fetch, batch lookup, tool call and named query adds a record (consumer, via, profile,
+identifier used, sections and field paths returned, snapshot version, status). Records are
+buffered in the container and sent to the events queue in one message per batch by a background
+thread, off the response's critical path; ingest writes them to the ``serving_audit`` Iceberg table
+(one commit per batch, like events). A container keeps at most ``flush_seconds`` of records in
+memory; each invocation first flushes what an earlier one left, so only a container reclaimed
+within that window can lose its last records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from customer_context.observability import logger
+
+MAX_RECORDS_PER_MESSAGE = 200
+
+
+class AuditLog:
+    """Buffers audit records and sends them to the queue in batches.
+
+    Args:
+        queue: The events queue (``send(bodies)``); ``None`` keeps records in memory only (tests).
+        flush_seconds: How long a record may wait in the buffer.
+    """
+
+    def __init__(self, queue: Any | None, flush_seconds: float = 0.5) -> None:
+        self.queue = queue
+        self.flush_seconds = flush_seconds
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def record(self, *, consumer: str, via: str, identifier: tuple[str, str], profile_id: str | None,
+               sections: list[str] | tuple[str, ...] = (), fields: list[str] | tuple[str, ...] = (),
+               snapshot_version: int | None = None, status: int = 200) -> None:
+        """Add one record (cheap: no I/O here)."""
+        rec = {"audit_id": str(uuid.uuid4()), "at": datetime.now(UTC).isoformat(), "consumer": consumer,
+               "via": via, "profile_id": profile_id, "identifier_type": identifier[0],
+               "identifier_value": identifier[1], "sections": list(sections), "fields": list(fields),
+               "snapshot_version": snapshot_version, "status": status}
+        with self._lock:
+            self._buffer.append(rec)
+        self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="audit-flush", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - kept for the next flush; never breaks serving
+                logger.exception("serving audit flush failed; records kept for the next attempt")
+
+    def flush(self) -> int:
+        """Send what is buffered now; returns how many records were sent."""
+        with self._lock:
+            records, self._buffer = self._buffer, []
+        if not records:
+            return 0
+        if self.queue is None:
+            with self._lock:
+                self._buffer[:0] = records
+            return 0
+        from customer_context.collect.envelope import audit_body
+
+        try:
+            bodies = [audit_body(records[i:i + MAX_RECORDS_PER_MESSAGE])
+                      for i in range(0, len(records), MAX_RECORDS_PER_MESSAGE)]
+            self.queue.send(bodies)
+        except Exception:
+            with self._lock:
+                self._buffer[:0] = records
+            raise
+        self.sent += len(records)
+        return len(records)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Records not sent yet (tests)."""
+        with self._lock:
+            return list(self._buffer)
+
+    def wait_flushed(self, timeout: float = 10.0) -> bool:
+        """Block until the buffer is empty (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._buffer:
+                    return True
+            time.sleep(0.02)
+        return False
