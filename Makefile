@@ -52,7 +52,7 @@ bench: $(STAMP)
 
 openapi: $(STAMP)
 	mkdir -p docs/openapi
-	for f in collect fetch_context query_context; do $(BIN)/customer-context openapi $$f > docs/openapi/$$f.json; done
+	for f in collect fetch_context query_context regulate; do $(BIN)/customer-context openapi $$f > docs/openapi/$$f.json; done
 
 # The SAM CLI lives in its own virtualenv: its exact pins (boto3, click, pydantic) would
 # otherwise downgrade the project's own dependencies.

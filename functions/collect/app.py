@@ -51,9 +51,12 @@ def _collect(endpoint: str):  # type: ignore[no-untyped-def]
         recent=factory.recent_tail(),
         plans=factory.tracking_plans(),
         pii=factory.pii_policy(),
+        suppressions=factory.suppressions(),
     )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(result.rejections))
+    if result.suppressed:
+        metrics.add_metric(name="EventsSuppressed", unit=MetricUnit.Count, value=result.suppressed)
     if result.plan_violations:
         metrics.add_metric(name="TrackingPlanViolations", unit=MetricUnit.Count, value=result.plan_violations)
     logger.info("collected", extra={"source_id": result.source_id, "accepted": result.accepted,

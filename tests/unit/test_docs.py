@@ -38,7 +38,7 @@ def test_every_template_parameter_is_documented() -> None:
     assert not missing, f"README lacks template parameters: {missing}"
 
 
-@pytest.mark.parametrize("function", ["collect", "fetch_context", "query_context"])
+@pytest.mark.parametrize("function", ["collect", "fetch_context", "query_context", "regulate"])
 def test_openapi_documents_are_current(function: str) -> None:
     import json
 

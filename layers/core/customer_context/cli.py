@@ -282,12 +282,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
         queries = [q for v in args.queries or ["*"] for q in v.split(",") if q]
-        if not sections and not fields:
-            print("error: give --sections and/or --fields (use --sections '*' for everything)", file=sys.stderr)
+        if not sections and not fields and not args.admin:
+            print("error: give --sections and/or --fields (use --sections '*' for everything), or --admin",
+                  file=sys.stderr)
             return 2
         validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
         key = new_key()
-        item = consumer_item(args.consumer, sections, fields, queries)
+        item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin)
         if data_dir is not None:
             save_consumer(data_dir, hash_key(key), item)
         if store is not None:
@@ -399,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--fields", action="append",
                       help="create: single fields it may read (traits.orders_90d, …), comma-separated; repeatable")
     keys.add_argument("--queries", action="append", help="create: named queries it may run (default '*': all)")
+    keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
     keys.add_argument("--key", help="revoke: the key")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")
     keys.add_argument("--table", help="DynamoDB context table on AWS (default: the local stack / config file)")
@@ -412,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(func=cmd_fit_scores)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document of an HTTP function")
-    openapi.add_argument("function", choices=["collect", "fetch_context", "query_context"], help="the function")
+    openapi.add_argument("function", choices=["collect", "fetch_context", "query_context", "regulate"],
+                         help="the function")
     openapi.set_defaults(func=cmd_openapi)
     return parser
 

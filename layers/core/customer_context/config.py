@@ -110,6 +110,12 @@ class Settings(BaseModel):
         "rule hashes. On AWS set it from a secret; changing it breaks joins with earlier hashes.",
     )
 
+    regulate_function_name: str = Field(
+        default="",
+        description="Function that runs deletion jobs (invoked asynchronously by the regulation API); "
+        "empty: run them in a thread of the same process (local stack).",
+    )
+
     # --- serve ---
     recent_events_ttl_seconds: int = Field(
         default=2 * 86400,

@@ -83,6 +83,7 @@ class CollectResult:
     recent: int = 0
     flagged: int = 0
     plan_violations: int = 0
+    suppressed: int = 0
 
     def to_body(self) -> dict[str, Any]:
         """The 200 response body: SDKs only look at the status; people read the rest."""
@@ -250,6 +251,7 @@ def collect(
     recent: Any | None = None,
     plans: Any | None = None,
     pii: Any | None = None,
+    suppressions: Any | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 
@@ -267,6 +269,8 @@ def collect(
             a violation rejects the event with the schema error, or flags it in ``context.violationErrors``.
         pii: The PII policy (:class:`customer_context.collect.pii.PiiPolicy`), applied to every event,
             accepted or rejected, before it is queued.
+        suppressions: Suppressed identifiers (:class:`customer_context.govern.suppression.Suppressions`):
+            their events are acknowledged like the others and dropped before queueing.
 
     Returns:
         Counts and per-event rejections (a single call's rejection raises instead).
@@ -356,6 +360,12 @@ def collect(
         accepted.append(envelope.dumps(item))
         accepted_items.append(item)
     result.accepted = len(accepted)
+    if suppressions is not None and accepted_items:
+        kept = suppressions.keep(accepted_items)
+        if len(kept) != len(accepted_items):
+            result.suppressed = len(accepted_items) - len(kept)
+            accepted_items = kept
+            accepted = [envelope.dumps(i) for i in kept]
 
     bodies, oversized = envelope.pack(accepted, rejected, limits.max_message_bytes)
     for kind, item in oversized:

@@ -43,6 +43,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/mcp", "fetch_context"),
     Route("GET", "/docs/context", "fetch_context"),
     Route("POST", "/v1/context/{identifier_type}/{identifier_value}/queries/{name}", "query_context"),
+    Route("POST", "/v1/regulations", "regulate"),
+    Route("GET", "/v1/regulations/{regulation_id}", "regulate"),
 )
 
 

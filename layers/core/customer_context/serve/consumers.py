@@ -45,6 +45,7 @@ class Consumer:
     sections: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()
     queries: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
+    admin: bool = False
 
     @property
     def everything(self) -> bool:
@@ -75,14 +76,15 @@ class Consumer:
     def from_item(cls, item: dict[str, Any]) -> Consumer:
         """From a stored consumer item."""
         return cls(name=str(item["name"]), sections=frozenset(item.get("sections") or ()),
-                   fields=frozenset(item.get("fields") or ()), queries=frozenset(item.get("queries") or ("*",)))
+                   fields=frozenset(item.get("fields") or ()), queries=frozenset(item.get("queries") or ("*",)),
+                   admin=bool(item.get("admin", False)))
 
 
 def consumer_item(name: str, sections: Iterable[str], fields: Iterable[str],
-                  queries: Iterable[str] = ("*",)) -> dict[str, Any]:
-    """The attributes stored for a consumer key."""
+                  queries: Iterable[str] = ("*",), admin: bool = False) -> dict[str, Any]:
+    """The attributes stored for a consumer key (``admin``: may file regulations, reads nothing more)."""
     return {"name": name, "sections": sorted(set(sections)), "fields": sorted(set(fields)),
-            "queries": sorted(set(queries)), "created_at": datetime.now(UTC).isoformat()}
+            "queries": sorted(set(queries)), "admin": admin, "created_at": datetime.now(UTC).isoformat()}
 
 
 def validate_scope(sections: Iterable[str], fields: Iterable[str], known_sections: Iterable[str],

@@ -9,6 +9,9 @@ Item layout in one table (``pk``, ``sk`` strings):
 * recent event: ``pk = recent#p#<profile_id>`` (or ``recent#id#<type>#<value>`` while the
   identifier belongs to no profile yet), ``sk = <receivedAt>#<messageId>`` — ``event`` (compact
   JSON), ``expires_at`` (TTL); written by collect, read by fetch for what is newer than the snapshot;
+* suppression: ``pk = suppressed#<sha256 of type and value>``, ``sk = suppressed`` — ``regulation_id``;
+  collect drops events carrying a suppressed identifier;
+* regulation: ``pk = regulation#<id>``, ``sk = regulation`` — ``doc`` (JSON: type, status, counts …);
 * consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
   ``fields``, ``created_at``; the key itself is never stored.
 
@@ -25,6 +28,22 @@ from typing import Any, Protocol
 SNAPSHOT_SK = "snapshot"
 ALIAS_SK = "alias"
 CONSUMER_SK = "consumer"
+SUPPRESSED_SK = "suppressed"
+REGULATION_SK = "regulation"
+
+
+def suppression_key(id_type: str, id_value: str) -> dict[str, str]:
+    """Primary key of a suppressed identifier's item: a SHA-256 of it, so a forgotten customer's
+    identifiers are not kept in the clear."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{id_type}\x00{id_value}".encode()).hexdigest()
+    return {"pk": f"suppressed#{digest}", "sk": SUPPRESSED_SK}
+
+
+def regulation_key(regulation_id: str) -> dict[str, str]:
+    """Primary key of a regulation's item."""
+    return {"pk": f"regulation#{regulation_id}", "sk": REGULATION_SK}
 
 
 def snapshot_key(profile_id: str) -> dict[str, str]:
@@ -130,6 +149,21 @@ class ContextStore(Protocol):
 
     def delete_consumer(self, key_hash: str) -> None:
         """Revoke a consumer key."""
+
+    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
+        """Mark identifiers suppressed; returns how many."""
+
+    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the identifiers are suppressed (one BatchGetItem per 100)."""
+
+    def put_regulation(self, regulation: dict[str, Any]) -> None:
+        """Store (or update) a regulation."""
+
+    def get_regulation(self, regulation_id: str) -> dict[str, Any] | None:
+        """A regulation, or ``None``."""
+
+    def delete_customer(self, profile_ids: Iterable[str], identifiers: Iterable[tuple[str, str]]) -> int:
+        """Delete the profiles' snapshots, the identifiers' aliases and every live-tail item of both."""
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -250,6 +284,48 @@ class DynamoContextStore:
         """DeleteItem."""
         self.table.delete_item(Key=consumer_key(key_hash))
 
+    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
+        """BatchWriteItem puts."""
+        return self._write(puts=({**suppression_key(t, v), "regulation_id": regulation_id} for t, v in identifiers))
+
+    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """BatchGetItem on the suppression keys."""
+        by_key = {suppression_key(t, v)["pk"]: (t, v) for t, v in identifiers}
+        return {by_key[item["pk"]] for item in self._batch_get([{"pk": k, "sk": SUPPRESSED_SK} for k in by_key])}
+
+    def put_regulation(self, regulation: dict[str, Any]) -> None:
+        """PutItem."""
+        import json
+
+        self.table.put_item(Item={**regulation_key(regulation["id"]), "doc": json.dumps(regulation)})
+
+    def get_regulation(self, regulation_id: str) -> dict[str, Any] | None:
+        """GetItem."""
+        import json
+
+        item = self.table.get_item(Key=regulation_key(regulation_id)).get("Item")
+        return json.loads(item["doc"]) if item else None
+
+    def _tail_keys(self, pk: str) -> list[dict[str, str]]:
+        from boto3.dynamodb.conditions import Key
+
+        keys: list[dict[str, str]] = []
+        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk), "ProjectionExpression": "pk, sk"}
+        while True:
+            answer = self.table.query(**kwargs)
+            keys += [{"pk": i["pk"], "sk": i["sk"]} for i in answer.get("Items", [])]
+            if "LastEvaluatedKey" not in answer:
+                return keys
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    def delete_customer(self, profile_ids: Iterable[str], identifiers: Iterable[tuple[str, str]]) -> int:
+        """BatchWriteItem deletes (live-tail keys found with a Query per partition)."""
+        pids, ids = list(profile_ids), list(identifiers)
+        keys = [snapshot_key(p) for p in pids] + [alias_key(t, v) for t, v in ids]
+        for pk in [recent_pk(p) for p in pids] + [recent_pk(identifier=i) for i in ids]:
+            keys += self._tail_keys(pk)
+        return self._write(deletes=keys)
+
 
 class MemoryContextStore:
     """In-memory store for unit tests; counts every item written or deleted."""
@@ -353,3 +429,41 @@ class MemoryContextStore:
     def delete_consumer(self, key_hash: str) -> None:
         """Drop the item."""
         self.items.pop(self._key(consumer_key(key_hash)), None)
+
+    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
+        """Keep the items."""
+        n = 0
+        for t, v in identifiers:
+            key = suppression_key(t, v)
+            self.items[self._key(key)] = {**key, "regulation_id": regulation_id}
+            n += 1
+        return n
+
+    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The suppressed ones."""
+        return {(t, v) for t, v in identifiers if self._key(suppression_key(t, v)) in self.items}
+
+    def put_regulation(self, regulation: dict[str, Any]) -> None:
+        """Keep a copy."""
+        import json
+
+        self.items[self._key(regulation_key(regulation["id"]))] = {**regulation_key(regulation["id"]),
+                                                                   "doc": json.dumps(regulation)}
+
+    def get_regulation(self, regulation_id: str) -> dict[str, Any] | None:
+        """A copy, or None."""
+        import json
+
+        item = self.items.get(self._key(regulation_key(regulation_id)))
+        return json.loads(item["doc"]) if item else None
+
+    def delete_customer(self, profile_ids: Iterable[str], identifiers: Iterable[tuple[str, str]]) -> int:
+        """Drop the items."""
+        pids, ids = list(profile_ids), list(identifiers)
+        doomed = {self._key(snapshot_key(p)) for p in pids} | {self._key(alias_key(t, v)) for t, v in ids}
+        tails = {recent_pk(p) for p in pids} | {recent_pk(identifier=i) for i in ids}
+        doomed |= {k for k in self.items if k[0] in tails}
+        existing = doomed & set(self.items)
+        for key in existing:
+            del self.items[key]
+        return len(existing)

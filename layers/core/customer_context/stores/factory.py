@@ -145,6 +145,38 @@ def pii_policy() -> Any:
     return PiiPolicy(load_spec(), get_settings().pii_hash_key)
 
 
+@lru_cache(maxsize=1)
+def suppressions() -> Any:
+    """Suppressed identifiers, checked by collect (``None`` without a context table)."""
+    from customer_context.govern.suppression import Suppressions
+    from customer_context.spec import load_spec
+
+    return Suppressions(context_store(), load_spec()) if get_settings().context_table else None
+
+
+def start_regulation_job(regulation_id: str) -> str:
+    """Start a deletion job asynchronously: a Lambda ``Event`` invocation on AWS, a thread locally.
+
+    Returns:
+        Where it runs (``lambda:<name>`` or ``thread``).
+    """
+    name = get_settings().regulate_function_name
+    if name:
+        import json
+
+        boto_client("lambda").invoke(FunctionName=name, InvocationType="Event",
+                                     Payload=json.dumps({"regulation_id": regulation_id}).encode())
+        return f"lambda:{name}"
+    import threading
+
+    from customer_context.govern.regulations import run_job
+    from customer_context.spec import load_spec
+
+    threading.Thread(target=run_job, args=(lakehouse(), context_store(), load_spec(), regulation_id),
+                     name=f"regulation-{regulation_id}", daemon=True).start()
+    return "thread"
+
+
 @lru_cache(maxsize=8)
 def blobs(bucket: str) -> Any:
     """Objects of one S3 bucket."""
@@ -158,5 +190,6 @@ def reset() -> None:
     from customer_context.spec import load_spec
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
-                   load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log):
+                   load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log,
+                   suppressions):
         cached.cache_clear()

@@ -1,0 +1,94 @@
+"""regulate: suppress or delete a customer everywhere (API Gateway → Lambda; the deletion job is the
+same function invoked asynchronously with ``{"regulation_id": …}``).
+
+Glue only: the domain is ``customer_context.govern.regulations``. The HTTP part needs an admin
+consumer key (``customer-context keys create --admin``); the job loads the lakehouse (analytics
+layer) when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
+from customer_context.errors import Forbidden, InvalidRequest, NotFound
+from customer_context.observability import logger, metrics
+from customer_context.stores import factory
+
+app = consumer_api("customer-context regulation API",
+                   "Suppress a customer's future events, or delete them everywhere (RudderStack-style regulations)")
+
+_ERRORS = {400: {"description": "Malformed request (the field and the reason)"},
+           401: {"description": "No consumer key, or an unknown one"},
+           403: {"description": "The key is not an admin key"}}
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    consumer = app.context["consumer"]
+    if not consumer.admin:
+        raise Forbidden(f"consumer {consumer.name!r} is not an admin: regulations need a key made with "
+                        "`customer-context keys create --admin`")
+    return consumer
+
+
+@app.post(
+    "/v1/regulations",
+    summary="File a regulation: suppress, or suppress_with_delete",
+    description="Body: `{\"regulationType\": \"suppress\" | \"suppress_with_delete\", \"users\": [{\"userId\": …, "
+    "\"email\": …, \"phone\": …, \"anonymousId\": …}]}` (RudderStack's shape; custom identifier types by name). "
+    "The identifiers are expanded to the whole stitched customer and suppressed at once: collect accepts and drops "
+    "their future events. `suppress_with_delete` then starts the deletion job: 202 with the regulation, whose "
+    "status moves pending → running → done | failed (GET it).",
+    responses={202: {"description": "The regulation, as filed"}, **_ERRORS},
+    tags=["governance"],
+)
+def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as response models
+    from customer_context.govern.regulations import new_regulation, parse_request, suppress
+
+    consumer = _admin()
+    try:
+        body = json.loads(raw_body(app.current_event.raw_event) or b"null")
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"body: invalid JSON: {exc}") from None
+    service = factory.context_service()
+    kind, identifiers = parse_request(body, service.spec)
+    store = factory.context_store()
+    regulation = suppress(store, service, new_regulation(store, kind, identifiers, consumer.name))
+    if kind == "suppress_with_delete":
+        regulation["job"] = factory.start_regulation_job(regulation["id"])
+    logger.info("regulation filed", extra={"regulation_id": regulation["id"], "type": kind,
+                                          "profiles": len(regulation.get("profiles", []))})
+    return json_response(202, regulation, {"Location": f"/v1/regulations/{regulation['id']}"})
+
+
+@app.get(
+    "/v1/regulations/<regulation_id>",
+    summary="A regulation's status, with counts per table once done",
+    responses={200: {"description": "The regulation"}, 404: {"description": "No such regulation"}, **_ERRORS},
+    tags=["governance"],
+)
+def get_regulation(  # noqa: ANN201 - Powertools reads return annotations as response models
+    regulation_id: Annotated[str, Path(description="The id POST returned")],
+):
+    _admin()
+    regulation = factory.context_store().get_regulation(regulation_id)
+    if regulation is None:
+        raise NotFound(f"no regulation {regulation_id!r}")
+    return json_response(200, regulation)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """API Gateway HTTP API (payload 2.0) requests, or ``{"regulation_id": …}`` to run a deletion job."""
+    if "regulation_id" in event and "requestContext" not in event:
+        from customer_context.govern.regulations import run_job
+        from customer_context.spec import load_spec
+
+        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]))
+    refused = authenticate_consumer(app, event)
+    return refused if refused is not None else app.resolve(event, context)

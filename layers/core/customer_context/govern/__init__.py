@@ -1,0 +1,1 @@
+"""Governance: regulations (suppression, deletion everywhere)."""

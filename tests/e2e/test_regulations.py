@@ -1,0 +1,120 @@
+"""Regulations end to end: suppress_with_delete removes a customer from every copy; later events are dropped."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from customer_context.serve.consumers import consumer_item, hash_key
+from customer_context.stores import factory
+
+pytestmark = pytest.mark.e2e
+
+GONE = {"user_id": "gone-user", "anonymous_id": "gone-device", "email": "gone.person@example.com"}
+NEEDLES = [v.encode() for v in GONE.values()] + [b"C-GONE"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from customer_context.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("regulate"), write_keys={"wk": "web"}, batch_window=0.2) as running:
+        yield running
+
+
+def _send(stack: Any, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    answer = requests.post(f"{stack.url}/v1/batch", json={"batch": batch}, auth=("wk", ""), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_for_ingest(60)
+    return answer.json()
+
+
+def _files_mentioning(root: Path) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix != ".key" and path.name not in ("config.toml", "consumer.key"):
+            data = path.read_bytes()
+            hits += [f"{path.relative_to(root)}: {n.decode()}" for n in NEEDLES if n in data]
+    return hits
+
+
+def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> None:
+    store = factory.context_store()
+    store.put_consumer(hash_key("ck_admin"), consumer_item("dpo", [], [], admin=True))
+    auth = {"authorization": f"Bearer {stack.consumer_key}"}
+    # Given a customer known through events, a rejected event, a CRM row, two builds, a fetch and live events
+    _send(stack, [
+        {"type": "identify", "anonymousId": GONE["anonymous_id"], "userId": GONE["user_id"],
+         "traits": {"email": GONE["email"]}},
+        {"type": "track", "userId": GONE["user_id"], "event": "Order Completed", "properties": {"revenue": 40}},
+        {"type": "page", "anonymousId": GONE["anonymous_id"], "name": "Pricing"},
+        {"type": "alias", "userId": GONE["user_id"]},  # rejected: no previousId; its raw text names the user
+        {"type": "identify", "userId": "stays", "traits": {"email": "stays@example.com"}},
+        {"type": "track", "userId": "stays", "event": "Order Completed", "properties": {"revenue": 5}},
+    ])
+    stack.load_records("crm_contacts", "crm.csv", (
+        "contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
+        f"C-GONE,{GONE['email']},Gone Person,vip,Tom,2026-11-01T00:00:00Z\n"
+        "C-STAY,stays@example.com,Stay,lead,Tom,2026-11-01T00:00:00Z\n").encode())
+    stack.build()
+    _send(stack, [{"type": "track", "userId": GONE["user_id"], "event": "Cart Viewed"}])
+    stack.build()
+    assert requests.get(f"{stack.url}/v1/context/email/{GONE['email']}", headers=auth, timeout=10).status_code == 200
+    assert factory.audit_log().wait_flushed(10) and stack.wait_for_ingest(60)
+    _send(stack, [{"type": "track", "anonymousId": GONE["anonymous_id"], "event": "Seen Again"}])  # live tail
+    warehouse = stack.data_dir / "warehouse"
+    assert _files_mentioning(warehouse), "the customer is in the lakehouse before the regulation"
+
+    # When an admin files suppress_with_delete naming only the email
+    filed = requests.post(f"{stack.url}/v1/regulations", headers={"authorization": "Bearer ck_admin"}, timeout=30,
+                          json={"regulationType": "suppress_with_delete", "users": [{"email": GONE["email"]}]})
+    assert filed.status_code == 202, filed.text
+    regulation_id = filed.json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        status = requests.get(f"{stack.url}/v1/regulations/{regulation_id}",
+                              headers={"authorization": "Bearer ck_admin"}, timeout=10).json()
+        if status["status"] in ("done", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # Then the job is done, with counts per table
+    assert status["status"] == "done", status
+    assert status["counts"]["events"] >= 4 and status["counts"]["crm_contacts"] == 1
+    assert status["counts"]["rejected_events"] == 1 and status["counts"]["context_snapshots"] >= 1
+    # And no file of the warehouse (current or historic data, manifests) mentions any of their identifiers
+    assert _files_mentioning(warehouse) == []
+    # And the DynamoDB table holds no item naming them (suppressions are kept as hashes)
+    items = factory.boto_client("dynamodb").scan(TableName="customer-context-local")["Items"]
+    text = json.dumps(items).encode()
+    assert not [n for n in NEEDLES if n in text]
+    assert requests.get(f"{stack.url}/v1/context/email/{GONE['email']}", headers=auth, timeout=10).status_code == 404
+    # And the other customer is untouched
+    assert requests.get(f"{stack.url}/v1/context/user_id/stays", headers=auth, timeout=10).status_code == 200
+
+    # When they send events again, under any of their identifiers
+    answer = _send(stack, [{"type": "track", "userId": GONE["user_id"], "event": "Back"},
+                           {"type": "page", "anonymousId": GONE["anonymous_id"], "name": "Home"},
+                           {"type": "track", "userId": "stays", "event": "Still Here"}])
+    # Then collect acknowledges all (SDKs must not retry) but keeps only the other customer's
+    assert answer["accepted"] == 3
+    events = factory.lakehouse().scan("events").to_pylist()
+    assert {e["event"] for e in events if e["user_id"] == "stays"} >= {"Still Here"}
+    assert not [e for e in events if e["user_id"] == GONE["user_id"] or e["anonymous_id"] == GONE["anonymous_id"]]
+
+
+def test_regulations_need_an_admin_key(stack: Any) -> None:
+    body = {"regulationType": "suppress", "users": [{"userId": "x"}]}
+    assert requests.post(f"{stack.url}/v1/regulations", json=body, timeout=10).status_code == 401
+    denied = requests.post(f"{stack.url}/v1/regulations", json=body, timeout=10,
+                           headers={"authorization": f"Bearer {stack.consumer_key}"})
+    assert denied.status_code == 403 and "admin" in denied.json()["message"]
+    store = factory.context_store()
+    store.put_consumer(hash_key("ck_admin2"), consumer_item("dpo2", [], [], admin=True))
+    bad = requests.post(f"{stack.url}/v1/regulations", json={"regulationType": "erase", "users": []}, timeout=10,
+                        headers={"authorization": "Bearer ck_admin2"})
+    assert bad.status_code == 400 and "regulationType" in bad.json()["message"]
