@@ -103,6 +103,19 @@ SELECT source_id, event, kind, action, count(*) AS violations FROM (
 """
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    """Compact, expire and clean every lakehouse table now."""
+    from customer_context.config import Settings
+    from customer_context.govern.maintain import maintain
+
+    settings = Settings.from_env()
+    report = maintain(_lakehouse(_data_dir(args)), min_files=args.min_files or settings.compact_min_files,
+                      retain_seconds=settings.snapshot_retention_seconds if args.retain is None else args.retain,
+                      progress=lambda line: print(f"  {line}", flush=True))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_plans(args: argparse.Namespace) -> int:
     """Tracking-plan violations per source, event and kind, from the lakehouse."""
     from customer_context.stores.sql import query
@@ -385,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--spec", help="context spec file")
     audit.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     audit.set_defaults(func=cmd_audit)
+
+    maintain = sub.add_parser("maintain", help="compact small files, expire old snapshots, remove orphan files")
+    maintain.add_argument("--min-files", type=int, help="compact partitions with at least this many files")
+    maintain.add_argument("--retain", type=int, help="seconds of snapshots and unreferenced files to keep")
+    maintain.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    maintain.set_defaults(func=cmd_maintain)
 
     plans = sub.add_parser("plans", help="tracking plans: `report` counts violations per source, event and kind")
     plans.add_argument("action", choices=["report"])

@@ -116,6 +116,15 @@ class Settings(BaseModel):
         "empty: run them in a thread of the same process (local stack).",
     )
 
+    compact_min_files: int = Field(
+        default=10, ge=2, description="maintain: a partition with at least this many data files is rewritten as one."
+    )
+    snapshot_retention_seconds: int = Field(
+        default=7 * 86400, ge=0,
+        description="maintain: snapshots older than this are expired, and unreferenced files older than this "
+        "are deleted (time travel reaches back this far).",
+    )
+
     # --- serve ---
     recent_events_ttl_seconds: int = Field(
         default=2 * 86400,

@@ -149,6 +149,20 @@ def _delete_rows(lakehouse: Any, name: str, expr: Any) -> int:
     return deleted
 
 
+def referenced_files(table: Any, live_only: bool = True) -> set[str]:
+    """Data files, manifests (their column bounds hold values too) and manifest lists of every snapshot
+    (``live_only``: not the entries that only record a file's removal)."""
+    paths: set[str] = set()
+    for snapshot in table.snapshots():
+        if snapshot.manifest_list:
+            paths.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            paths.add(manifest.manifest_path)
+            paths.update(entry.data_file.file_path
+                         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=live_only))
+    return paths
+
+
 def purge_history(lakehouse: Any, name: str) -> int:
     """Expire every snapshot but the current one and delete the data files only they referenced.
 
@@ -158,25 +172,12 @@ def purge_history(lakehouse: Any, name: str) -> int:
     current = table.current_snapshot()
     if current is None:
         return 0
-    def referenced(t: Any, live_only: bool) -> set[str]:
-        """Data files, manifests (their column bounds hold values too) and manifest lists of every snapshot
-        (``live_only``: not the entries that only record a file's removal)."""
-        paths: set[str] = set()
-        for snapshot in t.snapshots():
-            if snapshot.manifest_list:
-                paths.add(snapshot.manifest_list)
-            for manifest in snapshot.manifests(t.io):
-                paths.add(manifest.manifest_path)
-                paths.update(entry.data_file.file_path
-                             for entry in manifest.fetch_manifest_entry(t.io, discard_deleted=live_only))
-        return paths
-
-    before = referenced(table, live_only=False)
+    before = referenced_files(table, live_only=False)
     old = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current.snapshot_id]
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()
     table = lakehouse.table(name)
-    kept = referenced(table, live_only=True)
+    kept = referenced_files(table, live_only=True)
     removed = 0
     for path in sorted(before - kept):
         try:

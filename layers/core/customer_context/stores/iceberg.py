@@ -29,7 +29,11 @@ def _is_conflict(exc: Exception) -> bool:
 
     if isinstance(exc, CommitFailedException):
         return True
+    if type(exc).__name__ == "ValidationException" and "found matching the filter" in str(exc):
+        return True  # an overwrite met rows committed meanwhile in its range: read again and redo
     text = str(exc).lower()
+    if isinstance(exc, ValueError) and "older than last sequence number" in text:
+        return True  # our metadata went stale under a concurrent commit: reload and redo
     return type(exc).__name__ == "OperationalError" and ("locked" in text or "busy" in text)
 
 

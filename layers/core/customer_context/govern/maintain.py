@@ -1,0 +1,132 @@
+"""maintain: compaction of small files, snapshot expiry and orphan-file removal for every table.
+
+* **compaction** — ingest commits once per SQS batch, so partitions collect many small files. A
+  partition with at least ``min_files`` files is rewritten as one: its rows are read and written
+  back with an overwrite of that partition, in one commit that asserts the snapshot it read. If an
+  ingest commits to the table meanwhile, the commit fails, the partition is read again and the
+  rewrite retried — rows committed beside it are never lost, and row counts and content stay equal.
+* **snapshot expiry** — snapshots older than ``retain_seconds`` are expired (the current one never).
+* **orphan files** — files under the table's location that no snapshot references and that are
+  older than ``retain_seconds`` (so never an in-flight commit's) are deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+DAY_MS = 86_400_000
+
+
+def _partition_filter(table: Any, partition: dict[str, Any]) -> Any:
+    """A row filter selecting one partition (identity and day transforms)."""
+    from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, IsNull, LessThan
+    from pyiceberg.transforms import DayTransform, IdentityTransform
+
+    expr: Any = AlwaysTrue()
+    schema = table.schema()
+    for field in table.spec().fields:
+        source = schema.find_field(field.source_id).name
+        value = partition.get(field.name)
+        if value is None:
+            term: Any = IsNull(source)
+        elif isinstance(field.transform, DayTransform):
+            day = value if isinstance(value, date) else date(1970, 1, 1) + timedelta(days=int(value))
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            term = And(GreaterThanOrEqual(source, start.isoformat()),
+                       LessThan(source, (start + timedelta(days=1)).isoformat()))
+        elif isinstance(field.transform, IdentityTransform):
+            term = EqualTo(source, value)
+        else:
+            raise ValueError(f"{table.name()}: partition transform {field.transform} is not supported by compaction")
+        expr = And(expr, term)
+    return expr
+
+
+def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
+    """Rewrite each partition holding at least ``min_files`` data files as one; returns counts."""
+    table = lakehouse.table(name)
+    if table.current_snapshot() is None:
+        return {"partitions": 0, "files_before": 0, "files_after": 0}
+    files = table.inspect.files().to_pylist()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for f in files:
+        groups.setdefault(repr(sorted((f.get("partition") or {}).items())), []).append(f)
+    out = {"partitions": 0, "files_before": 0, "files_after": 0, "rows": 0}
+    for group in groups.values():
+        if len(group) < min_files:
+            continue
+        expr = _partition_filter(table, group[0].get("partition") or {})
+        rows: list[int] = []
+
+        def rewrite(t: Any, expr: Any = expr, rows: list[int] = rows) -> None:
+            data = t.scan(row_filter=expr).to_arrow()  # read at the snapshot this commit will assert
+            rows.append(data.num_rows)
+            t.overwrite(data, overwrite_filter=expr, snapshot_properties={"writer": "maintain:compact"})
+
+        lakehouse._commit(name, rewrite)
+        out["partitions"] += 1
+        out["files_before"] += len(group)
+        out["rows"] += rows[-1]
+    table = lakehouse.table(name)
+    out["files_after"] = len(table.inspect.files()) if out["partitions"] else 0
+    return out
+
+
+def expire_snapshots(lakehouse: Any, name: str, retain_seconds: int) -> int:
+    """Expire snapshots older than the retention (never the current one); returns how many."""
+    table = lakehouse.table(name)
+    current = table.current_snapshot()
+    if current is None:
+        return 0
+    cutoff = int((time.time() - retain_seconds) * 1000)
+    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id != current.snapshot_id]
+    if old:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    return len(old)
+
+
+def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
+    """Delete files under the table's data and metadata folders that no snapshot references and that
+    are older than the retention; returns how many."""
+    from pyarrow import fs
+
+    from customer_context.govern.regulations import referenced_files
+
+    table = lakehouse.table(name)
+    keep = referenced_files(table)
+    keep.add(table.metadata_location)
+    filesystem, root = fs.FileSystem.from_uri(table.location())
+    cutoff = time.time() - retain_seconds
+    removed = 0
+    scheme = table.location().split("://", 1)[0] + "://" if "://" in table.location() else ""
+    for folder in ("data", "metadata"):
+        try:
+            infos = filesystem.get_file_info(fs.FileSelector(f"{root}/{folder}", recursive=True))
+        except FileNotFoundError:
+            continue
+        for info in infos:
+            if info.type != fs.FileType.File or info.mtime is None or info.mtime.timestamp() > cutoff:
+                continue
+            uri = scheme + info.path if scheme else info.path
+            if uri in keep or info.path in keep or info.path.endswith(".metadata.json"):
+                continue  # metadata.json files are the catalog's history: left to the catalog
+            filesystem.delete_file(info.path)
+            removed += 1
+    return removed
+
+
+def maintain(lakehouse: Any, *, min_files: int = 10, retain_seconds: int = 7 * 86400,
+             progress: Callable[[str], None] | None = None) -> dict[str, dict[str, int]]:
+    """Compact, expire and clean every table; returns what was done per table."""
+    report: dict[str, dict[str, int]] = {}
+    for name in lakehouse.table_names():
+        done = compact(lakehouse, name, min_files)
+        done["snapshots_expired"] = expire_snapshots(lakehouse, name, retain_seconds)
+        done["orphans_removed"] = remove_orphans(lakehouse, name, retain_seconds)
+        report[name] = done
+        if progress:
+            progress(f"{name}: {done}")
+    return report

@@ -1,0 +1,98 @@
+"""maintain: compaction keeps every row (even with an ingest committing beside it), expiry and orphans."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from customer_context.govern.maintain import compact, expire_snapshots, maintain, remove_orphans
+
+from tests.helpers.lake import ev, write_events
+
+
+def _rows(lakehouse: Any) -> list[tuple[Any, ...]]:
+    data = lakehouse.scan("events", selected_fields=("message_id", "event", "user_id", "properties")).to_pylist()
+    return sorted((r["message_id"], r["event"], r["user_id"], r["properties"]) for r in data)
+
+
+def test_compaction_keeps_every_row_while_an_ingest_runs_beside_it(lakehouse: Any) -> None:
+    # Given a day partition of 200 small files (one per ingest commit)
+    for n in range(200):
+        write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed", properties={"n": n, "i": i})
+                                 for i in range(3)])
+    before_rows = _rows(lakehouse)
+    files_before = len(lakehouse.table("events").inspect.files())
+    assert files_before >= 200
+    # When compaction runs while another writer keeps committing to the same partition
+    added: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    from customer_context.config import Settings
+    from customer_context.stores.iceberg import Lakehouse
+
+    # the other writer is another process in production: its own catalog connection and table objects
+    other = Lakehouse.from_settings(Settings.from_env())
+
+    def ingest() -> None:
+        n = 0
+        while not stop.is_set() and n < 40:
+            batch = [ev("track", 1, userId=f"late{n}", event="Late", properties={"n": n})]
+            write_events(other, batch)
+            added.extend(batch)
+            n += 1
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        done = compact(lakehouse, "events", min_files=10)
+    finally:
+        stop.set()
+        writer.join()
+    # Then every row is still there exactly once — the old ones and those committed beside it
+    after = _rows(lakehouse)
+    assert len(after) == len(before_rows) + len(added)
+    assert set(before_rows) <= set(after)
+    assert {r[0] for r in after} >= {e["messageId"] for e in added}
+    # And the partition holds far fewer files
+    files_after = len(lakehouse.table("events").inspect.files())
+    assert done["partitions"] >= 1 and files_after < files_before / 4, (files_before, files_after, done)
+
+
+def test_expiry_and_orphan_removal_keep_the_current_data(lakehouse: Any, tmp_path: Any) -> None:
+    for n in range(12):
+        write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed")])
+    compact(lakehouse, "events", min_files=10)
+    rows = _rows(lakehouse)
+    table = lakehouse.table("events")
+    assert len(table.snapshots()) > 1
+    # A stray file in the data folder (e.g. from a writer that died before its commit)
+    stray = tmp_path / "data" / "warehouse" / "customer_context" / "events" / "data" / "stray.parquet"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"not referenced")
+    # With a retention in the future nothing is old enough: nothing is removed
+    assert remove_orphans(lakehouse, "events", retain_seconds=3600) == 0 and stray.exists()
+    # With no retention, old snapshots go, and so do the files nothing references any more
+    assert expire_snapshots(lakehouse, "events", retain_seconds=0) >= 1
+    removed = remove_orphans(lakehouse, "events", retain_seconds=0)
+    assert removed >= 12 and not stray.exists()
+    assert len(lakehouse.table("events").snapshots()) == 1
+    assert _rows(lakehouse) == rows
+    report = maintain(lakehouse, retain_seconds=0)
+    assert set(report) == set(lakehouse.table_names())
+
+
+def test_maintain_handler_with_the_schedule_sample(lakehouse: Any, monkeypatch: Any) -> None:
+    from customer_context.local import lambda_runtime
+
+    from tests.conftest import load_event
+
+    for n in range(3):
+        write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed")])
+    monkeypatch.setenv("CUSTOMER_CONTEXT_COMPACT_MIN_FILES", "2")
+    from customer_context.stores import factory
+
+    factory.reset()
+    result = lambda_runtime.invoke("maintain", load_event("maintain_schedule.json"))
+    assert result["tables"]["events"]["partitions"] == 1 and result["tables"]["events"]["files_after"] == 1
