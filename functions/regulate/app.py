@@ -81,6 +81,25 @@ def get_regulation(  # noqa: ANN201 - Powertools reads return annotations as res
     return json_response(200, regulation)
 
 
+@app.get(
+    "/v1/tracking-plans",
+    summary="The tracking plans of every source, with violations counted from the lakehouse",
+    description="Plans come from `tracking_plans` in context.yaml. `violations` counts, per source, event, kind "
+    "(unplanned_event, invalid_properties, invalid_traits) and action (rejected, flagged), what collect found — the "
+    "same report as `customer-context plans report`.",
+    responses={200: {"description": "Plans and violation counts"}, **_ERRORS},
+    tags=["governance"],
+)
+def get_tracking_plans():  # noqa: ANN201 - Powertools reads return annotations as response models
+    from customer_context.govern.plans_report import violations
+
+    _admin()
+    spec = factory.context_service().spec
+    plans = {source: plan.model_dump(mode="json", exclude_defaults=True)
+             for source, plan in spec.tracking_plans.items()}
+    return json_response(200, {"plans": plans, "violations": violations(factory.lakehouse())})
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

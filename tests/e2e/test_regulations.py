@@ -118,3 +118,14 @@ def test_regulations_need_an_admin_key(stack: Any) -> None:
     bad = requests.post(f"{stack.url}/v1/regulations", json={"regulationType": "erase", "users": []}, timeout=10,
                         headers={"authorization": "Bearer ck_admin2"})
     assert bad.status_code == 400 and "regulationType" in bad.json()["message"]
+
+
+def test_tracking_plans_endpoint_is_admin_only(stack: Any) -> None:
+    store = factory.context_store()
+    store.put_consumer(hash_key("ck_admin3"), consumer_item("dpo3", [], [], admin=True))
+    answer = requests.get(f"{stack.url}/v1/tracking-plans", headers={"authorization": "Bearer ck_admin3"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"plans": {}, "violations": []}  # the default spec plans nothing
+    denied = requests.get(f"{stack.url}/v1/tracking-plans", headers={"authorization": f"Bearer {stack.consumer_key}"},
+                          timeout=10)
+    assert denied.status_code == 403

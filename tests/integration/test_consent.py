@@ -96,6 +96,8 @@ def test_withdrawn_consent_also_holds_back_live_events_at_fetch(lakehouse: Any) 
     service = ContextService(store, spec)
     everything = Consumer("t", frozenset({"*"}))
     ann = service.fetch("user_id", "ann", everything, sections="recent_events").body
+    traits = service.fetch("user_id", "ann", everything, fields="traits.favourite_category").body
+    assert traits["context"] == {"traits": {"favourite_category": None}}  # type: ignore[index]
     bob = service.fetch("user_id", "bob", everything, sections="recent_events").body
     # Then ann, who withdrew consent, gets none of them; bob gets his
     assert ann["context"]["recent_events"] is None  # type: ignore[index]

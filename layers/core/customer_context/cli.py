@@ -88,19 +88,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-PLAN_REPORT_SQL = """
-SELECT source_id, event, kind, action, count(*) AS violations FROM (
-  SELECT source_id, coalesce(json_extract_string(raw, '$.event'), json_extract_string(raw, '$.type')) AS event,
-         CASE WHEN reason LIKE '%is not in the plan' THEN 'unplanned_event'
-              WHEN reason LIKE '%: identify: %' THEN 'invalid_traits' ELSE 'invalid_properties' END AS kind,
-         'rejected' AS action
-  FROM rejected_events_unique WHERE reason LIKE 'tracking plan %'
-  UNION ALL
-  SELECT source_id, coalesce(event, type) AS event, json_extract_string(v, '$.type') AS kind, 'flagged' AS action
-  FROM (SELECT source_id, event, type, unnest(json_extract(context, '$.violationErrors[*]')) AS v
-        FROM events_unique WHERE json_exists(context, '$.violationErrors'))
-) GROUP BY ALL ORDER BY violations DESC, source_id, event
-"""
+
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
@@ -118,19 +106,15 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 def cmd_plans(args: argparse.Namespace) -> int:
     """Tracking-plan violations per source, event and kind, from the lakehouse."""
-    from customer_context.stores.sql import query
+    from customer_context.govern.plans_report import violations
 
-    lakehouse = _lakehouse(_data_dir(args))
-    if "events" not in lakehouse.table_names():
-        print("no events yet")
-        return 0
-    sql = PLAN_REPORT_SQL
-    if "rejected_events" not in lakehouse.table_names():
-        sql = sql.replace("FROM rejected_events_unique WHERE", "FROM (SELECT NULL source_id, NULL raw, NULL reason) "
-                                                              "WHERE FALSE AND")
-    columns, rows = query(lakehouse, sql)
-    print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=1) if args.json
-          else format_table(columns, rows) if rows else "no tracking-plan violations")
+    rows = violations(_lakehouse(_data_dir(args)))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif rows:
+        print(format_table(list(rows[0]), [tuple(r.values()) for r in rows]))
+    else:
+        print("no tracking-plan violations")
     return 0
 
 

@@ -45,6 +45,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/context/{identifier_type}/{identifier_value}/queries/{name}", "query_context"),
     Route("POST", "/v1/regulations", "regulate"),
     Route("GET", "/v1/regulations/{regulation_id}", "regulate"),
+    Route("GET", "/v1/tracking-plans", "regulate"),
 )
 
 
