@@ -29,7 +29,7 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         # S3 notifications carry the key URL-encoded (spaces as +)
         bucket, key = record.s3.bucket.name, unquote_plus(record.s3.get_object.key)
         data = factory.blobs(bucket).get(key)
-        report = load_file(factory.lakehouse(), load_spec(), key, data)
+        report = load_file(factory.lakehouse(), load_spec(), key, data, pii=factory.pii_policy())
         metrics.add_metric(name="RecordsLoaded", unit=MetricUnit.Count, value=report.loaded)
         metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=report.rejected)
         logger.info("records loaded", extra=report.to_dict())

@@ -31,7 +31,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from customer_context.local.stack import LocalStack
 
     spec = tmp_path_factory.mktemp("spec") / "context.yaml"
-    spec.write_text(DEFAULT_SPEC.read_text() + POLICY)
+    text = DEFAULT_SPEC.read_text()
+    crm = "    identifiers:\n      crm_id: contact_id\n      email: email\n"
+    assert crm in text
+    spec.write_text(text.replace(crm, crm + "    pii: {email: hash, full_name: drop}\n", 1) + POLICY)
     with LocalStack(tmp_path_factory.mktemp("pii"), write_keys={"wk": "web"}, batch_window=0.2,
                     environ={"CUSTOMER_CONTEXT_SPEC_PATH": str(spec)}) as running:
         yield running
@@ -60,6 +63,10 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
         answer = requests.post(f"{stack.url}/v1/batch", json={"batch": batch}, auth=("wk", ""), timeout=10)
         assert answer.status_code == 200 and answer.json()["accepted"] == 4
         assert stack.wait_for_ingest(60)
+        # and a CRM export naming her by the same email, in another case, with her full name
+        stack.load_records("crm_contacts", "crm.csv", (
+            b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
+            b"C-77,ANN.LEE@example.com,Ann Marie Lee,vip,Tom,2026-11-01T00:00:00Z\n"))
         stack.build()
         # Then both devices are one customer, found by the raw email in any case
         context = requests.get(f"{stack.url}/v1/context/email/ANN.LEE@example.com",
@@ -67,6 +74,8 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
         assert context["context"]["traits"]["orders_90d"] == 2
         identifiers = context["context"]["profile"]["identifiers"]
         assert identifiers["user_id"] == ["ann"] and identifiers["anonymous_id"] == ["device-1"]
+        assert identifiers["crm_id"] == ["C-77"]  # the record joined through the hashed email
+        assert context["context"]["records"]["crm_contacts"]["full_name"] is None
         assert [e.startswith("h_") for e in identifiers["email"]] == [True]
     finally:
         root.removeHandler(handler)
@@ -78,6 +87,7 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
         assert "ann.lee@example.com" not in text, table
         assert "4111111111111111" not in text and "card_number" not in text, table
         assert "203.0.113.77" not in text and "555 0100" not in text, table
+        assert "ann marie lee" not in text, table
     events = lakehouse.scan("events").to_pylist()
     assert {e["ip"] for e in events if e["anonymous_id"] == "device-1" and e["type"] == "identify"} == {"203.0.113.0"}
     assert {e["ip"] for e in events if e["type"] == "track"} == {"127.0.0.0"}  # the request address, masked too

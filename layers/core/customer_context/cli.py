@@ -243,7 +243,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     path = Path(args.file)
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
-    report = load_file(lakehouse, load_spec(args.spec), f"imports/{args.table}/{path.name}", path.read_bytes())
+    from customer_context.collect.pii import PiiPolicy
+
+    spec = load_spec(args.spec)
+    key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
+        (data_dir / "pii.key").read_text().strip() if (data_dir / "pii.key").is_file() else "")
+    report = load_file(lakehouse, spec, f"imports/{args.table}/{path.name}", path.read_bytes(),
+                       pii=PiiPolicy(spec, key))
     print(json.dumps(report.to_dict(), indent=1))
     return 0
 

@@ -123,6 +123,17 @@ class RecordTable(_Model):
     columns: dict[str, ColumnType]
     identifiers: dict[str, str] = Field(description="Identifier type → column holding it.")
     interactions: Interactions | None = None
+    pii: dict[str, Literal["keep", "hash", "mask", "drop"]] = Field(
+        default_factory=dict, description="Column → PII action, applied before the rows are written.")
+
+    @model_validator(mode="after")
+    def _pii_columns(self) -> RecordTable:
+        for column, action in self.pii.items():
+            if column not in self.columns:
+                raise ValueError(f"pii.{column}: no such column")
+            if action in ("drop", "mask") and column in (*self.primary_key, self.updated_at):
+                raise ValueError(f"pii.{column}: a key or updated_at column can be kept or hashed, not {action}ed")
+        return self
 
     @model_validator(mode="after")
     def _columns_exist(self) -> RecordTable:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,8 +36,13 @@ from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
 from customer_context.stores.context_store import ContextStore, SnapshotItem
 
-# Documents are rendered in slices of profiles, one per this many events, to bound a build's memory.
+# Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
 EVENTS_PER_SLICE = 2_000_000
+# Events are read into DuckDB (and compressed) this many at a time.
+EVENTS_PER_LOAD = 1_000_000
+# Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
+HISTORY_ROW_GROUP_BYTES = 64 << 20
+HISTORY_FILE_BYTES = 1 << 30
 
 if TYPE_CHECKING:
     import duckdb
@@ -82,12 +88,99 @@ class _Stages:
 
     def done(self, stage: str, detail: str = "") -> None:
         now = time.perf_counter()
-        self.report.timings_s[stage] = round(now - self._t, 3)
+        self._emit(stage, now - self._t, detail)
         self._t = now
+
+    def record(self, stage: str, seconds: float, detail: str = "") -> None:
+        """A stage that ran in pieces between another's: ``seconds`` in all, not counted in the next one."""
+        self._t += seconds
+        self._emit(stage, seconds, detail)
+
+    def _emit(self, stage: str, seconds: float, detail: str) -> None:
+        self.report.timings_s[stage] = round(seconds, 3)
         message = f"{stage}: {detail} ({self.report.timings_s[stage]:.2f}s)" if detail else stage
         logger.info("build stage done", extra={"stage": stage, "seconds": self.report.timings_s[stage]})
         if self.progress:
             self.progress(message)
+
+
+class _History:
+    """The landed documents as data files of ``context_snapshots``: written while they land (a few MB
+    in memory at a time), added to the table in one commit after landing (:meth:`commit`)."""
+
+    def __init__(self, lakehouse: Lakehouse, built_at: datetime, data_as_of: datetime | None) -> None:
+        self.lakehouse = lakehouse
+        self.built_at, self.data_as_of = built_at, data_as_of
+        self.schema = lakehouse.arrow_schema("context_snapshots")
+        self.paths: list[str] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._file_bytes = 0
+        self._writer: Any = None
+        self._stream: Any = None
+
+    def write(self, pids: list[str], versions: list[int], hashes: list[str], docs: list[str]) -> None:
+        import pyarrow as pa
+
+        if not pids:
+            return
+        stamp = pa.timestamp("us", "UTC")
+        batch = pa.RecordBatch.from_arrays([
+            pa.array(pids, pa.string()), pa.array(versions, pa.int64()), pa.array(hashes, pa.string()),
+            pa.array([self.built_at] * len(pids), stamp), pa.array([self.data_as_of] * len(pids), stamp),
+            pa.array(docs, pa.string())], schema=self.schema)
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= HISTORY_ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._pending:
+            return
+        if self._writer is None:
+            table = self.lakehouse.table("context_snapshots")
+            path = table.location_provider().new_data_location(f"{uuid.uuid4()}-build.parquet")
+            self.paths.append(path)
+            self._stream = table.io.new_output(path).create(overwrite=True)
+            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd")
+        self._writer.write_table(pa.Table.from_batches(self._pending, self.schema))
+        self._file_bytes += self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+        if self._file_bytes >= HISTORY_FILE_BYTES:
+            self._finish_file()
+
+    def _finish_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._writer = self._stream = None
+            self._file_bytes = 0
+
+    def close(self) -> None:
+        """Write what is pending and close the current file."""
+        self._flush()
+        self._finish_file()
+
+    def abandon(self) -> None:
+        """The build failed: close, and delete the files written (best effort; else maintenance does)."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self._finish_file()
+        io = self.lakehouse.table("context_snapshots").io
+        for path in self.paths:
+            with contextlib.suppress(Exception):
+                io.delete(path)
+
+    def commit(self) -> None:
+        """Add the files to ``context_snapshots`` in one commit (a conflicting commit is retried)."""
+        if self.paths:
+            paths = list(self.paths)
+            self.lakehouse._commit("context_snapshots",
+                                   lambda table: table.add_files(paths, check_duplicate_files=False))
 
 
 def _floor(when: datetime, resolution: str) -> datetime:
@@ -111,19 +204,57 @@ def _event_columns(spec: ContextSpec) -> list[str]:
 
 
 def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> int:
+    """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
+    ``message_id`` (the first received copy wins), plus ``ev``, a BIGINT key the build joins on.
+
+    The scan is streamed into DuckDB a chunk at a time and each chunk is compressed right away
+    (checkpoint of the compressed in-memory database): neither a whole Arrow copy of the events nor
+    the whole uncompressed table is ever held.
+    """
+    import numpy as np
     import pyarrow as pa
 
+    columns = _event_columns(spec)
     if lakehouse.exists("events"):
         table = lakehouse.catalog.load_table((lakehouse.namespace, "events"))
-        # (a streamed batch reader was measured slower and no leaner here: DuckDB's own copy dominates)
-        data = table.scan(selected_fields=tuple(_event_columns(spec))).to_arrow()
+        reader = table.scan(selected_fields=tuple(columns)).to_arrow_batch_reader()
     else:
         schema = lakehouse.arrow_schema("events")
-        data = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in _event_columns(spec)]))
-    con.register("events_raw", data)
-    con.execute("CREATE TABLE events_unique AS SELECT * FROM events_raw "
-                "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at) = 1")
-    con.unregister("events_raw")
+        reader = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in columns])).to_reader()
+    total = 0
+    pending: list[pa.RecordBatch] = []
+
+    def load(batches: list[pa.RecordBatch], create: bool) -> None:
+        nonlocal total
+        chunk = pa.Table.from_batches(batches, reader.schema)
+        chunk = chunk.append_column("ev", pa.array(np.arange(total, total + chunk.num_rows, dtype=np.int64)))
+        total += chunk.num_rows
+        con.register("events_chunk", chunk)
+        con.execute("CREATE TABLE events_unique AS SELECT * FROM events_chunk" if create
+                    else "INSERT INTO events_unique SELECT * FROM events_chunk")
+        con.unregister("events_chunk")
+        con.execute("CHECKPOINT")
+
+    load([], create=True)
+    size = 0
+    for batch in reader:
+        pending.append(batch)
+        size += batch.num_rows
+        if size >= EVENTS_PER_LOAD:
+            load(pending, create=False)
+            pending, size = [], 0
+    if pending:
+        load(pending, create=False)
+    del pending
+    pa.default_memory_pool().release_unused()
+    # Duplicates: candidates by a hash of message_id (a small aggregate), then exact per candidate.
+    con.execute("CREATE TEMP TABLE dup_hashes AS SELECT hash(message_id) AS h FROM events_unique "
+                "GROUP BY ALL HAVING count(*) > 1")
+    if _scalar(con, "SELECT count(*) FROM dup_hashes"):
+        con.execute(
+            "DELETE FROM events_unique WHERE ev IN (SELECT ev FROM events_unique WHERE hash(message_id) IN "
+            "(SELECT h FROM dup_hashes) QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at) > 1)")
+    con.execute("DROP TABLE dup_hashes")
     return int(_scalar(con, "SELECT count(*) FROM events_unique"))
 
 
@@ -145,14 +276,14 @@ def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec
 def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple[pa.Table, pa.Table]:
     """Nodes and deduplicated star edges, from events and record rows."""
     types = spec.identifiers.types
-    con.execute(f"CREATE TABLE event_ids AS {compiler.event_identifier_sql(spec)}")
-    con.execute("CREATE TABLE event_types AS SELECT message_id, type FROM events_unique")
+    con.execute(f"CREATE TABLE event_ids AS {compiler.event_identifier_sql(spec, key='ev')}")
+    con.execute("CHECKPOINT")
     edge_sql = [
         "SELECT a.t AS a_type, a.v AS a_value, e.id_type AS b_type, e.id_value AS b_value, "
         "e.timestamp AS first_seen, 'event:' || ty.type AS source "
-        "FROM event_ids e JOIN (SELECT message_id, arg_min(id_type, (priority, id_type, id_value)) AS t, "
-        "arg_min(id_value, (priority, id_type, id_value)) AS v FROM event_ids GROUP BY message_id) a "
-        "USING (message_id) JOIN event_types ty USING (message_id) "
+        "FROM event_ids e JOIN (SELECT ev, arg_min(id_type, (priority, id_type, id_value)) AS t, "
+        "arg_min(id_value, (priority, id_type, id_value)) AS v FROM event_ids GROUP BY ev) a "
+        "USING (ev) JOIN (SELECT ev, type FROM events_unique) ty USING (ev) "
         "WHERE NOT (e.id_type = a.t AND e.id_value = a.v)"
     ]
     node_sql = ["SELECT id_type AS type, id_value AS value, timestamp AS first_seen FROM event_ids"]
@@ -217,28 +348,35 @@ def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
 
 
 def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> None:
-    """events_profiled / <table>_profiled: every row with the profile of its most important identifier."""
+    """events_profiled / <table>_profiled: every row with the profile of its most important identifier.
+
+    ``events_profiled`` is a table (compressed), not a view: every later stage reads it, and the
+    identity inputs it replaces are dropped.
+    """
     con.execute(
-        "CREATE TABLE event_profile AS SELECT e.message_id, "
+        "CREATE TABLE event_profile AS SELECT e.ev, "
         "arg_min(m.profile_id, (e.priority, e.id_type)) AS profile_id "
         "FROM event_ids e JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
-        "GROUP BY e.message_id")
-    # a view, not a copy: the events are the largest thing in memory
+        "GROUP BY e.ev")
+    con.execute("DROP TABLE event_ids")
     if spec.consent:
         # each event's consent per category (NULL: it says nothing), from the context the SDKs send
         cols = ", ".join(f"{compiler.consent_sql(c.ids)} AS {ident('consent_' + n)}" for n, c in spec.consent.items())
-        con.execute(f"CREATE TABLE event_consent AS SELECT message_id, {cols} FROM events_unique "
+        con.execute(f"CREATE TABLE event_consent AS SELECT ev, {cols} FROM events_unique "
                     "WHERE context LIKE '%onsent%'")
-        con.execute("CREATE VIEW events_profiled AS SELECT p.profile_id, e.*, c.* EXCLUDE (message_id) "
-                    "FROM events_unique e JOIN event_profile p USING (message_id) "
-                    "LEFT JOIN event_consent c USING (message_id)")
+        con.execute("CREATE TABLE events_profiled AS SELECT p.profile_id, e.* EXCLUDE (ev), c.* EXCLUDE (ev) "
+                    "FROM events_unique e JOIN event_profile p USING (ev) LEFT JOIN event_consent c USING (ev)")
+        con.execute("DROP TABLE event_consent")
         latest = ", ".join(f"arg_max({ident('consent_' + n)}, timestamp) FILTER (WHERE {ident('consent_' + n)} "
                            f"IS NOT NULL) AS {ident('consent_' + n)}" for n in spec.consent)
         con.execute(f"CREATE TABLE profile_consent AS SELECT profile_id, {latest} FROM events_profiled "
                     "GROUP BY profile_id")
     else:
-        con.execute("CREATE VIEW events_profiled AS SELECT p.profile_id, e.* FROM events_unique e "
-                    "JOIN event_profile p USING (message_id)")
+        con.execute("CREATE TABLE events_profiled AS SELECT p.profile_id, e.* EXCLUDE (ev) FROM events_unique e "
+                    "JOIN event_profile p USING (ev)")
+    con.execute("DROP TABLE event_profile")
+    con.execute("DROP TABLE events_unique")
+    con.execute("CHECKPOINT")
     for name, table in spec.record_tables.items():
         key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
         rid = ident(f"{name}__ids")
@@ -371,13 +509,12 @@ def _shown(column: str, kind: str) -> str:
     return compiler.iso_time(ident(column)) if kind == "timestamp" else ident(column)
 
 
-def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | None,
-                  bucket: tuple[int, int] | None = None, only_changed: bool = False) -> str:
-    """SQL rendering every profile's document (``profile_id, content_hash, doc``).
+def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> str:
+    """SQL rendering every profile's content (``profile_id, content_hash, content``): the document
+    without its build times (:func:`_doc_sql` adds them).
 
     ``bucket = (i, n)`` limits it to the profiles with ``hash(profile_id) % n = i``, every
-    per-profile source filtered the same way, so a large build renders in n bounded slices;
-    ``only_changed`` limits it to the profiles in ``changed_profiles``.
+    per-profile source filtered the same way, so a large build renders in n bounded slices.
     """
     pred = f"hash(profile_id) % {bucket[1]} = {bucket[0]}" if bucket and bucket[1] > 1 else "TRUE"
     horizon = spec.scores.horizon
@@ -443,17 +580,21 @@ def _snapshot_sql(spec: ContextSpec, built_at: datetime, data_as_of: datetime | 
     content = ", ".join(f"{lit(sec.name)}, {gated(sec.consent, sections[sec.name])}" for sec in spec.snapshot.sections)
     joins = " ".join(f"LEFT JOIN {alias} USING (profile_id)" for _, alias in record_parts)
     joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
-    as_of_text = data_as_of.isoformat() if data_as_of else None
-    semi = "SEMI JOIN changed_profiles USING (profile_id)" if only_changed else ""
-    meta = f"json_object('built_at', {lit(built_at.isoformat())}, 'data_as_of', {lit(as_of_text)})"
     return (
         f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
-        f"{content}) AS content FROM (SELECT profile_id FROM profiles {semi} WHERE {pred}) p "
+        f"{content}) AS content FROM (SELECT profile_id FROM profiles WHERE {pred}) p "
         f"LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
         f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}"
         f"{' LEFT JOIN profile_consent pc USING (profile_id)' if spec.consent else ''}) "
-        f"SELECT profile_id, md5(content) AS content_hash, json_merge_patch(content, {meta}) AS doc FROM content"
+        f"SELECT profile_id, md5(content) AS content_hash, content FROM content"
     )
+
+
+def _doc_sql(built_at: datetime, data_as_of: datetime | None) -> str:
+    """The served document: ``content`` plus the build times."""
+    as_of_text = data_as_of.isoformat() if data_as_of else None
+    meta = f"json_object('built_at', {lit(built_at.isoformat())}, 'data_as_of', {lit(as_of_text)})"
+    return f"json_merge_patch(content, {meta})"
 
 
 def fit_to_budget(doc: str, max_bytes: int, order: tuple[str, ...] = SECTION_DROP_ORDER) -> tuple[str, list[str]]:
@@ -515,6 +656,9 @@ def build_context(
     report = BuildReport(built_at=built_at.isoformat())
     stages = _Stages(report, progress)
     con = duckdb.connect()
+    # tables are compressed at each checkpoint (a fifth of their plain in-memory size)
+    con.execute("ATTACH ':memory:' AS build (COMPRESS)")
+    con.execute("USE build")
     if memory_limit:
         con.execute(f"SET memory_limit = {lit(memory_limit)}")
     con.execute("SET TimeZone = 'UTC'")
@@ -562,64 +706,72 @@ def build_context(
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
-        # Pass 1 keeps only each document's hash (the documents are the largest thing a build makes);
-        # pass 2 renders again just the changed ones and streams them to the store.
-        # Large builds render in slices of profiles (by hash) so memory stays bounded.
-        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
-        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR)")
-        for i in range(slices):
-            con.execute("INSERT INTO docs SELECT profile_id, content_hash FROM "
-                        f"({_snapshot_sql(spec, built_at, data_as_of, (i, slices))})")
-        stages.done("snapshots", f"{report.profiles:,} documents hashed"
-                                 + (f" in {slices} slices" if slices > 1 else ""))
-
-        # What changed, decided in DuckDB against the previous build's state: only changed documents
-        # and moved identifiers ever reach Python.
+        # Each slice of profiles (by hash) is rendered once into a small table of contents and hashes; only
+        # the changed ones become documents, streamed to the store and to the history's data files. What
+        # changed is decided in DuckDB against the previous build's state: only changed documents and
+        # moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
-        con.execute(
-            "CREATE TABLE changed AS SELECT d.profile_id, d.content_hash, coalesce(s.version, 0) + 1 AS version "
-            "FROM docs d LEFT JOIN prev_state s USING (profile_id) "
-            "WHERE s.content_hash IS DISTINCT FROM d.content_hash")
-        report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM changed"))
-        moved = con.sql(
+        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
+        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
+        history = _History(lakehouse, built_at, data_as_of)
+        rendering = 0.0
+        try:
+            for i in range(slices):
+                t0 = time.perf_counter()
+                con.execute(
+                    "CREATE TEMP TABLE slice_docs AS SELECT d.profile_id, d.content_hash, d.content, "
+                    "coalesce(s.version, 0) + 1 AS version, s.content_hash IS DISTINCT FROM d.content_hash AS changed "
+                    f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id)")
+                con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed FROM slice_docs")
+                rendering += time.perf_counter() - t0
+                reader = con.sql(f"SELECT profile_id, content_hash, {_doc_sql(built_at, data_as_of)} AS doc, version "
+                                 "FROM slice_docs WHERE changed").fetch_record_batch(5000)
+                for batch in reader:
+                    pids, hashes, docs, versions = (batch.column(c).to_pylist() for c in range(4))
+                    items = []
+                    for n, (pid, content_hash, doc, version) in enumerate(zip(pids, hashes, docs, versions,
+                                                                              strict=True)):
+                        doc, cut = fit_to_budget(doc, spec.snapshot.max_bytes)
+                        if cut:
+                            report.truncated_profiles += 1
+                            docs[n] = doc
+                        items.append(SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(),
+                                                  report.data_as_of))
+                    report.items_written += store.put_snapshots(items)
+                    history.write(pids, versions, hashes, docs)
+                del reader
+                con.execute("DROP TABLE slice_docs")
+            history.close()
+        except BaseException:
+            history.abandon()
+            raise
+        report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM docs WHERE changed"))
+        stages.record("snapshots", rendering, f"{report.profiles:,} documents rendered"
+                      + (f" in {slices} slices" if slices > 1 else ""))
+
+        def rows(sql: str) -> Any:
+            for batch in con.sql(sql).fetch_record_batch(50_000):
+                yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+        aliases = store.put_aliases(rows(
             "SELECT m.identifier_type, m.identifier_value, m.profile_id FROM id_map m LEFT JOIN prev_ids p "
             "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value "
-            "WHERE p.profile_id IS DISTINCT FROM m.profile_id").fetchall()
-        orphans = con.sql(
+            "WHERE p.profile_id IS DISTINCT FROM m.profile_id"))
+        report.items_written += aliases
+        deleted = store.delete_aliases(rows(
             "SELECT p.identifier_type, p.identifier_value FROM prev_ids p ANTI JOIN id_map m "
-            "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value").fetchall()
-        gone = [r[0] for r in con.sql(
+            "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value"))
+        deleted += store.delete_snapshots(r[0] for r in rows(
             "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM profiles) "
-            "ORDER BY 1").fetchall()]
-        history: list[pa.RecordBatch] = []
-        con.execute("CREATE TABLE changed_profiles AS SELECT profile_id FROM changed")
-        def changed_batches() -> Any:
-            for i in range(slices):
-                only_changed = _snapshot_sql(spec, built_at, data_as_of, (i, slices), only_changed=True)
-                yield from con.sql(f"SELECT c.profile_id, c.content_hash, d.doc, c.version FROM changed c "
-                                   f"JOIN ({only_changed}) d USING (profile_id)").to_arrow_reader(5000)
+            "ORDER BY 1"))
+        report.items_deleted += deleted
+        stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {aliases:,} aliases written, "
+                               f"{deleted:,} items deleted")
 
-        for batch in changed_batches():
-            items = []
-            for pid, content_hash, doc, version in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
-                doc, cut = fit_to_budget(doc, spec.snapshot.max_bytes)
-                report.truncated_profiles += bool(cut)
-                items.append(SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(), report.data_as_of))
-            report.items_written += store.put_snapshots(items)
-            history.append(pa.RecordBatch.from_pylist([
-                {"profile_id": c.profile_id, "version": c.version, "content_hash": c.content_hash,
-                 "built_at": built_at, "data_as_of": data_as_of, "doc": c.doc} for c in items],
-                schema=lakehouse.arrow_schema("context_snapshots")))
-        report.items_written += store.put_aliases(moved)
-        report.items_deleted += store.delete_aliases(orphans)
-        report.items_deleted += store.delete_snapshots(gone)
-        stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {len(moved):,} aliases written, "
-                               f"{len(orphans) + len(gone):,} items deleted")
-
-        if history:
-            lakehouse.append("context_snapshots", pa.Table.from_batches(history))
+        history.commit()
         graph_rows = graph.append_column("built_at", pa.array([built_at] * graph.num_rows, pa.timestamp("us", "UTC")))
         lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
+        del graph_rows
         lakehouse.overwrite("identity_rejected_edges", pa.Table.from_pylist([
             {"a_type": e.a_type, "a_value": e.a_value, "b_type": e.b_type, "b_value": e.b_value,
              "first_seen": e.first_seen, "source": e.source, "reason": reason, "built_at": built_at}
@@ -631,9 +783,9 @@ def build_context(
             lakehouse.append("score_models", pa.Table.from_pylist(
                 [{"fitted_at": built_at, "model": json.dumps(model)}], schema=lakehouse.arrow_schema("score_models")))
         state = con.sql(
-            f"SELECT d.profile_id, CAST(coalesce(c.version, s.version) AS BIGINT) AS version, d.content_hash, "
-            f"CASE WHEN c.profile_id IS NULL THEN s.built_at ELSE {lit(built_at)} END AS built_at "
-            "FROM docs d LEFT JOIN changed c USING (profile_id) LEFT JOIN prev_state s USING (profile_id)"
+            f"SELECT d.profile_id, CASE WHEN d.changed THEN d.version ELSE s.version END AS version, "
+            f"d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} ELSE s.built_at END AS built_at "
+            "FROM docs d LEFT JOIN prev_state s USING (profile_id)"
         ).to_arrow_table()
         lakehouse.overwrite("profile_state", state.cast(lakehouse.arrow_schema("profile_state")))
         stages.done("commit", "identity_graph, profile_state, context_snapshots")

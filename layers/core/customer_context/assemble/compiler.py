@@ -233,11 +233,13 @@ def normalize_sql(expr: str, rule: IdentifierType) -> str:
     return f"nullif({out}, '')"
 
 
-def event_identifier_sql(spec: ContextSpec) -> str:
-    """One row per (event, identifier) found on it: message_id, timestamp, id_type, id_value, priority.
+def event_identifier_sql(spec: ContextSpec, key: str = "message_id") -> str:
+    """One row per (event, identifier) found on it: ``key`` (the event's key column), timestamp, id_type,
+    id_value, priority.
 
     Reads ``events_unique``. ``externalIds.<type>`` reads ``context.externalIds`` entries of that type.
     """
+    key = ident(key)
     selects = []
     for id_type, rule in spec.identifiers.types.items():
         for path in rule.from_events:
@@ -247,11 +249,11 @@ def event_identifier_sql(spec: ContextSpec) -> str:
                 expr, source = "anonymous_id", "events_unique"
             elif path.startswith("externalIds."):
                 ext_type = path.split(".", 1)[1]
-                source = ("(SELECT message_id, timestamp, unnest(from_json(json_extract(context, '$.externalIds'), "
+                source = (f"(SELECT {key}, timestamp, unnest(from_json(json_extract(context, '$.externalIds'), "
                           "'[{\"id\":\"VARCHAR\",\"type\":\"VARCHAR\"}]')) AS ext FROM events_unique "
                           "WHERE json_type(json_extract(context, '$.externalIds')) = 'ARRAY')")
                 selects.append(
-                    f"SELECT message_id, timestamp, {lit(id_type)} AS id_type, {normalize_sql('ext.id', rule)} "
+                    f"SELECT {key}, timestamp, {lit(id_type)} AS id_type, {normalize_sql('ext.id', rule)} "
                     f"AS id_value, {rule.priority} AS priority FROM {source} WHERE ext.type = {lit(ext_type)}")
                 continue
             elif path.startswith("context.traits."):
@@ -259,7 +261,7 @@ def event_identifier_sql(spec: ContextSpec) -> str:
             else:
                 expr, source = event_value(path), "events_unique"
             selects.append(
-                f"SELECT message_id, timestamp, {lit(id_type)} AS id_type, {normalize_sql(expr, rule)} AS id_value, "
+                f"SELECT {key}, timestamp, {lit(id_type)} AS id_type, {normalize_sql(expr, rule)} AS id_value, "
                 f"{rule.priority} AS priority FROM {source}")
     union = "\nUNION ALL\n".join(selects)
     return f"SELECT * FROM ({union}) WHERE id_value IS NOT NULL"

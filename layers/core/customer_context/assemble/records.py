@@ -151,7 +151,7 @@ def validate_row(row: dict[str, Any], table: RecordTable) -> dict[str, Any]:
 
 
 def load_file(lakehouse: Lakehouse, spec: ContextSpec, key: str, data: bytes,
-              received_at: datetime | None = None) -> LoadReport:
+              received_at: datetime | None = None, pii: Any | None = None) -> LoadReport:
     """Validate and upsert one dropped file. Returns what happened; raises only for unreadable files."""
     import pyarrow as pa
 
@@ -167,6 +167,8 @@ def load_file(lakehouse: Lakehouse, spec: ContextSpec, key: str, data: bytes,
     good: dict[tuple[Any, ...], dict[str, Any]] = {}
     rejected = []
     for number, row in enumerate(rows, start=1):
+        if pii:
+            pii.apply_record(name, row)  # before anything is written, rejected rows' raw text included
         try:
             clean = validate_row(row, table)
         except ValueError as exc:

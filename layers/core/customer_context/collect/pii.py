@@ -60,13 +60,38 @@ class PiiPolicy:
             self.rules.append((parts, rule.action))
             if parts[0] == "traits":
                 self.rules.append((["context", *parts], rule.action))
-        if any(action == "hash" for _, action in self.rules) and not hash_key:
+        self.record_rules = {name: {c: a for c, a in table.pii.items() if a != "keep"}
+                             for name, table in spec.record_tables.items() if table.pii}
+        hashes = any(a == "hash" for _, a in self.rules) or any(
+            a == "hash" for rules in self.record_rules.values() for a in rules.values())
+        if hashes and not hash_key:
             raise ConfigError("pii: a rule hashes values but CUSTOMER_CONTEXT_PII_HASH_KEY is not set")
         self._key = hash_key.encode()
         self.hashed_paths = {".".join(p) for p, a in self.rules if a == "hash"}
+        # identifier types hashed somewhere (events or records): lookups hash them too
+        self.hashed_types = {t for t, rule in spec.identifiers.types.items()
+                             if any(p in self.hashed_paths for p in rule.from_events)}
+        for name, rules in self.record_rules.items():
+            self.hashed_types |= {t for t, col in spec.record_tables[name].identifiers.items()
+                                  if rules.get(col) == "hash"}
 
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        return bool(self.rules or self.record_rules)
+
+    def apply_record(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        """Apply a record table's column rules to one row (in place)."""
+        for column, action in self.record_rules.get(table, {}).items():
+            value = row.get(column)
+            if value is None:
+                continue
+            if action == "drop":
+                row[column] = None
+            elif action == "hash":
+                if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):
+                    row[column] = self.hash(value)
+            else:
+                row[column] = mask(value)
+        return row
 
     def hash(self, value: Any) -> str:
         """The token of a value (stable for a key; emails normalised first)."""

@@ -164,8 +164,7 @@ class ContextService:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.identifier_types = (*spec.identifiers.types, PROFILE_ID)
         # identifier types whose event fields the PII policy hashes: looked up by their token
-        self._hashed_types = {t for t, rule in spec.identifiers.types.items()
-                              if pii and any(p in pii.hashed_paths for p in rule.from_events)}
+        self._hashed_types = set(pii.hashed_types) if pii else set()
         self._pii = pii
         self.audit = audit
 
