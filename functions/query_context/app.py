@@ -29,12 +29,14 @@ app = consumer_api("customer-context query API",
     summary="Run a named query from context.yaml for one customer",
     description="The body is a JSON object of the query's parameters. The query sees only this customer's rows; "
     "it is refused before reading when its planned scan is above the byte budget, stopped at the time budget, and "
-    "its rows are cut at the row budget (`truncated: true`). Identical calls are cached for a few seconds.",
+    "its rows are cut at the row budget (`truncated: true`). Identical calls are cached for a few seconds "
+    "(`cached: true`).",
     responses={400: {"description": "Bad parameter (named) or unknown identifier type"},
                401: {"description": "No consumer key, or an unknown one"},
                403: {"description": "The consumer may not run this query"},
                404: {"description": "Unknown query or customer"},
-               422: {"description": "A budget would be exceeded (which one, and the numbers)"}},
+               422: {"description": "A budget would be exceeded (which one, and the numbers)"},
+               500: {"description": "The query in context.yaml cannot run (names what is wrong)"}},
     tags=["agents"],
 )
 def run_query(  # noqa: ANN201 - Powertools reads return annotations as response models

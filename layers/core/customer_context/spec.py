@@ -11,8 +11,9 @@ Imports only pydantic and PyYAML (the serving functions read the spec too).
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -278,21 +279,105 @@ class SnapshotSpec(_Model):
 
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 _WRITE_WORDS = re.compile(r"\b(insert|update|delete|drop|create|alter|attach|detach|copy|export|import|install|load|"
                           r"pragma|set|call|checkpoint|vacuum)\b", re.IGNORECASE)
+_PARAM_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_PARAM_UNITS = {"s": 1, "m": 60, **_UNITS}
+# JSON Schema of each parameter type, as LLM tool definitions show it
+PARAM_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
+                    "timestamp": "string", "duration": "string"}
 
 
 class QueryParam(_Model):
-    """One parameter of a named query, bound (never interpolated) when the query runs."""
+    """One parameter of a named query, bound (never interpolated) when the query runs.
 
-    type: Literal["string", "integer", "number", "boolean", "timestamp"] = "string"
+    Types: ``string``, ``integer``, ``number``, ``boolean``, ``timestamp`` (ISO-8601; UTC when no
+    offset is given) and ``duration`` (``90s``, ``15m``, ``12h``, ``30d``, ``2w``; bound as an INTERVAL).
+    """
+
+    type: Literal["string", "integer", "number", "boolean", "timestamp", "duration"] = "string"
     description: str = ""
     required: bool = False
     default: Scalar | None = None
 
+    @model_validator(mode="after")
+    def _default_fits(self) -> QueryParam:
+        if self.default is None:
+            return self
+        if self.required:
+            raise ValueError("default: a required parameter has no default (drop one of them)")
+        try:
+            self.coerce(self.default)
+        except ValueError as exc:
+            raise ValueError(f"default: {exc}") from None
+        return self
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` (as JSON gives it) as the Python value bound to DuckDB.
+
+        Raises:
+            ValueError: it does not fit the type; the message says what was expected.
+        """
+        if value is None:
+            return None
+        kind = self.type
+        if kind == "string":
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {value!r}")
+            return value
+        if kind in ("integer", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError(f"expected {'an integer' if kind == 'integer' else 'a number'}, got {value!r}")
+            try:
+                number = float(value) if isinstance(value, str) else value
+            except ValueError:
+                raise ValueError(f"expected {'an integer' if kind == 'integer' else 'a number'}, got {value!r}") \
+                    from None
+            if not math.isfinite(number):
+                raise ValueError(f"expected a finite number, got {value!r}")
+            if kind == "integer":
+                if int(number) != number:
+                    raise ValueError(f"expected an integer, got {value!r}")
+                return int(number)
+            return float(number)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+            return value
+        if kind == "duration":
+            found = _PARAM_DURATION.match(value) if isinstance(value, str) else None
+            if not found:
+                raise ValueError(f"expected a duration like 30d (s, m, h, d or w), got {value!r}")
+            return timedelta(seconds=int(found.group(1)) * _PARAM_UNITS[found.group(2)])
+        if not isinstance(value, str):
+            raise ValueError(f"expected an ISO-8601 date-time, got {value!r}")
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected an ISO-8601 date-time, got {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The parameter as JSON Schema (for LLM tool definitions)."""
+        schema: dict[str, Any] = {"type": PARAM_JSON_TYPES[self.type]}
+        if self.type == "timestamp":
+            schema["format"] = "date-time"
+        elif self.type == "duration":
+            schema["pattern"] = _PARAM_DURATION.pattern
+        if self.description:
+            schema["description"] = self.description
+        if self.default is not None:
+            schema["default"] = self.default
+        return schema
+
 
 class NamedQuery(_Model):
-    """A parameterised query agents may run over one customer's rows (``POST …/queries/<name>``)."""
+    """A parameterised query agents may run over one customer's rows (``POST …/queries/<name>``).
+
+    The SQL is one DuckDB SELECT over views already restricted to the customer: ``events``
+    (deduplicated) and the record tables. Parameters are written ``$name`` and bound, never pasted in.
+    """
 
     description: str = Field(min_length=1, description="What it answers; shown to the AI as the tool's description.")
     sql: str = Field(
@@ -301,19 +386,23 @@ class NamedQuery(_Model):
         "customer; parameters as `$name`.",
     )
     params: dict[Name, QueryParam] = Field(default_factory=dict)
+    tables: list[str] | None = Field(
+        default=None, description="The tables it reads (events and/or record tables); default: those its SQL names. "
+        "Only these are scanned and visible to the query.")
     max_rows: int | None = Field(default=None, ge=1, le=10_000, description="Below the global row budget.")
 
     @model_validator(mode="after")
     def _checked(self) -> NamedQuery:
         text = self.sql.strip().rstrip(";")
-        if ";" in text:
+        bare = _STRING_LITERAL.sub("''", text)
+        if ";" in bare:
             raise ValueError("sql: one statement only (no `;` inside)")
         if not re.match(r"^(select|with|from)\b", text, re.IGNORECASE):
             raise ValueError("sql: must be a SELECT (or WITH … SELECT)")
-        bad = _WRITE_WORDS.search(re.sub(r"'(?:[^']|'')*'", "''", text))
+        bad = _WRITE_WORDS.search(bare)
         if bad:
             raise ValueError(f"sql: {bad.group(1)!r} is not allowed in a named query (read-only SELECT)")
-        used = set(_PARAM.findall(re.sub(r"'(?:[^']|'')*'", "''", text)))
+        used = set(_PARAM.findall(bare))
         undeclared = sorted(used - set(self.params))
         if undeclared:
             raise ValueError(f"sql: ${undeclared[0]} is used but not declared under params")
@@ -413,6 +502,15 @@ class ContextSpec(_Model):
         for name, trait in self.traits.items():
             if trait.consent and (trait.kind == "sql" or trait.table != "events"):
                 raise ValueError(f"traits.{name}.consent: only traits over events can be consent-gated")
+        return self
+
+    @model_validator(mode="after")
+    def _query_tables(self) -> ContextSpec:
+        known = ["events", *self.record_tables]
+        for name, query in self.queries.items():
+            for table in query.tables or ():
+                if table not in known:
+                    raise ValueError(f"queries.{name}.tables: no table {table!r} (declared: {', '.join(known)})")
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from customer_context.spec import ContextSpec, duration_seconds
 from customer_context.stores.context_store import ContextStore, SnapshotItem
 
 # Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
-EVENTS_PER_SLICE = 2_000_000
+EVENTS_PER_SLICE = 1_000_000
 # Events are read into DuckDB (and compressed) this many at a time.
 EVENTS_PER_LOAD = 1_000_000
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
@@ -119,16 +119,20 @@ class _History:
         self._writer: Any = None
         self._stream: Any = None
 
-    def write(self, pids: list[str], versions: list[int], hashes: list[str], docs: list[str]) -> None:
+    def write(self, batch: pa.RecordBatch, docs: list[str] | None = None) -> None:
+        """Landed documents: ``batch`` has profile_id, version, content_hash, doc (replaced by ``docs``
+        when given: some were cut to the budget)."""
         import pyarrow as pa
 
-        if not pids:
+        n = batch.num_rows
+        if not n:
             return
         stamp = pa.timestamp("us", "UTC")
-        batch = pa.RecordBatch.from_arrays([
-            pa.array(pids, pa.string()), pa.array(versions, pa.int64()), pa.array(hashes, pa.string()),
-            pa.array([self.built_at] * len(pids), stamp), pa.array([self.data_as_of] * len(pids), stamp),
-            pa.array(docs, pa.string())], schema=self.schema)
+        columns = [batch.column(0), batch.column(1), batch.column(2),
+                   pa.array([self.built_at] * n, stamp), pa.array([self.data_as_of] * n, stamp),
+                   pa.array(docs, pa.string()) if docs is not None else batch.column(3)]
+        batch = pa.RecordBatch.from_arrays(
+            [c.cast(f.type) for c, f in zip(columns, self.schema, strict=True)], schema=self.schema)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         if self._pending_bytes >= HISTORY_ROW_GROUP_BYTES:
@@ -203,49 +207,71 @@ def _event_columns(spec: ContextSpec) -> list[str]:
     return columns
 
 
+def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, Iterator[pa.Table]]:
+    """The events table's columns as Arrow tables of about ``EVENTS_PER_LOAD`` rows, whole data files each,
+    read one chunk ahead in a thread (pyiceberg's own batch reader reads every file at once)."""
+    import pyarrow as pa
+
+    if not lakehouse.exists("events"):
+        schema = lakehouse.arrow_schema("events")
+        return pa.schema([schema.field(c) for c in columns]), iter(())
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+
+    scan = lakehouse.catalog.load_table((lakehouse.namespace, "events")).scan(selected_fields=tuple(columns))
+    projected = scan.projection()
+    target = schema_to_pyarrow(projected)
+    reader = ArrowScan(scan.table_metadata, scan.io, projected, scan.row_filter, scan.case_sensitive)
+    groups: list[list[Any]] = [[]]
+    rows = 0
+    for task in scan.plan_files():
+        if rows >= EVENTS_PER_LOAD:
+            groups.append([])
+            rows = 0
+        groups[-1].append(task)
+        rows += task.file.record_count
+
+    def read(tasks: list[Any]) -> pa.Table:
+        return pa.Table.from_batches([b.cast(target) for b in reader.to_record_batches(tasks)], target)
+
+    def chunks() -> Iterator[pa.Table]:
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(read, groups[0])
+            for tasks in groups[1:]:
+                chunk = ahead.result()
+                ahead = pool.submit(read, tasks)
+                yield chunk
+                del chunk
+            yield ahead.result()
+
+    return target, chunks()
+
+
 def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> int:
     """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
     ``message_id`` (the first received copy wins), plus ``ev``, a BIGINT key the build joins on.
 
-    The scan is streamed into DuckDB a chunk at a time and each chunk is compressed right away
-    (checkpoint of the compressed in-memory database): neither a whole Arrow copy of the events nor
-    the whole uncompressed table is ever held.
+    The events are loaded a chunk of files at a time, each chunk compressed right away (checkpoint of
+    the compressed in-memory database): neither an Arrow copy of all the events nor the whole
+    uncompressed table is ever held.
     """
     import numpy as np
     import pyarrow as pa
 
-    columns = _event_columns(spec)
-    if lakehouse.exists("events"):
-        table = lakehouse.catalog.load_table((lakehouse.namespace, "events"))
-        reader = table.scan(selected_fields=tuple(columns)).to_arrow_batch_reader()
-    else:
-        schema = lakehouse.arrow_schema("events")
-        reader = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in columns])).to_reader()
+    schema, chunks = _event_chunks(lakehouse, _event_columns(spec))
+    con.register("events_chunk", pa.Table.from_pylist([], schema=schema.append(pa.field("ev", pa.int64()))))
+    con.execute("CREATE TABLE events_unique AS SELECT * FROM events_chunk")
+    con.unregister("events_chunk")
     total = 0
-    pending: list[pa.RecordBatch] = []
-
-    def load(batches: list[pa.RecordBatch], create: bool) -> None:
-        nonlocal total
-        chunk = pa.Table.from_batches(batches, reader.schema)
+    for chunk in chunks:
         chunk = chunk.append_column("ev", pa.array(np.arange(total, total + chunk.num_rows, dtype=np.int64)))
         total += chunk.num_rows
         con.register("events_chunk", chunk)
-        con.execute("CREATE TABLE events_unique AS SELECT * FROM events_chunk" if create
-                    else "INSERT INTO events_unique SELECT * FROM events_chunk")
+        con.execute("INSERT INTO events_unique SELECT * FROM events_chunk")
         con.unregister("events_chunk")
+        del chunk
         con.execute("CHECKPOINT")
-
-    load([], create=True)
-    size = 0
-    for batch in reader:
-        pending.append(batch)
-        size += batch.num_rows
-        if size >= EVENTS_PER_LOAD:
-            load(pending, create=False)
-            pending, size = [], 0
-    if pending:
-        load(pending, create=False)
-    del pending
     pa.default_memory_pool().release_unused()
     # Duplicates: candidates by a hash of message_id (a small aggregate), then exact per candidate.
     con.execute("CREATE TEMP TABLE dup_hashes AS SELECT hash(message_id) AS h FROM events_unique "
@@ -276,25 +302,26 @@ def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec
 def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple[pa.Table, pa.Table]:
     """Nodes and deduplicated star edges, from events and record rows."""
     types = spec.identifiers.types
-    con.execute(f"CREATE TABLE event_ids AS {compiler.event_identifier_sql(spec, key='ev')}")
+    # one row per event with an identifier: the event's identifiers sorted, the most important first
+    con.execute(f"CREATE TABLE event_ids AS SELECT ev, timestamp, type, ids FROM (SELECT ev, timestamp, type, "
+                f"{compiler.event_identifiers_sql(spec)} AS ids FROM events_unique) WHERE len(ids) > 0")
     con.execute("CHECKPOINT")
+    # star edges: each event's most important identifier to every other one on it
     edge_sql = [
-        "SELECT a.t AS a_type, a.v AS a_value, e.id_type AS b_type, e.id_value AS b_value, "
-        "e.timestamp AS first_seen, 'event:' || ty.type AS source "
-        "FROM event_ids e JOIN (SELECT ev, arg_min(id_type, (priority, id_type, id_value)) AS t, "
-        "arg_min(id_value, (priority, id_type, id_value)) AS v FROM event_ids GROUP BY ev) a "
-        "USING (ev) JOIN (SELECT ev, type FROM events_unique) ty USING (ev) "
-        "WHERE NOT (e.id_type = a.t AND e.id_value = a.v)"
+        "SELECT a.t AS a_type, a.v AS a_value, x.t AS b_type, x.v AS b_value, timestamp AS first_seen, "
+        "'event:' || type AS source FROM (SELECT ids[1] AS a, unnest(ids[2:]) AS x, timestamp, type FROM event_ids) "
+        "WHERE NOT (x.t = a.t AND x.v = a.v)"
     ]
-    node_sql = ["SELECT id_type AS type, id_value AS value, timestamp AS first_seen FROM event_ids"]
+    node_sql = ["SELECT x.t AS type, x.v AS value, timestamp AS first_seen FROM "
+                "(SELECT unnest(ids) AS x, timestamp FROM event_ids)"]
     # alias: previousId → userId; previousId is a user id when one is known by that value, else a device id
     user_rule, anon_rule = types["user_id"], types["anonymous_id"]
     prev = compiler.normalize_sql("previous_id", anon_rule)
     user = compiler.normalize_sql("user_id", user_rule)
     con.execute(
-        f"CREATE TABLE alias_edges AS SELECT CASE WHEN EXISTS (SELECT 1 FROM event_ids i WHERE i.id_type = 'user_id' "
-        f"AND i.id_value = {prev}) THEN 'user_id' ELSE 'anonymous_id' END AS a_type, {prev} AS a_value, "
-        f"'user_id' AS b_type, {user} AS b_value, timestamp AS first_seen, 'event:alias' AS source "
+        f"CREATE TABLE alias_edges AS SELECT CASE WHEN {prev} IN (SELECT x.v FROM (SELECT unnest(ids) AS x "
+        "FROM event_ids) WHERE x.t = 'user_id') THEN 'user_id' ELSE 'anonymous_id' END AS a_type, "
+        f"{prev} AS a_value, 'user_id' AS b_type, {user} AS b_value, timestamp AS first_seen, 'event:alias' AS source "
         f"FROM events_unique WHERE type = 'alias' AND {prev} IS NOT NULL AND {user} IS NOT NULL")
     edge_sql.append("SELECT * FROM alias_edges")
     node_sql.append("SELECT a_type, a_value, first_seen FROM alias_edges")
@@ -347,36 +374,55 @@ def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
         "identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen"))
 
 
-def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> None:
+def _slice_sql(slices: int, column: str = "profile_id") -> str:
+    """The slice of a profile (0 … slices - 1): profiles are rendered and landed a slice at a time."""
+    return f"hash({column}) % {slices}" if slices > 1 else "0"
+
+
+def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: int) -> None:
     """events_profiled / <table>_profiled: every row with the profile of its most important identifier.
 
-    ``events_profiled`` is a table (compressed), not a view: every later stage reads it, and the
-    identity inputs it replaces are dropped.
+    The events are copied once more, with their profile and its slice, a slice at a time (each slice's
+    rows together, so a scan of one slice skips the others' row groups) and compressed as they go:
+    table ``events_sliced``; ``events_profiled`` is it without the slice column.
     """
-    con.execute(
-        "CREATE TABLE event_profile AS SELECT e.ev, "
-        "arg_min(m.profile_id, (e.priority, e.id_type)) AS profile_id "
-        "FROM event_ids e JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
-        "GROUP BY e.ev")
+    # the profile of the event's most important identifier (each identifier has one unless blocked) …
+    con.execute("CREATE TABLE event_profile AS SELECT e.ev, m.profile_id FROM event_ids e LEFT JOIN id_map m "
+                "ON m.identifier_type = e.ids[1].t AND m.identifier_value = e.ids[1].v")
+    if _scalar(con, "SELECT count(*) FROM event_profile WHERE profile_id IS NULL"):
+        # … else of the most important one that has a profile
+        con.execute(
+            "CREATE TEMP TABLE event_profile_next AS SELECT ev, arg_min(m.profile_id, (x.p, x.t, x.v)) AS profile_id "
+            "FROM (SELECT e.ev, unnest(e.ids) AS x FROM event_ids e SEMI JOIN event_profile p "
+            "ON p.ev = e.ev AND p.profile_id IS NULL) "
+            "JOIN id_map m ON m.identifier_type = x.t AND m.identifier_value = x.v GROUP BY ev")
+        con.execute("DELETE FROM event_profile WHERE profile_id IS NULL")
+        con.execute("INSERT INTO event_profile SELECT ev, profile_id FROM event_profile_next")
+        con.execute("DROP TABLE event_profile_next")
     con.execute("DROP TABLE event_ids")
+    consent, consent_join = "", ""
     if spec.consent:
         # each event's consent per category (NULL: it says nothing), from the context the SDKs send
         cols = ", ".join(f"{compiler.consent_sql(c.ids)} AS {ident('consent_' + n)}" for n, c in spec.consent.items())
         con.execute(f"CREATE TABLE event_consent AS SELECT ev, {cols} FROM events_unique "
                     "WHERE context LIKE '%onsent%'")
-        con.execute("CREATE TABLE events_profiled AS SELECT p.profile_id, e.* EXCLUDE (ev), c.* EXCLUDE (ev) "
-                    "FROM events_unique e JOIN event_profile p USING (ev) LEFT JOIN event_consent c USING (ev)")
-        con.execute("DROP TABLE event_consent")
+        consent, consent_join = ", c.* EXCLUDE (ev)", " LEFT JOIN event_consent c USING (ev)"
+    select = (f"SELECT p.slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN "
+              f"(SELECT ev, profile_id, CAST({_slice_sql(slices)} AS INTEGER) AS slice FROM event_profile) p "
+              f"USING (ev){consent_join}")
+    con.execute(f"CREATE TABLE events_sliced AS {select} LIMIT 0")
+    for i in range(slices):
+        con.execute(f"INSERT INTO events_sliced {select} WHERE p.slice = {i}")
+        con.execute("CHECKPOINT")
+    for table in ("event_profile", "events_unique") + (("event_consent",) if spec.consent else ()):
+        con.execute(f"DROP TABLE {table}")
+    con.execute("CHECKPOINT")
+    con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (slice) FROM events_sliced")
+    if spec.consent:
         latest = ", ".join(f"arg_max({ident('consent_' + n)}, timestamp) FILTER (WHERE {ident('consent_' + n)} "
                            f"IS NOT NULL) AS {ident('consent_' + n)}" for n in spec.consent)
         con.execute(f"CREATE TABLE profile_consent AS SELECT profile_id, {latest} FROM events_profiled "
                     "GROUP BY profile_id")
-    else:
-        con.execute("CREATE TABLE events_profiled AS SELECT p.profile_id, e.* EXCLUDE (ev) FROM events_unique e "
-                    "JOIN event_profile p USING (ev)")
-    con.execute("DROP TABLE event_profile")
-    con.execute("DROP TABLE events_unique")
-    con.execute("CHECKPOINT")
     for name, table in spec.record_tables.items():
         key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
         rid = ident(f"{name}__ids")
@@ -456,7 +502,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
         f"greatest(date_diff('second', min(day), {lit(as_of)}) / 86400.0, date_diff('second', min(day), max(day)) "
         "/ 86400.0) AS T, "
         "CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS monetary "
-        "FROM daily GROUP BY profile_id"
+        "FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it, so it repeats
     ).fetchnumpy()
     n = len(summary["profile_id"])
     repeaters = int((summary["frequency"] > 0).sum()) if n else 0
@@ -516,7 +562,9 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     ``bucket = (i, n)`` limits it to the profiles with ``hash(profile_id) % n = i``, every
     per-profile source filtered the same way, so a large build renders in n bounded slices.
     """
-    pred = f"hash(profile_id) % {bucket[1]} = {bucket[0]}" if bucket and bucket[1] > 1 else "TRUE"
+    i, n = bucket or (0, 1)
+    pred = f"{_slice_sql(n)} = {i}" if n > 1 else "TRUE"
+    events_pred = f"slice = {i}" if n > 1 else "TRUE"
     horizon = spec.scores.horizon
     def granted(category: str) -> str:
         default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
@@ -540,7 +588,7 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
         f"'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%gZ'), 'page_path': page_path, "
         f"'properties': left(properties, {recent.max_chars})}}, (timestamp, message_id), {max(recent.limit, 1)}) "
         "AS events "
-        f"FROM events_profiled WHERE type IN ({types}) AND {pred} GROUP BY profile_id)",
+        f"FROM events_sliced WHERE type IN ({types}) AND {events_pred} GROUP BY profile_id)",
     ]
     record_parts = []
     for name in record_tables:
@@ -649,6 +697,7 @@ def build_context(
     """
     import duckdb
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from customer_context.assemble import identity
 
@@ -695,7 +744,8 @@ def build_context(
         report.profiles = int(_scalar(con, "SELECT count(*) FROM profiles"))
         report.rejected_edges = len(result.rejected_edges)
         report.merged_profiles = len(result.merged)
-        _profile_events(con, spec)
+        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
+        _profile_events(con, spec, slices)
         stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
                                 f"{report.rejected_edges:,} edges refused")
 
@@ -711,9 +761,9 @@ def build_context(
         # changed is decided in DuckDB against the previous build's state: only changed documents and
         # moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
-        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
         con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
         history = _History(lakehouse, built_at, data_as_of)
+        max_bytes = spec.snapshot.max_bytes
         rendering = 0.0
         try:
             for i in range(slices):
@@ -724,21 +774,21 @@ def build_context(
                     f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id)")
                 con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed FROM slice_docs")
                 rendering += time.perf_counter() - t0
-                reader = con.sql(f"SELECT profile_id, content_hash, {_doc_sql(built_at, data_as_of)} AS doc, version "
-                                 "FROM slice_docs WHERE changed").fetch_record_batch(5000)
+                reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over "
+                                 f"FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc FROM slice_docs "
+                                 "WHERE changed)").to_arrow_reader(5000)
                 for batch in reader:
-                    pids, hashes, docs, versions = (batch.column(c).to_pylist() for c in range(4))
-                    items = []
-                    for n, (pid, content_hash, doc, version) in enumerate(zip(pids, hashes, docs, versions,
-                                                                              strict=True)):
-                        doc, cut = fit_to_budget(doc, spec.snapshot.max_bytes)
-                        if cut:
-                            report.truncated_profiles += 1
-                            docs[n] = doc
-                        items.append(SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(),
-                                                  report.data_as_of))
-                    report.items_written += store.put_snapshots(items)
-                    history.write(pids, versions, hashes, docs)
+                    pids, versions, hashes, docs = (batch.column(c).to_pylist() for c in range(4))
+                    cut_docs = False
+                    for n in (pc.indices_nonzero(batch.column(4)).to_pylist() if pc.any(batch.column(4)).as_py()
+                              else ()):
+                        docs[n], cut = fit_to_budget(docs[n], max_bytes)
+                        report.truncated_profiles += bool(cut)
+                        cut_docs = True
+                    report.items_written += store.put_snapshots(
+                        SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(), report.data_as_of)
+                        for pid, version, content_hash, doc in zip(pids, versions, hashes, docs, strict=True))
+                    history.write(batch, docs if cut_docs else None)
                 del reader
                 con.execute("DROP TABLE slice_docs")
             history.close()
@@ -750,7 +800,7 @@ def build_context(
                       + (f" in {slices} slices" if slices > 1 else ""))
 
         def rows(sql: str) -> Any:
-            for batch in con.sql(sql).fetch_record_batch(50_000):
+            for batch in con.sql(sql).to_arrow_reader(50_000):
                 yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
         aliases = store.put_aliases(rows(

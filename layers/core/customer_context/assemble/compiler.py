@@ -267,6 +267,41 @@ def event_identifier_sql(spec: ContextSpec, key: str = "message_id") -> str:
     return f"SELECT * FROM ({union}) WHERE id_value IS NOT NULL"
 
 
+def event_identifiers_sql(spec: ContextSpec) -> str:
+    """SQL expression over an ``events_unique`` row: the identifiers found on the event, a list of
+    ``{p, t, v}`` structs (priority, type, normalised value) without empty values, sorted by
+    ``(priority, type, value)``, so its first element is the event's most important identifier.
+
+    ``externalIds.<type>`` reads ``context.externalIds`` entries of that type.
+    """
+    singles: list[str] = []
+    lists: list[str] = []
+    for id_type, rule in spec.identifiers.types.items():
+        def item(expr: str, rule: IdentifierType = rule, id_type: str = id_type) -> str:
+            return f"{{'p': {rule.priority}, 't': {lit(id_type)}, 'v': {normalize_sql(expr, rule)}}}"
+
+        for path in rule.from_events:
+            if path == "userId":
+                singles.append(item("user_id"))
+            elif path == "anonymousId":
+                singles.append(item("anonymous_id"))
+            elif path.startswith("externalIds."):
+                ext_type = path.split(".", 1)[1]
+                ext = "json_extract(context, '$.externalIds')"
+                entries = f"from_json({ext}, '[{{\"id\":\"VARCHAR\",\"type\":\"VARCHAR\"}}]')"
+                lists.append(f"CASE WHEN json_type({ext}) = 'ARRAY' THEN list_transform(list_filter({entries}, "
+                             f"lambda e: e.type = {lit(ext_type)}), lambda e: {item('e.id')}) ELSE [] END")
+            elif path.startswith("context.traits."):
+                singles.append(item(event_value("context.traits." + path.split(".", 2)[2])))
+            else:
+                singles.append(item(event_value(path)))
+    parts = ([f"[{', '.join(singles)}]"] if singles else []) + lists
+    if not parts:
+        return "[]::STRUCT(p INTEGER, t VARCHAR, v VARCHAR)[]"
+    combined = parts[0] if len(parts) == 1 else f"list_concat({', '.join(parts)})"
+    return f"list_sort(list_filter({combined}, lambda x: x.v IS NOT NULL))"
+
+
 def record_identifier_sql(spec: ContextSpec, table_name: str, table: RecordTable) -> str:
     """One row per (record row, identifier): row_key, updated_at, id_type, id_value, priority."""
     key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)

@@ -3,47 +3,83 @@
 How a call runs:
 
 1. the customer's identifiers come from the ``identity_graph`` Iceberg table (by profile id);
-2. each table the query names (``events`` and record tables) is scanned through pyiceberg with a
-   row filter on those identifiers — its planned data files are summed first, and a scan above
+2. each table the query reads (``events`` and record tables: the query's ``tables``, else those its
+   SQL names) is planned through pyiceberg with a row filter on those identifiers (a superset: raw
+   column values, see below); the planned data files are summed first, and a scan above
    ``max_scan_bytes`` is refused before anything is read;
-3. the filtered rows are loaded into a fresh in-memory DuckDB, which is then locked down: external
-   access off (no files, no URLs, no other tables) and configuration locked, so the query can see
-   only this customer's rows — no cross-customer read is expressible;
-4. the query runs with its parameters bound (``$name``), under a wall-time limit
-   (``con.interrupt()`` from a timer) and a row limit (rows beyond it are cut, ``truncated: true``);
-5. identical calls within ``cache_seconds`` are answered from a small in-process cache.
+3. the rows read are loaded into a fresh in-memory DuckDB and cut down to the rows the last build
+   gave this customer: a row belongs to the profile of its most important identifier (lowest
+   ``priority``, then type, then value; blocked values ignored), exactly as the build assigns
+   ``events_profiled`` / ``<table>_profiled``. So a shared device's events sent by another signed-in
+   user, or a CRM row whose email belongs to someone else, stay out. A row whose most important
+   identifier is newer than the last build is left out until the next build assigns it;
+4. the connection is then locked down: external access off (no files, no URLs, no other tables,
+   no extensions) and configuration locked. Only the customer's tables remain in it, so no
+   cross-customer read is expressible;
+5. the query runs with its parameters bound (``$name``, never pasted into the SQL) under a
+   wall-time budget (``con.interrupt()`` from a timer; the whole call counts), a memory limit and a
+   row budget: ``max_rows + 1`` rows are fetched and rows beyond the budget are cut with
+   ``truncated: true`` (an agent still gets an answer, and knows it is partial);
+6. identical calls (same query text, customer, parameters and row budget) within ``cache_seconds``
+   are answered from a small in-process cache, with ``cached: true``.
 
-Imports duckdb and pyarrow inside functions only: this module is importable on the serving path.
+The Iceberg row filter compares raw column values with the customer's normalised identifiers:
+``In`` for types normalised by ``trim`` only, a case-insensitive range for ``lowercase`` types
+(values stored as ``Ann@Example.com`` are found), and no filter (the whole table is planned, so the
+scan budget applies to all of it) for ``digits`` types. Values stored with surrounding whitespace
+are not found by the filter.
+
+Imports duckdb, pyarrow and pyiceberg inside functions only: this module is importable on the
+serving path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-from customer_context.errors import BudgetExceeded, InvalidRequest, NotFound
-from customer_context.spec import ContextSpec, NamedQuery, QueryParam
+from customer_context.errors import BudgetExceeded, ConfigError, InvalidRequest, NotFound
+from customer_context.spec import ContextSpec, NamedQuery
 
-# event columns holding identifiers sent at the top level of an event
-_EVENT_ID_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id", "groupId": "group_id",
-                     "previousId": "previous_id"}
+if TYPE_CHECKING:
+    import duckdb
+
+MiB = 1024 * 1024
+# event columns holding the identifiers events carry at the top level
+_EVENT_ID_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id"}
+_ROW = "__cc_row"  # row number column used while cutting the rows down (never visible to the query)
+_CACHE_MAX = 1000
 
 
 @dataclass(frozen=True)
 class QueryBudget:
-    """Limits of one named-query call."""
+    """Limits of one named-query call.
+
+    Attributes:
+        max_seconds: Wall time of the whole call (identifiers, scan, load, query); stopped beyond it.
+        max_rows: Most rows returned; more are cut and the answer says ``truncated: true``.
+        max_scan_bytes: Most bytes of data files one call may read, checked from the planned files
+            before reading.
+        cache_seconds: Identical calls within this many seconds are answered from the cache (0: off).
+        max_memory_bytes: DuckDB's memory limit for the query (no spilling to disk).
+    """
 
     max_seconds: float = 5.0
     max_rows: int = 200
-    max_scan_bytes: int = 256 * 1024 * 1024
+    max_scan_bytes: int = 256 * MiB
     cache_seconds: float = 30.0
+    max_memory_bytes: int = 512 * MiB
 
 
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -56,69 +92,81 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _coerce(name: str, param: QueryParam, value: Any) -> Any:
-    if value is None:
-        return None
-    kind = param.type
-    try:
-        if kind == "string":
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-        if kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ValueError("expected an integer")
-            return int(value)
-        if kind == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise ValueError("expected a number")
-            return float(value)
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise ValueError("expected true or false")
-            return value
-        if not isinstance(value, str):
-            raise ValueError("expected an ISO-8601 date-time")
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except ValueError as exc:
-        reason = str(exc) if str(exc).startswith("expected") else f"expected {kind}"
-        raise InvalidRequest(f"params.{name}: {reason}, got {value!r}",
-                             details=[{"field": f"params.{name}", "reason": reason}]) from None
+def bind_params(query: NamedQuery, given: Any) -> dict[str, Any]:
+    """Check and type the call's parameters (defaults filled in).
 
+    Args:
+        query: The named query.
+        given: The request body: a JSON object of parameter values.
 
-def bind_params(query: NamedQuery, given: dict[str, Any]) -> dict[str, Any]:
-    """Check and type the call's parameters.
+    Returns:
+        Parameter name → the Python value bound to DuckDB (datetime, timedelta, int …).
 
     Raises:
-        InvalidRequest: an unknown or missing parameter, or a value of the wrong type (named).
+        InvalidRequest: not an object, an unknown or missing parameter, or a value of the wrong type;
+            the message names the parameter and the reason.
     """
     if not isinstance(given, dict):
         raise InvalidRequest("body: expected a JSON object of parameters")
     unknown = sorted(set(given) - set(query.params))
     if unknown:
         raise InvalidRequest(f"params.{unknown[0]}: not a parameter of this query; it takes: "
-                             f"{', '.join(query.params) or 'none'}")
+                             f"{', '.join(query.params) or 'none'}",
+                             details=[{"field": f"params.{unknown[0]}", "reason": "unknown parameter"}])
     bound: dict[str, Any] = {}
     for name, param in query.params.items():
         value = given.get(name, param.default)
         if value is None and param.required:
             raise InvalidRequest(f"params.{name}: required ({param.description or param.type})",
                                  details=[{"field": f"params.{name}", "reason": "required"}])
-        bound[name] = _coerce(name, param, value)
+        try:
+            bound[name] = param.coerce(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"params.{name}: {exc}",
+                                 details=[{"field": f"params.{name}", "reason": str(exc)}]) from None
     return bound
 
 
-def _tables_used(spec: ContextSpec, sql: str) -> list[str]:
+def query_tool_schemas(spec: ContextSpec) -> list[dict[str, Any]]:
+    """Each named query as an LLM tool: ``{"name", "description", "parameters"}`` (JSON Schema).
+
+    The schema holds the query's own parameters only; the HTTP route (and the ``query_<name>``
+    tools of :mod:`customer_context.serve.tools`) add which customer it is about.
+    """
+    tools = []
+    for name, query in spec.queries.items():
+        tools.append({
+            "name": name,
+            "description": query.description,
+            "parameters": {
+                "type": "object",
+                "properties": {p: param.json_schema() for p, param in query.params.items()},
+                "required": [p for p, param in query.params.items() if param.required],
+                "additionalProperties": False,
+            },
+        })
+    return tools
+
+
+def tables_read(spec: ContextSpec, query: NamedQuery) -> list[str]:
+    """The tables a query reads: its ``tables``, else the known tables its SQL names."""
+    if query.tables is not None:
+        return list(dict.fromkeys(query.tables))
     names = ["events", *spec.record_tables]
-    return [n for n in names if re.search(rf"\b{re.escape(n)}\b", sql)]
+    return [n for n in names if re.search(rf"\b{re.escape(n)}\b", query.sql, re.IGNORECASE)]
 
 
 def _json_safe(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | clock_time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value)
     if isinstance(value, Decimal):
         return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, UUID):
+        return str(value)
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, list | tuple):
@@ -129,6 +177,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _identifiers(lakehouse: Any, profile_id: str) -> list[tuple[str, str]]:
+    """The customer's (type, normalised value) pairs, from the last build's identity graph."""
     from pyiceberg.expressions import EqualTo
 
     if not lakehouse.exists("identity_graph"):
@@ -138,19 +187,38 @@ def _identifiers(lakehouse: Any, profile_id: str) -> list[tuple[str, str]]:
     return sorted({(r["identifier_type"], r["identifier_value"]) for r in rows})
 
 
-def _row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, str]]) -> Any:
-    """The customer's rows of one table, as a pyiceberg expression (None: no row can match)."""
-    from pyiceberg.expressions import In, Or
-
-    by_type: dict[str, list[str]] = {}
-    for id_type, value in identifiers:
-        by_type.setdefault(id_type, []).append(value)
+def _id_columns(spec: ContextSpec, table: str) -> list[tuple[str, str]]:
+    """(column, identifier type) pairs of a table."""
     if table == "events":
-        columns = [(_EVENT_ID_COLUMNS[path], id_type) for id_type, rule in spec.identifiers.types.items()
-                   for path in rule.from_events if path in _EVENT_ID_COLUMNS]
-    else:
-        columns = [(column, id_type) for id_type, column in spec.record_tables[table].identifiers.items()]
-    terms = [In(column, set(by_type[id_type])) for column, id_type in columns if by_type.get(id_type)]
+        return [(_EVENT_ID_COLUMNS[path], id_type) for id_type, rule in spec.identifiers.types.items()
+                for path in rule.from_events if path in _EVENT_ID_COLUMNS]
+    return [(column, id_type) for id_type, column in spec.record_tables[table].identifiers.items()]
+
+
+def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, str]]) -> Any:
+    """A pyiceberg expression selecting (a superset of) the customer's rows of one table.
+
+    ``None``: no row can be the customer's (nothing is read). Exactness comes after reading, from
+    the rows' normalised identifiers.
+    """
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, In, LessThanOrEqual, Or
+
+    by_type: dict[str, set[str]] = {}
+    for id_type, value in identifiers:
+        by_type.setdefault(id_type, set()).add(value)
+    terms: list[Any] = []
+    for column, id_type in _id_columns(spec, table):
+        values = by_type.get(id_type)
+        if not values:
+            continue
+        steps = spec.identifiers.types[id_type].normalize
+        if "digits" in steps:
+            return AlwaysTrue()  # `+1 (555)…` vs `1555…`: nothing to push down; read all, cut after
+        if "lowercase" in steps:
+            # every case variant of a lower-case value lies between its upper- and lower-case forms
+            terms += [And(GreaterThanOrEqual(column, v.upper()), LessThanOrEqual(column, v)) for v in sorted(values)]
+        else:
+            terms.append(In(column, values))
     if not terms:
         return None
     expr = terms[0]
@@ -159,35 +227,149 @@ def _row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, 
     return expr
 
 
-def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: str, params: dict[str, Any],
+def _empty(lakehouse: Any, spec: ContextSpec, table: str) -> Any:
+    """An empty Arrow table with ``table``'s columns (a record table need not be declared on this Lakehouse)."""
+    if lakehouse.exists(table):
+        return lakehouse.table(table).schema().as_arrow().empty_table()
+    if table in spec.record_tables:
+        from customer_context.stores.tables import record_table_def
+
+        record = spec.record_tables[table]
+        definition = record_table_def(table, record.columns, record.primary_key, record.description)
+        return definition.schema.as_arrow().empty_table()
+    return lakehouse.arrow_schema(table).empty_table()
+
+
+def _blocked(spec: ContextSpec, values: Iterable[str]) -> list[str]:
+    """Values the identity resolution ignores (``blocked_values``, tested trimmed, case-insensitive)."""
+    patterns = [re.compile(p, re.IGNORECASE) for p in spec.identifiers.blocked_values]
+    return [v for v in values if not v.strip() or any(p.search(v.strip()) for p in patterns)]
+
+
+def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str, data: Any,
+                   identifiers: list[tuple[str, str]]) -> None:
+    """Create table ``table`` in ``con`` holding the customer's rows of ``data`` only.
+
+    A row is the customer's when its most important non-blocked identifier (by priority, type,
+    value; values normalised as the build does) is one of the customer's identifiers.
+    """
+    import pyarrow as pa
+
+    from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
+
+    quoted = ident(table)
+    con.register("_cc_rows", data)
+    if table == "events":
+        # deduplicated as the build does; the identifiers are read by the build's own SQL
+        con.execute(f"CREATE TABLE events_unique AS SELECT row_number() OVER () AS {ident(_ROW)}, * FROM ("
+                    "SELECT * FROM _cc_rows QUALIFY row_number() OVER (PARTITION BY message_id "
+                    "ORDER BY received_at) = 1)")
+        con.unregister("_cc_rows")
+        con.execute("CREATE TABLE _cc_ids AS SELECT k, x.t AS id_type, x.v AS id_value, x.p AS priority FROM ("
+                    f"SELECT {ident(_ROW)} AS k, unnest({event_identifiers_sql(spec)}) AS x FROM events_unique)")
+        source, key = "events_unique", ident(_ROW)
+    else:
+        record = spec.record_tables[table]
+        con.execute(f"CREATE TABLE {quoted} AS SELECT * FROM _cc_rows")
+        con.unregister("_cc_rows")
+        if record.identifiers:
+            con.execute(f"CREATE TABLE _cc_ids AS SELECT row_key AS k, id_type, id_value, priority "
+                        f"FROM ({record_identifier_sql(spec, table, record)})")
+        else:
+            con.execute("CREATE TABLE _cc_ids (k VARCHAR, id_type VARCHAR, id_value VARCHAR, priority INTEGER)")
+        source = None
+        key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in record.primary_key)
+    seen = [v for (v,) in con.execute("SELECT DISTINCT id_value FROM _cc_ids").fetchall()]
+    blocked = _blocked(spec, seen)
+    if blocked:
+        con.execute("DELETE FROM _cc_ids WHERE list_contains($blocked, id_value)", {"blocked": blocked})
+    con.register("_cc_mine", pa.table({"t": [t for t, _ in identifiers], "v": [v for _, v in identifiers]},
+                                      schema=pa.schema([("t", pa.string()), ("v", pa.string())])))
+    owned = ("SELECT k FROM (SELECT k, arg_min(id_type, (priority, id_type, id_value)) AS t, "
+             "arg_min(id_value, (priority, id_type, id_value)) AS v FROM _cc_ids GROUP BY k) "
+             "SEMI JOIN _cc_mine USING (t, v)")
+    if source is not None:
+        con.execute(f"CREATE TABLE {quoted} AS SELECT * EXCLUDE ({key}) FROM {source} WHERE {key} IN ({owned})")
+        con.execute(f"DROP TABLE {source}")
+    else:
+        con.execute(f"DELETE FROM {quoted} WHERE ({key}) IS NULL OR ({key}) NOT IN ({owned})")
+    con.unregister("_cc_mine")
+    con.execute("DROP TABLE _cc_ids")
+
+
+def _cache_get(key: str) -> dict[str, Any] | None:
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= time.monotonic():
+            del _cache[key]
+            return None
+        return hit[1]
+
+
+def _cache_put(key: str, seconds: float, answer: dict[str, Any]) -> None:
+    if seconds <= 0:
+        return
+    with _cache_lock:
+        now = time.monotonic()
+        if len(_cache) >= _CACHE_MAX:
+            for stale in [k for k, (expires, _) in _cache.items() if expires <= now]:
+                del _cache[stale]
+            while len(_cache) >= _CACHE_MAX:
+                del _cache[next(iter(_cache))]  # oldest first (insertion order)
+        _cache[key] = (now + seconds, answer)
+
+
+def _time_exceeded(name: str, budget: QueryBudget) -> BudgetExceeded:
+    return BudgetExceeded(f"time budget: query {name!r} ran longer than {budget.max_seconds:g} s and was stopped "
+                          "(narrow the parameters, or raise CUSTOMER_CONTEXT_QUERY_MAX_SECONDS)")
+
+
+def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: str, params: Any,
                     budget: QueryBudget | None = None) -> dict[str, Any]:
     """Run one named query for one customer.
 
+    Args:
+        lakehouse: The Iceberg tables (:class:`customer_context.stores.iceberg.Lakehouse`).
+        spec: The context spec holding the query under ``queries``.
+        name: The query's name.
+        profile_id: The customer (as resolved from any of their identifiers).
+        params: The request body: a JSON object of parameter values.
+        budget: Time, row, scan, memory and cache limits (defaults: :class:`QueryBudget`).
+
+    Returns:
+        ``{"query", "profile_id", "params", "columns", "rows" (objects, JSON-safe: timestamps as
+        ISO-8601), "row_count", "truncated", "cached", "scanned_bytes", "elapsed_ms"}``.
+
     Raises:
         NotFound: no such query (the message lists them).
-        InvalidRequest: bad parameters (named).
-        BudgetExceeded: the scan, the time or the SQL's own limits would be exceeded (which, and by how much).
+        InvalidRequest: a bad parameter (named, with the reason), or a value the query cannot use.
+        BudgetExceeded: the scan would exceed ``max_scan_bytes`` (planned bytes and the limit, before
+            reading), or the call ran past ``max_seconds`` or ``max_memory_bytes``.
+        ConfigError: the query in the spec cannot run (an unknown table or column, a file read …).
     """
     budget = budget or QueryBudget()
     query = spec.queries.get(name)
     if query is None:
         raise NotFound(f"no named query {name!r}; declared: {', '.join(spec.queries) or 'none'}")
     bound = bind_params(query, params)
-    key = json.dumps([name, profile_id, bound], default=str, sort_keys=True)
-    now = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(key)
-    if hit is not None and hit[0] > now:
-        return {**hit[1], "cached": True}
+    limit = min(query.max_rows or budget.max_rows, budget.max_rows)
+    shown = {p: params.get(p, query.params[p].default) for p in query.params}
+    key = json.dumps([name, query.sql, profile_id, limit, bound], default=repr, sort_keys=True)
+    hit = _cache_get(key)
+    if hit is not None:
+        return {**hit, "rows": list(hit["rows"]), "cached": True}
 
     started = time.perf_counter()
+    deadline = started + budget.max_seconds
     identifiers = _identifiers(lakehouse, profile_id)
-    tables = _tables_used(spec, query.sql)
+    tables = tables_read(spec, query)
     scans: dict[str, Any] = {}
     planned = 0
     for table in tables:
-        expr = _row_filter(spec, table, identifiers)
-        if expr is None or not lakehouse.exists(table):
+        expr = row_filter(spec, table, identifiers) if lakehouse.exists(table) else None
+        if expr is None:
             scans[table] = None
             continue
         scan = lakehouse.table(table).scan(row_filter=expr)
@@ -197,53 +379,65 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
         raise BudgetExceeded(f"scan budget: query {name!r} would read {planned:,} bytes of data files; the limit is "
                              f"{budget.max_scan_bytes:,} (narrow the period, or raise "
                              "CUSTOMER_CONTEXT_QUERY_MAX_SCAN_BYTES)")
-
-    import duckdb
-
-    con = duckdb.connect(":memory:", config={"threads": 1})
-    try:
-        for table in tables:
-            schema = lakehouse.arrow_schema(table) if lakehouse.exists(table) else None
-            data = scans[table].to_arrow() if scans[table] is not None else (
-                schema.empty_table() if schema is not None else None)
-            if data is None:
-                raise NotFound(f"table {table!r} has no data yet")
-            con.register("_rows", data)
-            dedupe = " QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at) = 1" \
-                if table == "events" else ""
-            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _rows{dedupe}')
-            con.unregister("_rows")
-        # from here on the connection sees only the tables above: no files, URLs or other catalogs
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        limit = min(query.max_rows or budget.max_rows, budget.max_rows)
-        timer = threading.Timer(budget.max_seconds, con.interrupt)
-        timer.start()
-        try:
-            result = con.execute(f"SELECT * FROM ({query.sql.strip().rstrip(';')}) LIMIT {limit + 1}", bound)
-            columns = [d[0] for d in result.description]
-            rows = result.fetchall()
-        except duckdb.InterruptException:
-            raise BudgetExceeded(f"time budget: query {name!r} ran longer than {budget.max_seconds:g} s and was "
-                                 "stopped") from None
-        except duckdb.Error as exc:
-            if time.perf_counter() - started >= budget.max_seconds:
-                raise BudgetExceeded(f"time budget: query {name!r} ran longer than {budget.max_seconds:g} s and "
-                                     "was stopped") from None
-            raise InvalidRequest(f"query {name!r} failed: {str(exc).splitlines()[0]}") from None
-        finally:
-            timer.cancel()
-    finally:
-        con.close()
+    data = {t: s.to_arrow() if s is not None else _empty(lakehouse, spec, t) for t, s in scans.items()}
+    rows, columns = _execute(name, query, spec, data, identifiers, bound, limit, deadline, budget)
     truncated = len(rows) > limit
     answer = {
-        "query": name, "profile_id": profile_id, "params": _json_safe(bound), "columns": columns,
+        "query": name, "profile_id": profile_id, "params": _json_safe(shown), "columns": columns,
         "rows": [dict(zip(columns, _json_safe(list(r)), strict=True)) for r in rows[:limit]],
         "row_count": min(len(rows), limit), "truncated": truncated, "cached": False,
         "scanned_bytes": planned, "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
     }
-    with _cache_lock:
-        if len(_cache) > 1000:
-            _cache.clear()
-        _cache[key] = (time.monotonic() + budget.cache_seconds, answer)
+    _cache_put(key, budget.cache_seconds, answer)
     return answer
+
+
+def _execute(name: str, query: NamedQuery, spec: ContextSpec, data: dict[str, Any],
+             identifiers: list[tuple[str, str]], bound: dict[str, Any], limit: int, deadline: float,
+             budget: QueryBudget) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Load the customer's rows into a locked DuckDB and run the query; returns (rows, columns)."""
+    import duckdb
+
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0:
+        raise _time_exceeded(name, budget)
+    con = duckdb.connect(":memory:", config={
+        "threads": 1, "memory_limit": f"{max(budget.max_memory_bytes // MiB, 16)}MB", "temp_directory": "",
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        "python_enable_replacements": False,
+    })
+    def stop() -> None:
+        with contextlib.suppress(duckdb.Error):  # already closed: the query ended as the timer fired
+            con.interrupt()
+
+    timer = threading.Timer(remaining, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        for table, rows in data.items():
+            _keep_own_rows(con, spec, table, rows, identifiers)
+            if time.perf_counter() >= deadline:
+                raise _time_exceeded(name, budget)
+        # from here on the connection sees only the tables above: no files, URLs, extensions or settings
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        sql = query.sql.strip().rstrip(";")
+        result = con.execute(f"SELECT * FROM (\n{sql}\n) LIMIT {limit + 1}", bound)
+        columns = [d[0] for d in result.description]
+        return result.fetchall(), columns
+    except duckdb.InterruptException:
+        raise _time_exceeded(name, budget) from None
+    except duckdb.OutOfMemoryException:
+        raise BudgetExceeded(f"memory budget: query {name!r} needed more than {budget.max_memory_bytes:,} bytes "
+                             "(narrow the parameters, or make the query aggregate sooner)") from None
+    except (duckdb.ConversionException, duckdb.OutOfRangeException, duckdb.InvalidInputException) as exc:
+        if time.perf_counter() >= deadline:
+            raise _time_exceeded(name, budget) from None
+        raise InvalidRequest(f"query {name!r} cannot use these parameters: {str(exc).splitlines()[0]}") from None
+    except duckdb.Error as exc:
+        if time.perf_counter() >= deadline:
+            raise _time_exceeded(name, budget) from None
+        raise ConfigError(f"named query {name!r} in the context spec failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        timer.cancel()
+        con.close()
