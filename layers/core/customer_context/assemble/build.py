@@ -407,17 +407,17 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
         con.execute(f"CREATE TABLE event_consent AS SELECT ev, {cols} FROM events_unique "
                     "WHERE context LIKE '%onsent%'")
         consent, consent_join = ", c.* EXCLUDE (ev)", " LEFT JOIN event_consent c USING (ev)"
-    select = (f"SELECT p.slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN "
-              f"(SELECT ev, profile_id, CAST({_slice_sql(slices)} AS INTEGER) AS slice FROM event_profile) p "
+    select = (f"SELECT p._slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN "
+              f"(SELECT ev, profile_id, _slice FROM event_profile JOIN profiles USING (profile_id)) p "
               f"USING (ev){consent_join}")
     con.execute(f"CREATE TABLE events_sliced AS {select} LIMIT 0")
     for i in range(slices):
-        con.execute(f"INSERT INTO events_sliced {select} WHERE p.slice = {i}")
+        con.execute(f"INSERT INTO events_sliced {select} WHERE p._slice = {i}")
         con.execute("CHECKPOINT")
     for table in ("event_profile", "events_unique") + (("event_consent",) if spec.consent else ()):
         con.execute(f"DROP TABLE {table}")
     con.execute("CHECKPOINT")
-    con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (slice) FROM events_sliced")
+    con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (_slice) FROM events_sliced")
     if spec.consent:
         latest = ", ".join(f"arg_max({ident('consent_' + n)}, timestamp) FILTER (WHERE {ident('consent_' + n)} "
                            f"IS NOT NULL) AS {ident('consent_' + n)}" for n in spec.consent)
@@ -463,7 +463,8 @@ def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
         else:
             select.append(column)
     joins = " ".join(f"LEFT JOIN {t} USING (profile_id)" for t in parts)
-    con.execute(f"CREATE TABLE traits AS SELECT {', '.join(select)} FROM profiles p {joins}")
+    con.execute(f"CREATE TABLE traits AS SELECT {', '.join(select)}, p._slice FROM profiles p {joins} "
+                "ORDER BY p._slice")
     return list(spec.traits)
 
 
@@ -488,7 +489,8 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     import pyarrow as pa
 
     empty = "CREATE TABLE scores AS SELECT profile_id, NULL::DOUBLE AS churn_risk, NULL::DOUBLE AS p_alive, " \
-            "NULL::DOUBLE AS expected_orders, NULL::DOUBLE AS ltv, NULL::INTEGER AS repeat_purchases FROM profiles"
+            "NULL::DOUBLE AS expected_orders, NULL::DOUBLE AS ltv, NULL::INTEGER AS repeat_purchases, _slice " \
+            "FROM profiles ORDER BY _slice"
     if not spec.scores.enabled:
         con.execute(empty)
         return {"skipped": "scores.enabled is false"}
@@ -545,7 +547,8 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     table = pa.table({k: pa.array(v, from_pandas=True) for k, v in columns.items()})
     con.register("scores_arrow", table)
     con.execute("CREATE TABLE scores AS SELECT p.profile_id, s.churn_risk, s.p_alive, s.expected_orders, s.ltv, "
-                "s.repeat_purchases FROM profiles p LEFT JOIN scores_arrow s USING (profile_id)")
+                "s.repeat_purchases, p._slice FROM profiles p LEFT JOIN scores_arrow s USING (profile_id) "
+                "ORDER BY p._slice")
     con.unregister("scores_arrow")
     return result
 
@@ -559,12 +562,12 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     """SQL rendering every profile's content (``profile_id, content_hash, content``): the document
     without its build times (:func:`_doc_sql` adds them).
 
-    ``bucket = (i, n)`` limits it to the profiles with ``hash(profile_id) % n = i``, every
+    ``bucket = (i, n)`` limits it to the profiles of slice i of n (:func:`_slice_sql`), every
     per-profile source filtered the same way, so a large build renders in n bounded slices.
     """
     i, n = bucket or (0, 1)
     pred = f"{_slice_sql(n)} = {i}" if n > 1 else "TRUE"
-    events_pred = f"slice = {i}" if n > 1 else "TRUE"
+    sliced = f"_slice = {i}" if n > 1 else "TRUE"
     horizon = spec.scores.horizon
     def granted(category: str) -> str:
         default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
@@ -580,15 +583,11 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     record_tables = [n for n, t in spec.record_tables.items() if not t.interactions]
     interaction_tables = [(n, t) for n, t in spec.record_tables.items() if t.interactions]
     ctes = [
-        "ids AS (SELECT profile_id, to_json(map_from_entries(list((identifier_type, vals) ORDER BY identifier_type))) "
-        "AS identifiers FROM ("
-        f"SELECT profile_id, identifier_type, list(identifier_value ORDER BY identifier_value) AS vals FROM id_map "
-        f"WHERE {pred} GROUP BY ALL) GROUP BY profile_id)",
         f"recent AS (SELECT profile_id, max_by({{'type': type, 'event': event, 'name': name, "
         f"'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%gZ'), 'page_path': page_path, "
         f"'properties': left(properties, {recent.max_chars})}}, (timestamp, message_id), {max(recent.limit, 1)}) "
         "AS events "
-        f"FROM events_sliced WHERE type IN ({types}) AND {events_pred} GROUP BY profile_id)",
+        f"FROM events_sliced WHERE type IN ({types}) AND {sliced} GROUP BY profile_id)",
     ]
     record_parts = []
     for name in record_tables:
@@ -630,19 +629,22 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
     return (
         f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
-        f"{content}) AS content FROM (SELECT profile_id FROM profiles WHERE {pred}) p "
-        f"LEFT JOIN ids USING (profile_id) LEFT JOIN traits t USING (profile_id) "
-        f"LEFT JOIN scores s USING (profile_id) LEFT JOIN recent USING (profile_id) {joins}"
+        f"{content}) AS content FROM (SELECT profile_id FROM profiles WHERE {sliced}) p "
+        f"LEFT JOIN (SELECT profile_id, identifiers FROM profile_identifiers WHERE {sliced}) ids USING (profile_id) "
+        f"LEFT JOIN (SELECT * FROM traits WHERE {sliced}) t USING (profile_id) "
+        f"LEFT JOIN (SELECT * FROM scores WHERE {sliced}) s USING (profile_id) "
+        f"LEFT JOIN recent USING (profile_id) {joins}"
         f"{' LEFT JOIN profile_consent pc USING (profile_id)' if spec.consent else ''}) "
         f"SELECT profile_id, md5(content) AS content_hash, content FROM content"
     )
 
 
 def _doc_sql(built_at: datetime, data_as_of: datetime | None) -> str:
-    """The served document: ``content`` plus the build times."""
-    as_of_text = data_as_of.isoformat() if data_as_of else None
-    meta = f"json_object('built_at', {lit(built_at.isoformat())}, 'data_as_of', {lit(as_of_text)})"
-    return f"json_merge_patch(content, {meta})"
+    """The served document: ``content`` with the build times appended, as ``json_merge_patch(content,
+    {built_at, data_as_of})`` would write it (no ``data_as_of`` when unknown), without parsing it again."""
+    times = {"built_at": built_at.isoformat(), "data_as_of": data_as_of.isoformat() if data_as_of else None}
+    tail = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in times.items() if v is not None) + "}"
+    return f"concat(left(content, -1), {lit(tail)})"
 
 
 def fit_to_budget(doc: str, max_bytes: int, order: tuple[str, ...] = SECTION_DROP_ORDER) -> tuple[str, list[str]]:
@@ -737,14 +739,26 @@ def build_context(
         )
         result = identity.resolve(identity.nodes_from_arrow(nodes), identity.edges_from_arrow(edges), config,
                                   _previous_identity(lakehouse))
+        del nodes, edges
         graph = identity.result_to_arrow(result)
         con.register("id_map", graph)
-        con.execute("CREATE TABLE profiles AS SELECT DISTINCT profile_id FROM id_map")
+        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
+        # each profile's slice, kept (like traits and scores) in slice order: a slice's rows are read alone
+        con.execute(f"CREATE TABLE profiles AS SELECT profile_id, CAST({_slice_sql(slices)} AS INTEGER) AS _slice "
+                    "FROM (SELECT DISTINCT profile_id FROM id_map) ORDER BY _slice")
         report.identifiers = graph.num_rows
         report.profiles = int(_scalar(con, "SELECT count(*) FROM profiles"))
         report.rejected_edges = len(result.rejected_edges)
         report.merged_profiles = len(result.merged)
-        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
+        # kept as Arrow until the commit; the result's Python objects are let go
+        edges_refused = result.rejected_edges
+        rejected = pa.Table.from_pydict({
+            **{k: [getattr(e, k) for e, _ in edges_refused] for k in ("a_type", "a_value", "b_type", "b_value",
+                                                                      "first_seen", "source")},
+            "reason": [r for _, r in edges_refused], "built_at": [built_at] * len(edges_refused),
+        }, schema=lakehouse.arrow_schema("identity_rejected_edges"))
+        del edges_refused
+        del result
         _profile_events(con, spec, slices)
         stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
                                 f"{report.rejected_edges:,} edges refused")
@@ -761,6 +775,11 @@ def build_context(
         # changed is decided in DuckDB against the previous build's state: only changed documents and
         # moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
+        con.execute(
+            "CREATE TABLE profile_identifiers AS SELECT profile_id, any_value(_slice) AS _slice, "
+            "to_json(map_from_entries(list_sort(list((identifier_type, vals))))) AS identifiers FROM ("
+            "SELECT profile_id, identifier_type, list_sort(list(identifier_value)) AS vals FROM id_map "
+            "GROUP BY ALL) JOIN profiles USING (profile_id) GROUP BY profile_id ORDER BY _slice")
         con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
         history = _History(lakehouse, built_at, data_as_of)
         max_bytes = spec.snapshot.max_bytes
@@ -822,10 +841,7 @@ def build_context(
         graph_rows = graph.append_column("built_at", pa.array([built_at] * graph.num_rows, pa.timestamp("us", "UTC")))
         lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
         del graph_rows
-        lakehouse.overwrite("identity_rejected_edges", pa.Table.from_pylist([
-            {"a_type": e.a_type, "a_value": e.a_value, "b_type": e.b_type, "b_value": e.b_value,
-             "first_seen": e.first_seen, "source": e.source, "reason": reason, "built_at": built_at}
-            for e, reason in result.rejected_edges], schema=lakehouse.arrow_schema("identity_rejected_edges")))
+        lakehouse.overwrite("identity_rejected_edges", rejected)
         if report.scores.get("refitted"):
             model = {k: v for k, v in report.scores.items() if k in ("bgnbd", "gamma_gamma", "buyers",
                                                                      "repeat_buyers")}
