@@ -16,10 +16,12 @@ pytestmark = pytest.mark.e2e
 
 READ_ROUTES = [r for r in ROUTES if r.function in ("fetch_context", "query_context") and not r.path.startswith("/docs")]
 WRITE_ROUTES = [r for r in ROUTES if r.function == "collect" and r.method == "POST"]
+ADMIN_ROUTES = [r for r in ROUTES if r.function == "regulate"]
 
 
 def _path(route: Any) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: {"identifier_type": "user_id", "name": "orders_in_period"}.get(
+    return re.sub(r"\{(\w+)\}", lambda m: {"identifier_type": "user_id", "name": "orders_in_period",
+                                             "regulation_id": "reg_0"}.get(
         m.group(1), "u1"), route.path)
 
 
@@ -51,6 +53,21 @@ def test_write_routes_need_a_write_key(stack: Any, route: Any) -> None:
     assert requests.post(stack.url + route.path, json=event, timeout=10).status_code == 401
     consumer = requests.post(stack.url + route.path, json=event, auth=(stack.consumer_key, ""), timeout=10)
     assert consumer.status_code == 401, "a consumer key cannot write events"
+
+
+def test_admin_routes_refuse_every_other_key(stack: Any) -> None:
+    assert {r.path for r in ADMIN_ROUTES} >= {"/v1/regulations", "/v1/tracking-plans"}
+    for route in ADMIN_ROUTES:
+        url = stack.url + _path(route)
+        body = {"regulationType": "suppress", "users": [{"userId": "u1"}]} if route.method == "POST" else None
+        # no key, an unknown key, a write key, and the (non-admin) consumer key
+        attempts = (({}, 401), ({"authorization": "Bearer ck_wrong"}, 401), ({"x-api-key": "wk_secret_write"}, 403),
+                    ({"authorization": "Bearer wk_secret_write"}, 403),
+                    ({"authorization": f"Bearer {stack.consumer_key}"}, 403))
+        for headers, status in attempts:
+            answer = requests.request(route.method, url, headers=headers, json=body, timeout=30)
+            assert answer.status_code == status, (route.route_key, headers, answer.text)
+            assert answer.json()["message"], "every refusal says why"
 
 
 def test_keys_never_reach_the_logs(stack: Any) -> None:
