@@ -30,7 +30,8 @@ app = consumer_api("customer-context query API",
     description="The body is a JSON object of the query's parameters. The query sees only this customer's rows; "
     "it is refused before reading when its planned scan is above the byte budget, stopped at the time budget, and "
     "its rows are cut at the row budget (`truncated: true`). Identical calls are cached for a few seconds "
-    "(`cached: true`).",
+    "(`cached: true`). A query declared with `consent:` sees only events sent with that consent and answers no "
+    "rows, with `withheld` naming the category, while the customer's latest consent denies it.",
     responses={400: {"description": "Bad parameter (named) or unknown identifier type"},
                401: {"description": "No consumer key, or an unknown one"},
                403: {"description": "The consumer may not run this query"},

@@ -102,3 +102,40 @@ def test_withdrawn_consent_also_holds_back_live_events_at_fetch(lakehouse: Any) 
     # Then ann, who withdrew consent, gets none of them; bob gets his
     assert ann["context"]["recent_events"] is None  # type: ignore[index]
     assert bob["context"]["recent_events"][0]["event"] == "Cart Viewed"  # type: ignore[index]
+
+
+def test_a_consent_gated_named_query_follows_the_latest_consent(lakehouse: Any) -> None:
+    from customer_context.serve.named_queries import clear_cache, run_named_query
+
+    clear_cache()
+    # (the default spec ends with its queries: this one is added to them)
+    spec = parse_spec(DEFAULT_SPEC.read_text() + """
+  viewed_categories:
+    description: the categories a customer viewed
+    consent: personalization
+    sql: SELECT json_extract_string(properties, '$.category') AS category FROM events ORDER BY timestamp
+""" + CONSENT)
+    write_events(lakehouse, [
+        viewed(5, "ann", "shoes", SEGMENT_YES), viewed(1, "ann", "hats", RUDDER_NO),
+        viewed(3, "bob", "books"), viewed(2, "bob", "pens", SEGMENT_NO), viewed(1, "bob", "cups", RUDDER_YES),
+    ])
+    store = MemoryContextStore()
+    build_context(lakehouse, store, spec, as_of=AS_OF)
+
+    def ask(user: str) -> dict[str, Any]:
+        return run_named_query(lakehouse, spec, "viewed_categories", store.resolve("user_id", user), {})
+
+    # ann withdrew: the query answers nothing, and says why
+    ann = ask("ann")
+    assert ann["rows"] == [] and "personalization" in ann["withheld"]
+    # bob's latest event consents: he sees what he viewed with consent (or saying nothing, default granted),
+    # never the view sent while he had refused
+    bob = ask("bob")
+    assert "withheld" not in bob
+    assert [r["category"] for r in bob["rows"]] == ["books", "cups"]
+
+
+def test_a_named_query_needs_a_declared_consent_category() -> None:
+    with pytest.raises(ConfigError, match=r"queries\.q\.consent: consent category .ads."):
+        parse_spec(DEFAULT_SPEC.read_text() + "\n  q:\n    description: d\n    consent: ads\n"
+                   "    sql: SELECT 1 FROM events\n")

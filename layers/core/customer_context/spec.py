@@ -390,6 +390,10 @@ class NamedQuery(_Model):
         default=None, description="The tables it reads (events and/or record tables); default: those its SQL names. "
         "Only these are scanned and visible to the query.")
     max_rows: int | None = Field(default=None, ge=1, le=10_000, description="Below the global row budget.")
+    consent: str | None = Field(
+        default=None, description="Consent category the query needs: its `events` view holds only events sent with "
+        "that consent, and it answers no rows (`withheld` names the category) while the customer's latest consent "
+        "denies it. The customer's events are read to learn it, even if the SQL reads only record tables.")
 
     @model_validator(mode="after")
     def _checked(self) -> NamedQuery:
@@ -495,6 +499,7 @@ class ContextSpec(_Model):
     def _consent_declared(self) -> ContextSpec:
         needs = [(f"traits.{n}.consent", t.consent) for n, t in self.traits.items()]
         needs += [(f"snapshot.sections.{s.name}.consent", s.consent) for s in self.snapshot.sections]
+        needs += [(f"queries.{n}.consent", q.consent) for n, q in self.queries.items()]
         for path, category in needs:
             if category is not None and category not in self.consent:
                 raise ValueError(f"{path}: consent category {category!r} is not declared under consent "

@@ -151,9 +151,12 @@ def query_tool_schemas(spec: ContextSpec) -> list[dict[str, Any]]:
 def tables_read(spec: ContextSpec, query: NamedQuery) -> list[str]:
     """The tables a query reads: its ``tables``, else the known tables its SQL names."""
     if query.tables is not None:
-        return list(dict.fromkeys(query.tables))
-    names = ["events", *spec.record_tables]
-    return [n for n in names if re.search(rf"\b{re.escape(n)}\b", query.sql, re.IGNORECASE)]
+        named = list(dict.fromkeys(query.tables))
+    else:
+        names = ["events", *spec.record_tables]
+        named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", query.sql, re.IGNORECASE)]
+    # a consent-gated query learns the customer's consent from their events
+    return ["events", *[n for n in named if n != "events"]] if query.consent else named
 
 
 def _json_safe(value: Any) -> Any:
@@ -297,6 +300,26 @@ def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str
     con.execute("DROP TABLE _cc_ids")
 
 
+def _consent_granted(con: duckdb.DuckDBPyConnection, spec: ContextSpec, category: str) -> bool:
+    """Whether the customer's latest consent (from their events in ``con``, else the category's
+    default) grants ``category``; when it does, the events sent without it are removed from ``events``."""
+    from customer_context.assemble.compiler import consent_sql
+
+    default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
+    con.execute(f"CREATE TABLE _cc_consent AS SELECT message_id, {consent_sql(spec.consent[category].ids)} AS c "
+                "FROM events")
+    latest = con.execute("SELECT coalesce(arg_max(c, e.timestamp) FILTER (WHERE c IS NOT NULL), "
+                         f"{default}) FROM events e JOIN _cc_consent USING (message_id)").fetchone()
+    if latest is not None and latest[0]:
+        con.execute(f"DELETE FROM events WHERE message_id IN (SELECT message_id FROM _cc_consent "
+                    f"WHERE NOT coalesce(c, {default}))")
+        granted = True
+    else:
+        granted = False
+    con.execute("DROP TABLE _cc_consent")
+    return granted
+
+
 def _cache_get(key: str) -> dict[str, Any] | None:
     with _cache_lock:
         hit = _cache.get(key)
@@ -380,7 +403,7 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
                              f"{budget.max_scan_bytes:,} (narrow the period, or raise "
                              "CUSTOMER_CONTEXT_QUERY_MAX_SCAN_BYTES)")
     data = {t: s.to_arrow() if s is not None else _empty(lakehouse, spec, t) for t, s in scans.items()}
-    rows, columns = _execute(name, query, spec, data, identifiers, bound, limit, deadline, budget)
+    rows, columns, withheld = _execute(name, query, spec, data, identifiers, bound, limit, deadline, budget)
     truncated = len(rows) > limit
     answer = {
         "query": name, "profile_id": profile_id, "params": _json_safe(shown), "columns": columns,
@@ -388,14 +411,17 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
         "row_count": min(len(rows), limit), "truncated": truncated, "cached": False,
         "scanned_bytes": planned, "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
     }
+    if withheld:
+        answer["withheld"] = withheld
     _cache_put(key, budget.cache_seconds, answer)
     return answer
 
 
 def _execute(name: str, query: NamedQuery, spec: ContextSpec, data: dict[str, Any],
              identifiers: list[tuple[str, str]], bound: dict[str, Any], limit: int, deadline: float,
-             budget: QueryBudget) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """Load the customer's rows into a locked DuckDB and run the query; returns (rows, columns)."""
+             budget: QueryBudget) -> tuple[list[tuple[Any, ...]], list[str], str | None]:
+    """Load the customer's rows into a locked DuckDB and run the query; returns (rows, columns,
+    withheld: why the query did not run, when the customer's consent denies its category)."""
     import duckdb
 
     remaining = deadline - time.perf_counter()
@@ -418,13 +444,16 @@ def _execute(name: str, query: NamedQuery, spec: ContextSpec, data: dict[str, An
             _keep_own_rows(con, spec, table, rows, identifiers)
             if time.perf_counter() >= deadline:
                 raise _time_exceeded(name, budget)
+        if query.consent and not _consent_granted(con, spec, query.consent):
+            return [], [], (f"consent: the customer's latest consent denies {query.consent!r}, which query "
+                            f"{name!r} needs")
         # from here on the connection sees only the tables above: no files, URLs, extensions or settings
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         sql = query.sql.strip().rstrip(";")
         result = con.execute(f"SELECT * FROM (\n{sql}\n) LIMIT {limit + 1}", bound)
         columns = [d[0] for d in result.description]
-        return result.fetchall(), columns
+        return result.fetchall(), columns, None
     except duckdb.InterruptException:
         raise _time_exceeded(name, budget) from None
     except duckdb.OutOfMemoryException:
