@@ -191,9 +191,8 @@ def stamp(
     original = item.get("originalTimestamp") or item.get("timestamp")
     sent = item.get("sentAt") or batch_sent_at
     if original and sent:
-        corrected = received_at - (parse_timestamp(sent) - parse_timestamp(original))
         try:
-            item["timestamp"] = iso(corrected)
+            item["timestamp"] = iso(received_at - (parse_timestamp(sent) - parse_timestamp(original)))
         except OverflowError:  # skew correction pushed the date off the calendar
             item["timestamp"] = iso(parse_timestamp(original))
     elif original:
