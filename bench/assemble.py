@@ -181,6 +181,11 @@ def run(size: str) -> dict[str, Any]:
         floor = _in_child(_child_floor, files)
         print(f"[{size}] full build …", flush=True)
         build = _in_child(_child_build, str(lake))
+        # --- Feast peer (bench/peers/feast): Feast over the same files, after our build and the floor ---
+        from peers.feast.runner import assemble_fields
+        feast = {} if "--no-feast" in sys.argv else assemble_fields(files, work / "feast", build["wall_s"],
+                                                                    gen["events"])
+        # --- end Feast peer ---
         changed = change_one_percent(lake)
         print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
         rebuild = _in_child(_child_build, str(lake))
@@ -196,6 +201,7 @@ def run(size: str) -> dict[str, Any]:
             "rebuild_wall_s": rebuild["wall_s"],
             "rebuild_changed_profiles": rebuild["report"]["changed_profiles"],
             "rebuild_items_written": rebuild["report"]["items_written"],
+            **feast,  # Feast peer
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -204,6 +210,7 @@ def run(size: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["M"], choices=list(TARGETS))
+    parser.add_argument("--no-feast", action="store_true", help="skip the Feast peer")  # Feast peer
     args = parser.parse_args()
     out = RESULTS / "assemble.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
