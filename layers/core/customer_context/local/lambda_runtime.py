@@ -2,7 +2,9 @@
 
 Each function's ``functions/<name>/app.py`` is imported once under a private module name and its
 ``lambda_handler`` called with the event and a context object carrying the attributes Powertools
-reads (function name, request id, remaining time …).
+reads (function name, request id, remaining time …). Like one warm Lambda container, a function
+handles one event at a time: its resolver keeps the current request in module globals, so two
+threads of the local HTTP server inside one handler would read each other's request.
 """
 
 from __future__ import annotations
@@ -84,7 +86,19 @@ def invoke(name: str, event: dict[str, Any], timeout_s: float = 30.0) -> Any:
     """
     from customer_context.observability import metrics
 
-    try:
-        return load_handler(name)(event, LocalLambdaContext(function_name=name, timeout_s=timeout_s))
-    finally:
-        metrics.clear_metrics()
+    handler = load_handler(name)
+    with _invocation_lock(name):
+        try:
+            return handler(event, LocalLambdaContext(function_name=name, timeout_s=timeout_s))
+        finally:
+            metrics.clear_metrics()
+
+
+_invocation_locks: dict[str, threading.Lock] = {}
+_invocation_locks_guard = threading.Lock()  # not _load_lock: an import of one function must not stall the others
+
+
+def _invocation_lock(name: str) -> threading.Lock:
+    """One lock per function: its invocations run one after another (different functions overlap)."""
+    with _invocation_locks_guard:
+        return _invocation_locks.setdefault(name, threading.Lock())
