@@ -45,7 +45,7 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     identifier_value: Annotated[str, Path(description="The identifier")],
     name: Annotated[str, Path(description="A query declared under `queries:` in context.yaml")],
 ):
-    from customer_context.serve.named_queries import QueryBudget, run_named_query
+    from customer_context.serve.named_queries import QueryBudget, run_named_query, snapshot_identifiers
 
     consumer = app.context["consumer"]
     if not consumer.allows_query(name):
@@ -60,7 +60,9 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     settings = get_settings()
     budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,
                          settings.query_cache_seconds)
-    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget)
+    # the customer's identifiers from their snapshot (one GetItem), not a scan of the identity graph
+    identifiers = snapshot_identifiers(service.store.get_snapshot(profile_id))
+    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget, identifiers)
     factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
                                identifier=(unquote(identifier_type), unquote(identifier_value)), profile_id=profile_id,
                                fields=[f"param:{p}" for p in sorted(params)] if isinstance(params, dict) else [],

@@ -377,3 +377,23 @@ def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world
     assert response["statusCode"] == 200, response["body"]
     body = json.loads(response["body"])
     assert body["query"] == "orders_in_period" and [r["order_id"] for r in body["rows"]] == ["A2", "A1"]
+
+
+def test_the_snapshot_lists_the_same_identifiers_as_the_identity_graph(lakehouse: Any, world: dict[str, Any]) -> None:
+    # the handler takes the customer's identifiers from their snapshot (one key-value read) instead of
+    # scanning the identity graph: both must say the same, or a query would see other rows
+    from customer_context.serve.named_queries import _identifiers, snapshot_identifiers
+
+    store = world["store"]
+    for who in ("ann", "bob"):
+        listed = snapshot_identifiers(store.get_snapshot(world[who]))
+        assert listed and listed == _identifiers(lakehouse, world[who])
+    assert ("anonymous_id", "dev-a") in snapshot_identifiers(store.get_snapshot(world["ann"]))  # type: ignore[operator]
+    assert snapshot_identifiers(None) is None
+    # and a query given them answers as one that reads the graph
+    spec = world["spec"]
+    given = run_named_query(lakehouse, spec, "all_events", world["bob"], {},
+                            identifiers=snapshot_identifiers(store.get_snapshot(world["bob"])))
+    clear_cache()
+    read = run_named_query(lakehouse, spec, "all_events", world["bob"], {})
+    assert given["rows"] == read["rows"] and given["row_count"] > 0

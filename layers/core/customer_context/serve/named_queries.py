@@ -179,6 +179,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def snapshot_identifiers(snapshot: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+    """The customer's (type, normalised value) pairs as their snapshot lists them under
+    ``profile.identifiers`` (written from the same identity graph by the same build, and never cut
+    by the size budget), or ``None`` without a snapshot."""
+    if not snapshot or not snapshot.get("doc"):
+        return None
+    listed = (json.loads(snapshot["doc"]).get("profile") or {}).get("identifiers")
+    if not isinstance(listed, dict):
+        return None
+    return sorted({(str(t), str(v)) for t, values in listed.items() for v in values or ()})
+
+
 def _identifiers(lakehouse: Any, profile_id: str) -> list[tuple[str, str]]:
     """The customer's (type, normalised value) pairs, from the last build's identity graph."""
     from pyiceberg.expressions import EqualTo
@@ -350,7 +362,8 @@ def _time_exceeded(name: str, budget: QueryBudget) -> BudgetExceeded:
 
 
 def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: str, params: Any,
-                    budget: QueryBudget | None = None) -> dict[str, Any]:
+                    budget: QueryBudget | None = None,
+                    identifiers: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Run one named query for one customer.
 
     Args:
@@ -360,6 +373,9 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
         profile_id: The customer (as resolved from any of their identifiers).
         params: The request body: a JSON object of parameter values.
         budget: Time, row, scan, memory and cache limits (defaults: :class:`QueryBudget`).
+        identifiers: The customer's (type, value) pairs when the caller has them (from the snapshot,
+            :func:`snapshot_identifiers`: one key-value read); else they are read from the identity
+            graph, an unpartitioned table scan.
 
     Returns:
         ``{"query", "profile_id", "params", "columns", "rows" (objects, JSON-safe: timestamps as
@@ -386,7 +402,8 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
 
     started = time.perf_counter()
     deadline = started + budget.max_seconds
-    identifiers = _identifiers(lakehouse, profile_id)
+    if identifiers is None:
+        identifiers = _identifiers(lakehouse, profile_id)
     tables = tables_read(spec, query)
     scans: dict[str, Any] = {}
     planned = 0
