@@ -74,3 +74,58 @@ print(json.dumps([statuses, sorted({{m.split('.')[0] for m in sys.modules}} & se
     # Then every request succeeded and nothing heavy was imported
     assert statuses == [200, 200, 200, 200]
     assert heavy == []
+
+
+def _zip_functions() -> dict[str, Path]:
+    """Every zip function of the template (the ones with only the core layer: no room for the analytics
+    dependencies) and its handler file."""
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(REPO / "template.yaml"))
+    assert not matches, matches
+    out = {}
+    for name, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::Serverless::Function" and props.get("PackageType", "Zip") == "Zip":
+            module = props["Handler"].rpartition(".")[0]
+            out[name] = REPO / props["CodeUri"] / f"{module}.py"
+    return out
+
+
+def test_every_zip_function_of_the_template_imports_no_analytics_package() -> None:
+    # Given every function the template deploys as a zip with the core layer
+    functions = _zip_functions()
+    assert {"CollectFunction", "FetchContextFunction"} <= set(functions)
+    # Then none of their handlers imports an analytics package
+    assert {name: heavy_imports_of(app) for name, app in functions.items()} == {name: [] for name in functions}
+
+
+def test_collect_serving_requests_imports_no_analytics_package() -> None:
+    # Given the collect handler in a fresh interpreter with a write key and an in-memory queue
+    code = f"""
+import importlib.util, json, sys
+sys.path.insert(0, r'{REPO}')
+from customer_context.stores import factory
+from customer_context.stores.queue import MemoryEventQueue
+queue = MemoryEventQueue()
+factory.event_queue = lambda: queue
+spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "collect" / "app.py"}')
+app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+from customer_context.local.lambda_runtime import LocalLambdaContext
+statuses = []
+for name in ('collect_track', 'collect_batch', 'collect_batch_gzip', 'collect_invalid_json'):
+    event = json.load(open(r'{REPO / "events"}/' + name + '.json'))
+    statuses.append(app.lambda_handler(event, LocalLambdaContext('collect'))['statusCode'])
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))
+print(json.dumps([statuses, len(queue.bodies), heavy]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+                              "POWERTOOLS_LOG_LEVEL": "ERROR", "CUSTOMER_CONTEXT_WRITE_KEYS": "wk_sample=sample"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    statuses, queued, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    # When it accepts a track, a batch, a gzipped batch and refuses a broken body
+    # Then the events were queued and nothing heavy was imported
+    assert statuses[:3] == [200, 200, 200] and statuses[3] == 400
+    assert queued >= 3
+    assert heavy == []
