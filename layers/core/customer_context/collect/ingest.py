@@ -9,20 +9,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import orjson
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
-from customer_context.models.tracking import parse_timestamp, validate_event
+from customer_context.models.tracking import MAX_ID_LENGTH, parse_timestamp, validate_event
 from customer_context.stores.blobs import BlobStore
 
-_MAPPED = {
+_MAPPED = frozenset({
     "messageId", "type", "event", "userId", "anonymousId", "groupId", "previousId", "timestamp",
     "originalTimestamp", "sentAt", "receivedAt", "sourceId", "channel", "requestIp", "name", "category",
     "properties", "traits", "context", "integrations",
-}
+})
 _PAGE_FIELDS = ("url", "path", "title", "referrer", "search")
+_PAGE_NAMES = tuple((part, f"page.{part}") for part in _PAGE_FIELDS)
+
+#: The columns of an ``events`` row, in the table's schema order (tests/unit/test_ingest_fast_path.py
+#: checks them against stores/tables.py).
+EVENT_COLUMNS = (
+    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id", "timestamp",
+    "original_timestamp", "sent_at", "received_at", "source_id", "channel", "ip", "request_ip", "user_agent",
+    "locale", "library_name", "library_version", "name", "category", *(f"page_{part}" for part in _PAGE_FIELDS),
+    "properties", "traits", "context", "integrations", "extra",
+)
+
+# Where orjson writes a float differently from ``json`` (Python's repr): below 1e-4, e.g. 1e-05 is
+# written 0.00001 and 7e-09 as 7e-9. Other floats, and every other plain JSON value, come out the same.
+_ORJSON_SMALL_FLOAT = b"0.0000"
+_ORJSON_SHORT_EXPONENT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
 
 
 def _json_text(value: Any) -> str | None:
@@ -34,6 +53,25 @@ def _json_text(value: Any) -> str | None:
     except UnicodeEncodeError:  # lone surrogates: keep them escaped, still valid JSON
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
     return text
+
+
+def _plain_json_text(value: Any) -> str | None:
+    """:func:`_json_text` of a value decoded by orjson (see ``envelope.Envelope.plain``), by orjson.
+
+    Such values hold only dicts with str keys, lists, str without lone surrogates, 64-bit ints,
+    finite floats, bools and None; for those orjson writes the same text as ``json``, except floats
+    below 1e-4, which go through :func:`_json_text` (as does anything orjson refuses, e.g. nesting
+    deeper than it writes).
+    """
+    if value is None:
+        return None
+    try:
+        out = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return _json_text(value)
+    if _ORJSON_SMALL_FLOAT in out or (b"e-" in out and _ORJSON_SHORT_EXPONENT.search(out) is not None):
+        return _json_text(value)
+    return out.decode()
 
 
 def _str(value: Any, name: str) -> str | None:
@@ -49,64 +87,151 @@ def _str(value: Any, name: str) -> str | None:
     return value
 
 
+def _plain_str(value: Any, name: str) -> str | None:
+    """:func:`_str` of a value decoded by orjson: its strings cannot hold lone surrogates."""
+    if value is None or value.__class__ is str:
+        return value  # type: ignore[no-any-return]
+    return _str(value, name)
+
+
+def _ts(value: Any, seen: dict[str, datetime]) -> datetime | None:
+    """The parsed time of a field's value (``None`` when empty); ``seen`` remembers parsed strings."""
+    if not value:
+        return None
+    if value.__class__ is not str:
+        return parse_timestamp(value)  # raises as it always did for a non-string
+    parsed = seen.get(value)
+    if parsed is None:
+        parsed = seen[value] = parse_timestamp(value)
+    return parsed
+
+
+# The fields each event type declares (models/tracking.py) beyond the common ones; any other key is
+# an allowed extra. Used by _plainly_valid, which tests/unit/test_ingest_fast_path.py holds to validate_event.
+_OBJECTS = {"track": ("properties",), "identify": ("traits",), "page": ("properties",), "screen": ("properties",),
+            "group": ("traits",), "alias": ()}
+_OPTIONAL_TEXT = {"page": ("name", "category"), "screen": ("name", "category")}
+_REQUIRED_IDS = {"group": ("groupId",), "alias": ("previousId", "userId")}
+
+
+def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
+    """True only if :func:`validate_event` finds nothing wrong with ``event``, a plain JSON value.
+
+    It checks the usual shape (strings where text is expected, no number to coerce, objects or null,
+    times that parse) and answers False for anything else, which then goes through
+    ``validate_event`` (its pydantic model costs more than the rest of the row). Unicode needs no
+    check here: plain values hold no lone surrogates.
+    """
+    if event.__class__ is not dict:
+        return False
+    kind = event.get("type")
+    if kind.__class__ is not str or kind not in _OBJECTS:
+        return False
+    get = event.get
+    for name in ("messageId", "userId", "anonymousId", *_REQUIRED_IDS.get(kind, ())):
+        value = get(name)
+        if value is not None and (value.__class__ is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+            return False
+    if get("userId") is None and (kind == "alias" or get("anonymousId") is None):
+        return False
+    for name in _REQUIRED_IDS.get(kind, ()):
+        if get(name) is None:
+            return False
+    if kind == "track":
+        name = get("event")
+        if name.__class__ is not str or not name:
+            return False
+    for name in ("channel", *_OPTIONAL_TEXT.get(kind, ())):
+        value = get(name)
+        if value is not None and value.__class__ is not str:
+            return False
+    for name in ("context", "integrations", *_OBJECTS[kind]):
+        value = get(name)
+        if value is not None and value.__class__ is not dict:
+            return False
+    for name in ("timestamp", "originalTimestamp", "sentAt"):
+        value = get(name)
+        if value is not None:
+            if value.__class__ is not str or not value:
+                return False
+            try:
+                _ts(value, seen)
+            except Exception:  # noqa: BLE001 - validate_event then gives the reason (or raises) as it does
+                return False
+    return True
+
+
+def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
+                  dump: Callable[[Any], str | None], seen: dict[str, datetime], plain: bool = False) -> tuple[Any, ...]:
+    """An ``events`` row as a tuple in :data:`EVENT_COLUMNS` order (see :func:`event_to_row`).
+
+    Fields are checked in a fixed order, so the first problem found (the rejection's reason) does
+    not depend on ``text`` and ``dump``, which must behave as :func:`_str` and :func:`_json_text`.
+    ``plain``: the event was decoded by orjson (see ``envelope.Envelope.plain``).
+    """
+    if not (plain and _plainly_valid(event, seen)):
+        reason = validate_event(event)
+        if reason is not None:
+            raise ValueError(reason)
+    get = event.get
+    for required in ("receivedAt", "sourceId"):
+        if not get(required):
+            raise ValueError(f"{required}: missing (not stamped by collect)")
+    ctx = get("context")
+    ctx = ctx if isinstance(ctx, dict) else {}
+    props = get("properties")
+    props = props if isinstance(props, dict) else {}
+    page = ctx.get("page")
+    page = page if isinstance(page, dict) else {}
+    library = ctx.get("library")
+    library = library if isinstance(library, dict) else {}
+    kind = event["type"]
+    traits = get("traits")
+    if traits is None and kind in ("identify", "group"):
+        traits = ctx.get("traits")  # the RudderStack SDKs put identify traits in context.traits
+    extra = None if event.keys() <= _MAPPED else {k: v for k, v in event.items() if k not in _MAPPED}
+
+    message_id = text(event["messageId"], "messageId")
+    name_of_event = text(get("event"), "event")
+    user_id = text(get("userId"), "userId")
+    anonymous_id = text(get("anonymousId"), "anonymousId")
+    group_id = text(get("groupId"), "groupId")
+    previous_id = text(get("previousId"), "previousId")
+    timestamp = _ts(get("timestamp"), seen) or _ts(get("receivedAt"), seen)
+    original_timestamp = _ts(get("originalTimestamp"), seen)
+    sent_at = _ts(get("sentAt"), seen)
+    received_at = _ts(get("receivedAt"), seen)
+    source_id = text(event["sourceId"], "sourceId")
+    channel = text(get("channel"), "channel")
+    ip = text(ctx.get("ip"), "context.ip")
+    request_ip = text(get("requestIp"), "requestIp")
+    user_agent = text(ctx.get("userAgent"), "context.userAgent")
+    locale = text(ctx.get("locale"), "context.locale")
+    library_name = text(library.get("name"), "context.library.name")
+    library_version = text(library.get("version"), "context.library.version")
+    name = text(get("name"), "name")
+    category = text(get("category"), "category")
+    properties = dump(get("properties"))
+    traits_text = dump(traits)
+    context = dump(get("context"))
+    integrations = dump(get("integrations"))
+    extra_text = dump(extra) if extra else None
+    is_page = kind == "page"
+    pages = [text(props.get(part) if is_page and part in props else page.get(part), label)
+             for part, label in _PAGE_NAMES]
+    return (message_id, kind, name_of_event, user_id, anonymous_id, group_id, previous_id, timestamp,
+            original_timestamp, sent_at, received_at, source_id, channel, ip, request_ip, user_agent, locale,
+            library_name, library_version, name, category, *pages, properties, traits_text, context,
+            integrations, extra_text)
+
+
 def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     """Map a stamped Segment-spec event to an ``events`` row.
 
     Raises:
         ValueError: The event cannot be stored; the message names the field.
     """
-    reason = validate_event(event)
-    if reason is not None:
-        raise ValueError(reason)
-    for required in ("receivedAt", "sourceId"):
-        if not event.get(required):
-            raise ValueError(f"{required}: missing (not stamped by collect)")
-    ctx = event.get("context") if isinstance(event.get("context"), dict) else {}
-    props = event.get("properties") if isinstance(event.get("properties"), dict) else {}
-    page = ctx.get("page") if isinstance(ctx.get("page"), dict) else {}
-    library = ctx.get("library") if isinstance(ctx.get("library"), dict) else {}
-    is_page = event["type"] == "page"
-    traits = event.get("traits")
-    if traits is None and event["type"] in ("identify", "group"):
-        traits = ctx.get("traits")  # the RudderStack SDKs put identify traits in context.traits
-    extra = {k: v for k, v in event.items() if k not in _MAPPED}
-
-    def ts(name: str) -> Any:
-        value = event.get(name)
-        return parse_timestamp(value) if value else None
-
-    row: dict[str, Any] = {
-        "message_id": _str(event["messageId"], "messageId"),
-        "type": event["type"],
-        "event": _str(event.get("event"), "event"),
-        "user_id": _str(event.get("userId"), "userId"),
-        "anonymous_id": _str(event.get("anonymousId"), "anonymousId"),
-        "group_id": _str(event.get("groupId"), "groupId"),
-        "previous_id": _str(event.get("previousId"), "previousId"),
-        "timestamp": ts("timestamp") or ts("receivedAt"),
-        "original_timestamp": ts("originalTimestamp"),
-        "sent_at": ts("sentAt"),
-        "received_at": ts("receivedAt"),
-        "source_id": _str(event["sourceId"], "sourceId"),
-        "channel": _str(event.get("channel"), "channel"),
-        "ip": _str(ctx.get("ip"), "context.ip"),
-        "request_ip": _str(event.get("requestIp"), "requestIp"),
-        "user_agent": _str(ctx.get("userAgent"), "context.userAgent"),
-        "locale": _str(ctx.get("locale"), "context.locale"),
-        "library_name": _str(library.get("name"), "context.library.name"),
-        "library_version": _str(library.get("version"), "context.library.version"),
-        "name": _str(event.get("name"), "name"),
-        "category": _str(event.get("category"), "category"),
-        "properties": _json_text(event.get("properties")),
-        "traits": _json_text(traits),
-        "context": _json_text(event.get("context")),
-        "integrations": _json_text(event.get("integrations")),
-        "extra": _json_text(extra) if extra else None,
-    }
-    for part in _PAGE_FIELDS:
-        value = props.get(part) if is_page and part in props else page.get(part)
-        row[f"page_{part}"] = _str(value, f"page.{part}")
-    return row
+    return dict(zip(EVENT_COLUMNS, _event_values(event, _str, _json_text, {}), strict=True))
 
 
 def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -161,8 +286,8 @@ def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rows_from_message(body: str, spool: BlobStore | None) -> Rows:
-    """Decode one queue message into rows.
+def _message_rows(body: str | bytes, spool: BlobStore | None) -> tuple[list[tuple[Any, ...]], Rows]:
+    """One queue message as ``events`` rows (tuples in :data:`EVENT_COLUMNS` order) and the other rows.
 
     Raises:
         PoisonMessage: The message is not our format (it goes back to the queue, then the DLQ).
@@ -174,10 +299,15 @@ def rows_from_message(body: str, spool: BlobStore | None) -> Rows:
         env = envelope.loads(spool.get(env.spooled))
         if env.spooled is not None:
             raise PoisonMessage("a spooled object must not point at another one")
+    # orjson-decoded messages hold plain JSON only: their strings need no Unicode check and orjson
+    # writes their JSON columns (same text as json, see _plain_json_text)
+    text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, _json_text)
+    seen: dict[str, datetime] = {}
+    values: list[tuple[Any, ...]] = []
     rows = Rows()
     for event in env.events:
         try:
-            rows.events.append(event_to_row(event))
+            values.append(_event_values(event, text, dump, seen, env.plain))
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             ctx = event if isinstance(event, dict) else {}
             rows.rejected.append(rejection_row(
@@ -193,7 +323,35 @@ def rows_from_message(body: str, spool: BlobStore | None) -> Rows:
             rows.audit.append(audit_row(rec))
         except (ValueError, TypeError, KeyError) as exc:
             raise PoisonMessage(f"audit: malformed record ({exc})") from None
+    return values, rows
+
+
+def rows_from_message(body: str | bytes, spool: BlobStore | None) -> Rows:
+    """Decode one queue message into rows.
+
+    Raises:
+        PoisonMessage: The message is not our format (it goes back to the queue, then the DLQ).
+    """
+    values, rows = _message_rows(body, spool)
+    rows.events = [dict(zip(EVENT_COLUMNS, v, strict=True)) for v in values]
     return rows
+
+
+def _events_table(values: list[tuple[Any, ...]], schema: Any) -> Any:
+    """``events`` rows given as tuples, as an Arrow table: one array per column, no row dicts."""
+    import pyarrow as pa
+
+    columns = list(zip(*values, strict=True)) if values else [()] * len(EVENT_COLUMNS)
+    position = {name: i for i, name in enumerate(EVENT_COLUMNS)}
+    return pa.Table.from_arrays([pa.array(columns[position[f.name]], type=f.type) for f in schema], schema=schema)
+
+
+def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
+    written: dict[str, int] = {}
+    for name, data in tables:
+        lakehouse.append(name, data, properties={"writer": writer, "rows": str(data.num_rows)})
+        written[name] = data.num_rows
+    return written
 
 
 def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[str, int]:
@@ -204,38 +362,50 @@ def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[st
     """
     import pyarrow as pa
 
-    written: dict[str, int] = {}
-    for name, items in (("events", rows.events), ("rejected_events", rows.rejected), ("serving_audit", rows.audit)):
-        if not items:
-            continue
-        data = pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))
-        lakehouse.append(name, data, properties={"writer": writer, "rows": str(len(items))})
-        written[name] = len(items)
-    return written
+    tables = [(name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name)))
+              for name, items in (("events", rows.events), ("rejected_events", rows.rejected),
+                                  ("serving_audit", rows.audit)) if items]
+    return _append(lakehouse, tables, writer)
 
 
 class IngestBatch:
-    """The rows of one ingest invocation: messages are added one by one, then committed once."""
+    """The rows of one ingest invocation: messages are added one by one, then committed once.
+
+    Events are kept as tuples and become Arrow columns directly at commit (no per-row dicts).
+    """
 
     def __init__(self, spool: BlobStore | None) -> None:
         self.spool = spool
-        self.rows = Rows()
+        self.events: list[tuple[Any, ...]] = []
+        self.others = Rows()  # rejected and audit rows (events stay in ``events``)
         self.messages = 0
 
-    def add(self, body: str) -> None:
+    def add(self, body: str | bytes) -> None:
         """Decode one message; raises :class:`PoisonMessage` for the batch processor to report."""
-        rows = rows_from_message(body, self.spool)
-        self.rows.events.extend(rows.events)
-        self.rows.rejected.extend(rows.rejected)
-        self.rows.audit.extend(rows.audit)
+        values, rows = _message_rows(body, self.spool)  # all or nothing: a poison message adds no row
+        self.events.extend(values)
+        self.others.rejected.extend(rows.rejected)
+        self.others.audit.extend(rows.audit)
         self.messages += 1
+
+    def tables(self, lakehouse: Any) -> list[tuple[str, Any]]:
+        """The Arrow table of each table that has rows, in commit order."""
+        import pyarrow as pa
+
+        tables = []
+        if self.events:
+            tables.append(("events", _events_table(self.events, lakehouse.arrow_schema("events"))))
+        for name, items in (("rejected_events", self.others.rejected), ("serving_audit", self.others.audit)):
+            if items:
+                tables.append((name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))))
+        return tables
 
     def commit(self, lakehouse: Any) -> dict[str, int]:
         """Append everything gathered: one commit per table. Logs and emits metrics."""
         from aws_lambda_powertools.metrics import MetricUnit
         from customer_context.observability import logger, metrics
 
-        written = write_rows(lakehouse, self.rows)
+        written = _append(lakehouse, self.tables(lakehouse), "ingest")
         metrics.add_metric(name="EventsIngested", unit=MetricUnit.Count, value=written.get("events", 0))
         metrics.add_metric(name="EventsRejectedIngested", unit=MetricUnit.Count,
                            value=written.get("rejected_events", 0))
