@@ -112,6 +112,11 @@ _OBJECTS = {"track": ("properties",), "identify": ("traits",), "page": ("propert
             "group": ("traits",), "alias": ()}
 _OPTIONAL_TEXT = {"page": ("name", "category"), "screen": ("name", "category")}
 _REQUIRED_IDS = {"group": ("groupId",), "alias": ("previousId", "userId")}
+# per type: (identifier fields, required identifiers, optional text fields, object fields)
+_SHAPES = {kind: (("messageId", "userId", "anonymousId", *_REQUIRED_IDS.get(kind, ())), _REQUIRED_IDS.get(kind, ()),
+                  ("channel", *_OPTIONAL_TEXT.get(kind, ())), ("context", "integrations", *objects))
+           for kind, objects in _OBJECTS.items()}
+_TIMES = ("timestamp", "originalTimestamp", "sentAt")
 
 
 def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
@@ -125,31 +130,33 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
     if event.__class__ is not dict:
         return False
     kind = event.get("type")
-    if kind.__class__ is not str or kind not in _OBJECTS:
+    shape = _SHAPES.get(kind) if kind.__class__ is str else None
+    if shape is None:
         return False
+    ids, required, texts, objects = shape
     get = event.get
-    for name in ("messageId", "userId", "anonymousId", *_REQUIRED_IDS.get(kind, ())):
+    for name in ids:
         value = get(name)
         if value is not None and (value.__class__ is not str or not 0 < len(value) <= MAX_ID_LENGTH):
             return False
     if get("userId") is None and (kind == "alias" or get("anonymousId") is None):
         return False
-    for name in _REQUIRED_IDS.get(kind, ()):
+    for name in required:
         if get(name) is None:
             return False
     if kind == "track":
         name = get("event")
         if name.__class__ is not str or not name:
             return False
-    for name in ("channel", *_OPTIONAL_TEXT.get(kind, ())):
+    for name in texts:
         value = get(name)
         if value is not None and value.__class__ is not str:
             return False
-    for name in ("context", "integrations", *_OBJECTS[kind]):
+    for name in objects:
         value = get(name)
         if value is not None and value.__class__ is not dict:
             return False
-    for name in ("timestamp", "originalTimestamp", "sentAt"):
+    for name in _TIMES:
         value = get(name)
         if value is not None:
             if value.__class__ is not str or not value:
