@@ -63,6 +63,13 @@ class QueueUnavailable(CustomerContextError):
     code = "service_unavailable"
 
 
+class StoreUnavailable(CustomerContextError):
+    """A store (DynamoDB, S3) kept throttling or failing after every retry; the caller should retry later."""
+
+    status = 503
+    code = "service_unavailable"
+
+
 class PoisonMessage(CustomerContextError):
     """A queue message that can never be processed (not our format); it belongs in the DLQ."""
 

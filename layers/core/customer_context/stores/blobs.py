@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from customer_context.stores.unavailable import translate_public_methods
+
 
 class BlobStore(Protocol):
     """Put and get whole objects by key."""
@@ -15,8 +17,10 @@ class BlobStore(Protocol):
         """Return the object under ``key``."""
 
 
+@translate_public_methods("S3")
 class S3BlobStore:
-    """S3 implementation over one bucket."""
+    """S3 implementation over one bucket. SlowDown and 5xx are retried by botocore (standard mode, see
+    ``factory.boto_client``); still failing after that, a call raises ``StoreUnavailable`` (503)."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client

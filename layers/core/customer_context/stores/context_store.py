@@ -15,15 +15,25 @@ Item layout in one table (``pk``, ``sk`` strings):
 * consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
   ``fields``, ``created_at``; the key itself is never stored.
 
-Writes go through boto3's ``batch_writer`` (25 items per BatchWriteItem, unprocessed items resent
-by boto3, throttling retried by botocore's standard retry mode).
+Writes are BatchWriteItem calls of 25 items. A call DynamoDB throttles as a whole is retried by
+botocore (standard mode, backoff with jitter); items it leaves unprocessed are resent with
+exponential backoff, and if some are still left after ``write_attempts`` the write raises
+:class:`~customer_context.errors.StoreUnavailable` (boto3's ``batch_writer`` resends them at once,
+in a loop with no backoff and no end). Reads left unprocessed are handled the same way, so a
+throttled lookup answers 503, never "not found". Every throttling or 5xx error left after botocore's
+retries becomes ``StoreUnavailable`` (503 ``service_unavailable``).
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from customer_context.errors import StoreUnavailable
+from customer_context.stores.unavailable import backoff, translate_public_methods
 
 SNAPSHOT_SK = "snapshot"
 ALIAS_SK = "alias"
@@ -37,7 +47,8 @@ def suppression_key(id_type: str, id_value: str) -> dict[str, str]:
     identifiers are not kept in the clear."""
     import hashlib
 
-    digest = hashlib.sha256(f"{id_type}\x00{id_value}".encode()).hexdigest()
+    # surrogatepass: an identifier taken from event JSON may hold an unpaired surrogate; it still hashes
+    digest = hashlib.sha256(f"{id_type}\x00{id_value}".encode("utf-8", "surrogatepass")).hexdigest()
     return {"pk": f"suppressed#{digest}", "sk": SUPPRESSED_SK}
 
 
@@ -171,22 +182,54 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start:start + size]
 
 
+@translate_public_methods("DynamoDB")
 class DynamoContextStore:
-    """DynamoDB implementation over one table (boto3 resource API)."""
+    """DynamoDB implementation over one table (boto3 resource API).
 
-    def __init__(self, table: Any) -> None:
+    Args:
+        table: The boto3 ``Table`` resource.
+        attempts: BatchWriteItem / BatchGetItem calls for items DynamoDB leaves unprocessed.
+        backoff_base: First backoff between those calls, in seconds (doubled each time, jittered).
+        backoff_cap: Longest backoff, in seconds.
+    """
+
+    def __init__(self, table: Any, attempts: int = 8, backoff_base: float = 0.05, backoff_cap: float = 5.0) -> None:
         self.table = table
+        self.attempts = attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
 
     def _write(self, puts: Iterable[dict[str, Any]] = (), deletes: Iterable[dict[str, str]] = ()) -> int:
+        """BatchWriteItem in groups of 25 (a later request for the same key replaces an earlier one)."""
         n = 0
-        with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
-            for item in puts:
-                batch.put_item(Item=item)
-                n += 1
-            for key in deletes:
-                batch.delete_item(Key=key)
-                n += 1
+        group: dict[tuple[str, str], dict[str, Any]] = {}
+        requests = itertools.chain((({"PutRequest": {"Item": item}}, item) for item in puts),
+                                   (({"DeleteRequest": {"Key": key}}, key) for key in deletes))
+        for request, key in requests:  # streamed: a build hands over millions of items lazily
+            group.pop((key["pk"], key["sk"]), None)
+            group[(key["pk"], key["sk"])] = request
+            n += 1
+            if len(group) == 25:
+                self._send(list(group.values()))
+                group = {}
+        if group:
+            self._send(list(group.values()))
         return n
+
+    def _send(self, requests: list[dict[str, Any]]) -> None:
+        """One BatchWriteItem, resending unprocessed items with backoff; raises if some are left."""
+        # the resource's client: boto3 converts Python values to and from attribute values for us
+        client = self.table.meta.client
+        pending: dict[str, Any] = {self.table.name: requests}
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(backoff(attempt - 1, self.backoff_base, self.backoff_cap))
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            if not pending:
+                return
+        left = len(pending.get(self.table.name, []))
+        raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(requests)} writes still unprocessed after "
+                               f"{self.attempts} BatchWriteItem attempts; retry later")
 
     def put_snapshots(self, items: Iterable[SnapshotItem]) -> int:
         """BatchWriteItem puts."""
@@ -214,23 +257,27 @@ class DynamoContextStore:
         return str(item["profile_id"]) if item else None
 
     def _batch_get(self, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
-        """BatchGetItem in chunks of 100, resending unprocessed keys with a short backoff."""
-        import time
-
+        """BatchGetItem in chunks of 100, resending unprocessed keys with backoff; raises
+        :class:`StoreUnavailable` if some are still unprocessed (never a silent "not found")."""
         # the resource's client: boto3 converts Python values to and from attribute values for us
         client = self.table.meta.client
         found: list[dict[str, Any]] = []
         unique = list({(k["pk"], k["sk"]): k for k in keys}.values())
         for chunk in _chunks(unique, 100):
-            request = {self.table.name: {"Keys": chunk}}
-            for attempt in range(8):
+            request: dict[str, Any] = {self.table.name: {"Keys": chunk}}
+            for attempt in range(self.attempts):
+                if attempt:
+                    time.sleep(backoff(attempt - 1, self.backoff_base, self.backoff_cap))
                 answer = client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table.name, []):
                     found.append(item)
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            if request:
+                left = len(request.get(self.table.name, {}).get("Keys", []))
+                raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(chunk)} reads still unprocessed "
+                                       f"after {self.attempts} BatchGetItem attempts; retry later")
         return found
 
     def resolve_many(self, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
