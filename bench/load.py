@@ -9,9 +9,10 @@ patches the interpreter it runs in; the stack runs here, in this process, in thr
 
 1. **Find the rate** — on a fresh local stack, short steps: the request rate doubles until a step
    fails, then bisects between the last good and first bad rate. A step is
-   sustained when no request failed (non-200, timeout, an event not accepted), the achieved rate is
-   within 5 % of the target, and p99 latency stays under ``--p99-bound-ms`` (a growing queue of
-   requests shows there first). The highest sustained rate is kept (``--rate`` skips this).
+   sustained when no request failed (non-200, timeout, an event not accepted), p99 latency stays
+   under ``--p99-bound-ms`` (a growing queue of requests shows there first) and no answer took longer
+   than a user's pacing interval (4 s), so every user kept its schedule: the target rate was offered
+   and served throughout. The highest sustained rate is kept (``--rate`` skips this).
 2. **Hold it** — ``--hold`` seconds at that rate, on the same stack (on a fresh one if a ramp request
    failed: its events may or may not have landed, which would blur the accounting).
 3. **Account** — ingest drains the queue; every messageId the stack acknowledged (warm-up, ramp and
@@ -157,11 +158,12 @@ def drive(url: str, rate: float, seconds: float, workdir: Path, pool: Path, run_
 
 
 def sustained(step: dict[str, Any], p99_bound_ms: float) -> bool:
-    """No error, the target rate reached (within 5 %), p99 latency bounded."""
-    p99 = step["latency_ms"]["p99"]
-    return (step["errors"] == 0 and step["errors_after_spawn"] == 0
-            and step["requests_per_s"] >= 0.95 * step["target_requests_per_s"]
-            and p99 is not None and p99 <= p99_bound_ms)
+    """No error, p99 latency bounded, and no answer slower than a user's pacing interval: a locust user
+    only falls behind its schedule when an answer takes longer, so the target rate was offered and
+    served throughout (the achieved rate over a short window is reported, too noisy to judge by)."""
+    latency = step["latency_ms"]
+    return (step["errors"] == 0 and step["errors_after_spawn"] == 0 and latency["p99"] is not None
+            and latency["p99"] <= p99_bound_ms and latency["max"] < 1000 / USER_RATE)
 
 
 def _public(step: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +317,7 @@ def main() -> None:
         "driver": {"tool": "locust (headless subprocess, FastHttpUser)", "user_requests_per_s": USER_RATE,
                    "batch_share": BATCH_SHARE, "batch_events": "5-25", "event_pool": pool_size,
                    "routes": ["POST /v1/batch", "POST /v1/<type>"]},
-        "criteria": {"errors": 0, "achieved_vs_target_min": 0.95, "p99_ms_max": args.p99_bound_ms},
+        "criteria": {"errors": 0, "p99_ms_max": args.p99_bound_ms, "max_ms_below": 1000 / USER_RATE},
         "rate_held_requests_per_s": rate,
         "hold": held,
         "ramp": [_public(s) for s in ramp],
