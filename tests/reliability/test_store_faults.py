@@ -498,3 +498,42 @@ def test_a_commit_cut_short_by_s3_leaves_only_orphans_that_maintenance_removes(
     assert report["events"]["orphans_removed"] >= len(orphans)
     assert data_files() == committed
     assert_accounted(lake, ids, rejected_count=0)
+
+
+def test_writes_go_in_groups_of_25_and_a_repeated_key_keeps_its_last_item(serving: Any) -> None:
+    calls = BotoFaults(serving.table.meta.client)  # no fault: it only counts
+    # 60 items, then the key of the 56th again: DynamoDB refuses a batch naming a key twice
+    items = [{"pk": f"test#{n}", "sk": "x", "n": n} for n in range(60)] + [{"pk": "test#55", "sk": "x", "n": -1}]
+    assert serving._write(puts=iter(items)) == 61
+    assert calls.attempts["BatchWriteItem"] == 3  # 25 + 25 + 10: the repeated key replaced in its group
+    assert serving.table.get_item(Key={"pk": "test#55", "sk": "x"})["Item"]["n"] == -1
+
+
+@pytest.mark.slow
+def test_a_deletion_job_throttled_past_the_retries_is_recorded_failed_and_its_rerun_completes(
+        serving: Any, lakehouse: Any) -> None:
+    from customer_context.govern.regulations import new_regulation, run_job, suppress
+    from customer_context.spec import DEFAULT_SPEC, parse_spec
+
+    spec = parse_spec(DEFAULT_SPEC.read_text())
+    gone, stays = serving.resolve("user_id", "f1"), serving.resolve("user_id", "f2")
+    assert gone and stays
+    regulation = suppress(serving, factory.context_service(),
+                          new_regulation(serving, "suppress_with_delete", [("user_id", "f1")], "dpo"))
+    # Given DynamoDB throttling every BatchWriteItem while the deletion job runs
+    faults = BotoFaults(serving.table.meta.client)
+    faults.fail("BatchWriteItem", DDB_THROUGHPUT)
+    failed = run_job(lakehouse, serving, spec, regulation["id"])
+    # Then the regulation is recorded failed with the reason (GET /v1/regulations/{id} shows it)
+    assert failed["status"] == "failed" and "StoreUnavailable" in failed["error"]
+    assert "ProvisionedThroughputExceededException" in failed["error"]
+    assert serving.get_regulation(regulation["id"])["status"] == "failed"
+    # When the throttling is over and the job runs again
+    faults.clear()
+    done = run_job(lakehouse, serving, spec, regulation["id"])
+    # Then it completes: the customer is gone from DynamoDB and from the events, the other one stays
+    assert done["status"] == "done", done
+    assert serving.resolve("user_id", "f1") is None and serving.get_snapshot(gone) is None
+    assert serving.resolve("user_id", "f2") == stays and serving.get_snapshot(stays) is not None
+    users = {r["user_id"] for r in lakehouse.scan("events", selected_fields=("user_id",)).to_pylist()}
+    assert "f1" not in users and {"f0", "f2"} <= users
