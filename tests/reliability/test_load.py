@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -124,6 +125,22 @@ def test_the_load_driver_refuses_targets_that_are_not_loopback(tmp_path: Path) -
     with pytest.raises(ValueError, match="loopback"):
         load.drive("http://192.0.2.1:9", 1.0, 1.0, tmp_path, tmp_path / "none.jsonl", "refused")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_locustfile_itself_sends_nothing_to_a_host_name(tmp_path: Path) -> None:
+    # Given the locustfile started directly (not through bench/load.py) at a host name; a name could
+    # resolve anywhere, so it is refused like any address that is not loopback (this one is: no risk)
+    (tmp_path / "events.jsonl").write_text('{"type": "track", "event": "x", "userId": "u"}\n')
+    env = {"LOAD_EVENTS": str(tmp_path / "events.jsonl"), "LOAD_ACKED": str(tmp_path / "acked"),
+           "LOAD_UNCERTAIN": str(tmp_path / "uncertain")}
+    done = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "load_locust.py"), "--headless",
+                           "--host", "http://localhost:9", "-u", "2", "-r", "2", "-t", "3s", "--only-summary",
+                           "--json-file", str(tmp_path / "stats")],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False)
+    # Then it stops with exit code 2 before a single request
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert sum(entry["num_requests"] for entry in json.loads((tmp_path / "stats.json").read_text())) == 0
+    assert not (tmp_path / "acked").exists() and not (tmp_path / "uncertain").exists()
 
 
 def test_the_ramp_doubles_until_a_step_fails_then_bisects() -> None:
