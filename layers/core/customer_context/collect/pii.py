@@ -95,7 +95,8 @@ class PiiPolicy:
 
     def hash(self, value: Any) -> str:
         """The token of a value (stable for a key; emails normalised first)."""
-        digest = hmac.new(self._key, normalise(value).encode(), hashlib.sha256).hexdigest()
+        # surrogatepass: a value from event JSON may hold an unpaired surrogate; it still hashes
+        digest = hmac.new(self._key, normalise(value).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return HASH_PREFIX + digest[:40]
 
     def apply(self, event: Any) -> Any:

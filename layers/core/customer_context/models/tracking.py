@@ -34,7 +34,13 @@ def parse_timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         raise ValueError(f"expected an ISO-8601 date-time, got {value[:64]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not parsed.tzinfo:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)  # 0001-01-01T00:30+01:00 is a valid string but no UTC instant
+    except OverflowError:
+        raise ValueError(f"date-time out of range once in UTC: {value[:64]!r}") from None
+    return parsed
 
 
 def _check_timestamp(value: str) -> str:
@@ -184,6 +190,28 @@ def validate_event(item: Any, forced_type: str | None = None) -> str | None:
         _ANY_EVENT.validate_python(item)
     except ValidationError as exc:
         return describe_errors(exc)
+    return unstorable_text(item)
+
+
+# The string fields ingest stores as text columns (JSON objects such as properties are stored escaped).
+_TEXT_FIELDS = ("messageId", "event", "userId", "anonymousId", "groupId", "previousId", "channel", "name", "category",
+                "context.ip", "context.userAgent", "context.locale", "context.library.name",
+                "context.library.version", *(f"{part}.{f}" for part in ("context.page", "properties")
+                                             for f in ("url", "path", "title", "referrer", "search")))
+
+
+def unstorable_text(item: dict[str, Any]) -> str | None:
+    """The reason an event cannot be stored as is: a text field holding an unpaired surrogate (``"\\ud800"``
+    is valid JSON but not Unicode a Parquet string, a hash or DynamoDB can take); ``None`` when it can."""
+    for path in _TEXT_FIELDS:
+        node: Any = item
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{path}: invalid Unicode (unpaired surrogate)"
     return None
 
 
