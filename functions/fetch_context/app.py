@@ -8,6 +8,7 @@ Imports neither pyarrow, duckdb nor pyiceberg (cold start; a test checks it).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -17,12 +18,63 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.observability import logger, metrics
-from customer_context.serve.models import BatchRequest
+from customer_context.serve import models
 from customer_context.stores import factory
+from pydantic import ConfigDict, Field
 
 app = consumer_api("customer-context fetch API",
                    "Customer context for AI: any identifier → snapshot + live events, JSON or prompt text; agent tools")
 app.enable_swagger(path="/docs/context")
+
+
+def _vocabulary() -> tuple[list[str], list[str], list[str]]:
+    """Identifier types, sections and fields of the deployed spec, for the OpenAPI document (the API checks them
+    itself, with the valid ones in its 400s; the document lists them so clients and generated tests know)."""
+    from customer_context.serve.catalog import LIST_SECTIONS, catalog
+    from customer_context.serve.fetch import PROFILE_ID
+    from customer_context.spec import load_spec
+
+    spec = load_spec()
+    cat = catalog(spec)
+    fields = [*cat.fields, *(s for s in cat.sections if s in LIST_SECTIONS)]
+    return [*spec.identifiers.types, PROFILE_ID], list(cat.sections), list(dict.fromkeys([*fields, *cat.sections]))
+
+
+_ID_TYPES, _SECTIONS, _FIELDS = _vocabulary()
+
+
+def _names_pattern(names: list[str]) -> str:
+    """Comma-separated names, blanks around them and empty items ignored (as the API splits them)."""
+    one = "|".join(re.escape(n) for n in names)
+    return rf"^\s*(?:(?:{one})\s*)?(?:,\s*(?:(?:{one})\s*)?)*$"
+
+
+def _enum_items(schema: dict[str, Any], names: dict[str, list[str]]) -> None:
+    for prop, values in names.items():
+        for option in schema["properties"][prop].get("anyOf", [schema["properties"][prop]]):
+            if option.get("type") == "array":
+                option["items"]["enum"] = values
+            elif option.get("type") == "string":
+                option["enum"] = values
+
+
+class IdentifierRef(models.IdentifierRef):
+    """One identifier of a customer (its type one of the spec's)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: _enum_items(s, {"type": _ID_TYPES}))
+
+
+class BatchRequest(models.BatchRequest):
+    """``POST /v1/context:batch`` (validated as :class:`customer_context.serve.models.BatchRequest`; the spec's
+    identifier types, fields and sections are listed for the OpenAPI document)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: _enum_items(
+        s, {"fields": _FIELDS, "sections": _SECTIONS}))
+    identifiers: list[IdentifierRef] = Field(min_length=1, max_length=100,  # type: ignore[assignment]
+                                             description="Up to 100 identifiers (DynamoDB BatchGetItem's limit)")
+
+
+BatchRequest.model_rebuild(_types_namespace={"IdentifierRef": IdentifierRef})  # loaded by path: resolve it here
 
 _ERRORS = {400: {"description": "Unknown identifier type, field, section or format (the reason lists the valid ones)"},
            401: {"description": "No consumer key, or an unknown one"},
@@ -47,12 +99,14 @@ def _headers() -> dict[str, str]:
 )
 def get_context(
     identifier_type: Annotated[str, Path(description="user_id, anonymous_id, email, phone, a custom id type, "
-                                                     "or profile_id")],
+                                                     "or profile_id", json_schema_extra={"enum": _ID_TYPES})],
     identifier_value: Annotated[str, Path(description="The identifier (normalised as the spec says: emails "
                                                       "trimmed and lower-cased …)")],
     fields: Annotated[str | None, Query(description="Comma-separated dotted paths, e.g. "
-                                                    "`traits.orders_90d,scores.churn_risk`")] = None,
-    sections: Annotated[str | None, Query(description="Comma-separated whole sections, e.g. `traits,scores`")] = None,
+                                                    "`traits.orders_90d,scores.churn_risk`",
+                                        json_schema_extra={"pattern": _names_pattern(_FIELDS)})] = None,
+    sections: Annotated[str | None, Query(description="Comma-separated whole sections, e.g. `traits,scores`",
+                                          json_schema_extra={"pattern": _names_pattern(_SECTIONS)})] = None,
     format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
     max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
@@ -74,7 +128,7 @@ def get_context(
     summary="Up to 100 customers' contexts in one call",
     description="One BatchGetItem for the identifiers and one for the snapshots. Unknown customers are listed "
     "with `found: false`; the same `fields` / `sections` apply to every customer.",
-    responses=_ERRORS,
+    responses={200: {"description": "Each identifier with its context, or `found: false`"}, **_ERRORS},
     tags=["context"],
 )
 def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads return annotations as response models
@@ -89,7 +143,8 @@ def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads ret
     summary="Tool definitions for LLM APIs, generated from context.yaml",
     description="`style=openai` (Chat Completions / Responses `tools`), `anthropic` (Messages `tools`), `mcp` "
     "(MCP `tools/list`) or `all`. Only what the consumer may read is offered.",
-    responses={401: _ERRORS[401]},
+    responses={200: {"description": "The tool definitions"}, 400: {"description": "Unknown style"},
+               401: _ERRORS[401]},
     tags=["agents"],
 )
 def get_tools(
@@ -105,7 +160,9 @@ def get_tools(
     "/mcp",
     summary="Model Context Protocol endpoint (Streamable HTTP, stateless JSON-RPC)",
     description="initialize, ping, tools/list, tools/call; authenticated with a consumer key.",
-    responses={401: _ERRORS[401]},
+    responses={200: {"description": "The JSON-RPC response (a failed call is a JSON-RPC error)"},
+               202: {"description": "A notification, accepted (no body)"},
+               400: {"description": "Not JSON (a JSON-RPC parse error)"}, 401: _ERRORS[401]},
     tags=["agents"],
 )
 def post_mcp():  # noqa: ANN201 - Powertools reads return annotations as response models

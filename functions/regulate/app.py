@@ -22,6 +22,30 @@ from customer_context.stores import factory
 app = consumer_api("customer-context regulation API",
                    "Suppress a customer's future events, or delete them everywhere (RudderStack-style regulations)")
 
+def _request_body() -> dict[str, Any]:
+    """The body's JSON Schema for the OpenAPI document (``parse_request`` checks it, naming the field)."""
+    from customer_context.govern.regulations import REGULATION_TYPES, USER_KEYS
+    from customer_context.spec import load_spec
+
+    types = list(load_spec().identifiers.types)
+    value = {"type": "string", "pattern": r"\S", "maxLength": 1024}
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object",
+        "required": ["regulationType"],
+        "properties": {
+            "regulationType": {"type": "string", "enum": list(REGULATION_TYPES)},
+            "users": {"type": "array", "maxItems": 1000, "description": "RudderStack's shape: identifiers by key",
+                      "items": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                                "properties": {k: value for k in dict.fromkeys([*USER_KEYS, *types])}}},
+            "identifiers": {"type": "array", "maxItems": 1000, "items": {
+                "type": "object", "required": ["type", "value"],
+                "properties": {"type": {"type": "string", "enum": [*types, "profile_id"]}, "value": value}}},
+        },
+        "anyOf": [{"required": ["users"], "properties": {"users": {"minItems": 1}}},
+                  {"required": ["identifiers"], "properties": {"identifiers": {"minItems": 1}}}],
+    }}}}
+
+
 _ERRORS = {400: {"description": "Malformed request (the field and the reason)"},
            401: {"description": "No consumer key, or an unknown one"},
            403: {"description": "The key is not an admin key"}}
@@ -45,6 +69,7 @@ def _admin():  # type: ignore[no-untyped-def]
     "status moves pending → running → done | failed (GET it).",
     responses={202: {"description": "The regulation, as filed"}, **_ERRORS},
     tags=["governance"],
+    openapi_extensions={"requestBody": _request_body()},
 )
 def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as response models
     from customer_context.govern.regulations import new_regulation, parse_request, suppress

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer_context.models.tracking import EVENT_TYPES, event_json_schemas
+from customer_context.models.tracking import EVENT_TYPES, MAX_ID_LENGTH, event_json_schemas
+
+IDENTIFIER_FIELDS = ("messageId", "userId", "anonymousId", "groupId", "previousId")
 
 ENDPOINTS = ("batch", "import", *EVENT_TYPES)
 
@@ -49,11 +51,51 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _as_accepted(schema: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    """An event's JSON Schema as collect applies it: numbers are accepted as text (``coerce_numbers_to_str``),
+    timestamps are ISO-8601 date-times, one of userId / anonymousId is required, and on a single-call route
+    ``type`` is optional (the route sets it)."""
+    props = schema["properties"]
+    for name, prop in list(props.items()):
+        if prop.get("type") == "string" and "const" not in prop:  # a required string: give it alternatives
+            text = {k: prop.pop(k) for k in ("type", "minLength", "maxLength") if k in prop}
+            prop["anyOf"] = [text]
+        for option in list(prop.get("anyOf", [])):
+            if option.get("type") != "string":
+                continue
+            if name in ("timestamp", "originalTimestamp", "sentAt"):
+                option["format"] = "date-time"
+                continue
+            prop["anyOf"].append({"type": "number"})
+            if name in IDENTIFIER_FIELDS:
+                option["maxLength"] = MAX_ID_LENGTH
+    props["type"] = {"description": f"Optional: `/v1/{endpoint}` sets it to `{endpoint}`, whatever is sent"}
+    schema["required"] = [r for r in schema.get("required", []) if r != "type"]
+    if "userId" not in schema["required"]:
+        schema["anyOf"] = [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                           for name in ("userId", "anonymousId")]
+    return schema
+
+
+def _batch_as_accepted(schema: dict[str, Any]) -> dict[str, Any]:
+    """The batch body as collect reads it: each item is validated on its own (any value is answered per event),
+    a ``context`` / ``integrations`` that is not an object is not merged, and a ``writeKey`` that is not a string
+    counts as none."""
+    props = schema["properties"]
+    props["batch"] = {"type": "array", "description": props["batch"]["description"] + " Any item that is not a valid "
+                      "event is rejected alone (listed in `rejected`, kept in `rejected_events`)."}
+    for name in ("context", "integrations", "writeKey"):
+        props[name] = {"description": props[name].get("description", "")}
+    props["sentAt"]["anyOf"] = [{"type": "string", "format": "date-time"}, {"not": {"type": "string"}}]
+    props["sentAt"]["description"] += " A string must be an ISO-8601 date-time; anything else is ignored."
+    return schema
+
+
 def route_docs(endpoint: str) -> dict[str, Any]:
     """Keyword arguments for ``app.post`` documenting one collect route."""
     schemas = event_json_schemas()
     is_batch = endpoint in ("batch", "import")
-    body_schema = schemas["batch"] if is_batch else schemas[endpoint]
+    body_schema = _batch_as_accepted(schemas["batch"]) if is_batch else _as_accepted(schemas[endpoint], endpoint)
     summary = "Send a batch of events" if is_batch else f"Send one {endpoint} event"
     description = (
         "RudderStack / Segment compatible. Authenticate with HTTP Basic (write key as user name, empty "

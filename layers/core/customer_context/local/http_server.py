@@ -76,6 +76,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
+    def __getattr__(self, name: str) -> Any:
+        # every other method (OPTIONS, TRACE, QUERY, made-up ones) goes through routing too, as with API
+        # Gateway: a route nobody declared is a JSON 404, never http.server's HTML 501
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
 
 class LocalHttpApi(ThreadingHTTPServer):
     """A threaded HTTP server on loopback fronting the handlers."""
