@@ -74,6 +74,7 @@ class BuildReport:
     truncated_profiles: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -85,18 +86,23 @@ class _Stages:
         self.report = report
         self.progress = progress
         self._t = time.perf_counter()
+        self._cpu = time.process_time()
 
     def done(self, stage: str, detail: str = "") -> None:
-        now = time.perf_counter()
-        self._emit(stage, now - self._t, detail)
-        self._t = now
+        now, cpu = time.perf_counter(), time.process_time()
+        self._emit(stage, now - self._t, cpu - self._cpu, detail)
+        self._t, self._cpu = now, cpu
 
-    def record(self, stage: str, seconds: float, detail: str = "") -> None:
-        """A stage that ran in pieces between another's: ``seconds`` in all, not counted in the next one."""
+    def record(self, stage: str, seconds: float, cpu_seconds: float, detail: str = "") -> None:
+        """A stage that ran in pieces between another's: ``seconds`` (``cpu_seconds`` of CPU, all threads)
+        in all, not counted in the next one."""
         self._t += seconds
-        self._emit(stage, seconds, detail)
+        self._cpu += cpu_seconds
+        self._emit(stage, seconds, cpu_seconds, detail)
 
-    def _emit(self, stage: str, seconds: float, detail: str) -> None:
+    def _emit(self, stage: str, seconds: float, cpu_seconds: float, detail: str) -> None:
+        # CPU seconds (every thread of the process) tell a stage's cost apart from a busy machine's waits
+        self.report.cpu_s[stage] = round(cpu_seconds, 3)
         self.report.timings_s[stage] = round(seconds, 3)
         message = f"{stage}: {detail} ({self.report.timings_s[stage]:.2f}s)" if detail else stage
         logger.info("build stage done", extra={"stage": stage, "seconds": self.report.timings_s[stage]})
@@ -128,8 +134,9 @@ class _History:
         if not n:
             return
         stamp = pa.timestamp("us", "UTC")
+        # the build times repeated without a Python datetime (and its tzinfo calls) per row
         columns = [batch.column(0), batch.column(1), batch.column(2),
-                   pa.array([self.built_at] * n, stamp), pa.array([self.data_as_of] * n, stamp),
+                   pa.repeat(pa.scalar(self.built_at, stamp), n), pa.repeat(pa.scalar(self.data_as_of, stamp), n),
                    pa.array(docs, pa.string()) if docs is not None else batch.column(3)]
         batch = pa.RecordBatch.from_arrays(
             [c.cast(f.type) for c, f in zip(columns, self.schema, strict=True)], schema=self.schema)
@@ -149,7 +156,10 @@ class _History:
             path = table.location_provider().new_data_location(f"{uuid.uuid4()}-build.parquet")
             self.paths.append(path)
             self._stream = table.io.new_output(path).create(overwrite=True)
-            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd")
+            # dictionaries and statistics only where they help: ids, hashes and documents are all distinct
+            small = ["version", "built_at", "data_as_of"]
+            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd", use_dictionary=small,
+                                            write_statistics=small)
         self._writer.write_table(pa.Table.from_batches(self._pending, self.schema))
         self._file_bytes += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
@@ -382,9 +392,9 @@ def _slice_sql(slices: int, column: str = "profile_id") -> str:
 def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: int) -> None:
     """events_profiled / <table>_profiled: every row with the profile of its most important identifier.
 
-    The events are copied once more, with their profile and its slice, a slice at a time (each slice's
-    rows together, so a scan of one slice skips the others' row groups) and compressed as they go:
-    table ``events_sliced``; ``events_profiled`` is it without the slice column.
+    The events are copied once more, with their profile and its slice, each slice's rows in a table of
+    their own (a scan of one slice reads only them), compressed as they go: ``events_sliced`` (a table,
+    or the union of the slices' tables), and ``events_profiled``, it without the slice column.
     """
     # the profile of the event's most important identifier (each identifier has one unless blocked) …
     con.execute("CREATE TABLE event_profile AS SELECT e.ev, m.profile_id FROM event_ids e LEFT JOIN id_map m "
@@ -407,14 +417,32 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
         con.execute(f"CREATE TABLE event_consent AS SELECT ev, {cols} FROM events_unique "
                     "WHERE context LIKE '%onsent%'")
         consent, consent_join = ", c.* EXCLUDE (ev)", " LEFT JOIN event_consent c USING (ev)"
-    select = (f"SELECT p._slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN "
-              f"(SELECT ev, profile_id, _slice FROM event_profile JOIN profiles USING (profile_id)) p "
+    con.execute("CREATE TEMP TABLE event_slice AS SELECT ev, profile_id, _slice FROM event_profile "
+                "JOIN profiles USING (profile_id)")
+    con.execute("DROP TABLE event_profile")
+    select = (f"SELECT p._slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN event_slice p "
               f"USING (ev){consent_join}")
-    con.execute(f"CREATE TABLE events_sliced AS {select} LIMIT 0")
-    for i in range(slices):
-        con.execute(f"INSERT INTO events_sliced {select} WHERE p._slice = {i}")
-        con.execute("CHECKPOINT")
-    for table in ("event_profile", "events_unique") + (("event_consent",) if spec.consent else ()):
+    if slices == 1:
+        con.execute(f"CREATE TABLE events_sliced AS {select}")
+    else:
+        # One table per slice, filled in one pass over the events (a range of ``ev`` at a time: the rows are
+        # stored in ``ev`` order, so each range reads only its row groups). Joining all the events once per
+        # slice instead would read and decompress every event ``slices`` times. ``events_sliced`` is their
+        # union; a filter on ``_slice`` reads only that slice's table.
+        con.execute(f"CREATE TEMP TABLE events_chunk AS {select} LIMIT 0")
+        for i in range(slices):
+            con.execute(f"CREATE TABLE events_s{i} AS SELECT * EXCLUDE (_slice) FROM events_chunk")
+        last = _scalar(con, "SELECT max(ev) FROM events_unique")
+        for lo in range(0, (last or 0) + 1, EVENTS_PER_LOAD):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE events_chunk AS {select} "
+                        f"WHERE e.ev >= {lo} AND e.ev < {lo + EVENTS_PER_LOAD}")
+            for i in range(slices):
+                con.execute(f"INSERT INTO events_s{i} SELECT * EXCLUDE (_slice) FROM events_chunk WHERE _slice = {i}")
+            con.execute("CHECKPOINT")
+        con.execute("DROP TABLE events_chunk")
+        con.execute("CREATE VIEW events_sliced AS " + " UNION ALL ".join(
+            f"SELECT CAST({i} AS INTEGER) AS _slice, * FROM events_s{i}" for i in range(slices)))
+    for table in ("event_slice", "events_unique") + (("event_consent",) if spec.consent else ()):
         con.execute(f"DROP TABLE {table}")
     con.execute("CHECKPOINT")
     con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (_slice) FROM events_sliced")
@@ -783,16 +811,18 @@ def build_context(
         con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
         history = _History(lakehouse, built_at, data_as_of)
         max_bytes = spec.snapshot.max_bytes
-        rendering = 0.0
+        built_iso = built_at.isoformat()
+        rendering = rendering_cpu = 0.0
         try:
             for i in range(slices):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 con.execute(
                     "CREATE TEMP TABLE slice_docs AS SELECT d.profile_id, d.content_hash, d.content, "
                     "coalesce(s.version, 0) + 1 AS version, s.content_hash IS DISTINCT FROM d.content_hash AS changed "
                     f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id)")
                 con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed FROM slice_docs")
                 rendering += time.perf_counter() - t0
+                rendering_cpu += time.process_time() - c0
                 reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over "
                                  f"FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc FROM slice_docs "
                                  "WHERE changed)").to_arrow_reader(5000)
@@ -805,7 +835,7 @@ def build_context(
                         report.truncated_profiles += bool(cut)
                         cut_docs = True
                     report.items_written += store.put_snapshots(
-                        SnapshotItem(pid, doc, content_hash, version, built_at.isoformat(), report.data_as_of)
+                        SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of)
                         for pid, version, content_hash, doc in zip(pids, versions, hashes, docs, strict=True))
                     history.write(batch, docs if cut_docs else None)
                 del reader
@@ -815,7 +845,7 @@ def build_context(
             history.abandon()
             raise
         report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM docs WHERE changed"))
-        stages.record("snapshots", rendering, f"{report.profiles:,} documents rendered"
+        stages.record("snapshots", rendering, rendering_cpu, f"{report.profiles:,} documents rendered"
                       + (f" in {slices} slices" if slices > 1 else ""))
 
         def rows(sql: str) -> Any:
@@ -838,7 +868,8 @@ def build_context(
                                f"{deleted:,} items deleted")
 
         history.commit()
-        graph_rows = graph.append_column("built_at", pa.array([built_at] * graph.num_rows, pa.timestamp("us", "UTC")))
+        graph_rows = graph.append_column("built_at", pa.repeat(pa.scalar(built_at, pa.timestamp("us", "UTC")),
+                                                               graph.num_rows))
         lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
         del graph_rows
         lakehouse.overwrite("identity_rejected_edges", rejected)
