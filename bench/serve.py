@@ -162,9 +162,80 @@ def over_http(requests_n: int) -> dict[str, Any]:
             stack.stop()
 
 
+# --- Feast peer (bench/peers/feast): our fetch handler vs get_online_features, the same 17 traits ---
+FEAST_TRAITS = ("orders_90d", "revenue_90d", "lifetime_revenue", "average_order_value", "largest_order",
+                "last_order_at", "first_seen_at", "last_seen_at", "plan", "name", "favourite_category",
+                "categories_viewed_30d", "products_viewed_7d", "carts_abandoned_30d", "big_spender_orders",
+                "uses_mobile_app", "days_since_last_order")
+
+
+def feast_peer(requests_n: int) -> dict[str, Any]:
+    """Our handler asked for ``fields=traits.<the 17>`` (in-process, store in memory) next to Feast's
+    ``get_online_features`` of the same 17 features for one customer (in-process, SQLite online store
+    materialized from size S's generated events; DynamoDB on moto's server too)."""
+    import shutil
+
+    from assemble import data_files, generate  # bench/ is on sys.path when run as a script
+    from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
+    from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context.stores import factory
+    from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+    from peers.feast.runner import run_peer
+
+    doc = json.loads(_doc())
+    doc["traits"] = {"orders_90d": 2, "revenue_90d": 181.2, "lifetime_revenue": 512.4, "average_order_value": 85.4,
+                     "largest_order": 160.0, "last_order_at": "2026-11-20T10:00:00.000Z",
+                     "first_seen_at": "2026-09-01T08:00:00.000Z", "last_seen_at": "2026-11-24T11:00:00.000Z",
+                     "plan": "pro", "name": "Ada Lovelace", "favourite_category": "Shoes",
+                     "categories_viewed_30d": ["Accessories", "Shoes"], "products_viewed_7d": 3,
+                     "carts_abandoned_30d": 1, "big_spender_orders": 1, "uses_mobile_app": True,
+                     "days_since_last_order": 4, "crm_stage": "customer", "account_manager": "Grace", "open_tickets": 0}
+    store = MemoryContextStore()
+    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
+    store.put_snapshots([SnapshotItem("p1", json.dumps(doc), "h", 1, "2026-11-24T12:00:00+00:00",
+                                      "2026-11-24T11:59:00+00:00")])
+    store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1")])
+    if hasattr(factory.context_store, "cache_clear"):  # not yet swapped for a memory store by handler_overhead
+        factory.reset()
+    factory.context_store = lambda: store  # type: ignore[assignment]
+    factory.write_keys = lambda: None  # type: ignore[assignment]
+    app = load_module("fetch_context")
+    event = json.loads((ROOT / "events" / "fetch_context_get.json").read_text())
+    fields = ",".join(f"traits.{t}" for t in FEAST_TRAITS)
+    event["queryStringParameters"] = {"fields": fields, "format": "json"}
+    event["rawQueryString"] = f"fields={fields}&format=json"
+    context = LocalLambdaContext("fetch_context")
+    for _ in range(50):
+        app.lambda_handler(event, context)
+    times = []
+    for _ in range(requests_n):
+        start = time.perf_counter()
+        response = app.lambda_handler(event, context)
+        times.append((time.perf_counter() - start) * 1000)
+        assert response["statusCode"] == 200, response
+    served = json.loads(response["body"])["context"]["traits"]
+    assert sorted(served) == sorted(FEAST_TRAITS), served
+    ours = _summary(times)
+    work = Path(tempfile.mkdtemp(prefix="cc-bench-feast-"))
+    try:
+        generate(work / "lake", "S")
+        peer = run_peer(data_files(work / "lake"), work / "feast", lookups=requests_n, dynamodb=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out: dict[str, Any] = {"features": len(FEAST_TRAITS), "fetch_fields_overhead": ours, "feast": peer}
+    if "online" in peer:
+        out["fetch_vs_feast"] = {q: round(peer["online"][q] / ours[q], 2) for q in ("p50_ms", "p99_ms")}
+        if "online" in peer.get("dynamodb", {}):
+            out["fetch_vs_feast_dynamodb_moto"] = {
+                q: round(peer["dynamodb"]["online"][q] / ours[q], 2) for q in ("p50_ms", "p99_ms")}
+    return out
+# --- end Feast peer ---
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per in-process measurement")
+    parser.add_argument("--no-feast", action="store_true", help="skip the Feast peer")  # Feast peer
     args = parser.parse_args()
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -181,12 +252,14 @@ def main() -> int:
     print("[serve] handler overhead in-process …", flush=True)
     overhead = handler_overhead(args.requests)
     print(f"  {overhead}", flush=True)
+    feast = {} if args.no_feast else {"feast_peer": feast_peer(args.requests)}  # Feast peer
+    print(f"  {feast}", flush=True)  # Feast peer
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps({
         "benchmark": "serve",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "handler_overhead": overhead, "over_http_local_stack": http, "cold_import": cold,
+        "handler_overhead": overhead, "over_http_local_stack": http, "cold_import": cold, **feast,
     }, indent=2) + "\n")
     return 0
 
