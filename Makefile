@@ -44,10 +44,20 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check layers functions tests bench
 
+# Sizes S M L (~100k, 1M, 10M events); L needs ~10 GB free and takes long on 2 cores. Assembly runs under
+# a lock so two benchmarks never build L at the same time. Extra flags, e.g.
+#   make bench BENCH_SIZES="S M" BENCH_ASSEMBLE_FLAGS="--no-feast"
+#   make bench BENCH_ASSEMBLE_FLAGS="--data-dir /tmp/cc-bench-data --l-from-m"   (reuse lakes; L = 10 copies of M)
+BENCH_SIZES ?= S M L
+BENCH_ASSEMBLE_FLAGS ?=
+BENCH_LOCK ?= $(if $(shell command -v flock 2>/dev/null),flock /tmp/bench.lock,)
+
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/assemble.py --sizes M L
+	$(BENCH_LOCK) $(BIN)/python bench/assemble.py --sizes $(BENCH_SIZES) $(BENCH_ASSEMBLE_FLAGS)
 	$(BIN)/python bench/serve.py
+	if [ -f bench/load.py ]; then $(BIN)/python bench/load.py; fi
+	if [ -f bench/package.py ]; then $(BIN)/python bench/package.py; fi
 	$(BIN)/python bench/report.py
 
 openapi: $(STAMP)

@@ -79,6 +79,73 @@ def generate(lake_dir: Path, size: str, seed: int = 11) -> dict[str, Any]:
     return {"events": n, "generate_s": round(time.perf_counter() - t0, 1)}
 
 
+def replicate(source_lake: Path, lake_dir: Path, copies: int) -> dict[str, Any]:
+    """Events of ``copies`` disjoint populations: the events of ``source_lake`` once per copy, every
+    identifier (message, user, device, group ids; emails inside traits, context and properties) suffixed
+    with the copy's number, so the copies never stitch together. Same shape per customer as the generator's
+    at the larger size, made in seconds instead of its pure-Python pace (minutes to hours on a busy machine)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from customer_context.config import Settings
+    from customer_context.stores.iceberg import Lakehouse
+
+    lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": str(lake_dir)}))
+    schema = lakehouse.arrow_schema("events")
+    t0 = time.perf_counter()
+    source = pq.read_table(data_files(source_lake), partitioning=None).select(schema.names).cast(schema)
+    n = 0
+    for k in range(copies):
+        copy = source
+        if k:
+            for column in ("message_id", "user_id", "anonymous_id", "previous_id", "group_id"):
+                i = copy.schema.get_field_index(column)
+                kind = copy.schema.field(i).type
+                copy = copy.set_column(i, column, pc.binary_join_element_wise(
+                    copy[column], pa.scalar(f"~{k}", kind), pa.scalar("", kind)))
+            for column in ("traits", "context", "properties"):
+                i = copy.schema.get_field_index(column)
+                copy = copy.set_column(i, column, pc.replace_substring(copy[column], "@", f"+r{k}@"))
+        lakehouse.append("events", copy.cast(schema))
+        n += copy.num_rows
+        print(f"  replicated {n:,} events", flush=True)
+    return {"events": n, "generate_s": round(time.perf_counter() - t0, 1),
+            "generated_as": f"{copies} copies of the generator's size-M events, identifiers suffixed per copy"}
+
+
+def prepare(size: str, work: Path, data_dir: Path | None, l_from_m: bool) -> tuple[Path, dict[str, Any]]:
+    """The lake of ``size``: generated (or, with ``l_from_m``, L replicated from M); with ``data_dir``, kept
+    there (``<size>/pristine``) and restored by a copy on later runs, as generating is not what is measured.
+    The copy goes back to the same path (the catalog holds absolute paths)."""
+    base = data_dir / size if data_dir else work
+    lake, pristine, meta = base / "lake", base / "pristine", base / "generated.json"
+    if data_dir and meta.exists() and pristine.exists():
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.copytree(pristine, lake)
+        return lake, json.loads(meta.read_text())
+    shutil.rmtree(lake, ignore_errors=True)
+    if size == "L" and l_from_m:
+        source, _ = prepare("M", work / "M", data_dir, False) if data_dir else (work / "M-lake", None)
+        if not data_dir:
+            generate(source, "M")
+        print(f"[{size}] replicating M ×10 …", flush=True)
+        gen = replicate(source, lake, 10)
+    else:
+        print(f"[{size}] generating ~{TARGETS[size]:,} events …", flush=True)
+        gen = generate(lake, size)
+    if data_dir:
+        shutil.rmtree(pristine, ignore_errors=True)
+        shutil.copytree(lake, pristine)
+        meta.write_text(json.dumps(gen))
+    return lake, gen
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, every thread (a busy machine stretches wall time, not this)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mb() -> int:
     """This process's peak resident memory (``VmHWM``), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -105,25 +172,25 @@ def _child_build(lake_dir: str, queue: Any) -> None:
     from customer_context.stores.iceberg import Lakehouse
 
     lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": lake_dir}))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     report = build_context(lakehouse, _DiscardStore(), load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     rss_mb = _peak_rss_mb()
-    queue.put({"wall_s": round(wall, 2), "peak_rss_mb": rss_mb,
+    queue.put({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": rss_mb,
                "report": report.to_dict()})
 
 
 def _child_floor(files: list[str], queue: Any) -> None:
     import duckdb
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     con = duckdb.connect()
     rows = con.sql(
         "SELECT coalesce(user_id, anonymous_id) AS who, count(*) AS events, max(timestamp) AS last_seen, "
         "sum(TRY_CAST(json_extract_string(properties, '$.revenue') AS DOUBLE)) AS revenue "
         f"FROM read_parquet({files!r}) GROUP BY ALL").fetchall()
     wall = time.perf_counter() - t0
-    queue.put({"wall_s": round(wall, 2), "groups": len(rows),
+    queue.put({"wall_s": round(wall, 2), "cpu_s": round(_cpu_s() - c0, 2), "groups": len(rows),
                "peak_rss_mb": _peak_rss_mb()})
 
 
@@ -170,12 +237,10 @@ def data_files(lake_dir: Path) -> list[str]:
     return sorted(str(p) for p in (lake_dir / "warehouse").rglob("*.parquet") if "/events/" in str(p))
 
 
-def run(size: str) -> dict[str, Any]:
+def run(size: str, data_dir: Path | None = None, l_from_m: bool = False, rebuild: bool = True) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"cc-assemble-{size}-"))
     try:
-        lake = work / "lake"
-        print(f"[{size}] generating ~{TARGETS[size]:,} events …", flush=True)
-        gen = generate(lake, size)
+        lake, gen = prepare(size, work, data_dir, l_from_m)
         files = data_files(lake)
         print(f"[{size}] floor: DuckDB scan + group-by of {len(files)} Parquet files …", flush=True)
         floor = _in_child(_child_floor, files)
@@ -186,21 +251,24 @@ def run(size: str) -> dict[str, Any]:
         feast = {} if "--no-feast" in sys.argv else assemble_fields(files, work / "feast", build["wall_s"],
                                                                     gen["events"])
         # --- end Feast peer ---
-        changed = change_one_percent(lake)
-        print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
-        rebuild = _in_child(_child_build, str(lake))
+        changed = change_one_percent(lake) if rebuild else None
+        if changed is not None:
+            print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
+        again = _in_child(_child_build, str(lake)) if rebuild else {"wall_s": None, "report": {}}
         return {
-            "size": size, **gen,
+            "size": size, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **gen,
             "profiles": build["report"]["profiles"],
             "build_wall_s": build["wall_s"], "build_peak_rss_mb": build["peak_rss_mb"],
             "build_stages_s": build["report"]["timings_s"],
-            "floor_wall_s": floor["wall_s"], "floor_peak_rss_mb": floor["peak_rss_mb"],
+            "build_cpu_s": build["cpu_s"], "build_stages_cpu_s": build["report"].get("cpu_s"),
+            "floor_wall_s": floor["wall_s"], "floor_peak_rss_mb": floor["peak_rss_mb"], "floor_cpu_s": floor["cpu_s"],
             "build_vs_floor": round(build["wall_s"] / max(floor["wall_s"], 1e-9), 2),
+            "build_vs_floor_cpu": round(build["cpu_s"] / max(floor["cpu_s"], 1e-9), 2),
             "first_build_items_written": build["report"]["items_written"],
             "customers_changed": changed,
-            "rebuild_wall_s": rebuild["wall_s"],
-            "rebuild_changed_profiles": rebuild["report"]["changed_profiles"],
-            "rebuild_items_written": rebuild["report"]["items_written"],
+            "rebuild_wall_s": again["wall_s"],
+            "rebuild_changed_profiles": again["report"].get("changed_profiles"),
+            "rebuild_items_written": again["report"].get("items_written"),
             **feast,  # Feast peer
         }
     finally:
@@ -211,12 +279,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["M"], choices=list(TARGETS))
     parser.add_argument("--no-feast", action="store_true", help="skip the Feast peer")  # Feast peer
+    parser.add_argument("--data-dir", type=Path, help="keep generated lakes here and reuse them on later runs")
+    parser.add_argument("--l-from-m", action="store_true", help="L as 10 copies of M, ids suffixed (fast)")
+    parser.add_argument("--no-rebuild", nargs="*", default=[], choices=list(TARGETS), metavar="SIZE",
+                        help="skip the 1 %% rebuild at these sizes")
     args = parser.parse_args()
     out = RESULTS / "assemble.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
     results = {r["size"]: r for r in previous.get("results", [])}
     for size in args.sizes:
-        results[size] = run(size)
+        results[size] = run(size, args.data_dir, args.l_from_m, size not in args.no_rebuild)
         print(json.dumps(results[size], indent=1), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({

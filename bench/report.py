@@ -1,6 +1,7 @@
-"""Render bench/results/*.json as the README's benchmark table (between the bench markers).
+"""Render bench/results/*.json as the README's benchmark table (between the bench markers) and as a chart.
 
-    python bench/report.py           # rewrite README.md in place
+    python bench/report.py           # rewrite README.md in place, write bench/results/assemble.png
+    python bench/report.py --no-readme
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -65,7 +67,89 @@ def table() -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
+def chart(path: Path = RESULTS / "assemble.png") -> Path | None:
+    """Build time and peak memory against events (ours, the DuckDB floor, Feast where measured) and the
+    fetch latency percentiles (ours in-process and over HTTP, Feast's get_online_features where measured)."""
+    assemble, serve = _load("assemble"), _load("serve")
+    if not assemble and not serve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem, ax_lat) = plt.subplots(1, 3, figsize=(16, 4.8))
+    rows = sorted((assemble or {}).get("results", []), key=lambda r: r["events"])
+    events = [r["events"] for r in rows]
+
+    def series(ax: Any, key: str, label: str, style: str) -> None:
+        points = [(r["events"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=label)
+
+    series(ax_time, "build_wall_s", "our build + landing (wall)", "o-")
+    series(ax_time, "build_cpu_s", "our build + landing (CPU, all threads)", "o:")
+    series(ax_time, "floor_wall_s", "floor: DuckDB scan + group-by", "s--")
+    series(ax_time, "feast_materialize_s", "Feast materialize", "^-")
+    series(ax_time, "feast_total_s", "Feast features SQL + apply + materialize", "v-")
+    series(ax_mem, "build_peak_rss_mb", "our build", "o-")
+    series(ax_mem, "floor_peak_rss_mb", "floor: DuckDB", "s--")
+    series(ax_mem, "feast_peak_rss_mb", "Feast", "^-")
+    if any(r["size"] == "L" for r in rows):
+        ax_mem.axhline(10240, color="grey", lw=0.8, ls=":", label="Lambda's 10 GB")
+    for ax, title, unit in ((ax_time, "Assembly time", "seconds"), (ax_mem, "Assembly peak memory", "MB (VmHWM)")):
+        ax.set(xscale="log", yscale="log", xlabel="events", ylabel=unit, title=title)
+        if events:
+            ax.set_xticks(events, [f"{r['size']}\n{r['events'] / 1e6:.2g}M" for r in rows])
+            ax.minorticks_off()
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+
+    bars: list[tuple[str, dict[str, Any]]] = []
+    if serve:
+        over, http = serve.get("handler_overhead", {}), serve.get("over_http_local_stack", {})
+        bars += [(f"fetch handler, {k}\n(in-process)", over[k]) for k in ("get", "text") if k in over]
+        peer = serve.get("feast_peer") or {}
+        if "fetch_fields_overhead" in peer:
+            bars.append((f"fetch handler, {peer.get('features', '')} traits\n(in-process)",
+                         peer["fetch_fields_overhead"]))
+        feast = peer.get("feast") or {}
+        if "online" in feast:
+            bars.append(("Feast get_online_features\n(SQLite)", feast["online"]))
+        if "online" in feast.get("dynamodb", {}):
+            bars.append(("Feast get_online_features\n(DynamoDB on moto)", feast["dynamodb"]["online"]))
+        bars += [(f"fetch over HTTP, {k.replace('_', ' ')}\n(local stack)", http[k])
+                 for k in ("fields", "text", "with_recent_events") if k in http]
+    bars = [(label, q) for label, q in bars if "p50_ms" in q and "p99_ms" in q]
+    for y, (label, q) in enumerate(bars):
+        ax_lat.plot([q["p50_ms"], q["p99_ms"]], [y, y], "-", lw=6, alpha=0.5,
+                    color="tab:orange" if "Feast" in label else "tab:blue")
+        ax_lat.plot([q["p50_ms"]], [y], "k|", ms=12)
+        if "mean_ms" in q:
+            ax_lat.plot([q["mean_ms"]], [y], "kx", ms=5)
+    ax_lat.set_yticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
+    ax_lat.set(xscale="log", xlabel="ms (bar: p50 to p99; |: p50; x: mean)", title="Fetch latency")
+    ax_lat.invert_yaxis()
+    ax_lat.grid(True, axis="x", alpha=0.3)
+    when = (assemble or serve or {}).get("measured_at", "")
+    machine = (assemble or serve or {}).get("machine", {})
+    fig.suptitle(f"bench/results ({when}; {machine.get('cpus')} cores shared, Python {machine.get('python')})",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
+    png = chart()
+    if png:
+        print(f"wrote {png.relative_to(ROOT)}")
+    if "--no-readme" in sys.argv:
+        print(table())
+        return 0
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START not in text:
