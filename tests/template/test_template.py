@@ -105,6 +105,16 @@ def test_queue_has_a_dead_letter_queue_and_ingest_reports_item_failures() -> Non
     assert ingest["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
+def test_failed_record_drops_and_interrupted_uploads_are_not_left_behind() -> None:
+    # load_records is invoked asynchronously by S3: what fails past its retries goes to a queue
+    invoke = _template()["Resources"]["LoadRecordsFunction"]["Properties"]["EventInvokeConfig"]
+    assert invoke["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+    assert "LoadRecordsFailures" in str(invoke["DestinationConfig"]["OnFailure"]["Destination"])
+    # multipart uploads of Iceberg files that never completed are aborted, not billed forever
+    rules = _template()["Resources"]["WarehouseBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1 for r in rules)
+
+
 def test_context_table_from_the_template_key_schema_works_in_moto(aws: str) -> None:
     # Given the DynamoDB table exactly as the template declares it
     props = _template()["Resources"]["ContextTable"]["Properties"]
