@@ -59,7 +59,15 @@ class Lakehouse:
         """Build the catalog named by the settings."""
         from pyiceberg.catalog import load_catalog
 
-        catalog = load_catalog(settings.catalog_name, **settings.catalog_config())
+        config = settings.catalog_config()
+        try:
+            catalog = load_catalog(settings.catalog_name, **config)
+        except Exception as exc:
+            # Two functions opening a new SQL catalog at once both create its tables: the one that loses gets
+            # "table iceberg_tables already exists" while the tables are there. Open it again.
+            if "already exists" not in str(exc):
+                raise
+            catalog = load_catalog(settings.catalog_name, **config)
         return cls(catalog, settings.namespace, settings.commit_retries)
 
     def _ensure_namespace(self) -> None:
