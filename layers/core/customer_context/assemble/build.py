@@ -156,10 +156,10 @@ class _History:
             path = table.location_provider().new_data_location(f"{uuid.uuid4()}-build.parquet")
             self.paths.append(path)
             self._stream = table.io.new_output(path).create(overwrite=True)
-            # dictionaries and statistics only where they help: ids, hashes and documents are all distinct
-            small = ["version", "built_at", "data_as_of"]
-            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd", use_dictionary=small,
-                                            write_statistics=small)
+            # dictionaries only where they help (ids, hashes and documents are all distinct); statistics on
+            # every column, as the table's manifests take their bounds from them
+            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd",
+                                            use_dictionary=["version", "built_at", "data_as_of"])
         self._writer.write_table(pa.Table.from_batches(self._pending, self.schema))
         self._file_bytes += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
