@@ -147,3 +147,23 @@ def test_the_quick_check_passes_the_usual_events(event: dict[str, Any]) -> None:
     from customer_context.collect.ingest import _plainly_valid
 
     assert _plainly_valid(_mutated(event, {"sentAt": "2026-11-24T12:00:01Z"}), {})
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_an_event_without_message_id_is_rejected_and_the_rest_commits(lakehouse: Any, plain: bool) -> None:
+    # Given a foreign producer's message: events with a null or no messageId next to a good one
+    # (collect always sets one; the column is required, so one such row used to fail the whole append)
+    good = {"type": "track", "event": "x", "userId": "u", "messageId": "m1", **STAMPED}
+    null_id = {**good, "messageId": None}
+    no_id = {k: v for k, v in good.items() if k != "messageId"}
+    extra = [] if plain else [envelope.dumps({**good, "messageId": "m2", "properties": {"x": float("nan")}})]
+    body = envelope.body_of([envelope.dumps(e) for e in (good, null_id, no_id)] + extra, [])
+    assert envelope.loads(body).plain is plain
+    # When ingest adds and commits it
+    batch = IngestBatch(spool=None)
+    batch.add(body)
+    written = batch.commit(lakehouse)
+    # Then the good events land and the others are rejected with the reason, none lost
+    assert written == {"events": 2 - plain, "rejected_events": 2}
+    reasons = [r["reason"] for r in lakehouse.scan("rejected_events").to_pylist()]
+    assert reasons == ["messageId: missing (not stamped by collect)"] * 2

@@ -184,6 +184,8 @@ def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
     for required in ("receivedAt", "sourceId"):
         if not get(required):
             raise ValueError(f"{required}: missing (not stamped by collect)")
+    if get("messageId") is None:  # valid per the spec, but collect always sets one and the column needs it
+        raise ValueError("messageId: missing (not stamped by collect)")
     ctx = get("context")
     ctx = ctx if isinstance(ctx, dict) else {}
     props = get("properties")
