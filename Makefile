@@ -75,7 +75,10 @@ validate: $(SAM_VENV)/bin/sam
 
 build: $(SAM_VENV)/bin/sam
 	@[ -n "$(PY312_DIR)" ] || { echo "sam build needs python3.12 on this machine (no Docker): install it, e.g. pyenv install 3.12"; exit 2; }
-	$(SAM) build
+	@if docker info >/dev/null 2>&1; then $(SAM) build; else \
+	  echo "No Docker here: the analytics image (ingest, load_records, build_context, query_context, regulate, maintain) needs it."; \
+	  echo "Building the zip functions (collect, fetch_context) and the core layer only."; \
+	  $(SAM) build $(foreach f,Ingest LoadRecords BuildContext QueryContext Regulate Maintain,--exclude $(f)Function); fi
 
 clean:
 	rm -rf .customer-context .aws-sam .pytest_cache
