@@ -33,12 +33,26 @@ def table() -> str:
                      f"events/s | {ingest['ingest_vs_raw_parquet']:.3f} of the floor |")
     assemble = _load("assemble")
     for r in (assemble or {}).get("results", []):
-        lines.append(f"| full build, {r['events']:,} events → {r['profiles']:,} profiles | {r['build_wall_s']} s, "
-                     f"peak RSS {r['build_peak_rss_mb']:,} MB | DuckDB scan + group-by of the same Parquet: "
-                     f"{r['floor_wall_s']} s, {r['floor_peak_rss_mb']:,} MB | {r['build_vs_floor']}× the floor |")
-        lines.append(f"| rebuild after {r['customers_changed']:,} customers (1 %) changed | "
-                     f"{r['rebuild_items_written']:,} DynamoDB items written ({r['rebuild_wall_s']} s) | first build: "
-                     f"{r['first_build_items_written']:,} items | — |")
+        cpu = f", {r['build_cpu_s']} s CPU" if r.get("build_cpu_s") is not None else ""
+        floor_cpu = f" ({r['floor_cpu_s']} s CPU)" if r.get("floor_cpu_s") is not None else ""
+        ratio = f"{r['build_vs_floor']}× the floor" + (
+            f" ({r['build_vs_floor_cpu']}× in CPU)" if r.get("build_vs_floor_cpu") is not None else "")
+        data = " (10 copies of M)" if "copies" in str(r.get("generated_as", "")) else ""
+        lines.append(f"| full build, {r['events']:,} events{data} → {r['profiles']:,} profiles | {r['build_wall_s']} s"
+                     f"{cpu}, peak RSS {r['build_peak_rss_mb']:,} MB | DuckDB scan + group-by of the same Parquet: "
+                     f"{r['floor_wall_s']} s{floor_cpu}, {r['floor_peak_rss_mb']:,} MB | {ratio} |")
+        if r.get("feast_total_s") is not None:
+            lines.append(f"| Feast {r.get('feast_version', '')}: features SQL + apply + materialize into SQLite, same "
+                         f"events | {r['feast_total_s']} s (materialize {r['feast_materialize_s']} s), peak RSS "
+                         f"{r.get('feast_peak_rss_mb', 0):,} MB | our full build: {r['build_wall_s']} s | "
+                         f"ours {r['feast_materialize_s'] / max(r['build_wall_s'], 1e-9):.2f}× faster "
+                         "than materialize |")
+        elif r.get("feast_skipped"):
+            lines.append(f"| Feast at {r['events']:,} events | {r['feast_skipped']} | — | — |")
+        if r.get("rebuild_items_written") is not None:
+            lines.append(f"| rebuild after {r['customers_changed']:,} customers (1 %) changed | "
+                         f"{r['rebuild_items_written']:,} DynamoDB items written ({r['rebuild_wall_s']} s) | "
+                         f"first build: {r['first_build_items_written']:,} items | — |")
     serve = _load("serve")
     if serve:
         over, http, cold = serve["handler_overhead"], serve["over_http_local_stack"], serve["cold_import"]
@@ -59,9 +73,14 @@ def table() -> str:
         notes.append(f"ingest: {ingest['events']:,} generated events, best of {ingest['runs']} "
                      f"({ingest['measured_at']})")
     if assemble:
-        stages = "; ".join(f"{r['size']}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["build_stages_s"].items())
-                           for r in assemble["results"])
-        notes.append(f"assembly ({assemble['measured_at']}) stages — {stages}")
+        def stages(r: dict) -> str:
+            cpu = r.get("build_stages_cpu_s") or {}
+            return ", ".join(f"{k} {v:.1f}s" + (f" ({cpu[k]:.1f}s CPU)" if k in cpu else "")
+                             for k, v in r["build_stages_s"].items())
+
+        per_size = "; ".join(f"{r['size']} ({r.get('measured_at', assemble['measured_at'])}): {stages(r)}"
+                             for r in assemble["results"])
+        notes.append(f"assembly stages, wall (CPU of all threads) — {per_size}")
     machine = (ingest or assemble or {}).get("machine", {})
     notes.append(f"machine: {machine.get('cpus')} cores, Python {machine.get('python')}, {machine.get('platform')}")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
