@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,19 +162,16 @@ def test_keys_and_scopes(served: Any) -> None:
 
 def test_an_event_collected_after_the_build_shows_in_recent_events(served: Any) -> None:
     # Given a built customer, when they do something now
-    sent = time.monotonic()
     event = {"userId": "cust-1", "event": "Cart Viewed", "properties": {"items": 3}}
     assert requests.post(f"{served.url}/v1/track", json=event, auth=("wk_test", ""), timeout=10).status_code == 200
     # Then the next fetch shows it first, marked live, before any build
     answer = _get(served, "/v1/context/email/zoe@example.com", served.consumer_key,
                   params={"sections": "recent_events"}).json()
-    elapsed = time.monotonic() - sent
     recent = answer["context"]["recent_events"]
     assert recent[0]["event"] == "Cart Viewed" and recent[0]["source"] == "live"
     assert json.loads(recent[0]["properties"]) == {"items": 3}
     assert all(e["source"] == "snapshot" for e in recent[1:]) and len(recent) > 1
     assert answer["sources"]["recent_events"]["live"] == 1
-    assert elapsed < 30
     # And a customer seen for the first time seconds ago is fetchable by that identifier
     new = {"anonymousId": "dev-new", "event": "Product Viewed", "properties": {"category": "hats"}}
     assert requests.post(f"{served.url}/v1/track", json=new, auth=("wk_test", ""), timeout=10).status_code == 200
