@@ -68,6 +68,17 @@ def table() -> str:
         lines.append(f"| event sent to collect → visible in fetch's recent_events (local stack) | p50 "
                      f"{http['event_to_visible']['p50_ms']} ms, p99 {http['event_to_visible']['p99_ms']} ms | "
                      "aim: < 2 s | — |")
+        # --- Feast peer (bench/peers/feast): fetch vs get_online_features, same features ---
+        if serve.get("feast_peer", {}).get("fetch_vs_feast"):
+            fp = serve["feast_peer"]
+            ours, feast = fp["fetch_fields_overhead"], fp["feast"]["online"]
+            dyn = fp["feast"].get("dynamodb", {}).get("online")
+            lines.append(f"| fetch handler overhead in-process, {fp['features']} trait fields | "
+                         f"p50 {ours['p50_ms']} ms, p99 {ours['p99_ms']} ms | Feast get_online_features, same "
+                         f"{fp['features']} features, SQLite: p50 {feast['p50_ms']} ms, p99 {feast['p99_ms']} ms"
+                         + (f"; DynamoDB on moto: p50 {dyn['p50_ms']} ms" if dyn else "")
+                         + f" | Feast's time ÷ ours: {fp['fetch_vs_feast']['p50_ms']} (p50), aim ≥ 3 |")
+        # --- end Feast peer ---
     notes = []
     if ingest:
         notes.append(f"ingest: {ingest['events']:,} generated events, best of {ingest['runs']} "
