@@ -91,34 +91,37 @@ def _invocations(messages: list[str], batch_size: int) -> list[dict[str, Any]]:
 
 
 def _json_floor(messages: list[str], schema: Any) -> Any:
-    """The least work from queue bodies to the same Arrow columns: orjson decoding, fields picked as
-    they are (no validation, no normalisation), objects re-serialised by orjson, times cast by Arrow."""
+    """The least work from queue bodies to the same Arrow columns: orjson decoding, one pass picking the
+    fields as they are (no validation, no normalisation), objects re-serialised by orjson, times cast
+    by Arrow."""
     import orjson
     import pyarrow as pa
 
-    events = [e for body in messages for e in orjson.loads(body)["events"]]
-    top = {"message_id": "messageId", "type": "type", "event": "event", "user_id": "userId",
-           "anonymous_id": "anonymousId", "group_id": "groupId", "previous_id": "previousId",
-           "source_id": "sourceId", "channel": "channel", "request_ip": "requestIp", "name": "name",
-           "category": "category", "timestamp": "timestamp", "original_timestamp": "originalTimestamp",
-           "sent_at": "sentAt", "received_at": "receivedAt"}
-    nested = {"ip": ("context", "ip"), "user_agent": ("context", "userAgent"), "locale": ("context", "locale"),
-              **{f"page_{p}": ("properties", p) for p in ("url", "path", "title", "referrer", "search")}}
-    objects = {"properties": "properties", "traits": "traits", "context": "context", "integrations": "integrations"}
+    dumps = orjson.dumps
+    rows = []
+    for body in messages:
+        for e in orjson.loads(body)["events"]:
+            get = e.get
+            ctx = get("context") or {}
+            page = {**(ctx.get("page") or {}), **(get("properties") or {})} if e["type"] == "page" else (
+                ctx.get("page") or {})
+            library = ctx.get("library") or {}
+            objects = [None if (v := get(k)) is None else dumps(v)
+                       for k in ("properties", "traits", "context", "integrations")]
+            rows.append((get("messageId"), get("type"), get("event"), get("userId"), get("anonymousId"),
+                         get("groupId"), get("previousId"), get("timestamp") or get("receivedAt"),
+                         get("originalTimestamp"), get("sentAt"), get("receivedAt"), get("sourceId"), get("channel"),
+                         ctx.get("ip"), get("requestIp"), ctx.get("userAgent"), ctx.get("locale"), library.get("name"),
+                         library.get("version"), get("name"), get("category"), page.get("url"), page.get("path"),
+                         page.get("title"), page.get("referrer"), page.get("search"), *objects, None))
     arrays = []
-    for field in schema:
-        if field.name in top:
-            values = pa.array([e.get(top[field.name]) for e in events], type=pa.large_string())
-        elif field.name in nested:
-            outer, inner = nested[field.name]
-            values = pa.array([(e.get(outer) or {}).get(inner) for e in events], type=pa.large_string())
-        elif field.name in objects:
-            key = objects[field.name]
-            values = pa.array([orjson.dumps(v) if (v := e.get(key)) is not None else None for e in events],
-                              type=pa.large_binary())
+    for field, column in zip(schema, zip(*rows, strict=True), strict=True):
+        if pa.types.is_timestamp(field.type):
+            arrays.append(pa.array(column, type=pa.large_string()).cast(field.type))
+        elif field.name in ("properties", "traits", "context", "integrations", "extra"):
+            arrays.append(pa.array(column, type=pa.large_binary()).cast(field.type))
         else:
-            values = pa.nulls(len(events), type=pa.large_string())
-        arrays.append(values.cast(field.type))
+            arrays.append(pa.array(column, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
