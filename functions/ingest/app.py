@@ -1,4 +1,4 @@
-"""ingest: SQS batch → one Iceberg append per table (API-free, analytics layer attached).
+"""ingest: SQS batch → one Iceberg append per table (API-free, runs in the analytics image).
 
 Powertools' BatchProcessor reports undecodable messages as batch item failures
 (``ReportBatchItemFailures``), so a poison message goes back to the queue and, after the redrive

@@ -2,7 +2,7 @@
 
 Glue only: authenticate the consumer key, resolve the identifier to its profile, call
 ``customer_context.serve.named_queries.run_named_query``. duckdb, pyarrow and pyiceberg are loaded
-on the first query (this function has the analytics layer), not at import.
+on the first query (this function runs in the analytics image), not at import.
 """
 
 from __future__ import annotations

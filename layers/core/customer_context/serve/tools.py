@@ -172,7 +172,7 @@ class _RemoteError(CustomerContextError):
 
 def run_remote_query(base_url: str | None, auth_headers: dict[str, str], id_type: str, id_value: str,
                      query: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
-    """Run a named query through this API's query_context route (it has the analytics layer; the
+    """Run a named query through this API's query_context route (it runs in the analytics image; the
     serving function does not), forwarding the caller's consumer key."""
     if not base_url:
         raise InvalidRequest("named queries need the API's base URL")
