@@ -16,7 +16,7 @@ from customer_context.govern.maintain import maintain
 from customer_context.local import lambda_runtime
 
 from tests.helpers.accounting import assert_accounted
-from tests.integration.test_ingest_faults import _killed_before_commit, _parquet_files, _sqs_event
+from tests.reliability.test_ingest_faults import _killed_before_commit, _parquet_files, _sqs_event
 
 WEEK = 7 * 86400
 

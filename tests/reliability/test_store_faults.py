@@ -206,7 +206,7 @@ def _is_data_upload(method: str, path: str) -> bool:
 
 
 def test_ingest_to_an_s3_warehouse_retries_slowdown_and_lands_once(s3_warehouse: tuple[Any, FaultProxy]) -> None:
-    from tests.integration.test_ingest_faults import _sqs_event
+    from tests.reliability.test_ingest_faults import _sqs_event
 
     lake, proxy = s3_warehouse
     # Given S3 answering SlowDown to the first two uploads of a data file
@@ -223,7 +223,7 @@ def test_ingest_to_an_s3_warehouse_retries_slowdown_and_lands_once(s3_warehouse:
 
 def test_ingest_fails_whole_when_s3_outlasts_the_retries_and_redelivery_lands_once(
         s3_warehouse: tuple[Any, FaultProxy]) -> None:
-    from tests.integration.test_ingest_faults import _sqs_event
+    from tests.reliability.test_ingest_faults import _sqs_event
 
     lake, proxy = s3_warehouse
     # Given S3 answering 503 to every upload of a data file
@@ -468,7 +468,7 @@ def test_a_commit_cut_short_by_s3_leaves_only_orphans_that_maintenance_removes(
         s3_warehouse: tuple[Any, FaultProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     from customer_context.govern.maintain import maintain
 
-    from tests.integration.test_ingest_faults import _sqs_event
+    from tests.reliability.test_ingest_faults import _sqs_event
     from tests.reliability.test_kill_then_maintain import WEEK, _clock_moved
 
     lake, proxy = s3_warehouse
