@@ -598,8 +598,7 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     sliced = f"_slice = {i}" if n > 1 else "TRUE"
     horizon = spec.scores.horizon
     def granted(category: str) -> str:
-        default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
-        return f"coalesce(pc.{ident('consent_' + category)}, {default})"
+        return compiler.consent_granted_sql(spec, category, f"pc.{ident('consent_' + category)}")
 
     def gated(category: str | None, expr: str) -> str:
         return f"CASE WHEN {granted(category)} THEN {expr} END" if category else expr

@@ -176,8 +176,7 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
             cond = " AND ".join(parts) or "TRUE"
             source, time_col = f"{trait.table}_profiled", ident(table.updated_at)
         if trait.consent:
-            granted = "TRUE" if spec.consent[trait.consent].default == "granted" else "FALSE"
-            cond = f"({cond}) AND coalesce({ident('consent_' + trait.consent)}, {granted})"
+            cond = f"({cond}) AND {consent_granted_sql(spec, trait.consent, ident('consent_' + trait.consent))}"
         if trait.kind == "most_frequent":
             separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
             continue
@@ -200,6 +199,13 @@ def _most_frequent(source: str, value: str, cond: str) -> str:
         f"WHERE {cond} AND {value} IS NOT NULL GROUP BY ALL HAVING count(*) >= 2"
         f") GROUP BY profile_id"
     )
+
+
+def consent_granted_sql(spec: ContextSpec, category: str, consent: str) -> str:
+    """Whether ``consent`` (SQL: an event's or the latest consent to ``category``, NULL when nothing was
+    said) grants it: the category's declared default stands in for NULL."""
+    default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
+    return f"coalesce({consent}, {default})"
 
 
 def consent_sql(ids: list[str]) -> str:

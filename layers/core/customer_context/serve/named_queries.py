@@ -315,16 +315,15 @@ def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str
 def _consent_granted(con: duckdb.DuckDBPyConnection, spec: ContextSpec, category: str) -> bool:
     """Whether the customer's latest consent (from their events in ``con``, else the category's
     default) grants ``category``; when it does, the events sent without it are removed from ``events``."""
-    from customer_context.assemble.compiler import consent_sql
+    from customer_context.assemble.compiler import consent_granted_sql, consent_sql
 
-    default = "TRUE" if spec.consent[category].default == "granted" else "FALSE"
     con.execute(f"CREATE TABLE _cc_consent AS SELECT message_id, {consent_sql(spec.consent[category].ids)} AS c "
                 "FROM events")
-    latest = con.execute("SELECT coalesce(arg_max(c, e.timestamp) FILTER (WHERE c IS NOT NULL), "
-                         f"{default}) FROM events e JOIN _cc_consent USING (message_id)").fetchone()
+    latest_sql = consent_granted_sql(spec, category, "arg_max(c, e.timestamp) FILTER (WHERE c IS NOT NULL)")
+    latest = con.execute(f"SELECT {latest_sql} FROM events e JOIN _cc_consent USING (message_id)").fetchone()
     if latest is not None and latest[0]:
-        con.execute(f"DELETE FROM events WHERE message_id IN (SELECT message_id FROM _cc_consent "
-                    f"WHERE NOT coalesce(c, {default}))")
+        con.execute("DELETE FROM events WHERE message_id IN (SELECT message_id FROM _cc_consent "
+                    f"WHERE NOT {consent_granted_sql(spec, category, 'c')})")
         granted = True
     else:
         granted = False
