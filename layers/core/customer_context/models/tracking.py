@@ -198,14 +198,15 @@ _TEXT_FIELDS = ("messageId", "event", "userId", "anonymousId", "groupId", "previ
                 "context.ip", "context.userAgent", "context.locale", "context.library.name",
                 "context.library.version", *(f"{part}.{f}" for part in ("context.page", "properties")
                                              for f in ("url", "path", "title", "referrer", "search")))
+_TEXT_PATHS = tuple((path, tuple(path.split("."))) for path in _TEXT_FIELDS)  # split once, not per event
 
 
 def unstorable_text(item: dict[str, Any]) -> str | None:
     """The reason an event cannot be stored as is: a text field holding an unpaired surrogate (``"\\ud800"``
     is valid JSON but not Unicode a Parquet string, a hash or DynamoDB can take); ``None`` when it can."""
-    for path in _TEXT_FIELDS:
+    for path, parts in _TEXT_PATHS:
         node: Any = item
-        for part in path.split("."):
+        for part in parts:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, str) and not node.isascii():
             try:
