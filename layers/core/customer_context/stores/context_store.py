@@ -216,20 +216,31 @@ class DynamoContextStore:
             self._send(list(group.values()))
         return n
 
-    def _send(self, requests: list[dict[str, Any]]) -> None:
-        """One BatchWriteItem, resending unprocessed items with backoff; raises if some are left."""
-        # the resource's client: boto3 converts Python values to and from attribute values for us
-        client = self.table.meta.client
-        pending: dict[str, Any] = {self.table.name: requests}
+    def _until_processed(self, call: Any, request: dict[str, Any], unprocessed: str,
+                         answered: Any = None) -> dict[str, Any]:
+        """``call(RequestItems=request)``, then again with what DynamoDB left ``unprocessed`` (after an
+        exponential backoff), at most ``attempts`` times; ``answered`` sees every answer. Returns what is
+        still unprocessed (empty when all went through)."""
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(backoff(attempt - 1, self.backoff_base, self.backoff_cap))
-            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-            if not pending:
-                return
-        left = len(pending.get(self.table.name, []))
-        raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(requests)} writes still unprocessed after "
-                               f"{self.attempts} BatchWriteItem attempts; retry later")
+            answer = call(RequestItems=request)
+            if answered is not None:
+                answered(answer)
+            request = answer.get(unprocessed) or {}
+            if not request:
+                break
+        return request
+
+    def _send(self, requests: list[dict[str, Any]]) -> None:
+        """One BatchWriteItem, resending unprocessed items with backoff; raises if some are left."""
+        # the resource's client: boto3 converts Python values to and from attribute values for us
+        pending = self._until_processed(self.table.meta.client.batch_write_item, {self.table.name: requests},
+                                        "UnprocessedItems")
+        if pending:
+            left = len(pending.get(self.table.name, []))
+            raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(requests)} writes still unprocessed "
+                                   f"after {self.attempts} BatchWriteItem attempts; retry later")
 
     def put_snapshots(self, items: Iterable[SnapshotItem]) -> int:
         """BatchWriteItem puts."""
@@ -263,17 +274,13 @@ class DynamoContextStore:
         client = self.table.meta.client
         found: list[dict[str, Any]] = []
         unique = list({(k["pk"], k["sk"]): k for k in keys}.values())
+
+        def take(answer: dict[str, Any]) -> None:
+            found.extend(answer.get("Responses", {}).get(self.table.name, []))
+
         for chunk in _chunks(unique, 100):
-            request: dict[str, Any] = {self.table.name: {"Keys": chunk}}
-            for attempt in range(self.attempts):
-                if attempt:
-                    time.sleep(backoff(attempt - 1, self.backoff_base, self.backoff_cap))
-                answer = client.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self.table.name, []):
-                    found.append(item)
-                request = answer.get("UnprocessedKeys") or {}
-                if not request:
-                    break
+            request = self._until_processed(client.batch_get_item, {self.table.name: {"Keys": chunk}},
+                                            "UnprocessedKeys", take)
             if request:
                 left = len(request.get(self.table.name, {}).get("Keys", []))
                 raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(chunk)} reads still unprocessed "
