@@ -56,35 +56,49 @@ def _doc(n_traits: int = 20) -> str:
         "built_at": "2026-11-24T12:00:00+00:00", "data_as_of": "2026-11-24T11:59:00+00:00"})
 
 
-def handler_overhead(requests_n: int) -> dict[str, Any]:
-    """In-process: sample API Gateway events through the real handler, store in memory."""
+def _fetch_handler(doc: str) -> Any:
+    """The real fetch handler over an in-memory store holding one customer (``doc``) and the sample
+    events' consumer key."""
     sys.path.insert(0, str(ROOT))
-    from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
+    from customer_context.local.lambda_runtime import load_module
     from customer_context.serve.consumers import consumer_item, hash_key
     from customer_context.stores import factory
     from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 
     store = MemoryContextStore()
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
-    store.put_snapshots([SnapshotItem("p1", _doc(), "h", 1, "2026-11-24T12:00:00+00:00", "2026-11-24T11:59:00+00:00")])
+    store.put_snapshots([SnapshotItem("p1", doc, "h", 1, "2026-11-24T12:00:00+00:00", "2026-11-24T11:59:00+00:00")])
     store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1")])
-    factory.reset()
+    if hasattr(factory.context_store, "cache_clear"):  # not yet swapped for a memory store by an earlier call
+        factory.reset()
     factory.context_store = lambda: store  # type: ignore[assignment]
     factory.write_keys = lambda: None  # type: ignore[assignment]
-    app = load_module("fetch_context")
+    return load_module("fetch_context")
+
+
+def _time_handler(app: Any, event: dict[str, Any], requests_n: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Latency summary of ``requests_n`` calls (after 50 to warm up), and the last response."""
+    from customer_context.local.lambda_runtime import LocalLambdaContext
+
+    context = LocalLambdaContext("fetch_context")
+    for _ in range(50):  # warm
+        app.lambda_handler(event, context)
+    times = []
+    for _ in range(requests_n):
+        start = time.perf_counter()
+        response = app.lambda_handler(event, context)
+        times.append((time.perf_counter() - start) * 1000)
+        assert response["statusCode"] == 200, response
+    return _summary(times), response
+
+
+def handler_overhead(requests_n: int) -> dict[str, Any]:
+    """In-process: sample API Gateway events through the real handler, store in memory."""
+    app = _fetch_handler(_doc())
     out: dict[str, Any] = {}
     for name in ("fetch_context_get", "fetch_context_text"):
         event = json.loads((ROOT / "events" / f"{name}.json").read_text())
-        context = LocalLambdaContext("fetch_context")
-        for _ in range(50):  # warm
-            app.lambda_handler(event, context)
-        times = []
-        for _ in range(requests_n):
-            start = time.perf_counter()
-            response = app.lambda_handler(event, context)
-            times.append((time.perf_counter() - start) * 1000)
-            assert response["statusCode"] == 200, response
-        out[name.removeprefix("fetch_context_")] = _summary(times)
+        out[name.removeprefix("fetch_context_")] = _time_handler(app, event, requests_n)[0]
     return out
 
 
@@ -176,10 +190,6 @@ def feast_peer(requests_n: int) -> dict[str, Any]:
     import shutil
 
     from assemble import data_files, generate  # bench/ is on sys.path when run as a script
-    from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
-    from customer_context.serve.consumers import consumer_item, hash_key
-    from customer_context.stores import factory
-    from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
     from peers.feast.runner import run_peer
 
     doc = json.loads(_doc())
@@ -190,32 +200,14 @@ def feast_peer(requests_n: int) -> dict[str, Any]:
                      "categories_viewed_30d": ["Accessories", "Shoes"], "products_viewed_7d": 3,
                      "carts_abandoned_30d": 1, "big_spender_orders": 1, "uses_mobile_app": True,
                      "days_since_last_order": 4, "crm_stage": "customer", "account_manager": "Grace", "open_tickets": 0}
-    store = MemoryContextStore()
-    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
-    store.put_snapshots([SnapshotItem("p1", json.dumps(doc), "h", 1, "2026-11-24T12:00:00+00:00",
-                                      "2026-11-24T11:59:00+00:00")])
-    store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1")])
-    if hasattr(factory.context_store, "cache_clear"):  # not yet swapped for a memory store by handler_overhead
-        factory.reset()
-    factory.context_store = lambda: store  # type: ignore[assignment]
-    factory.write_keys = lambda: None  # type: ignore[assignment]
-    app = load_module("fetch_context")
+    app = _fetch_handler(json.dumps(doc))
     event = json.loads((ROOT / "events" / "fetch_context_get.json").read_text())
     fields = ",".join(f"traits.{t}" for t in FEAST_TRAITS)
     event["queryStringParameters"] = {"fields": fields, "format": "json"}
     event["rawQueryString"] = f"fields={fields}&format=json"
-    context = LocalLambdaContext("fetch_context")
-    for _ in range(50):
-        app.lambda_handler(event, context)
-    times = []
-    for _ in range(requests_n):
-        start = time.perf_counter()
-        response = app.lambda_handler(event, context)
-        times.append((time.perf_counter() - start) * 1000)
-        assert response["statusCode"] == 200, response
+    ours, response = _time_handler(app, event, requests_n)
     served = json.loads(response["body"])["context"]["traits"]
     assert sorted(served) == sorted(FEAST_TRAITS), served
-    ours = _summary(times)
     work = Path(tempfile.mkdtemp(prefix="cc-bench-feast-"))
     try:
         generate(work / "lake", "S")

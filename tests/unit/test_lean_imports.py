@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 
@@ -41,6 +42,15 @@ def test_fetch_context_handler_imports_no_analytics_package() -> None:
     assert heavy_imports_of(REPO / "functions" / "fetch_context" / "app.py") == []
 
 
+def _run_fresh(code: str, **env: str) -> list[Any]:
+    """Run ``code`` in a fresh interpreter (no tracing, metrics or logs below ERROR); its last line, as JSON."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+                              "POWERTOOLS_LOG_LEVEL": "ERROR", **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def test_fetch_context_serving_requests_imports_no_analytics_package() -> None:
     # Given the fetch handler in a fresh interpreter over an in-memory store with one customer
     code = f"""
@@ -65,11 +75,7 @@ for name in ('fetch_context_get', 'fetch_context_text', 'fetch_context_batch', '
     statuses.append(app.lambda_handler(event, LocalLambdaContext('fetch_context'))['statusCode'])
 print(json.dumps([statuses, sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))]))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-                              "POWERTOOLS_LOG_LEVEL": "ERROR"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    statuses, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    statuses, heavy = _run_fresh(code)
     # When it answers a field lookup, prompt text, a batch and an MCP tools/list
     # Then every request succeeded and nothing heavy was imported
     assert statuses == [200, 200, 200, 200]
@@ -119,11 +125,7 @@ for name in ('collect_track', 'collect_batch', 'collect_batch_gzip', 'collect_in
 heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))
 print(json.dumps([statuses, len(queue.bodies), heavy]))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-                              "POWERTOOLS_LOG_LEVEL": "ERROR", "CUSTOMER_CONTEXT_WRITE_KEYS": "wk_sample=sample"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    statuses, queued, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    statuses, queued, heavy = _run_fresh(code, CUSTOMER_CONTEXT_WRITE_KEYS="wk_sample=sample")
     # When it accepts a track, a batch, a gzipped batch and refuses a broken body
     # Then the events were queued and nothing heavy was imported
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 400
