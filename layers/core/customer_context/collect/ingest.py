@@ -355,6 +355,13 @@ def _events_table(values: list[tuple[Any, ...]], schema: Any) -> Any:
     return pa.Table.from_arrays([pa.array(columns[position[f.name]], type=f.type) for f in schema], schema=schema)
 
 
+def _pylist_tables(lakehouse: Any, named: tuple[tuple[str, list[dict[str, Any]]], ...]) -> list[tuple[str, Any]]:
+    """The Arrow table of each named list of row dicts that has rows (in the table's schema)."""
+    import pyarrow as pa
+
+    return [(name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))) for name, items in named if items]
+
+
 def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
     written: dict[str, int] = {}
     for name, data in tables:
@@ -369,11 +376,8 @@ def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[st
     Returns:
         Rows written per table.
     """
-    import pyarrow as pa
-
-    tables = [(name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name)))
-              for name, items in (("events", rows.events), ("rejected_events", rows.rejected),
-                                  ("serving_audit", rows.audit)) if items]
+    tables = _pylist_tables(lakehouse, (("events", rows.events), ("rejected_events", rows.rejected),
+                                        ("serving_audit", rows.audit)))
     return _append(lakehouse, tables, writer)
 
 
@@ -399,15 +403,9 @@ class IngestBatch:
 
     def tables(self, lakehouse: Any) -> list[tuple[str, Any]]:
         """The Arrow table of each table that has rows, in commit order."""
-        import pyarrow as pa
-
-        tables = []
-        if self.events:
-            tables.append(("events", _events_table(self.events, lakehouse.arrow_schema("events"))))
-        for name, items in (("rejected_events", self.others.rejected), ("serving_audit", self.others.audit)):
-            if items:
-                tables.append((name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))))
-        return tables
+        events = [("events", _events_table(self.events, lakehouse.arrow_schema("events")))] if self.events else []
+        return events + _pylist_tables(lakehouse, (("rejected_events", self.others.rejected),
+                                                   ("serving_audit", self.others.audit)))
 
     def commit(self, lakehouse: Any) -> dict[str, int]:
         """Append everything gathered: one commit per table. Logs and emits metrics."""
