@@ -8,6 +8,7 @@ Imports neither pyarrow, duckdb nor pyiceberg (cold start; a test checks it).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
@@ -27,9 +28,11 @@ app = consumer_api("customer-context fetch API",
 app.enable_swagger(path="/docs/context")
 
 
+@functools.cache
 def _vocabulary() -> tuple[list[str], list[str], list[str]]:
     """Identifier types, sections and fields of the deployed spec, for the OpenAPI document (the API checks them
-    itself, with the valid ones in its 400s; the document lists them so clients and generated tests know)."""
+    itself, with the valid ones in its 400s; the document lists them so clients and generated tests know).
+    Read when the document is generated, not at import (the function's cold start)."""
     from customer_context.serve.catalog import LIST_SECTIONS, catalog
     from customer_context.serve.fetch import PROFILE_ID
     from customer_context.spec import load_spec
@@ -40,13 +43,22 @@ def _vocabulary() -> tuple[list[str], list[str], list[str]]:
     return [*spec.identifiers.types, PROFILE_ID], list(cat.sections), list(dict.fromkeys([*fields, *cat.sections]))
 
 
-_ID_TYPES, _SECTIONS, _FIELDS = _vocabulary()
-
-
 def _names_pattern(names: list[str]) -> str:
     """Comma-separated names, blanks around them and empty items ignored (as the API splits them)."""
     one = "|".join(re.escape(n) for n in names)
     return rf"^\s*(?:(?:{one})\s*)?(?:,\s*(?:(?:{one})\s*)?)*$"
+
+
+def _id_types_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = _vocabulary()[0]
+
+
+def _fields_pattern(schema: dict[str, Any]) -> None:
+    schema["pattern"] = _names_pattern(_vocabulary()[2])
+
+
+def _sections_pattern(schema: dict[str, Any]) -> None:
+    schema["pattern"] = _names_pattern(_vocabulary()[1])
 
 
 def _enum_items(schema: dict[str, Any], names: dict[str, list[str]]) -> None:
@@ -61,7 +73,7 @@ def _enum_items(schema: dict[str, Any], names: dict[str, list[str]]) -> None:
 class IdentifierRef(models.IdentifierRef):
     """One identifier of a customer (its type one of the spec's)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: _enum_items(s, {"type": _ID_TYPES}))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: _enum_items(s, {"type": _vocabulary()[0]}))
 
 
 class BatchRequest(models.BatchRequest):
@@ -69,7 +81,7 @@ class BatchRequest(models.BatchRequest):
     identifier types, fields and sections are listed for the OpenAPI document)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: _enum_items(
-        s, {"fields": _FIELDS, "sections": _SECTIONS}))
+        s, {"fields": _vocabulary()[2], "sections": _vocabulary()[1]}))
     identifiers: list[IdentifierRef] = Field(min_length=1, max_length=100,  # type: ignore[assignment]
                                              description="Up to 100 identifiers (DynamoDB BatchGetItem's limit)")
 
@@ -99,14 +111,14 @@ def _headers() -> dict[str, str]:
 )
 def get_context(
     identifier_type: Annotated[str, Path(description="user_id, anonymous_id, email, phone, a custom id type, "
-                                                     "or profile_id", json_schema_extra={"enum": _ID_TYPES})],
+                                                     "or profile_id", json_schema_extra=_id_types_enum)],
     identifier_value: Annotated[str, Path(description="The identifier (normalised as the spec says: emails "
                                                       "trimmed and lower-cased …)")],
     fields: Annotated[str | None, Query(description="Comma-separated dotted paths, e.g. "
                                                     "`traits.orders_90d,scores.churn_risk`",
-                                        json_schema_extra={"pattern": _names_pattern(_FIELDS)})] = None,
+                                        json_schema_extra=_fields_pattern)] = None,
     sections: Annotated[str | None, Query(description="Comma-separated whole sections, e.g. `traits,scores`",
-                                          json_schema_extra={"pattern": _names_pattern(_SECTIONS)})] = None,
+                                          json_schema_extra=_sections_pattern)] = None,
     format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
     max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
