@@ -98,6 +98,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         # the keys open their APIs (else every case would stop at a documented 401 and prove nothing)
         assert requests.post(f"{running.url}/v1/track", json={"userId": "u", "event": "e"}, auth=("wk_fuzz", ""),
                              timeout=60).status_code == 200
+        # … and its ingest ends before any case is generated: the ingest function's first import (pyarrow, numpy)
+        # in a stack thread would otherwise race hypothesis, which reads numpy from sys.modules half-imported
+        assert running.wait_for_ingest(120)
         assert requests.get(f"{running.url}/v1/tools", headers=_bearer(running.reader_key), timeout=60).ok
         assert requests.get(f"{running.url}/v1/tracking-plans", headers=_bearer(running.admin_key), timeout=60).ok
         yield running
