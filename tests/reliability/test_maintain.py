@@ -96,3 +96,23 @@ def test_maintain_handler_with_the_schedule_sample(lakehouse: Any, monkeypatch: 
     factory.reset()
     result = lambda_runtime.invoke("maintain", load_event("maintain_schedule.json"))
     assert result["tables"]["events"]["partitions"] == 1 and result["tables"]["events"]["files_after"] == 1
+
+
+def test_maintain_runs_on_a_fresh_lakehouse_and_after_a_build(lakehouse: Any) -> None:
+    from customer_context.assemble.build import build_context
+    from customer_context.spec import DEFAULT_SPEC, parse_spec
+    from customer_context.stores.context_store import MemoryContextStore
+
+    # Given a lakehouse with no tables at all
+    assert maintain(lakehouse, min_files=2, retain_seconds=0) == {}
+    # And then after one ordinary build, whose identity_rejected_edges snapshot holds no data file
+    write_events(lakehouse, [ev("identify", 2, userId="u1", anonymousId="a1"),
+                             ev("track", 1, userId="u1", event="Viewed")])
+    build_context(lakehouse, MemoryContextStore(), parse_spec(DEFAULT_SPEC.read_text()))
+    assert lakehouse.table("identity_rejected_edges").current_snapshot() is not None
+    assert lakehouse.scan("identity_rejected_edges").num_rows == 0
+    # When maintenance runs over every table
+    report = maintain(lakehouse, min_files=2, retain_seconds=0)
+    # Then it completes for each of them, the empty one included
+    assert report["identity_rejected_edges"]["partitions"] == 0
+    assert set(report) == set(lakehouse.table_names())

@@ -45,20 +45,26 @@ def _partition_filter(table: Any, partition: dict[str, Any]) -> Any:
     return expr
 
 
+def _data_files(table: Any) -> list[dict[str, Any]]:
+    """The current snapshot's data files, each as its partition (field name → value); none for a table
+    without a snapshot or whose snapshot holds no files (``table.inspect.files()`` fails on those)."""
+    if table.current_snapshot() is None:
+        return []
+    names = [field.name for field in table.spec().fields]
+    return [{name: task.file.partition[i] for i, name in enumerate(names)} for task in table.scan().plan_files()]
+
+
 def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
     """Rewrite each partition holding at least ``min_files`` data files as one; returns counts."""
     table = lakehouse.table(name)
-    if table.current_snapshot() is None:
-        return {"partitions": 0, "files_before": 0, "files_after": 0}
-    files = table.inspect.files().to_pylist()
     groups: dict[str, list[dict[str, Any]]] = {}
-    for f in files:
-        groups.setdefault(repr(sorted((f.get("partition") or {}).items())), []).append(f)
+    for partition in _data_files(table):
+        groups.setdefault(repr(sorted(partition.items())), []).append(partition)
     out = {"partitions": 0, "files_before": 0, "files_after": 0, "rows": 0}
     for group in groups.values():
         if len(group) < min_files:
             continue
-        expr = _partition_filter(table, group[0].get("partition") or {})
+        expr = _partition_filter(table, group[0])
         rows: list[int] = []
 
         def rewrite(t: Any, expr: Any = expr, rows: list[int] = rows) -> None:
@@ -71,7 +77,7 @@ def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
         out["files_before"] += len(group)
         out["rows"] += rows[-1]
     table = lakehouse.table(name)
-    out["files_after"] = len(table.inspect.files()) if out["partitions"] else 0
+    out["files_after"] = len(_data_files(table)) if out["partitions"] else 0
     return out
 
 
