@@ -5,9 +5,16 @@
   back with an overwrite of that partition, in one commit that asserts the snapshot it read. If an
   ingest commits to the table meanwhile, the commit fails, the partition is read again and the
   rewrite retried — rows committed beside it are never lost, and row counts and content stay equal.
-* **snapshot expiry** — snapshots older than ``retain_seconds`` are expired (the current one never).
+* **snapshot expiry** — snapshots that stopped being the current one more than ``retain_seconds`` ago
+  are expired (the current one never). Counting from when a snapshot was *replaced*, not from when it
+  was made, matters: a compaction replaces a snapshot that may be days old, and a reader that planned
+  its scan on it a moment ago must still find its files.
 * **orphan files** — files under the table's location that no snapshot references and that are
   older than ``retain_seconds`` (so never an in-flight commit's) are deleted.
+
+The retention has a floor (:data:`~customer_context.config.MIN_RETENTION_SECONDS`, one hour): every
+function finishes well within it, so no commit or read in flight loses the files it started from.
+Writers whose cached metadata maintenance made stale reload it and retry (``Lakehouse._commit``).
 """
 
 from __future__ import annotations
@@ -81,14 +88,25 @@ def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
     return out
 
 
+def _replaced_at(table: Any) -> dict[int, int]:
+    """When each snapshot stopped being the current one (ms), from the table's snapshot log; a snapshot
+    never current (not in the log) counts from its own time."""
+    replaced = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
+    log = table.metadata.snapshot_log
+    for entry, successor in zip(log, log[1:], strict=False):
+        if entry.snapshot_id != successor.snapshot_id:
+            replaced[entry.snapshot_id] = successor.timestamp_ms
+    return replaced
+
+
 def expire_snapshots(lakehouse: Any, name: str, retain_seconds: int) -> int:
-    """Expire snapshots older than the retention (never the current one); returns how many."""
+    """Expire the snapshots replaced longer ago than the retention (never the current one); returns how many."""
     table = lakehouse.table(name)
     current = table.current_snapshot()
     if current is None:
         return 0
     cutoff = int((time.time() - retain_seconds) * 1000)
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id != current.snapshot_id]
+    old = [sid for sid, replaced in _replaced_at(table).items() if replaced < cutoff and sid != current.snapshot_id]
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()
     return len(old)
@@ -126,7 +144,17 @@ def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
 
 def maintain(lakehouse: Any, *, min_files: int = 10, retain_seconds: int = 7 * 86400,
              progress: Callable[[str], None] | None = None) -> dict[str, dict[str, int]]:
-    """Compact, expire and clean every table; returns what was done per table."""
+    """Compact, expire and clean every table; returns what was done per table.
+
+    Raises:
+        ConfigError: ``retain_seconds`` is below the floor (see the module docstring).
+    """
+    from customer_context.config import MIN_RETENTION_SECONDS
+    from customer_context.errors import ConfigError
+
+    if retain_seconds < MIN_RETENTION_SECONDS:
+        raise ConfigError(f"retention: {retain_seconds} seconds is below the floor of {MIN_RETENTION_SECONDS}: "
+                          "a commit or read in flight could lose the files it started from")
     report: dict[str, dict[str, int]] = {}
     for name in lakehouse.table_names():
         done = compact(lakehouse, name, min_files)
