@@ -156,13 +156,26 @@ def _peak_rss_mb() -> int:
 
 class _DiscardStore:
     """Counts what a build lands and keeps none of it (DynamoDB keeps it outside the build's process;
-    holding millions of documents here would measure the benchmark, not the build)."""
+    holding millions of documents here would measure the benchmark, not the build). It keeps only the
+    landing marker, in a file beside the lake, so the next build's process finds the store in step."""
+
+    def __init__(self, lake_dir: str) -> None:
+        self.marker = Path(lake_dir) / "discard-store-marker"
 
     @staticmethod
-    def _count(items: Any) -> int:
+    def _count(items: Any, refused: Any = None) -> int:
         return sum(1 for _ in items)
 
     put_snapshots = put_aliases = delete_snapshots = delete_aliases = _count
+
+    def get_landing_marker(self) -> str | None:
+        return self.marker.read_text() if self.marker.is_file() else None
+
+    def put_landing_marker(self, generation: str) -> None:
+        self.marker.write_text(generation)
+
+    def missing(self, snapshots: Any, aliases: Any) -> None:
+        return None  # it holds, by construction, whatever was landed
 
 
 def _child_build(lake_dir: str, queue: Any) -> None:
@@ -173,7 +186,8 @@ def _child_build(lake_dir: str, queue: Any) -> None:
 
     lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": lake_dir}))
     t0, c0 = time.perf_counter(), _cpu_s()
-    report = build_context(lakehouse, _DiscardStore(), load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
+    report = build_context(lakehouse, _DiscardStore(lake_dir), load_spec(),
+                           memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
     wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     rss_mb = _peak_rss_mb()
     queue.put({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": rss_mb,

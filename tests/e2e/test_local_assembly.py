@@ -70,3 +70,28 @@ def test_maintenance_beside_the_running_stack_does_not_stop_ingest(local_stack: 
     users = {r["user_id"] for r in factory.lakehouse().scan("events", selected_fields=("user_id",)).to_pylist()}
     assert users == {"u0", "u1", "u2", "after"}
     assert local_stack.dlq_depth() == 0
+
+
+def test_a_restarted_stack_serves_every_customer_again_after_the_next_build(tmp_path: Any) -> None:
+    from customer_context.local.stack import LocalStack
+
+    def stack() -> LocalStack:
+        return LocalStack(tmp_path / "stack", write_keys={"wk_test": "test"}, batch_window=0.2)
+
+    batch = [{"type": "identify", "userId": f"c{n}", "anonymousId": f"d{n}"} for n in range(5)]
+    # Given a stack that collected, built and served five customers, then stopped (moto kept the store in memory)
+    with stack() as first:
+        assert requests.post(f"{first.url}/v1/batch", json={"batch": batch}, auth=("wk_test", ""),
+                             timeout=10).status_code == 200
+        assert first.wait_for_ingest(60)
+        assert first.build()["changed_profiles"] == 5
+    # When it is started again on the same data dir and the next build runs, with no new data
+    with stack() as second:
+        headers = {"authorization": f"Bearer {second.consumer_key}"}
+        report = second.build()
+        # Then the build saw the store was not the one it landed in, and every customer is served again
+        assert report["relanded"] and report["changed_profiles"] == 0
+        for n in range(5):
+            answer = requests.get(f"{second.url}/v1/context/anonymous_id/d{n}", headers=headers, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["context"]["profile"]["identifiers"]["user_id"] == [f"c{n}"]

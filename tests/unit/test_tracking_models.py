@@ -20,7 +20,11 @@ from customer_context.models.tracking import validate_event
         ({"type": "track", "event": "x", "userId": "u1", "properties": [1]},
          "properties: Input should be a valid dictionary"),
         ({"type": "page", "anonymousId": {"a": 1}}, "anonymousId: Input should be a valid string"),
-        ({"type": "page", "anonymousId": "x" * 1025}, "anonymousId: identifier longer than 1024 characters"),
+        ({"type": "page", "anonymousId": "x" * 1025},
+         "anonymousId: identifier of 1,025 bytes (UTF-8); the limit is 1,024 bytes"),
+        # 1,024 characters, but 3,072 bytes: a key DynamoDB refuses once prefixed (2,048 bytes at most)
+        ({"type": "identify", "userId": "€" * 1024},
+         "userId: identifier of 3,072 bytes (UTF-8); the limit is 1,024 bytes"),
         ({"type": "bogus", "userId": "u1"}, "type: expected one of track, identify, page, screen, group, alias"),
         ([1, 2], "event: expected a JSON object, got list"),
     ],

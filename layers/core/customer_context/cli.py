@@ -208,7 +208,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         store = factory.context_store()
     else:
         store = MemoryContextStore()
-    report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True))
+    report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
+                           commit=not args.dry_run, reland=args.reland)
     print(json.dumps(report.to_dict(), indent=1, default=str))
     if args.dry_run and args.show and isinstance(store, MemoryContextStore):
         for item in list(store.items.values())[: args.show]:
@@ -371,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="assemble every customer's context now and land it in the local stack")
     build.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     build.add_argument("--spec", help="context spec file (default: CUSTOMER_CONTEXT_SPEC_PATH or the packaged one)")
-    build.add_argument("--dry-run", action="store_true", help="build without landing (no running stack needed)")
+    build.add_argument("--dry-run", action="store_true",
+                       help="build without landing or changing the lakehouse (no running stack needed)")
+    build.add_argument("--reland", action="store_true",
+                       help="land every snapshot and alias again, changed or not (after the serving store lost items)")
     build.add_argument("--show", type=int, default=0, help="with --dry-run: print this many snapshots")
     build.set_defaults(func=cmd_build)
 

@@ -16,7 +16,19 @@ Stages (each timed in the report, progress logged):
 6. **landing**: only new or changed snapshots are written to the serving store, plus alias items
    for new or moved identifiers; merged-away profiles and orphan aliases are deleted. The Iceberg
    state (history, identity graph, profile state) is committed *after* landing, so a build that
-   fails half-way leaves the previous state and a rerun lands what is missing.
+   fails half-way leaves the previous state and a rerun lands what is missing. What the store
+   cannot hold (an identifier over DynamoDB's key size) is quarantined and reported, and the rest
+   lands: one customer's data never stops a build.
+
+Landing compares with what the lakehouse says was landed last (``profile_state``), so it must know
+the store still holds it. Each landing ends with a marker item naming its generation, recorded in
+``profile_state``'s snapshot summary too; the next build compares the two and checks a random
+sample of landed snapshots and aliases (two batch reads). A store that lost items (a local stack
+restarted, a table restored from a backup or recreated) gets every current snapshot and alias
+landed again (``relanded`` in the report says why); ``reland=True`` forces it.
+
+A dry run (``commit=False``) lands into the store it is given (the CLI gives an in-memory one) and
+commits nothing to the lakehouse: the next real build sees exactly what it would have seen.
 """
 
 from __future__ import annotations
@@ -34,12 +46,16 @@ from customer_context.assemble import compiler
 from customer_context.assemble.compiler import ident, lit
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
-from customer_context.stores.context_store import ContextStore, SnapshotItem
+from customer_context.stores.context_store import ContextStore, Refused, SnapshotItem
 
 # Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
 EVENTS_PER_SLICE = 1_000_000
 # Events are read into DuckDB (and compressed) this many at a time.
 EVENTS_PER_LOAD = 1_000_000
+# Landed snapshots and aliases a build reads back from the store to check it still holds what was landed.
+LANDING_SAMPLE = 32
+# The profile_state snapshot property naming the landing generation of the build that committed it.
+LANDING_GENERATION = "landing-generation"
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
 HISTORY_ROW_GROUP_BYTES = 64 << 20
 HISTORY_FILE_BYTES = 1 << 30
@@ -72,6 +88,9 @@ class BuildReport:
     items_written: int = 0
     items_deleted: int = 0
     truncated_profiles: int = 0
+    relanded: str | None = None  # why every snapshot and alias was landed again, when it was
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # what the store could not hold, and why
+    dry_run: bool = False
     scores: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -374,6 +393,24 @@ def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> 
                 [], schema=pa.schema([schema.field(c) for c in columns.split(", ")])))
         con.execute(f"CREATE TABLE {view} AS SELECT {columns} FROM {view}_arrow")
         con.unregister(f"{view}_arrow")
+
+
+def _store_out_of_step(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, store: ContextStore) -> str | None:
+    """Why the store may not hold what the last build landed (so everything must land again), or ``None``."""
+    if not _scalar(con, "SELECT count(*) FROM prev_state"):
+        return None  # nothing landed yet: everything is new anyway
+    table = lakehouse.table("profile_state")
+    snapshot = table.current_snapshot()
+    landed = snapshot.summary.additional_properties.get(LANDING_GENERATION) if snapshot and snapshot.summary else None
+    marker = store.get_landing_marker()
+    if landed is not None and marker != landed:
+        return ("the serving store has no landing marker (emptied, recreated or restarted)" if marker is None
+                else "the serving store's landing marker is not the last build's (restored, or a landing interrupted)")
+    sample = con.sql(f"SELECT profile_id, content_hash FROM prev_state USING SAMPLE {LANDING_SAMPLE} ROWS").fetchall()
+    aliases = con.sql("SELECT identifier_type, identifier_value, profile_id FROM prev_ids "
+                      f"USING SAMPLE {LANDING_SAMPLE} ROWS").fetchall()
+    missing = store.missing(dict(sample), aliases)
+    return f"the serving store lost items: {missing}" if missing else None
 
 
 def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
@@ -709,6 +746,8 @@ def build_context(
     as_of: datetime | None = None,
     progress: Callable[[str], None] | None = None,
     memory_limit: str | None = None,
+    commit: bool = True,
+    reland: bool = False,
 ) -> BuildReport:
     """Run one build. See the module docstring for the stages.
 
@@ -720,6 +759,9 @@ def build_context(
             ``received_at`` (so a rebuild with no new data changes nothing), else now.
         progress: Called with one line per finished stage.
         memory_limit: DuckDB memory limit (e.g. ``"4GB"``).
+        commit: False for a dry run: nothing is written to the lakehouse (no table is created or
+            changed) and the store's landing marker is left alone.
+        reland: Land every current snapshot and alias, changed or not.
 
     Returns:
         The report.
@@ -731,7 +773,7 @@ def build_context(
     from customer_context.assemble import identity
 
     built_at = datetime.now(UTC)
-    report = BuildReport(built_at=built_at.isoformat())
+    report = BuildReport(built_at=built_at.isoformat(), dry_run=not commit)
     stages = _Stages(report, progress)
     con = duckdb.connect()
     # tables are compressed at each checkpoint (a fifth of their plain in-memory size)
@@ -802,29 +844,40 @@ def build_context(
         # changed is decided in DuckDB against the previous build's state: only changed documents and
         # moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
+        if reland:
+            report.relanded = "asked for (reland)"
+        elif commit:
+            report.relanded = _store_out_of_step(con, lakehouse, store)
+        if report.relanded:
+            logger.warning("landing every snapshot and alias again", extra={"reason": report.relanded})
+        everything = "TRUE" if report.relanded else "FALSE"
         con.execute(
             "CREATE TABLE profile_identifiers AS SELECT profile_id, any_value(_slice) AS _slice, "
             "to_json(map_from_entries(list_sort(list((identifier_type, vals))))) AS identifiers FROM ("
             "SELECT profile_id, identifier_type, list_sort(list(identifier_value)) AS vals FROM id_map "
             "GROUP BY ALL) JOIN profiles USING (profile_id) GROUP BY profile_id ORDER BY _slice")
         con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
-        history = _History(lakehouse, built_at, data_as_of)
+        history = _History(lakehouse, built_at, data_as_of) if commit else None
+        refused: list[Refused] = []
         max_bytes = spec.snapshot.max_bytes
         built_iso = built_at.isoformat()
         rendering = rendering_cpu = 0.0
         try:
             for i in range(slices):
                 t0, c0 = time.perf_counter(), time.process_time()
+                # a new content is a new version; an unchanged one keeps its version (and lands only when
+                # everything lands again)
                 con.execute(
-                    "CREATE TEMP TABLE slice_docs AS SELECT d.profile_id, d.content_hash, d.content, "
-                    "coalesce(s.version, 0) + 1 AS version, s.content_hash IS DISTINCT FROM d.content_hash AS changed "
-                    f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id)")
+                    "CREATE TEMP TABLE slice_docs AS SELECT *, CASE WHEN changed THEN coalesce(prev_version, 0) + 1 "
+                    "ELSE prev_version END AS version FROM (SELECT d.profile_id, d.content_hash, d.content, "
+                    "s.version AS prev_version, s.content_hash IS DISTINCT FROM d.content_hash AS changed "
+                    f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id))")
                 con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed FROM slice_docs")
                 rendering += time.perf_counter() - t0
                 rendering_cpu += time.process_time() - c0
-                reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over "
-                                 f"FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc FROM slice_docs "
-                                 "WHERE changed)").to_arrow_reader(5000)
+                reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over, "
+                                 f"changed FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc FROM slice_docs "
+                                 f"WHERE changed OR {everything})").to_arrow_reader(5000)
                 for batch in reader:
                     pids, versions, hashes, docs = (batch.column(c).to_pylist() for c in range(4))
                     cut_docs = False
@@ -834,14 +887,25 @@ def build_context(
                         report.truncated_profiles += bool(cut)
                         cut_docs = True
                     report.items_written += store.put_snapshots(
-                        SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of)
-                        for pid, version, content_hash, doc in zip(pids, versions, hashes, docs, strict=True))
-                    history.write(batch, docs if cut_docs else None)
+                        (SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of)
+                         for pid, version, content_hash, doc in zip(pids, versions, hashes, docs, strict=True)),
+                        refused)
+                    if history is not None:
+                        # the history holds each version once: what lands again unchanged is not repeated
+                        changed = batch.column(5)
+                        if report.relanded and not pc.all(changed).as_py():
+                            history.write(batch.filter(changed),
+                                          [d for d, c in zip(docs, changed.to_pylist(), strict=True) if c]
+                                          if cut_docs else None)
+                        else:
+                            history.write(batch, docs if cut_docs else None)
                 del reader
                 con.execute("DROP TABLE slice_docs")
-            history.close()
+            if history is not None:
+                history.close()
         except BaseException:
-            history.abandon()
+            if history is not None:
+                history.abandon()
             raise
         report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM docs WHERE changed"))
         stages.record("snapshots", rendering, rendering_cpu, f"{report.profiles:,} documents rendered"
@@ -854,7 +918,7 @@ def build_context(
         aliases = store.put_aliases(rows(
             "SELECT m.identifier_type, m.identifier_value, m.profile_id FROM id_map m LEFT JOIN prev_ids p "
             "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value "
-            "WHERE p.profile_id IS DISTINCT FROM m.profile_id"))
+            f"WHERE p.profile_id IS DISTINCT FROM m.profile_id OR {everything}"), refused)
         report.items_written += aliases
         deleted = store.delete_aliases(rows(
             "SELECT p.identifier_type, p.identifier_value FROM prev_ids p ANTI JOIN id_map m "
@@ -863,9 +927,22 @@ def build_context(
             "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM profiles) "
             "ORDER BY 1"))
         report.items_deleted += deleted
+        report.quarantined = [r.to_dict() for r in refused]
+        if refused:
+            logger.warning("items the serving store cannot hold were quarantined",
+                           extra={"quarantined": len(refused), "first": report.quarantined[0]})
+        generation = uuid.uuid4().hex
+        if commit:
+            store.put_landing_marker(generation)
         stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {aliases:,} aliases written, "
-                               f"{deleted:,} items deleted")
+                               f"{deleted:,} items deleted"
+                    + (f", {len(refused):,} quarantined" if refused else "")
+                    + (f"; everything landed again: {report.relanded}" if report.relanded else ""))
+        if not commit:
+            stages.done("commit", "skipped: dry run")
+            return report
 
+        assert history is not None
         history.commit()
         graph_rows = graph.append_column("built_at", pa.repeat(pa.scalar(built_at, pa.timestamp("us", "UTC")),
                                                                graph.num_rows))
@@ -879,11 +956,11 @@ def build_context(
             lakehouse.append("score_models", pa.Table.from_pylist(
                 [{"fitted_at": built_at, "model": json.dumps(model)}], schema=lakehouse.arrow_schema("score_models")))
         state = con.sql(
-            f"SELECT d.profile_id, CASE WHEN d.changed THEN d.version ELSE s.version END AS version, "
-            f"d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} ELSE s.built_at END AS built_at "
-            "FROM docs d LEFT JOIN prev_state s USING (profile_id)"
+            f"SELECT d.profile_id, d.version, d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} "
+            "ELSE s.built_at END AS built_at FROM docs d LEFT JOIN prev_state s USING (profile_id)"
         ).to_arrow_table()
-        lakehouse.overwrite("profile_state", state.cast(lakehouse.arrow_schema("profile_state")))
+        lakehouse.overwrite("profile_state", state.cast(lakehouse.arrow_schema("profile_state")),
+                            {LANDING_GENERATION: generation})
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
-from customer_context.models.tracking import MAX_ID_LENGTH, parse_timestamp, validate_event
+from customer_context.models.tracking import MAX_ID_BYTES, parse_timestamp, validate_event
 from customer_context.stores.blobs import BlobStore
 
 _MAPPED = frozenset({
@@ -137,7 +137,8 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
     get = event.get
     for name in ids:
         value = get(name)
-        if value is not None and (value.__class__ is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+        if value is not None and (value.__class__ is not str or not 0 < len(value) <= MAX_ID_BYTES
+                                  or not value.isascii()):  # the byte limit of other text is checked by pydantic
             return False
     if get("userId") is None and (kind == "alias" or get("anonymousId") is None):
         return False

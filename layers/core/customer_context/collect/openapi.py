@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer_context.models.tracking import EVENT_TYPES, MAX_ID_LENGTH, event_json_schemas
+from customer_context.models.tracking import EVENT_TYPES, MAX_ID_BYTES, event_json_schemas
 
 IDENTIFIER_FIELDS = ("messageId", "userId", "anonymousId", "groupId", "previousId")
 
@@ -68,7 +68,8 @@ def _as_accepted(schema: dict[str, Any], endpoint: str) -> dict[str, Any]:
                 continue
             prop["anyOf"].append({"type": "number"})
             if name in IDENTIFIER_FIELDS:
-                option["maxLength"] = MAX_ID_LENGTH
+                option["maxLength"] = MAX_ID_BYTES  # JSON Schema counts characters; the limit is in UTF-8 bytes
+                option["description"] = f"At most {MAX_ID_BYTES:,} bytes once UTF-8 encoded."
     props["type"] = {"description": f"Optional: `/v1/{endpoint}` sets it to `{endpoint}`, whatever is sent"}
     schema["required"] = [r for r in schema.get("required", []) if r != "type"]
     if "userId" not in schema["required"]:

@@ -21,7 +21,9 @@ from pydantic import (
 )
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
-MAX_ID_LENGTH = 1024
+# Identifiers are keys in the serving store, which counts bytes (DynamoDB: 2,048 per partition key, our
+# prefix included): the limit is in UTF-8 bytes, not characters.
+MAX_ID_BYTES = 1024
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -49,8 +51,9 @@ def _check_timestamp(value: str) -> str:
 
 
 def _check_id(value: str) -> str:
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"identifier longer than {MAX_ID_LENGTH} characters")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        raise ValueError(f"identifier of {size:,} bytes (UTF-8); the limit is {MAX_ID_BYTES:,} bytes")
     return value
 
 

@@ -15,6 +15,13 @@ Item layout in one table (``pk``, ``sk`` strings):
 * consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
   ``fields``, ``created_at``; the key itself is never stored.
 
+DynamoDB's own limits are checked before an item is sent (:func:`item_problem`: 2,048 bytes of
+partition key, 1,024 of sort key, 400 KB per item): a snapshot or alias it could never hold is
+handed back as :class:`Refused` (the build quarantines and reports it) instead of failing the
+BatchWriteItem of its 24 neighbours; a key it could never hold is never looked up (no such item).
+A landing marker item (``pk = landing``, ``sk = marker``) names the build whose landing completed
+last; the build compares it with the lakehouse's record to tell a store that lost items.
+
 Writes are BatchWriteItem calls of 25 items. A call DynamoDB throttles as a whole is retried by
 botocore (standard mode, backoff with jitter); items it leaves unprocessed are resent with
 exponential backoff, and if some are still left after ``write_attempts`` the write raises
@@ -36,6 +43,11 @@ from customer_context.errors import StoreUnavailable
 from customer_context.stores.unavailable import backoff, translate_public_methods
 
 SNAPSHOT_SK = "snapshot"
+LANDING_KEY = {"pk": "landing", "sk": "marker"}
+# DynamoDB's limits (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+MAX_ITEM_BYTES = 400 * 1024
 ALIAS_SK = "alias"
 CONSUMER_SK = "consumer"
 SUPPRESSED_SK = "suppressed"
@@ -119,11 +131,22 @@ class SnapshotItem:
 class ContextStore(Protocol):
     """Where snapshots and aliases are served from."""
 
-    def put_snapshots(self, items: Iterable[SnapshotItem]) -> int:
-        """Write snapshot items; returns how many."""
+    def put_snapshots(self, items: Iterable[SnapshotItem], refused: list[Refused] | None = None) -> int:
+        """Write snapshot items; returns how many. Items the store cannot hold go to ``refused`` (without
+        it they raise :class:`~customer_context.errors.InvalidRequest`)."""
 
-    def put_aliases(self, aliases: Iterable[tuple[str, str, str]]) -> int:
-        """Write ``(type, value, profile_id)`` alias items; returns how many."""
+    def put_aliases(self, aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None = None) -> int:
+        """Write ``(type, value, profile_id)`` alias items; returns how many (``refused`` as for snapshots)."""
+
+    def get_landing_marker(self) -> str | None:
+        """The generation of the last completed landing, or ``None``."""
+
+    def put_landing_marker(self, generation: str) -> None:
+        """Record that the landing of ``generation`` completed."""
+
+    def missing(self, snapshots: dict[str, str], aliases: list[tuple[str, str, str]]) -> str | None:
+        """Why the store does not hold these snapshots (profile id → content hash) and aliases (type, value,
+        profile id) as given, or ``None`` when it does (items it could never hold are not expected)."""
 
     def delete_snapshots(self, profile_ids: Iterable[str]) -> int:
         """Delete snapshot items; returns how many."""
@@ -175,6 +198,72 @@ class ContextStore(Protocol):
 
     def delete_customer(self, profile_ids: Iterable[str], identifiers: Iterable[tuple[str, str]]) -> int:
         """Delete the profiles' snapshots, the identifiers' aliases and every live-tail item of both."""
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def key_problem(key: dict[str, str]) -> str | None:
+    """Why DynamoDB could never hold an item with this key, or ``None``."""
+    for name, limit in (("pk", MAX_PARTITION_KEY_BYTES), ("sk", MAX_SORT_KEY_BYTES)):
+        size = _utf8_len(key[name])
+        if size > limit:
+            return f"key of {size:,} bytes; DynamoDB allows {limit:,}"
+    return None
+
+
+def item_problem(item: dict[str, Any]) -> str | None:
+    """Why DynamoDB would refuse this item (key or item size), or ``None``. Sizes as DynamoDB counts them:
+    UTF-8 bytes of each attribute name and string value; a number counted at its largest (21 bytes)."""
+    problem = key_problem(item)
+    if problem:
+        return problem
+    size = sum(_utf8_len(name) + (_utf8_len(value) if isinstance(value, str) else 21) for name, value in item.items())
+    return f"item of {size:,} bytes; DynamoDB allows {MAX_ITEM_BYTES:,}" if size > MAX_ITEM_BYTES else None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A snapshot or alias the store cannot hold: left out of the landing, reported by the build (never the
+    identifier's value, which may be personal data)."""
+
+    kind: str  # "snapshot" or "alias"
+    profile_id: str
+    reason: str
+    identifier_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _holdable(rows: Iterable[Any], to_item: Any, label: Any, refused: list[Refused] | None
+              ) -> Iterable[dict[str, Any]]:
+    """``to_item(row)`` for each row the store can hold; the others go to ``refused`` as ``label(row,
+    reason)`` (raises without a list)."""
+    from customer_context.errors import InvalidRequest
+
+    for row in rows:
+        item = to_item(row)
+        problem = item_problem(item)
+        if problem is None:
+            yield item
+            continue
+        refusal = label(row, problem)
+        if refused is None:
+            raise InvalidRequest(f"{refusal.kind} of profile {refusal.profile_id}: {problem}")
+        refused.append(refusal)
+
+
+def _snapshot_items(items: Iterable[SnapshotItem], refused: list[Refused] | None) -> Iterable[dict[str, Any]]:
+    return _holdable(items, SnapshotItem.to_item, lambda i, why: Refused("snapshot", i.profile_id, why), refused)
+
+
+def _alias_items(aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None
+                 ) -> Iterable[dict[str, Any]]:
+    return _holdable(aliases, lambda a: {**alias_key(a[0], a[1]), "profile_id": a[2]},
+                     lambda a, why: Refused("alias", a[2], why, a[0]), refused)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -242,29 +331,48 @@ class DynamoContextStore:
             raise StoreUnavailable(f"DynamoDB is throttling: {left} of {len(requests)} writes still unprocessed "
                                    f"after {self.attempts} BatchWriteItem attempts; retry later")
 
-    def put_snapshots(self, items: Iterable[SnapshotItem]) -> int:
+    def put_snapshots(self, items: Iterable[SnapshotItem], refused: list[Refused] | None = None) -> int:
         """BatchWriteItem puts."""
-        return self._write(puts=(i.to_item() for i in items))
+        return self._write(puts=_snapshot_items(items, refused))
 
-    def put_aliases(self, aliases: Iterable[tuple[str, str, str]]) -> int:
+    def put_aliases(self, aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None = None) -> int:
         """BatchWriteItem puts."""
-        return self._write(puts=({**alias_key(t, v), "profile_id": p} for t, v, p in aliases))
+        return self._write(puts=_alias_items(aliases, refused))
 
     def delete_snapshots(self, profile_ids: Iterable[str]) -> int:
         """BatchWriteItem deletes."""
-        return self._write(deletes=(snapshot_key(p) for p in profile_ids))
+        return self._write(deletes=(k for k in map(snapshot_key, profile_ids) if key_problem(k) is None))
 
     def delete_aliases(self, identifiers: Iterable[tuple[str, str]]) -> int:
-        """BatchWriteItem deletes."""
-        return self._write(deletes=(alias_key(t, v) for t, v in identifiers))
+        """BatchWriteItem deletes (a key the store could never hold has no item to delete)."""
+        return self._write(deletes=(k for k in (alias_key(t, v) for t, v in identifiers) if key_problem(k) is None))
+
+    def get_landing_marker(self) -> str | None:
+        """GetItem (strongly consistent: it decides whether to land everything again)."""
+        item = self.table.get_item(Key=LANDING_KEY, ConsistentRead=True).get("Item")
+        return str(item["generation"]) if item else None
+
+    def put_landing_marker(self, generation: str) -> None:
+        """PutItem."""
+        self.table.put_item(Item={**LANDING_KEY, "generation": generation})
+
+    def missing(self, snapshots: dict[str, str], aliases: list[tuple[str, str, str]]) -> str | None:
+        """Two BatchGetItem calls at most (the sample a build verifies is small)."""
+        return _missing(self, snapshots, aliases)
+
+    def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
+        if key_problem(key):
+            return None  # DynamoDB refuses to look such a key up; no item can have it
+        item: dict[str, Any] | None = self.table.get_item(Key=key).get("Item")
+        return item
 
     def get_snapshot(self, profile_id: str) -> dict[str, Any] | None:
         """GetItem."""
-        return self.table.get_item(Key=snapshot_key(profile_id)).get("Item")
+        return self._get(snapshot_key(profile_id))
 
     def resolve(self, id_type: str, id_value: str) -> str | None:
         """GetItem on the alias."""
-        item = self.table.get_item(Key=alias_key(id_type, id_value)).get("Item")
+        item = self._get(alias_key(id_type, id_value))
         return str(item["profile_id"]) if item else None
 
     def _batch_get(self, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -273,7 +381,7 @@ class DynamoContextStore:
         # the resource's client: boto3 converts Python values to and from attribute values for us
         client = self.table.meta.client
         found: list[dict[str, Any]] = []
-        unique = list({(k["pk"], k["sk"]): k for k in keys}.values())
+        unique = list({(k["pk"], k["sk"]): k for k in keys if key_problem(k) is None}.values())
 
         def take(answer: dict[str, Any]) -> None:
             found.extend(answer.get("Responses", {}).get(self.table.name, []))
@@ -319,7 +427,7 @@ class DynamoContextStore:
 
     def get_consumer(self, key_hash: str) -> dict[str, Any] | None:
         """GetItem."""
-        return self.table.get_item(Key=consumer_key(key_hash)).get("Item")
+        return self._get(consumer_key(key_hash))
 
     def list_consumers(self) -> list[dict[str, Any]]:
         """A filtered Scan (administration only)."""
@@ -391,25 +499,34 @@ class MemoryContextStore:
     def _key(self, key: dict[str, str]) -> tuple[str, str]:
         return key["pk"], key["sk"]
 
-    def put_snapshots(self, items: Iterable[SnapshotItem]) -> int:
-        """Keep the items."""
+    def _put(self, items: Iterable[dict[str, Any]]) -> int:
         n = 0
         for item in items:
-            data = item.to_item()
-            self.items[self._key(data)] = data
+            self.items[self._key(item)] = item
             n += 1
         self.writes += n
         return n
 
-    def put_aliases(self, aliases: Iterable[tuple[str, str, str]]) -> int:
-        """Keep the items."""
-        n = 0
-        for t, v, p in aliases:
-            key = alias_key(t, v)
-            self.items[self._key(key)] = {**key, "profile_id": p}
-            n += 1
-        self.writes += n
-        return n
+    def put_snapshots(self, items: Iterable[SnapshotItem], refused: list[Refused] | None = None) -> int:
+        """Keep the items (refusing what DynamoDB would)."""
+        return self._put(_snapshot_items(items, refused))
+
+    def put_aliases(self, aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None = None) -> int:
+        """Keep the items (refusing what DynamoDB would)."""
+        return self._put(_alias_items(aliases, refused))
+
+    def get_landing_marker(self) -> str | None:
+        """The marker, or None."""
+        item = self.items.get(self._key(LANDING_KEY))
+        return str(item["generation"]) if item else None
+
+    def put_landing_marker(self, generation: str) -> None:
+        """Keep the marker."""
+        self.items[self._key(LANDING_KEY)] = {**LANDING_KEY, "generation": generation}
+
+    def missing(self, snapshots: dict[str, str], aliases: list[tuple[str, str, str]]) -> str | None:
+        """As DynamoDB's."""
+        return _missing(self, snapshots, aliases)
 
     def delete_snapshots(self, profile_ids: Iterable[str]) -> int:
         """Drop the items."""
@@ -521,3 +638,22 @@ class MemoryContextStore:
         for key in existing:
             del self.items[key]
         return len(existing)
+
+
+def _missing(store: Any, snapshots: dict[str, str], aliases: list[tuple[str, str, str]]) -> str | None:
+    """:meth:`ContextStore.missing` over a store's batch reads."""
+    held = store.get_snapshots(snapshots)
+    for profile_id, content_hash in snapshots.items():
+        if key_problem(snapshot_key(profile_id)):
+            continue
+        item = held.get(profile_id)
+        if item is None:
+            return f"snapshot of profile {profile_id} missing"
+        if item.get("content_hash") != content_hash:
+            return f"snapshot of profile {profile_id} is not the one landed last"
+    expected = {(t, v): p for t, v, p in aliases if key_problem(alias_key(t, v)) is None}
+    resolved = store.resolve_many(expected)
+    for (id_type, _), profile_id in expected.items():
+        if resolved.get((id_type, _)) != profile_id:
+            return f"an alias ({id_type}) of profile {profile_id} missing or moved"
+    return None
