@@ -533,26 +533,74 @@ def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     return list(spec.traits)
 
 
-def _previous_model(lakehouse: Lakehouse, now: datetime, refit_every: str) -> dict[str, Any] | None:
-    """The latest fitted parameters if they are younger than ``refit_every``."""
+@dataclass
+class _Models:
+    """Score parameters fitted by earlier builds: the latest, whether it is young enough to reuse, and the
+    latest good parameters of each model (kept when a refit fails)."""
+
+    latest: dict[str, Any] | None = None
+    fresh: bool = False
+    bgnbd: dict[str, Any] | None = None
+    gamma_gamma: dict[str, Any] | None = None
+    fitted_at: dict[str, str] = field(default_factory=dict)
+
+
+def _previous_models(lakehouse: Lakehouse, now: datetime, refit_every: str) -> _Models:
+    """What ``score_models`` holds (see :class:`_Models`)."""
+    models = _Models()
     if not lakehouse.exists("score_models"):
-        return None
-    rows = lakehouse.scan("score_models").to_pylist()
+        return models
+    rows = sorted(lakehouse.scan("score_models").to_pylist(), key=lambda r: r["fitted_at"], reverse=True)
     if not rows:
-        return None
-    latest = max(rows, key=lambda r: r["fitted_at"])
-    age = (now - latest["fitted_at"]).total_seconds()
+        return models
     limit = duration_seconds(refit_every)
-    return json.loads(latest["model"]) if limit is None or age < limit else None
+    models.latest = json.loads(rows[0]["model"])
+    models.fresh = limit is None or (now - rows[0]["fitted_at"]).total_seconds() < limit
+    for row in rows:
+        model = json.loads(row["model"])
+        for name, required in (("bgnbd", "r"), ("gamma_gamma", "p")):
+            params = model.get(name)
+            if getattr(models, name) is None and isinstance(params, dict) and required in params:
+                setattr(models, name, params)
+                models.fitted_at[name] = model.get("fitted_at") or row["fitted_at"].isoformat()
+    return models
+
+
+def _fit_or_keep(name: str, fit: Callable[[], Any], make: Callable[..., Any], models: _Models,
+                 result: dict[str, Any]) -> Any:
+    """``fit()``; when the data cannot be fitted, the last good parameters (noted in ``result``), else None
+    (the reason in ``result``). A build never stops because a model does not fit."""
+    from customer_context.assemble import scores as score_models
+
+    try:
+        return fit()
+    except (score_models.ScoreFitError, ValueError, FloatingPointError, ArithmeticError) as exc:
+        kept = getattr(models, name)
+        if kept is not None:
+            result[f"{name}_not_refitted"] = f"{exc}; kept the parameters fitted at {models.fitted_at[name]}"
+            logger.warning("score model not refitted, previous parameters kept", extra={"model": name,
+                                                                                       "reason": str(exc)})
+            return make(**kept)
+        result[f"{name}_skipped"] = str(exc)
+        logger.warning("score model could not be fitted, its scores are left empty", extra={"model": name,
+                                                                                           "reason": str(exc)})
+        return None
 
 
 def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime,
-                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
+                    previous: _Models | None = None) -> dict[str, Any]:
     """Create table ``scores``; returns the parameters used (refitted, or reused from ``previous``),
-    or why scores were skipped."""
+    or why scores were skipped.
+
+    Parameters younger than ``refit_every`` are reused. A fit the data does not allow (an optimiser
+    that does not converge, spend with no spread …) keeps the last good parameters when there are any,
+    else leaves that model's scores empty; the reason is in the returned dict (the build report) either
+    way, and a score a model cannot evaluate for a customer is null, never NaN or infinite.
+    """
     import numpy as np
     import pyarrow as pa
 
+    previous = previous or _Models()
     empty = "CREATE TABLE scores AS SELECT profile_id, NULL::DOUBLE AS churn_risk, NULL::DOUBLE AS p_alive, " \
             "NULL::DOUBLE AS expected_orders, NULL::DOUBLE AS ltv, NULL::INTEGER AS repeat_purchases, _slice " \
             "FROM profiles ORDER BY _slice"
@@ -583,23 +631,43 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     rec, age, money = (summary["recency"].astype(float), summary["T"].astype(float),
                        summary["monetary"].astype(float))
     horizon_days = (duration_seconds(spec.scores.horizon) or 365 * 86400) / 86400
-    reuse = previous is not None and "bgnbd" in previous
-    bg = models.BGNBDParams(**previous["bgnbd"]) if reuse else models.fit_bgnbd(freq, rec, age)  # type: ignore[index]
-    alive = models.p_alive(bg, freq, rec, age)
-    orders = models.expected_purchases(bg, horizon_days, freq, rec, age)
-    result: dict[str, Any] = {"bgnbd": dict(bg.__dict__), "buyers": n, "repeat_buyers": repeaters,
-                              "horizon_days": horizon_days, "refitted": not reuse}
+    reuse = previous.fresh and previous.latest is not None and "bgnbd" in previous.latest
+    result: dict[str, Any] = {"buyers": n, "repeat_buyers": repeaters, "horizon_days": horizon_days,
+                              "refitted": False}
     if reuse:
-        result["fitted_at"] = previous.get("fitted_at")  # type: ignore[union-attr]
-    try:
-        gg_prev = previous.get("gamma_gamma") if reuse else None  # type: ignore[union-attr]
-        gg = (models.GammaGammaParams(**gg_prev) if isinstance(gg_prev, dict) and "p" in gg_prev
-              else models.fit_gamma_gamma(freq, money))
-        ltv = models.customer_lifetime_value(bg, gg, freq, rec, age, money, horizon_days)
-        result["gamma_gamma"] = dict(gg.__dict__)
-    except models.ScoreFitError as exc:
-        ltv = np.full(n, np.nan)
-        result["gamma_gamma"] = {"skipped": str(exc)}
+        assert previous.latest is not None
+        bg: Any = models.BGNBDParams(**previous.latest["bgnbd"])
+        gg_prev = previous.latest.get("gamma_gamma")
+        gg: Any = models.GammaGammaParams(**gg_prev) if isinstance(gg_prev, dict) and "p" in gg_prev else None
+        result["fitted_at"] = previous.latest.get("fitted_at")
+    else:
+        bg = _fit_or_keep("bgnbd", lambda: models.fit_bgnbd(freq, rec, age), models.BGNBDParams, previous, result)
+        gg = _fit_or_keep("gamma_gamma", lambda: models.fit_gamma_gamma(freq, money), models.GammaGammaParams,
+                          previous, result)
+        # a refit is recorded (and reused by the next builds) only when BG/NBD itself was fitted now
+        result["refitted"] = bg is not None and "bgnbd_not_refitted" not in result
+    if bg is None:
+        con.execute(empty)
+        return {**result, "skipped": result["bgnbd_skipped"]}
+    result["bgnbd"] = dict(bg.__dict__)
+    result["gamma_gamma"] = dict(gg.__dict__) if gg is not None else {"skipped": result.get("gamma_gamma_skipped",
+                                                                                             "not fitted")}
+
+    def evaluate(what: str, compute: Callable[[], Any]) -> Any:
+        """A model's values per customer; NaN where it cannot say, NaN for all if it fails as a whole."""
+        try:
+            with np.errstate(all="ignore"):
+                values = np.asarray(compute(), dtype=float)
+            return np.where(np.isfinite(values), values, np.nan)
+        except (ValueError, FloatingPointError, ArithmeticError) as exc:
+            result[f"{what}_skipped"] = str(exc)
+            logger.warning("score not evaluated", extra={"score": what, "reason": str(exc)})
+            return np.full(n, np.nan)
+
+    alive = evaluate("p_alive", lambda: models.p_alive(bg, freq, rec, age))
+    orders = evaluate("expected_orders", lambda: models.expected_purchases(bg, horizon_days, freq, rec, age))
+    ltv = (evaluate("ltv", lambda: models.customer_lifetime_value(bg, gg, freq, rec, age, money, horizon_days))
+           if gg is not None else np.full(n, np.nan))
     columns = {
         "profile_id": summary["profile_id"],
         # BG/NBD treats a customer with no repeat purchase as alive by construction (dropout only follows
@@ -835,7 +903,7 @@ def build_context(
         _compute_traits(con, spec, clock)
         stages.done("traits", f"{len(spec.traits)} traits")
         report.scores = _compute_scores(con, spec, clock,
-                                        _previous_model(lakehouse, built_at, spec.scores.refit_every))
+                                        _previous_models(lakehouse, built_at, spec.scores.refit_every))
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
