@@ -73,7 +73,9 @@ $(SAM_VENV)/bin/sam:
 validate: $(SAM_VENV)/bin/sam
 	$(SAM) validate --lint
 
-build: $(SAM_VENV)/bin/sam
+# The spec ships in the layer: a mistake in it must stop the build, not fail every request once deployed.
+build: $(STAMP) $(SAM_VENV)/bin/sam
+	$(BIN)/customer-context spec check
 	@[ -n "$(PY312_DIR)" ] || { echo "sam build needs python3.12 on this machine (no Docker): install it, e.g. pyenv install 3.12"; exit 2; }
 	@if docker info >/dev/null 2>&1; then $(SAM) build; else \
 	  echo "No Docker here: the analytics image (ingest, load_records, build_context, query_context, regulate, maintain) needs it."; \

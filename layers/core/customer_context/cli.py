@@ -39,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from customer_context.config import Settings
     from customer_context.local.stack import LocalStack
 
+    if args.spec:
+        os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
+
     interval = Settings.from_env().build_interval_seconds
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
@@ -324,6 +327,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spec(args: argparse.Namespace) -> int:
+    """Check a context spec without building anything."""
+    from customer_context.config import Settings
+    from customer_context.spec import DEFAULT_SPEC, load_spec
+
+    path = args.file or Settings.from_env().spec_path or str(DEFAULT_SPEC)
+    spec = load_spec(path)
+    print(f"{path}: ok — {len(spec.identifiers.types)} identifier types, {len(spec.record_tables)} record tables, "
+          f"{len(spec.traits)} traits, {len(spec.queries)} named queries")
+    return 0
+
+
 def cmd_fit_scores(args: argparse.Namespace) -> int:
     """Fit BG/NBD and Gamma-Gamma on a per-customer CSV."""
     from customer_context.assemble.scores import ScoreFitError, fit_from_csv
@@ -354,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP port on 127.0.0.1 (default 8080; 0 picks a free one)")
     serve.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     serve.add_argument("--verbose", action="store_true", help="log every request and ingest batch")
+    serve.add_argument("--spec", help="context spec file (default: CUSTOMER_CONTEXT_SPEC_PATH or the packaged one); "
+                                      "checked before anything starts")
     serve.set_defaults(func=cmd_serve)
 
     sql = sub.add_parser("sql", help="run DuckDB SQL over the lakehouse tables")
@@ -421,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--spec", help="context spec file (to validate the scope)")
     keys.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     keys.set_defaults(func=cmd_keys)
+
+    spec_cmd = sub.add_parser("spec", help="the context spec: `check` validates it without building")
+    spec_cmd.add_argument("action", choices=["check"])
+    spec_cmd.add_argument("file", nargs="?",
+                          help="the spec (default: CUSTOMER_CONTEXT_SPEC_PATH or the packaged context.yaml)")
+    spec_cmd.set_defaults(func=cmd_spec)
 
     fit = sub.add_parser("fit-scores",
                          help="fit BG/NBD + Gamma-Gamma on a CSV (frequency, recency, T[, monetary_value])")

@@ -136,13 +136,21 @@ class LocalStack:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LocalStack:
-        """Start moto, create the AWS resources, then the trigger and the HTTP API."""
+        """Check the context spec, start moto, create the AWS resources, then the trigger and the HTTP API.
+
+        Raises:
+            ConfigError: The spec the functions would load is invalid (nothing is started: every route
+                would otherwise answer 500, and SDKs retry those forever).
+        """
         from moto.server import ThreadedMotoServer
 
+        from customer_context.config import Settings
         from customer_context.local.http_server import LocalHttpApi
         from customer_context.local.sqs_trigger import SqsTrigger
+        from customer_context.spec import load_spec
         from customer_context.stores import factory
 
+        load_spec(Settings.from_env({**os.environ, **self.environ}).spec_path or None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.write_keys is None:
             self.write_keys, self.key_origin = load_write_keys(self.data_dir)
