@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.spec:
         os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
+    _checked_spec(args.spec)
 
     interval = Settings.from_env().build_interval_seconds
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
@@ -191,12 +192,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Run build_context against the local lakehouse."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from customer_context.assemble.build import build_context
-    from customer_context.spec import load_spec
     from customer_context.stores.context_store import MemoryContextStore
 
     data_dir = _data_dir(args)
     lakehouse = _lakehouse(data_dir)
-    spec = load_spec(args.spec)
+    spec = _checked_spec(args.spec)
     running = _running_stack(data_dir)
     if running is None and not args.dry_run:
         print("error: no local stack is running for this data dir, so there is no DynamoDB to land in: start "
@@ -241,7 +241,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from customer_context.assemble.records import load_file
     from customer_context.config import Settings
-    from customer_context.spec import load_spec
     from customer_context.stores.iceberg import Lakehouse
 
     data_dir = _data_dir(args)
@@ -249,7 +248,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
     from customer_context.collect.pii import PiiPolicy
 
-    spec = load_spec(args.spec)
+    spec = _checked_spec(args.spec)
     key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
         (data_dir / "pii.key").read_text().strip() if (data_dir / "pii.key").is_file() else "")
     report = load_file(lakehouse, spec, f"imports/{args.table}/{path.name}", path.read_bytes(),
@@ -327,13 +326,35 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_spec(path: str | None) -> Any:
+    """The spec at ``path`` (else the configured or packaged one), after :func:`check_spec`: warnings are
+    printed, errors raise.
+
+    Raises:
+        ConfigError: The spec cannot be loaded, or a build would trip over it; every problem is listed.
+    """
+    from customer_context.assemble.check import check_spec
+    from customer_context.config import Settings
+    from customer_context.errors import ConfigError
+    from customer_context.spec import DEFAULT_SPEC, load_spec
+
+    chosen = path or Settings.from_env().spec_path or str(DEFAULT_SPEC)
+    spec = load_spec(chosen)
+    found = check_spec(spec)
+    for warning in found.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not found.ok:
+        raise ConfigError(f"{chosen}: " + "\n".join(found.errors))
+    return spec
+
+
 def cmd_spec(args: argparse.Namespace) -> int:
     """Check a context spec without building anything."""
     from customer_context.config import Settings
-    from customer_context.spec import DEFAULT_SPEC, load_spec
+    from customer_context.spec import DEFAULT_SPEC
 
     path = args.file or Settings.from_env().spec_path or str(DEFAULT_SPEC)
-    spec = load_spec(path)
+    spec = _checked_spec(path)
     print(f"{path}: ok — {len(spec.identifiers.types)} identifier types, {len(spec.record_tables)} record tables, "
           f"{len(spec.traits)} traits, {len(spec.queries)} named queries")
     return 0
@@ -439,11 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     keys.set_defaults(func=cmd_keys)
 
-    spec_cmd = sub.add_parser("spec", help="the context spec: `check` validates it without building")
+    spec_cmd = sub.add_parser("spec", help="the context spec: `check` finds what a build would trip over, "
+                                           "without touching any data")
     spec_cmd.add_argument("action", choices=["check"])
     spec_cmd.add_argument("file", nargs="?",
                           help="the spec (default: CUSTOMER_CONTEXT_SPEC_PATH or the packaged context.yaml)")
     spec_cmd.set_defaults(func=cmd_spec)
+    check_cmd = sub.add_parser("check", help="the same as `spec check`")
+    check_cmd.add_argument("file", nargs="?", help="the spec (default: as for `spec check`)")
+    check_cmd.set_defaults(func=cmd_spec)
 
     fit = sub.add_parser("fit-scores",
                          help="fit BG/NBD + Gamma-Gamma on a CSV (frequency, recency, T[, monetary_value])")

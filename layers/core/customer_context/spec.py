@@ -23,6 +23,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from customer_context.errors import ConfigError
 
 DEFAULT_SPEC = Path(__file__).with_name("context.yaml")
+# A spec is a few kilobytes; a bound keeps a hostile or broken file from costing minutes and gigabytes.
+MAX_SPEC_BYTES = 1 << 20
+# Names a record table cannot take: the lakehouse's own tables, and the tables a build creates beside the
+# record tables in its DuckDB (a test checks every CREATE of build.py is listed).
+RESERVED_TABLE_NAMES = frozenset({
+    "events", "rejected_events", "rejected_records", "identity_graph", "identity_rejected_edges",
+    "context_snapshots", "profile_state", "score_models", "serving_audit",
+    "events_unique", "events_chunk", "events_sliced", "events_profiled", "event_ids", "event_profile",
+    "event_profile_next", "event_consent", "event_slice", "dup_hashes", "alias_edges", "profile_consent", "profiles",
+    "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",
+    "id_map", "recent", "content",
+})
+# Trait names that would collide with the columns a build keeps beside them
+RESERVED_TRAIT_NAMES = frozenset({"profile_id"})
 _DURATION = re.compile(r"^(\d+)([hdw])$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -519,6 +533,18 @@ class ContextSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _reserved_names(self) -> ContextSpec:
+        for name in self.record_tables:
+            if (name in RESERVED_TABLE_NAMES or re.match(r"^events_s\d+$", name)
+                    or name.endswith(("_profiled", "_arrow", "__ids"))):
+                raise ValueError(f"record_tables.{name}: the name is taken by the engine's own tables; choose "
+                                 "another (reserved: events, the lakehouse's tables and the build's working tables)")
+        for name in self.traits:
+            if name in RESERVED_TRAIT_NAMES or re.match(r"^traits_[gs]\d+$", name):
+                raise ValueError(f"traits.{name}: the name is reserved (a snapshot's own field); choose another")
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> ContextSpec:
         for table_name, table in self.record_tables.items():
             for id_type in table.identifiers:
@@ -553,6 +579,35 @@ def _format(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _yaml_loader(origin: str) -> Any:
+    """A safe YAML loader that refuses aliases (``*name``: the "billion laughs" expansion bomb, and merge
+    keys) and duplicate keys (which YAML would let silently win), each named with its line."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{origin}: line {mark.line + 1}: YAML aliases (*name) are not allowed in a "
+                                  "context spec; write the value out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, list | dict):
+                    raise ConfigError(f"{origin}: line {line}: a mapping key must be a plain value")
+                if key in seen:
+                    raise ConfigError(f"{origin}: line {line}: duplicate key {key!r} (first at line {seen[key]}); "
+                                      "YAML would silently keep only the last")
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return SpecLoader
+
+
 def parse_spec(text: str, origin: str = "context.yaml") -> ContextSpec:
     """Parse and validate spec text.
 
@@ -561,8 +616,10 @@ def parse_spec(text: str, origin: str = "context.yaml") -> ContextSpec:
     """
     import yaml
 
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise ConfigError(f"{origin}: larger than {MAX_SPEC_BYTES:,} bytes; a context spec is a few kilobytes")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader(origin))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

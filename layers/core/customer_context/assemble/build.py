@@ -510,14 +510,20 @@ def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     for i, sql in enumerate(queries.grouped.values()):
         con.execute(f"CREATE TABLE traits_g{i} AS {sql.replace('$as_of', as_of_sql)}")
         parts.append(f"traits_g{i}")
+    from customer_context.errors import ConfigError
+
     for i, (name, sql) in enumerate(queries.separate.items()):
         try:
             con.execute(f"CREATE TABLE traits_s{i} AS SELECT profile_id, value AS {ident(name)} FROM ("
                         f"{sql.replace('$as_of', as_of_sql)})")
         except Exception as exc:
-            from customer_context.errors import ConfigError
-
             raise ConfigError(f"traits.{name}: the SQL failed: {exc}") from None
+        # one value per profile, or every profile's document would repeat (checked before anything is written)
+        many = con.sql(f"SELECT profile_id, count(*) FROM traits_s{i} WHERE profile_id IS NOT NULL "
+                       "GROUP BY profile_id HAVING count(*) > 1 LIMIT 1").fetchall()
+        if many:
+            raise ConfigError(f"traits.{name}: the SQL returned {many[0][1]:,} rows for one profile "
+                              f"({many[0][0]}); a trait has one value per profile: group by profile_id")
         parts.append(f"traits_s{i}")
     select = ["p.profile_id"]
     for name in spec.traits:
