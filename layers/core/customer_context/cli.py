@@ -249,8 +249,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
         (data_dir / "pii.key").read_text().strip() if (data_dir / "pii.key").is_file() else "")
     report = load_file(lakehouse, spec, f"imports/{args.table}/{path.name}", path.read_bytes(),
-                       pii=PiiPolicy(spec, key))
+                       pii=PiiPolicy(spec, key), partial=args.partial)
     print(json.dumps(report.to_dict(), indent=1))
+    if report.refused:
+        print(f"error: {report.refused}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -378,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="validate a CSV / JSONL / Parquet file and upsert it into a record table")
     load.add_argument("file", help="the file (.csv, .jsonl, .parquet, optionally .gz)")
     load.add_argument("--table", required=True, help="record table declared in the spec")
+    load.add_argument("--partial", action="store_true",
+                      help="the file has only some columns: update those, keep the others "
+                           "(the key and updated_at are required)")
     load.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     load.add_argument("--spec", help="context spec file")
     load.set_defaults(func=cmd_load)

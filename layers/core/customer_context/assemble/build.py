@@ -297,11 +297,10 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
 def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> None:
     import pyarrow as pa
 
-    from customer_context.stores.tables import record_table_def
+    from customer_context.assemble.records import ensure_record_table
 
     for name, table in spec.record_tables.items():
-        definition = record_table_def(name, table.columns, table.primary_key, table.description)
-        lakehouse.define(definition)
+        definition = ensure_record_table(lakehouse, name, table)  # the spec's columns, by schema evolution
         data = (lakehouse.scan(name) if lakehouse.exists(name)
                 else pa.Table.from_pylist([], schema=definition.schema.as_arrow()))
         con.register(f"{name}_arrow", data)
