@@ -135,10 +135,11 @@ def test_a_partial_export_is_refused_and_nulls_nothing_unless_loaded_as_partial(
     # When an export without the email and account manager columns is dropped
     partial = f"contact_id,full_name,lifecycle_stage,updated_at\nC1,Ann,vip,{T2}\n".encode()
     report = load(lakehouse, "imports/crm_contacts/part.csv", partial)
-    # Then the whole file is refused, naming the columns, and the email identifier is still there
+    # Then the email identifier is still there: the whole file is refused, naming the columns
+    assert stored(lakehouse, "crm_contacts")["C1"]["email"] == "ann@x.com"
     assert report.refused == ("header: missing columns 'email', 'account_manager' (to update only the columns "
                               "present, load it as partial: imports/<table>/partial/…)")
-    assert report.loaded == 0 and stored(lakehouse, "crm_contacts")["C1"]["email"] == "ann@x.com"
+    assert report.loaded == 0
     assert [(r["source_key"], r["row_number"], r["reason"]) for r in rejected(lakehouse)] == [
         ("imports/crm_contacts/part.csv", 0, f"{report.refused}")]
     # When the same file is dropped as partial
@@ -154,10 +155,10 @@ def test_header_near_misses_are_named(lakehouse: Any) -> None:
     data = f"contact_id,Email,full_name,lifecycle_stage, account_manager,updated_at\nC1,a@x.com,Ann,lead,Tom,{T1}\n"
     # When it is loaded
     report = load(lakehouse, "imports/crm_contacts/crm.csv", data.encode())
-    # Then it is refused, naming each near-miss
+    # Then nothing is loaded with null columns: it is refused, naming each near-miss
+    assert stored(lakehouse, "crm_contacts") == {}
     assert report.refused == ("header: missing columns 'email', 'account_manager'; 'Email' looks like 'email': "
                               "rename it; ' account_manager' looks like 'account_manager': rename it")
-    assert stored(lakehouse, "crm_contacts") == {}
 
 
 def test_a_duplicated_header_column_is_refused(lakehouse: Any) -> None:
@@ -167,8 +168,8 @@ def test_a_duplicated_header_column_is_refused(lakehouse: Any) -> None:
     # When it is loaded
     report = load(lakehouse, "imports/crm_contacts/crm.csv", data.encode())
     # Then it is refused rather than the last email winning
-    assert report.refused == "header: column 'email' appears 2 times"
     assert stored(lakehouse, "crm_contacts") == {}
+    assert report.refused == "header: column 'email' appears 2 times"
 
 
 # ----------------------------------------------------------------------------- updated_at order
@@ -181,9 +182,9 @@ def test_an_older_file_never_replaces_a_newer_row_and_ties_go_to_the_later_load(
     report = load(lakehouse, "imports/crm_contacts/old.csv", CRM + f"C1,old@x.com,Ann,lead,Tom,{T1}\n".encode())
     # Then it is not applied (counted stale) and updated_at never goes backwards
     row = stored(lakehouse, "crm_contacts")["C1"]
-    assert (report.loaded, report.stale) == (0, 1)
     assert (row["email"], row["lifecycle_stage"], row["updated_at"].isoformat()) == (
         "ann@x.com", "vip", "2026-11-02T00:00:00+00:00")
+    assert (report.loaded, report.stale) == (0, 1)
     # When a file with the same updated_at is loaded: the later load wins the tie
     load(lakehouse, "imports/crm_contacts/fix.csv", CRM + f"C1,ann@x.com,Ann,customer,Tom,{T2}\n".encode())
     assert stored(lakehouse, "crm_contacts")["C1"]["lifecycle_stage"] == "customer"
