@@ -737,12 +737,13 @@ def _upsert(lakehouse: Lakehouse, name: str, table: RecordTable, rows: list[tupl
 
     def apply(iceberg: Any) -> tuple[int, int]:
         schema = iceberg.refresh().schema().as_arrow()
-        state: dict[tuple[Any, ...], dict[str, Any]] = {}
+        state: dict[tuple[Any, ...], dict[str, Any]] = {}  # key → its row as stored, then as applied
         if iceberg.current_snapshot() is not None:
             wanted = pa.Table.from_pylist([dict(zip(key_columns, k, strict=True)) for k in keys],
                                           schema=pa.schema([schema.field(c) for c in key_columns]))
             for stored in iceberg.scan(row_filter=create_match_filter(wanted, key_columns)).to_arrow().to_pylist():
                 state[tuple(stored[c] for c in key_columns)] = stored
+        stored_keys = set(state)
         changed: dict[tuple[Any, ...], None] = {}
         stale = 0
         for row, present in rows:
@@ -755,7 +756,16 @@ def _upsert(lakehouse: Lakehouse, name: str, table: RecordTable, rows: list[tupl
             state[key] = {**(current or {}), **{c: row[c] for c in present}, **lineage}
             changed[key] = None
         if changed:
-            iceberg.upsert(pa.Table.from_pylist([state[k] for k in changed], schema=schema), join_cols=key_columns)
+            # the whole rows of the changed keys replace the stored ones (pyiceberg's upsert is not used: it
+            # fails on a table whose columns were reordered by schema evolution)
+            data = pa.Table.from_pylist([state[k] for k in changed], schema=schema)
+            replaced = [k for k in changed if k in stored_keys]
+            if replaced:
+                old = pa.Table.from_pylist([dict(zip(key_columns, k, strict=True)) for k in replaced],
+                                           schema=pa.schema([schema.field(c) for c in key_columns]))
+                iceberg.overwrite(data, overwrite_filter=create_match_filter(old, key_columns))
+            else:
+                iceberg.append(data)
         return len(changed), stale
 
     return lakehouse.update(name, apply)  # type: ignore[no-any-return]
