@@ -414,3 +414,25 @@ def test_an_unreadable_record_keeps_no_raw_text_when_the_table_has_a_pii_policy(
     raws = [r["raw"] for r in rejected(lakehouse)]
     assert len(raws) == 2 and raws[0] == "null"
     assert not any("Secret" in raw or "Private" in raw for raw in raws)
+
+
+def test_the_load_command_loads_partial_files_and_refuses_with_one_line(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from customer_context.cli import main
+
+    data_dir = str(tmp_path / "state")
+    full, partial = tmp_path / "crm.csv", tmp_path / "stages.csv"
+    full.write_bytes(CRM + f"C1,ann@x.com,Ann,lead,Tom,{T1}\n".encode())
+    partial.write_text(f"contact_id,lifecycle_stage,updated_at\nC1,vip,{T2}\n")
+    assert main(["load", str(full), "--table", "crm_contacts", "--data-dir", data_dir]) == 0
+    capsys.readouterr()
+    # When a file without every column is loaded: refused, exit 2, one line on stderr
+    assert main(["load", str(partial), "--table", "crm_contacts", "--data-dir", data_dir]) == 2
+    assert capsys.readouterr().err == ("error: header: missing columns 'email', 'full_name', 'account_manager' "
+                                       "(to update only the columns present, load it as partial: "
+                                       "imports/<table>/partial/…)\n")
+    # When it is loaded with --partial: only its columns change
+    assert main(["load", str(partial), "--table", "crm_contacts", "--data-dir", data_dir, "--partial"]) == 0
+    assert json.loads(capsys.readouterr().out)["loaded"] == 1
+    assert main(["sql", "select email, lifecycle_stage from crm_contacts", "--data-dir", data_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"email": "ann@x.com", "lifecycle_stage": "vip"}]
