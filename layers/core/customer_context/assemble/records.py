@@ -70,6 +70,7 @@ _PADDING = " \t"
 # inside an unquoted field, `ab"c`, as a literal character: we call that a stray quote).
 _QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
 _CSV_RECORD = re.compile(rf'(?:{_QUOTED}|[^",\r\n]*+)(?:,(?:{_QUOTED}|[^",\r\n]*+))*+(?:\r\n|\r|\n)?')
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CSV_FIELD_LIMIT = 2**31 - 1  # csv's own limit is lifted: oversize values are reported with their column
 
 
@@ -181,12 +182,12 @@ def _text(data: bytes) -> str:
 
 def _text_problem(value: str) -> str | None:
     """Why a text value is not storable: a byte that is not UTF-8, a lone surrogate, or its length."""
-    for char in value:
-        if "\ud800" <= char <= "\udfff":
-            code = ord(char)
-            if 0xDC80 <= code <= 0xDCFF:  # a byte the UTF-8 decoder could not read (surrogateescape)
-                return f"not UTF-8 (byte 0x{code - 0xDC00:02X})"
-            return f"lone surrogate U+{code:04X} is not text"
+    surrogate = None if value.isascii() else _SURROGATE.search(value)
+    if surrogate:
+        code = ord(surrogate.group())
+        if 0xDC80 <= code <= 0xDCFF:  # a byte the UTF-8 decoder could not read (surrogateescape)
+            return f"not UTF-8 (byte 0x{code - 0xDC00:02X})"
+        return f"lone surrogate U+{code:04X} is not text"
     if len(value) > MAX_FIELD_CHARS:
         return f"{len(value):,} characters, over the limit of {MAX_FIELD_CHARS:,}"
     return None
@@ -258,6 +259,7 @@ def _read_csv(text: str) -> ParsedFile:
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     lines = io.StringIO(text, newline="").readlines()
     source = _Lines(lines)
+    reader = csv.reader(source, strict=True)
     header: list[str] | None = None
     records: list[FileRecord] = []
     while source.pos < len(lines):
@@ -267,11 +269,13 @@ def _read_csv(text: str) -> ParsedFile:
             continue
         error = None
         try:
-            fields = next(csv.reader(source, strict=True))
+            fields = next(reader)
         except csv.Error as exc:
             error = _quoting_error(exc, start + 1, source.pos)
+            reader = csv.reader(source, strict=True)  # a fresh state for the next record
         else:
-            if any('"' in value for value in fields) and not _CSV_RECORD.fullmatch("".join(lines[start:source.pos])):
+            # a quote left in a value is either doubled inside a quoted field or stray in an unquoted one
+            if '"' in "".join(fields) and not _CSV_RECORD.fullmatch("".join(lines[start:source.pos])):
                 error = "stray quote (a field holding a quote must be quoted, the quote doubled)"
             elif header is not None and len(fields) != len(header):
                 error = f"{len(fields)} fields, the header has {len(header)}"
