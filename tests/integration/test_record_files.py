@@ -380,7 +380,8 @@ def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lake
     # Given a truncated gzip, a file for a table the spec does not declare, and a file with one bad row
     s3 = factory.boto_client("s3")
     s3.create_bucket(Bucket="drops")
-    files = {"imports/crm_contacts/cut.csv.gz": gzip.compress(CRM * 100)[:-10],
+    files = {"imports/crm_contacts/": b"",  # a folder created in the S3 console: ignored
+             "imports/crm_contacts/cut.csv.gz": gzip.compress(CRM * 100)[:-10],
              "imports/nowhere/x.csv": CRM,
              "imports/crm_contacts/ok.csv": CRM + f"C1,a@x.com,Ann,lead,,{T1}\nC2,b@x.com,Bob,lead,,{2**63}\n".encode()}
     event: dict[str, Any] = {"Records": []}
@@ -391,6 +392,7 @@ def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lake
     result = lambda_runtime.invoke("load_records", event)
     # Then it returns a report per file, and every problem is in rejected_records with its reason
     refused = {f["source_key"]: f["refused"] for f in result["files"]}
+    assert refused["imports/crm_contacts/"] is None
     assert refused["imports/crm_contacts/cut.csv.gz"].startswith("not a complete gzip file")
     assert refused["imports/nowhere/x.csv"].startswith("imports/nowhere/x.csv: no record table 'nowhere'")
     assert refused["imports/crm_contacts/ok.csv"] is None

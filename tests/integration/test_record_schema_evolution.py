@@ -22,9 +22,9 @@ from tests.helpers.lake import AS_OF
 BASE = yaml.safe_load(DEFAULT_SPEC.read_text())
 CRM = "contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
 RETYPED = ("record_tables.crm_contacts.columns.lifecycle_stage: the loaded table holds it as string, and Iceberg "
-           "cannot change string to boolean in place; keep string, or remove the column from the spec and run a "
-           "load or build (its stored values are dropped), then declare it as boolean and reload the files that "
-           "fill it")
+           "cannot change string to boolean in place; keep string, or remove the column from the spec and load a "
+           "file into the table (its stored values are dropped), then declare it as boolean and reload the files "
+           "that fill it")
 
 
 def spec_changed(change: Callable[[dict[str, Any]], None]) -> ContextSpec:
@@ -68,8 +68,9 @@ def test_a_build_reads_a_column_added_to_the_spec_after_the_load(loaded: Any) ->
     # When the build runs before any file has the column
     store = MemoryContextStore()
     build_context(loaded, store, spec, as_of=AS_OF)
-    # Then it builds, the stored row having no value yet
+    # Then it builds, the stored row having no value yet, and the table itself is left as it was
     assert traits_of(store, "C1")["crm_seats"] is None
+    assert "seats" not in loaded.scan("crm_contacts").column_names
     assert check_record_schemas(loaded, spec) == []
 
 
@@ -116,14 +117,16 @@ def test_a_retyped_column_is_refused_with_what_to_do_and_the_remedy_works(loaded
     with pytest.raises(ConfigError, match="cannot change string to boolean"):
         build_context(loaded, MemoryContextStore(), spec, as_of=AS_OF)
     assert check_record_schemas(loaded, spec) == [RETYPED]
-    # When the column is removed, a build runs, and the column is declared again as boolean
-    build_context(loaded, MemoryContextStore(), spec_changed(
-        lambda data: (retype_stage(data), data["record_tables"]["crm_contacts"]["columns"].pop("lifecycle_stage"))),
-        as_of=AS_OF)
+    # When the column is removed and a file loaded, then the column is declared again as boolean
+    without = spec_changed(lambda data: (retype_stage(data),
+                                         data["record_tables"]["crm_contacts"]["columns"].pop("lifecycle_stage")))
+    assert load_file(loaded, without, "imports/crm_contacts/none.csv",
+                     b"contact_id,email,full_name,account_manager,updated_at\n").refused is None
     report = load_file(loaded, spec, "imports/crm_contacts/c.csv", (
         CRM + "C1,ann@x.com,Ann,true,Tom,2026-11-02T00:00:00Z\n").encode())
-    # Then the files load with the new type
+    # Then the files load with the new type, and the build works
     assert (report.loaded, report.refused, check_record_schemas(loaded, spec)) == (1, None, [])
+    build_context(loaded, MemoryContextStore(), spec, as_of=AS_OF)
     assert {r["contact_id"]: r["lifecycle_stage"] for r in loaded.scan("crm_contacts").to_pylist()} == {"C1": True}
 
 

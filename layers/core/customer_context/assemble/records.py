@@ -149,11 +149,12 @@ def table_for_key(key: str, spec: ContextSpec) -> str:
     Raises:
         FileRefused: The key is not under ``imports/<declared table>/``.
     """
+    shown = key if key.isprintable() else repr(key)  # a key may hold a line break: the reason stays one line
     if not key.startswith(IMPORTS_PREFIX) or key.count("/") < 2:
-        raise FileRefused(f"{key}: expected imports/<table>/<file>")
+        raise FileRefused(f"{shown}: expected imports/<table>/<file>")
     name = key[len(IMPORTS_PREFIX):].split("/", 1)[0]
     if name not in spec.record_tables:
-        raise FileRefused(f"{key}: no record table {name!r} in the spec "
+        raise FileRefused(f"{shown}: no record table {name!r} in the spec "
                           f"(declared: {', '.join(spec.record_tables) or 'none'})")
     return name
 
@@ -604,8 +605,9 @@ def _schema_problems(name: str, table: RecordTable, current: Schema) -> list[str
             was = column_kind(old.field_type)
             problems.append(
                 f"record_tables.{name}.columns.{column}: the loaded table holds it as {was}, and Iceberg cannot change "
-                f"{was} to {kind} in place; keep {was}, or remove the column from the spec and run a load or build "
-                f"(its stored values are dropped), then declare it as {kind} and reload the files that fill it")
+                f"{was} to {kind} in place; keep {was}, or remove the column from the spec and load a file into "
+                f"the table (its stored values are dropped), then declare it as {kind} and reload the files that "
+                f"fill it")
     loaded_key = sorted(str(current.find_column_name(i)) for i in current.identifier_field_ids)
     if loaded_key != sorted(table.primary_key):
         problems.append(
@@ -618,8 +620,8 @@ def check_record_schemas(lakehouse: Lakehouse, spec: ContextSpec) -> list[str]:
     """Record-table changes in ``spec`` that cannot be applied to the lakehouse, each with what to do.
 
     Columns added or dropped in the spec are applied by Iceberg schema evolution on the next load
-    or build; a changed type or primary key of a loaded table, and a column named like a lineage
-    column, cannot be.
+    (builds read the table as the spec declares it meanwhile); a changed type or primary key of a
+    loaded table, and a column named like a lineage column, cannot be.
     """
     from customer_context.stores.tables import LINEAGE_COLUMNS
 
@@ -630,6 +632,29 @@ def check_record_schemas(lakehouse: Lakehouse, spec: ContextSpec) -> list[str]:
         if lakehouse.exists(name):
             problems += _schema_problems(name, table, lakehouse.table(name).refresh().schema())
     return problems
+
+
+def read_record_table(lakehouse: Lakehouse, name: str, table: RecordTable) -> pa.Table:
+    """The rows of a record table with the spec's columns, read only: a column the spec added since
+    the last load is null, one it dropped is left out (loads apply such changes to the table).
+
+    Raises:
+        ConfigError: A change Iceberg cannot apply (see :func:`check_record_schemas`).
+    """
+    import pyarrow as pa
+
+    definition = _definition(name, table)
+    lakehouse.define(definition)
+    schema = definition.schema.as_arrow()
+    if not lakehouse.exists(name):
+        return schema.empty_table()
+    problems = _schema_problems(name, table, lakehouse.table(name).refresh().schema())
+    if problems:
+        raise ConfigError("; ".join(problems))
+    data = lakehouse.scan(name)
+    return pa.Table.from_arrays(
+        [data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(data.num_rows, f.type)
+         for f in schema], schema=schema)
 
 
 def ensure_record_table(lakehouse: Lakehouse, name: str, table: RecordTable) -> TableDef:
@@ -808,6 +833,8 @@ def load_file(lakehouse: Lakehouse, spec: ContextSpec, key: str, data: bytes,
                          "raw": raw, "received_at": received_at})
 
     rows: list[tuple[dict[str, Any], list[str]]] = []
+    if key.endswith("/"):
+        return report  # a folder marker (the S3 console's "Create folder"), not a file
     try:
         name = table_for_key(key, spec)
         table = spec.record_tables[name]
