@@ -1,7 +1,8 @@
 """load_records: S3 ObjectCreated under imports/<table>/ → validate → upsert into the record table.
 
-A file that cannot be read at all fails the invocation (S3 retries it, then the failure is logged);
-bad rows inside a readable file are kept in ``rejected_records`` and never block the good ones.
+Bad data never fails the invocation: bad rows and files that cannot be read at all are kept in
+``rejected_records`` with a one-line reason, and never block the good rows. Only storage failures
+raise (S3 retries the invocation, then sends it to the failure queue).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         report = load_file(factory.lakehouse(), load_spec(), key, data, pii=factory.pii_policy())
         metrics.add_metric(name="RecordsLoaded", unit=MetricUnit.Count, value=report.loaded)
         metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=report.rejected)
-        logger.info("records loaded", extra=report.to_dict())
+        if report.refused:
+            metrics.add_metric(name="RecordFilesRefused", unit=MetricUnit.Count, value=1)
+            logger.warning("record file refused", extra=report.to_dict())
+        else:
+            logger.info("records loaded", extra=report.to_dict())
         reports.append(report.to_dict())
     return {"files": reports}

@@ -28,7 +28,7 @@ def test_records_and_build_land_snapshots_in_dynamodb(local_stack: Any) -> None:
            b"C-10,x@example.com,X,lead,,not a time\n")
     loaded = local_stack.load_records("crm_contacts", "export.csv", crm)["files"][0]
     assert loaded["loaded"] == 1 and loaded["rejected"] == 1
-    assert loaded["reasons"] == ["row 2: updated_at: expected an ISO-8601 date-time, got 'not a time'"]
+    assert loaded["reasons"] == ["line 3: updated_at: expected an ISO-8601 date-time, got 'not a time'"]
     # When the schedule fires
     report = local_stack.build()
     # Then every identifier resolves to one snapshot in DynamoDB with the traits and the CRM row

@@ -196,7 +196,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     lakehouse = _lakehouse(data_dir)
-    spec = _checked_spec(args.spec)
+    spec = _checked_spec(args.spec, lakehouse)
     running = _running_stack(data_dir)
     if running is None and not args.dry_run:
         print("error: no local stack is running for this data dir, so there is no DynamoDB to land in: start "
@@ -248,12 +248,15 @@ def cmd_load(args: argparse.Namespace) -> int:
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
     from customer_context.collect.pii import PiiPolicy
 
-    spec = _checked_spec(args.spec)
+    spec = _checked_spec(args.spec, lakehouse)
     key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
         (data_dir / "pii.key").read_text().strip() if (data_dir / "pii.key").is_file() else "")
     report = load_file(lakehouse, spec, f"imports/{args.table}/{path.name}", path.read_bytes(),
-                       pii=PiiPolicy(spec, key))
+                       pii=PiiPolicy(spec, key), partial=args.partial)
     print(json.dumps(report.to_dict(), indent=1))
+    if report.refused:
+        print(f"error: {report.refused}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -326,7 +329,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_spec(path: str | None) -> Any:
+def _checked_spec(path: str | None, lakehouse: Any = None) -> Any:
     """The spec at ``path`` (else the configured or packaged one), after :func:`check_spec`: warnings are
     printed, errors raise.
 
@@ -340,7 +343,7 @@ def _checked_spec(path: str | None) -> Any:
 
     chosen = path or Settings.from_env().spec_path or str(DEFAULT_SPEC)
     spec = load_spec(chosen)
-    found = check_spec(spec)
+    found = check_spec(spec, lakehouse)
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not found.ok:
@@ -420,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="validate a CSV / JSONL / Parquet file and upsert it into a record table")
     load.add_argument("file", help="the file (.csv, .jsonl, .parquet, optionally .gz)")
     load.add_argument("--table", required=True, help="record table declared in the spec")
+    load.add_argument("--partial", action="store_true",
+                      help="the file has only some columns: update those, keep the others "
+                           "(the key and updated_at are required)")
     load.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     load.add_argument("--spec", help="context spec file")
     load.set_defaults(func=cmd_load)

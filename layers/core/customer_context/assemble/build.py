@@ -314,15 +314,10 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
 
 
 def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> None:
-    import pyarrow as pa
-
-    from customer_context.stores.tables import record_table_def
+    from customer_context.assemble.records import read_record_table
 
     for name, table in spec.record_tables.items():
-        definition = record_table_def(name, table.columns, table.primary_key, table.description)
-        lakehouse.define(definition)
-        data = (lakehouse.scan(name) if lakehouse.exists(name)
-                else pa.Table.from_pylist([], schema=definition.schema.as_arrow()))
+        data = read_record_table(lakehouse, name, table)  # with the spec's columns, even before a load evolves it
         con.register(f"{name}_arrow", data)
         con.execute(f"CREATE TABLE {ident(name)} AS SELECT * FROM {ident(name + '_arrow')}")
         con.unregister(f"{name}_arrow")

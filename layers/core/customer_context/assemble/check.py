@@ -8,6 +8,7 @@ trait is parsed and bound against the real table schemas — and each named quer
 empty lakehouse with placeholder parameters. Property paths the spec reads that no tracking plan
 declares are warnings: often a typo, which would otherwise read as a silent null.
 
+Given the real lakehouse, record tables already loaded are compared with the spec's columns too.
 ``customer-context spec check`` prints the result; ``serve``, ``build`` and ``load`` run it first.
 """
 
@@ -114,16 +115,22 @@ def _undeclared_properties(spec: ContextSpec, check: SpecCheck) -> None:
                                       f"(declared: {', '.join(sorted(known)) or 'none'}) — a typo reads as null")
 
 
-def check_spec(spec: ContextSpec) -> SpecCheck:
-    """Everything a build (and a named query) would find wrong with ``spec``, without touching any data.
+def check_spec(spec: ContextSpec, lakehouse: Any | None = None) -> SpecCheck:
+    """Everything a build (and a named query) would find wrong with ``spec``, without changing any data.
 
     Args:
         spec: A loaded spec.
+        lakehouse: The real lakehouse, when there is one: record tables already loaded are compared with
+            the spec's columns (a change Iceberg cannot apply is an error saying what to do).
 
     Returns:
         The errors and warnings, each naming the spec path and the reason.
     """
     check = SpecCheck()
+    if lakehouse is not None:
+        from customer_context.assemble.records import check_record_schemas
+
+        check.errors += check_record_schemas(lakehouse, spec)
     _compile_each(spec, check)
     if check.ok:
         with tempfile.TemporaryDirectory(prefix="customer-context-spec-check-") as folder:

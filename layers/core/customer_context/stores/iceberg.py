@@ -22,6 +22,8 @@ from customer_context.errors import CommitFailed
 from customer_context.observability import logger
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pyarrow as pa
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
@@ -161,10 +163,15 @@ class Lakehouse:
         """Replace the table's rows in one commit (conflicts retried like :meth:`append`)."""
         self._commit(name, lambda table: table.overwrite(data, snapshot_properties=properties or {}))
 
-    def upsert(self, name: str, data: pa.Table, join_cols: list[str]) -> Any:
-        """Update rows matching ``join_cols`` and insert the others, in one commit."""
+    def update(self, name: str, operation: Callable[[Table], Any]) -> Any:
+        """Run ``operation(table)`` — it reads the table and commits once — retrying conflicts like
+        :meth:`append`; on a retry it runs again on fresh metadata, so what it read is never stale.
+
+        Returns:
+            What ``operation`` returned.
+        """
         result: list[Any] = []
-        self._commit(name, lambda table: result.append(table.upsert(data, join_cols=join_cols)))
+        self._commit(name, lambda table: result.append(operation(table)))
         return result[-1]
 
     def _commit(self, name: str, operation: Any) -> int:

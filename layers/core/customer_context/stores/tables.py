@@ -135,9 +135,10 @@ SCORE_MODELS_SCHEMA = Schema(
 REJECTED_RECORDS_SCHEMA = Schema(
     _s(1, "table_name", "Record table the row was meant for", True),
     _s(2, "source_key", "Object key of the dropped file", True),
-    NestedField(3, "row_number", LongType(), required=True, doc="1-based row (line) number in the file"),
-    _s(4, "reason", "Why it was rejected: the column and the reason", True),
-    _s(5, "raw", "The row as read, as JSON text", True),
+    NestedField(3, "row_number", LongType(), required=True,
+                doc="1-based physical line (CSV, JSON Lines) or row (Parquet); 0: the whole file was refused"),
+    _s(4, "reason", "Why it was rejected, one line: the line or row, the column and the reason", True),
+    _s(5, "raw", "The row as read, as JSON text (null: withheld, or a refused file)", True),
     _t(6, "received_at", "When the file was loaded", True),
 )
 
@@ -145,15 +146,29 @@ _ICEBERG_TYPES = {"string": StringType, "integer": LongType, "double": DoubleTyp
                   "timestamp": TimestamptzType, "date": DateType}
 
 
+def column_kind(field_type: object) -> str:
+    """The spec's name of a record column's Iceberg type (``long`` → ``integer``), else the Iceberg name."""
+    return next((kind for kind, cls in _ICEBERG_TYPES.items() if type(field_type) is cls), str(field_type))
+
+
+LINEAGE_COLUMNS = ("_source_key", "_loaded_at")
+"""Columns every record table has after its declared ones (names no declared column may take)."""
+
+
 def record_table_def(name: str, columns: dict[str, str], primary_key: list[str], description: str) -> TableDef:
-    """The Iceberg definition of a record table declared in the spec (plus lineage columns)."""
+    """The Iceberg definition of a record table declared in the spec (plus lineage columns).
+
+    A loaded table may hold its columns in another order (columns added later come after the
+    lineage columns): read and write it by name.
+    """
     fields = [
         NestedField(i + 1, column, _ICEBERG_TYPES[kind](), required=column in primary_key)
         for i, (column, kind) in enumerate(columns.items())
     ]
     n = len(fields)
-    fields.append(NestedField(n + 1, "_source_key", StringType(), required=True, doc="File the row came from"))
-    fields.append(NestedField(n + 2, "_loaded_at", TimestamptzType(), required=True, doc="When it was loaded"))
+    source_key, loaded_at = LINEAGE_COLUMNS
+    fields.append(NestedField(n + 1, source_key, StringType(), required=True, doc="File the row came from"))
+    fields.append(NestedField(n + 2, loaded_at, TimestamptzType(), required=True, doc="When it was loaded"))
     schema = Schema(*fields, identifier_field_ids=[f.field_id for f in fields if f.name in primary_key])
     return TableDef(name, schema, PartitionSpec(), description)
 
@@ -191,5 +206,5 @@ TABLES: dict[str, TableDef] = {
                               "Who was served what about which customer, and when (never the values)"),
     "rejected_records": TableDef("rejected_records", REJECTED_RECORDS_SCHEMA,
                                  _by_day(REJECTED_RECORDS_SCHEMA, "received_at"),
-                                 "Record rows rejected on load, with row number and reason."),
+                                 "Record rows and files rejected on load, with the line or row and the reason."),
 }
