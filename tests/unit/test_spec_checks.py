@@ -58,3 +58,11 @@ def test_every_table_the_build_creates_is_reserved() -> None:
     created |= set(re.findall(r"\(\"(prev_[a-z]+)\", \"[a-z_]+\"", source))  # CREATE TABLE {view} of these
     assert created, "the pattern must find the build's tables"
     assert created <= RESERVED_TABLE_NAMES, created - RESERVED_TABLE_NAMES
+
+
+def test_more_traits_than_the_limit_are_refused() -> None:
+    from customer_context.spec import MAX_TRAITS
+
+    extra = "".join(f"  t{i}:\n    description: d\n    kind: count\n" for i in range(MAX_TRAITS))
+    with pytest.raises(ConfigError, match=rf"traits: {MAX_TRAITS + 20:,} declared; at most {MAX_TRAITS:,}"):
+        parse_spec(BASE.replace("traits:\n", "traits:\n" + extra, 1))

@@ -35,6 +35,9 @@ RESERVED_TABLE_NAMES = frozenset({
     "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",
     "id_map", "recent", "content",
 })
+# Most traits one spec may declare: a build's traits stage grows faster than linearly past this (measured,
+# README "Assembly"), and a document with more values than this is not context an agent can read.
+MAX_TRAITS = 1000
 # Trait names that would collide with the columns a build keeps beside them
 RESERVED_TRAIT_NAMES = frozenset({"profile_id"})
 _DURATION = re.compile(r"^(\d+)([hdw])$")
@@ -530,6 +533,13 @@ class ContextSpec(_Model):
             for table in query.tables or ():
                 if table not in known:
                     raise ValueError(f"queries.{name}.tables: no table {table!r} (declared: {', '.join(known)})")
+        return self
+
+    @model_validator(mode="after")
+    def _not_too_many(self) -> ContextSpec:
+        if len(self.traits) > MAX_TRAITS:
+            raise ValueError(f"traits: {len(self.traits):,} declared; at most {MAX_TRAITS:,} (a build's cost grows "
+                             "faster than linearly past that, see the README)")
         return self
 
     @model_validator(mode="after")
