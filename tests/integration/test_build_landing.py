@@ -166,3 +166,22 @@ def test_dynamodb_lands_the_batch_around_an_item_it_cannot_hold(aws: str) -> Non
 
     with pytest.raises(InvalidRequest, match="2,048"):
         store.put_aliases([("user_id", "€" * 1024, "p2")])
+
+
+def test_a_state_with_many_rows_per_profile_heals_and_full_recomputes(lakehouse: Any) -> None:
+    import pyarrow as pa
+
+    _lake(lakehouse)
+    store = MemoryContextStore()
+    build_context(lakehouse, store, SPEC, as_of=AS_OF)
+    # Given the state an unchecked sql trait used to leave: every profile's row many times over
+    state = lakehouse.scan("profile_state")
+    lakehouse.overwrite("profile_state", pa.concat_tables([state] * 50))
+    # When the next build runs, it reads each profile once and changes nothing
+    again = build_context(lakehouse, store, SPEC, as_of=AS_OF)
+    assert again.changed_profiles == 0 and again.items_written == 0
+    assert lakehouse.scan("profile_state").num_rows == 3
+    # And a full build lands everything again (same versions: nothing changed)
+    full = build_context(lakehouse, store, SPEC, as_of=AS_OF, full=True)
+    assert full.relanded == "a full build" and full.items_written == len(_served(store))
+    assert sorted(r["version"] for r in lakehouse.scan("profile_state").to_pylist()) == [1, 1, 1]

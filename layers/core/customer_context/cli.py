@@ -212,7 +212,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         store = MemoryContextStore()
     report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
-                           commit=not args.dry_run, reland=args.reland)
+                           commit=not args.dry_run, reland=args.reland, full=args.full)
     print(json.dumps(report.to_dict(), indent=1, default=str))
     if args.dry_run and args.show and isinstance(store, MemoryContextStore):
         for item in list(store.items.values())[: args.show]:
@@ -417,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="build without landing or changing the lakehouse (no running stack needed)")
     build.add_argument("--reland", action="store_true",
                        help="land every snapshot and alias again, changed or not (after the serving store lost items)")
+    build.add_argument("--full", action="store_true",
+                       help="recompute from scratch: refit the score models and land everything again")
     build.add_argument("--show", type=int, default=0, help="with --dry-run: print this many snapshots")
     build.set_defaults(func=cmd_build)
 

@@ -373,10 +373,14 @@ def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple
 
 
 def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> None:
-    """prev_state (profile_state) and prev_ids (identity_graph) of the last build, possibly empty."""
-    for view, table, columns in (
-        ("prev_state", "profile_state", "profile_id, version, content_hash, built_at"),
-        ("prev_ids", "identity_graph", "identifier_type, identifier_value, profile_id"),
+    """prev_state (profile_state) and prev_ids (identity_graph) of the last build, possibly empty.
+
+    A profile is in prev_state once, at its highest version, whatever the table holds (a state written
+    before a ``sql`` trait was checked for one row per profile held many rows per profile)."""
+    for view, table, columns, keep in (
+        ("prev_state", "profile_state", "profile_id, version, content_hash, built_at",
+         "QUALIFY row_number() OVER (PARTITION BY profile_id ORDER BY version DESC, built_at DESC) = 1"),
+        ("prev_ids", "identity_graph", "identifier_type, identifier_value, profile_id", ""),
     ):
         if lakehouse.exists(table):
             con.register(f"{view}_arrow", lakehouse.scan(table, selected_fields=tuple(columns.split(", "))))
@@ -386,7 +390,7 @@ def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> 
             schema = lakehouse.arrow_schema(table)
             con.register(f"{view}_arrow", pa.Table.from_pylist(
                 [], schema=pa.schema([schema.field(c) for c in columns.split(", ")])))
-        con.execute(f"CREATE TABLE {view} AS SELECT {columns} FROM {view}_arrow")
+        con.execute(f"CREATE TABLE {view} AS SELECT {columns} FROM {view}_arrow {keep}")
         con.unregister(f"{view}_arrow")
 
 
@@ -817,6 +821,7 @@ def build_context(
     memory_limit: str | None = None,
     commit: bool = True,
     reland: bool = False,
+    full: bool = False,
 ) -> BuildReport:
     """Run one build. See the module docstring for the stages.
 
@@ -831,6 +836,8 @@ def build_context(
         commit: False for a dry run: nothing is written to the lakehouse (no table is created or
             changed) and the store's landing marker is left alone.
         reland: Land every current snapshot and alias, changed or not.
+        full: Recompute from scratch: score parameters refitted whatever their age, and everything landed
+            again (``reland``).
 
     Returns:
         The report.
@@ -903,8 +910,10 @@ def build_context(
 
         _compute_traits(con, spec, clock)
         stages.done("traits", f"{len(spec.traits)} traits")
-        report.scores = _compute_scores(con, spec, clock,
-                                        _previous_models(lakehouse, built_at, spec.scores.refit_every))
+        models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
+        if full:
+            models.fresh = False  # refitted now; older parameters stay the fallback if the fit fails
+        report.scores = _compute_scores(con, spec, clock, models)
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
@@ -913,7 +922,9 @@ def build_context(
         # changed is decided in DuckDB against the previous build's state: only changed documents and
         # moved identifiers ever reach Python.
         _register_previous(con, lakehouse)
-        if reland:
+        if full:
+            report.relanded = "a full build"
+        elif reland:
             report.relanded = "asked for (reland)"
         elif commit:
             report.relanded = _store_out_of_step(con, lakehouse, store)
