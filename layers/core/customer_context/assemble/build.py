@@ -525,7 +525,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     revenue = compiler.event_value(f"properties.{spec.scores.revenue_property}")
     summary = con.sql(
         "WITH daily AS (SELECT profile_id, date_trunc('day', timestamp) AS day, "
-        f"sum(coalesce(TRY_CAST({revenue} AS DOUBLE), 0)) AS rev FROM events_profiled "
+        f"sum(coalesce({compiler.number(revenue)}, 0)) AS rev FROM events_profiled "
         f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)} GROUP BY ALL) "
         "SELECT profile_id, count(*) - 1 AS frequency, "
         "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "

@@ -76,11 +76,19 @@ def event_value(path: str) -> str:
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
 
 
+def number(expr: str) -> str:
+    """SQL: ``expr`` as a finite DOUBLE; NULL when it is no number, or NaN, ±Infinity or beyond a double's
+    range (``TRY_CAST`` reads the text ``'Infinity'``, ``'nan'`` and ``'1e400'`` as non-finite doubles,
+    which no trait or score may count, sum or show)."""
+    cast = f"TRY_CAST({expr} AS DOUBLE)"
+    return f"CASE WHEN isfinite({cast}) THEN {cast} END"
+
+
 def _condition(expr: str, cond: Condition | object) -> str:
     if not isinstance(cond, Condition):
         cond = Condition(eq=cond)  # type: ignore[arg-type]
     (op, value), = ((k, getattr(cond, k)) for k in cond.model_fields_set)
-    numeric = f"TRY_CAST({expr} AS DOUBLE)"
+    numeric = number(expr)
     if op == "in_":
         return f"{expr} IN ({', '.join(lit(str(v).lower() if isinstance(v, bool) else v) for v in value)})"
     if op in ("eq", "ne"):
@@ -112,7 +120,7 @@ def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "
 def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: int) -> str:
     """One FILTER-ed aggregate."""
     nn = f"{cond} AND {value} IS NOT NULL" if value else cond
-    num = f"TRY_CAST({value} AS DOUBLE)" if value else None
+    num = number(value) if value else None
     match kind:
         case "count":
             return f"count(*) FILTER (WHERE {cond})"
