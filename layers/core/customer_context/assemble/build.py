@@ -728,12 +728,14 @@ def build_context(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from customer_context import identifiers
     from customer_context.assemble import identity
 
     built_at = datetime.now(UTC)
     report = BuildReport(built_at=built_at.isoformat())
     stages = _Stages(report, progress)
     con = duckdb.connect()
+    identifiers.register(con)  # the Python form of the identifier normalisations SQL cannot say exactly
     # tables are compressed at each checkpoint (a fifth of their plain in-memory size)
     con.execute("ATTACH ':memory:' AS build (COMPRESS)")
     con.execute("USE build")

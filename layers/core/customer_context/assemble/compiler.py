@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from customer_context.identifiers import normalize_sql
 from customer_context.spec import (
     NUMERIC_KINDS,
     Condition,
@@ -232,19 +233,6 @@ def consent_sql(ids: list[str]) -> str:
              for i in ids]
     segment = f"coalesce({', '.join(prefs)})"
     return f"CASE WHEN {denied} THEN FALSE WHEN {allowed} THEN TRUE ELSE {segment} END"
-
-
-def normalize_sql(expr: str, rule: IdentifierType) -> str:
-    """SQL normalising an identifier value; empty results become NULL."""
-    out = f"CAST({expr} AS VARCHAR)"
-    for step in rule.normalize:
-        if step == "trim":
-            out = f"trim({out})"
-        elif step == "lowercase":
-            out = f"lower({out})"
-        elif step == "digits":
-            out = f"regexp_replace({out}, '[^0-9]', '', 'g')"
-    return f"nullif({out}, '')"
 
 
 def event_identifier_sql(spec: ContextSpec, key: str = "message_id") -> str:

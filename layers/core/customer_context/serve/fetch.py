@@ -180,7 +180,7 @@ class ContextService:
                                  details=[{"field": "identifier_value", "reason": "too long"}])
         value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
         if value and id_type in self._hashed_types:
-            value = self._pii.hash(value)
+            value = self._pii.hash(value, id_type)
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
                                  details=[{"field": "identifier_value", "reason": "empty after normalisation"}])
