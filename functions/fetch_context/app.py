@@ -113,7 +113,7 @@ def get_context(
     identifier_type: Annotated[str, Path(description="user_id, anonymous_id, email, phone, a custom id type, "
                                                      "or profile_id", json_schema_extra=_id_types_enum)],
     identifier_value: Annotated[str, Path(description="The identifier (normalised as the spec says: emails "
-                                                      "trimmed and lower-cased …)")],
+                                                      "trimmed and case-folded, phones in E.164 …)")],
     fields: Annotated[str | None, Query(description="Comma-separated dotted paths, e.g. "
                                                     "`traits.orders_90d,scores.churn_risk`",
                                         json_schema_extra=_fields_pattern)] = None,

@@ -7,13 +7,13 @@ on the first query (this function runs in the analytics image), not at import.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import strict_json
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest
@@ -52,7 +52,7 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
         raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}")
     body = raw_body(app.current_event.raw_event)
     try:
-        params = json.loads(body) if body.strip() else {}
+        params = strict_json.loads(body) if body.strip() else {}
     except ValueError as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
     service = factory.context_service()

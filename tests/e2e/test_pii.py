@@ -103,5 +103,17 @@ def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CUSTOMER_CONTEXT_PII_HASH_KEY"):
         PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "")
     policy = PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "k")
-    assert policy.hash(" A@B.io") == policy.hash("a@b.io") != PiiPolicy(
-        parse_spec(DEFAULT_SPEC.read_text() + POLICY), "other").hash("a@b.io")
+    assert policy.hash(" A@B.io", "email") == policy.hash("a@b.io", "email") != PiiPolicy(
+        parse_spec(DEFAULT_SPEC.read_text() + POLICY), "other").hash("a@b.io", "email")
+
+
+def test_hashing_normalises_identifiers_as_lookups_do_and_never_hashes_a_blank() -> None:
+    from customer_context.collect.pii import PiiPolicy
+    from customer_context.spec import parse_spec
+
+    policy = PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "k")
+    # an email is hashed after the email type's normalisation (Unicode spaces, case, NFC / NFD)
+    assert policy.hash("\u3000JOSE\u0301@X.COM\u2003", "email") == policy.hash("jos\u00e9@x.com", "email")
+    # and a blank one identifies nobody: no token shared by every customer who sent one
+    event = {"type": "identify", "anonymousId": "d", "traits": {"email": " \u3000 "}}
+    assert policy.apply(event)["traits"]["email"] is None

@@ -13,16 +13,17 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
+from customer_context import strict_json
 from customer_context.errors import CustomerContextError, InvalidRequest
 from customer_context.observability import logger
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    """A JSON response."""
+    """A JSON response: strict JSON (a non-finite number, which no stored value should hold, is written as null)."""
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(body, separators=(",", ":")),
+        body=strict_json.dumps(body, separators=(",", ":")),
         headers=headers,
     )
 

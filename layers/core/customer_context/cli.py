@@ -147,7 +147,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             policy = PiiPolicy(spec, key)
             rule = spec.identifiers.types.get(id_type)
             if rule and any(p in policy.hashed_paths for p in rule.from_events):
-                value = policy.hash(value)
+                value = policy.hash(value, id_type) or value
     sql = ("SELECT \"at\", consumer, via, identifier_type, identifier_value, profile_id, sections, fields, "
            "snapshot_version, status FROM serving_audit WHERE profile_id IN (SELECT profile_id FROM identity_graph "
            "WHERE identifier_type = $t AND identifier_value = $v UNION SELECT $v WHERE $t = 'profile_id') "

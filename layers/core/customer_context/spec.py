@@ -91,12 +91,28 @@ class IdentifierType(_Model):
     description: str = ""
     priority: int = Field(default=100, ge=1, description="Lower is more important (Segment: user_id 1, email 2).")
     limit: int = Field(default=100, ge=1, description="Most identifiers of this type one profile may hold.")
-    normalize: list[Literal["trim", "lowercase", "digits"]] = Field(default_factory=lambda: ["trim"])
+    normalize: list[Literal["trim", "casefold", "digits", "phone"]] = Field(
+        default_factory=lambda: ["trim"],
+        description="Steps, in order (customer_context.identifiers): trim, casefold (Unicode caseless, for "
+        "emails; `lowercase` is read as casefold), digits, phone (E.164).")
+    region: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$",
+        description="phone: the country (ISO 3166-1 alpha-2, e.g. US) of numbers written without +<country code>; "
+        "without it such numbers keep their digits.")
     from_events: list[str] = Field(
         default_factory=list,
         description="Event fields carrying it: userId, anonymousId, traits.<key>, context.traits.<key>, "
         "properties.<key>, or externalIds.<type> (context.externalIds).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        from customer_context.identifiers import ALIASES
+
+        if isinstance(data, dict) and isinstance(data.get("normalize"), list):
+            data = {**data, "normalize": [ALIASES.get(s, s) if isinstance(s, str) else s for s in data["normalize"]]}
+        return data
 
     @model_validator(mode="after")
     def _paths(self) -> IdentifierType:
@@ -105,6 +121,8 @@ class IdentifierType(_Model):
                 r"^(traits|context\.traits|properties|externalIds)\.[A-Za-z0-9_$-]+$", path
             ):
                 raise ValueError(f"from_events: unsupported path {path!r}")
+        if self.region is not None and "phone" not in self.normalize:
+            raise ValueError("region: only used by the phone step (add phone to normalize, or drop region)")
         return self
 
 

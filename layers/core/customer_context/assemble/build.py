@@ -615,7 +615,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     revenue = compiler.event_value(f"properties.{spec.scores.revenue_property}")
     summary = con.sql(
         "WITH daily AS (SELECT profile_id, date_trunc('day', timestamp) AS day, "
-        f"sum(coalesce(TRY_CAST({revenue} AS DOUBLE), 0)) AS rev FROM events_profiled "
+        f"sum(coalesce({compiler.number(revenue)}, 0)) AS rev FROM events_profiled "
         f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)} GROUP BY ALL) "
         "SELECT profile_id, count(*) - 1 AS frequency, "
         "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "
@@ -846,12 +846,14 @@ def build_context(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from customer_context import identifiers
     from customer_context.assemble import identity
 
     built_at = datetime.now(UTC)
     report = BuildReport(built_at=built_at.isoformat(), dry_run=not commit)
     stages = _Stages(report, progress)
     con = duckdb.connect()
+    identifiers.register(con)  # the Python form of the identifier normalisations SQL cannot say exactly
     # tables are compressed at each checkpoint (a fifth of their plain in-memory size)
     con.execute("ATTACH ':memory:' AS build (COMPRESS)")
     con.execute("USE build")

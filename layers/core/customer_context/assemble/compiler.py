@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from customer_context.identifiers import normalize_sql
 from customer_context.spec import (
     NUMERIC_KINDS,
     Condition,
@@ -76,11 +77,19 @@ def event_value(path: str) -> str:
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
 
 
+def number(expr: str) -> str:
+    """SQL: ``expr`` as a finite DOUBLE; NULL when it is no number, or NaN, ±Infinity or beyond a double's
+    range (``TRY_CAST`` reads the text ``'Infinity'``, ``'nan'`` and ``'1e400'`` as non-finite doubles,
+    which no trait or score may count, sum or show)."""
+    cast = f"TRY_CAST({expr} AS DOUBLE)"
+    return f"CASE WHEN isfinite({cast}) THEN {cast} END"
+
+
 def _condition(expr: str, cond: Condition | object) -> str:
     if not isinstance(cond, Condition):
         cond = Condition(eq=cond)  # type: ignore[arg-type]
     (op, value), = ((k, getattr(cond, k)) for k in cond.model_fields_set)
-    numeric = f"TRY_CAST({expr} AS DOUBLE)"
+    numeric = number(expr)
     if op == "in_":
         return f"{expr} IN ({', '.join(lit(str(v).lower() if isinstance(v, bool) else v) for v in value)})"
     if op in ("eq", "ne"):
@@ -112,7 +121,7 @@ def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "
 def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: int) -> str:
     """One FILTER-ed aggregate."""
     nn = f"{cond} AND {value} IS NOT NULL" if value else cond
-    num = f"TRY_CAST({value} AS DOUBLE)" if value else None
+    num = number(value) if value else None
     match kind:
         case "count":
             return f"count(*) FILTER (WHERE {cond})"
@@ -224,19 +233,6 @@ def consent_sql(ids: list[str]) -> str:
              for i in ids]
     segment = f"coalesce({', '.join(prefs)})"
     return f"CASE WHEN {denied} THEN FALSE WHEN {allowed} THEN TRUE ELSE {segment} END"
-
-
-def normalize_sql(expr: str, rule: IdentifierType) -> str:
-    """SQL normalising an identifier value; empty results become NULL."""
-    out = f"CAST({expr} AS VARCHAR)"
-    for step in rule.normalize:
-        if step == "trim":
-            out = f"trim({out})"
-        elif step == "lowercase":
-            out = f"lower({out})"
-        elif step == "digits":
-            out = f"regexp_replace({out}, '[^0-9]', '', 'g')"
-    return f"nullif({out}, '')"
 
 
 def event_identifier_sql(spec: ContextSpec, key: str = "message_id") -> str:

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from customer_context import strict_json
 from customer_context.errors import PoisonMessage
 
 VERSION = 1
@@ -50,8 +51,9 @@ _LONG_DIGITS = b"0" * 19
 
 def dumps(value: Any) -> str:
     """Compact ASCII JSON, as sent on the queue (SQS refuses control characters and lone surrogates;
-    escaped, they pass, and decoding restores them)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+    escaped, they pass, and decoding restores them). Strict: a non-finite number (only a rejected
+    event's raw value can hold one) is written as null."""
+    return strict_json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 def body_of(events: list[str], rejected: list[str]) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from customer_context import strict_json
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
 from customer_context.models.tracking import MAX_ID_BYTES, parse_timestamp, validate_event
@@ -45,13 +46,15 @@ _ORJSON_SHORT_EXPONENT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
 
 
 def _json_text(value: Any) -> str | None:
+    """Strict JSON text of a value (events holding a non-finite number are rejected before; in a rejected
+    event's raw text such a number is written as null)."""
     if value is None:
         return None
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: keep them escaped, still valid JSON
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+        text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
     return text
 
 
@@ -178,7 +181,8 @@ def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
     ``plain``: the event was decoded by orjson (see ``envelope.Envelope.plain``).
     """
     if not (plain and _plainly_valid(event, seen)):
-        reason = validate_event(event)
+        # not decoded by orjson: json may have read NaN, Infinity or 1e400 as a non-finite float
+        reason = validate_event(event) or strict_json.non_finite(event)
         if reason is not None:
             raise ValueError(reason)
     get = event.get

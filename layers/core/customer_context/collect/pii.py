@@ -1,9 +1,11 @@
 """The PII policy: per field path, keep, hash, mask or drop — applied by collect before an event is
 queued, so no raw value of a governed field reaches SQS, the lakehouse, the live tail or the logs.
 
-* ``hash``: HMAC-SHA256 with a secret key (``CUSTOMER_CONTEXT_PII_HASH_KEY``), emails trimmed and
-  lower-cased first, so the same address always gives the same token and identifiers stay
-  joinable (identity stitching, lookups: fetch hashes an identifier it is asked for the same way);
+* ``hash``: HMAC-SHA256 with a secret key (``CUSTOMER_CONTEXT_PII_HASH_KEY``); a field that carries
+  an identifier type (an event path in its ``from_events``, a record table's identifier column) is
+  normalised first exactly as that type is everywhere (:mod:`customer_context.identifiers`), other
+  values trimmed, so the same address always gives the same token and identifiers stay joinable
+  (identity stitching, lookups: fetch hashes an identifier it is asked for the same way);
 * ``mask``: IPv4 addresses lose their last octet, other values all but their last 4 characters;
 * ``drop``: the field is removed.
 
@@ -19,15 +21,8 @@ import ipaddress
 from typing import Any
 
 from customer_context.errors import ConfigError
+from customer_context.identifiers import HASH_PREFIX, normalize
 from customer_context.spec import ContextSpec
-
-HASH_PREFIX = "h_"
-
-
-def normalise(value: Any) -> str:
-    """What is hashed: text trimmed; emails lower-cased."""
-    text = str(value).strip()
-    return text.lower() if "@" in text else text
 
 
 def mask(value: Any) -> Any:
@@ -52,22 +47,29 @@ class PiiPolicy:
     """
 
     def __init__(self, spec: ContextSpec, hash_key: str = "") -> None:
-        self.rules: list[tuple[list[str], str]] = []
+        self.spec = spec
+        # the identifier type an event path or a record column carries: hashed after its normalisation
+        path_types = {p: t for t, rule in reversed(spec.identifiers.types.items()) for p in rule.from_events}
+        self.rules: list[tuple[list[str], str, str | None]] = []
         for rule in spec.pii:
             if rule.action == "keep":
                 continue
             parts = rule.path.split(".")
-            self.rules.append((parts, rule.action))
+            self.rules.append((parts, rule.action, path_types.get(rule.path)))
             if parts[0] == "traits":
-                self.rules.append((["context", *parts], rule.action))
+                context_path = "context." + rule.path
+                self.rules.append((["context", *parts], rule.action,
+                                   path_types.get(context_path) or path_types.get(rule.path)))
         self.record_rules = {name: {c: a for c, a in table.pii.items() if a != "keep"}
                              for name, table in spec.record_tables.items() if table.pii}
-        hashes = any(a == "hash" for _, a in self.rules) or any(
+        self.column_types = {name: {c: t for t, c in reversed(table.identifiers.items())}
+                             for name, table in spec.record_tables.items()}
+        hashes = any(a == "hash" for _, a, _ in self.rules) or any(
             a == "hash" for rules in self.record_rules.values() for a in rules.values())
         if hashes and not hash_key:
             raise ConfigError("pii: a rule hashes values but CUSTOMER_CONTEXT_PII_HASH_KEY is not set")
         self._key = hash_key.encode()
-        self.hashed_paths = {".".join(p) for p, a in self.rules if a == "hash"}
+        self.hashed_paths = {".".join(p) for p, a, _ in self.rules if a == "hash"}
         # identifier types hashed somewhere (events or records): lookups hash them too
         self.hashed_types = {t for t, rule in spec.identifiers.types.items()
                              if any(p in self.hashed_paths for p in rule.from_events)}
@@ -88,22 +90,30 @@ class PiiPolicy:
                 row[column] = None
             elif action == "hash":
                 if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):
-                    row[column] = self.hash(value)
+                    row[column] = self.hash(value, self.column_types[table].get(column))
             else:
                 row[column] = mask(value)
         return row
 
-    def hash(self, value: Any) -> str:
-        """The token of a value (stable for a key; emails normalised first)."""
+    def hash(self, value: Any, id_type: str | None = None) -> str | None:
+        """The token of a value (stable for a key): normalised as identifiers of ``id_type`` are, else trimmed.
+        ``None`` for an identifier that normalises to nothing (it identifies nobody: one token for every empty
+        value would join all their customers)."""
+        rule = self.spec.identifiers.types.get(id_type) if id_type else None
+        text = normalize(rule, str(value))
+        if text is None:
+            if id_type:
+                return None
+            text = ""
         # surrogatepass: a value from event JSON may hold an unpaired surrogate; it still hashes
-        digest = hmac.new(self._key, normalise(value).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        digest = hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return HASH_PREFIX + digest[:40]
 
     def apply(self, event: Any) -> Any:
         """Apply the rules to an event in place (anything that is not an object is left alone)."""
         if not isinstance(event, dict):
             return event
-        for parts, action in self.rules:
+        for parts, action, id_type in self.rules:
             node: Any = event
             for part in parts[:-1]:
                 node = node.get(part) if isinstance(node, dict) else None
@@ -119,7 +129,7 @@ class PiiPolicy:
             elif action == "hash":
                 value = node[key]
                 if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):  # never hash twice
-                    node[key] = self.hash(value)
+                    node[key] = self.hash(value, id_type)
             else:
                 node[key] = mask(node[key])
         return event

@@ -6,7 +6,8 @@ Segment SDKs send (see the README's "Tracking API" section):
 
 * HTTP Basic auth with the write key as user name (Segment's ``writeKey`` body field also works);
 * gzip bodies, decompressed with a bound (a gzip bomb is a 413, not an out-of-memory);
-* per-event validation: a bad event is rejected with its reason, the others are kept;
+* per-event validation: a bad event is rejected with its reason, the others are kept (an event
+  holding NaN or Infinity, which Python's ``json`` reads but JSON does not have, is a bad event);
 * ``timestamp = receivedAt − (sentAt − originalTimestamp)`` corrects client clock skew;
 * rejected events are queued too, so they land in ``rejected_events``: nothing acknowledged is lost.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from customer_context import strict_json
 from customer_context.collect import envelope
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
@@ -285,7 +287,11 @@ def collect(
     if header_key is not None and write_keys.source_for(header_key) is None:
         raise AuthenticationError("Invalid write key")
 
-    data = parse_json(decode_body(request.body, request.headers.get("content-encoding"), limits.max_request_bytes))
+    body = decode_body(request.body, request.headers.get("content-encoding"), limits.max_request_bytes)
+    data = parse_json(body)
+    # Python's json reads NaN, Infinity and numbers beyond a double as non-finite floats: such an event is
+    # rejected (the others are kept), so nothing downstream stores or serves a non-JSON number
+    may_hold_non_finite = strict_json.may_hold_non_finite(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"body: expected a JSON object, got {type(data).__name__}")
 
@@ -331,6 +337,8 @@ def collect(
             if shared_integrations is not None:
                 item["integrations"] = _merge(shared_integrations, item.get("integrations"))
         reason = validate_event(item, forced_type)
+        if reason is None and may_hold_non_finite:
+            reason = strict_json.non_finite(item)
         if pii:
             pii.apply(item)
         if reason is None and check_sizes:

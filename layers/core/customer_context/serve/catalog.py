@@ -96,14 +96,8 @@ def _build(spec: ContextSpec) -> Catalog:
 
 
 def normalize_identifier(spec: ContextSpec, id_type: str, value: str) -> str | None:
-    """Normalise a value as the build does (``assemble.compiler.normalize_sql``); ``None`` when empty."""
-    rule = spec.identifiers.types.get(id_type)
-    out = value
-    for step in rule.normalize if rule else ("trim",):
-        if step == "trim":
-            out = out.strip(" ")
-        elif step == "lowercase":
-            out = out.lower()
-        elif step == "digits":
-            out = "".join(c for c in out if c.isdigit())
-    return out or None
+    """Normalise a value of an identifier type as everything else does (:mod:`customer_context.identifiers`);
+    ``None`` when empty."""
+    from customer_context.identifiers import normalize
+
+    return normalize(spec.identifiers.types.get(id_type), value)

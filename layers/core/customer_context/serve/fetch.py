@@ -18,7 +18,7 @@ from typing import Any
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog, normalize_identifier
 from customer_context.serve.consumers import Consumer
-from customer_context.serve.text import render_text
+from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
 from customer_context.stores.context_store import recent_pk
 
@@ -180,7 +180,7 @@ class ContextService:
                                  details=[{"field": "identifier_value", "reason": "too long"}])
         value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
         if value and id_type in self._hashed_types:
-            value = self._pii.hash(value)
+            value = self._pii.hash(value, id_type)
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
                                  details=[{"field": "identifier_value", "reason": "empty after normalisation"}])
@@ -348,7 +348,8 @@ class ContextService:
         """Prompt text of a JSON body under ``max_tokens``."""
         fresh = body["freshness"]
         stale = "STALE: " if fresh["stale"] else ""
-        who = body["profile_id"] or f"{body['identifier']['type']} {body['identifier']['value']} (no profile yet)"
+        who = inline(body["profile_id"]) if body["profile_id"] else \
+            f"{body['identifier']['type']} {inline(body['identifier']['value'])} (no profile yet)"
         header = f"# Customer {who} ({stale}built {_short_time(fresh['built_at'])})"
         return render_text(body["context"], self.catalog, header, max_tokens)
 

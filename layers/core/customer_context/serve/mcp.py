@@ -9,10 +9,9 @@ with ``isError: true`` and the reason, so the model can read it and recover.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from customer_context import __version__
+from customer_context import __version__, strict_json
 from customer_context.errors import CustomerContextError
 from customer_context.stores import factory
 
@@ -61,7 +60,7 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
                                     "isError": True})
         if isinstance(value, str):
             return _result(msg_id, {"content": [{"type": "text", "text": value}], "isError": False})
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         return _result(msg_id, {"content": [{"type": "text", "text": text}], "structuredContent": value,
                                 "isError": False})
     return _error(msg_id, METHOD_NOT_FOUND, f"method {method!r} is not supported by this server")
@@ -72,7 +71,7 @@ def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *, base_url:
     """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers)."""
     auth = {k: v for k, v in headers.items() if k in ("authorization", "x-api-key")}
     try:
-        message = json.loads(body or b"null")
+        message = strict_json.loads(body or b"null")
     except ValueError as exc:
         return 400, _error(None, PARSE_ERROR, f"invalid JSON: {exc}"), {}
     if isinstance(message, list):

@@ -24,10 +24,11 @@ How a call runs:
    are answered from a small in-process cache, with ``cached: true``.
 
 The Iceberg row filter compares raw column values with the customer's normalised identifiers:
-``In`` for types normalised by ``trim`` only, a case-insensitive range for ``lowercase`` types
+``In`` for types normalised by ``trim`` only, a case-insensitive range for ``casefold`` types
 (values stored as ``Ann@Example.com`` are found), and no filter (the whole table is planned, so the
-scan budget applies to all of it) for ``digits`` types. Values stored with surrounding whitespace
-are not found by the filter.
+scan budget applies to all of it) for ``digits`` and ``phone`` types. Values stored with surrounding
+whitespace, or (``casefold``) in another Unicode form than an ASCII case variant (full-width letters,
+``İ``), are not found by the filter.
 
 Imports duckdb, pyarrow and pyiceberg inside functions only: this module is importable on the
 serving path.
@@ -227,9 +228,9 @@ def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, s
         if not values:
             continue
         steps = spec.identifiers.types[id_type].normalize
-        if "digits" in steps:
-            return AlwaysTrue()  # `+1 (555)…` vs `1555…`: nothing to push down; read all, cut after
-        if "lowercase" in steps:
+        if "digits" in steps or "phone" in steps:
+            return AlwaysTrue()  # `+1 (555)…` vs `+1555…`: nothing to push down; read all, cut after
+        if "casefold" in steps:
             # every case variant of a lower-case value lies between its upper- and lower-case forms
             terms += [And(GreaterThanOrEqual(column, v.upper()), LessThanOrEqual(column, v)) for v in sorted(values)]
         else:
@@ -448,6 +449,9 @@ def _execute(name: str, query: NamedQuery, spec: ContextSpec, data: dict[str, An
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         "python_enable_replacements": False,
     })
+    from customer_context.identifiers import register
+
+    register(con)  # identifiers are normalised by the build's SQL, which calls the Python form
     def stop() -> None:
         with contextlib.suppress(duckdb.Error):  # already closed: the query ended as the timer fired
             con.interrupt()

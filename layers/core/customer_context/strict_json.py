@@ -1,0 +1,91 @@
+"""Strict JSON (RFC 8259): no ``NaN``, ``Infinity`` or ``-Infinity``, neither read nor written.
+
+Python's ``json`` reads those tokens (and numbers beyond a double's range, such as ``1e400``) as
+non-finite floats and writes them back as the same tokens, which strict parsers (JavaScript's
+``JSON.parse``, Go, Java, orjson) refuse. So what comes in is checked with :func:`non_finite`
+(an event holding one is rejected with its path) or read with :func:`loads` (a request body holding
+one is refused), and everything written goes through :func:`dumps`, which never writes them.
+
+Imports only the standard library (collect and fetch use it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+# a body that may hold a non-finite number: one of the tokens, or an exponent or digit run that may
+# overflow a double (a cheap byte scan, so the walk below runs only on such bodies)
+_MAYBE_NON_FINITE = re.compile(rb"NaN|Infinity|[0-9][eE]\+?0*[1-9][0-9]{2}|[0-9]{309}")
+
+
+def may_hold_non_finite(body: bytes) -> bool:
+    """Whether ``body`` (JSON text) might decode to a non-finite number with Python's ``json``."""
+    return _MAYBE_NON_FINITE.search(body) is not None
+
+
+def _name(number: float) -> str:
+    return "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"
+
+
+def non_finite(value: Any, path: str = "") -> str | None:
+    """Why ``value`` (decoded JSON) is not strict JSON: ``"properties.revenue: NaN is not a JSON number …"``
+    for the first non-finite float found, or ``None``."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return (f"{path or 'value'}: {_name(value)} is not a JSON number (JSON has no NaN or Infinity, and a "
+                "number beyond ±1.8e308 does not fit a double); send null or a string")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = non_finite(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            found = non_finite(item, f"{path}[{n}]")
+            if found:
+                return found
+    return None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """``json.dumps`` that never writes NaN or Infinity: a non-finite float is written as ``null``
+    (the value is walked only when ``json`` refuses it, so strict values cost nothing more)."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError as exc:
+        if "JSON compliant" not in str(exc):  # json's message for NaN / Infinity; anything else is not ours
+            raise
+        return json.dumps(finite(value), allow_nan=False, **options)
+
+
+def _refuse(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` of strict JSON: NaN, Infinity and numbers beyond a double's range are refused.
+
+    Raises:
+        ValueError: not strict JSON (the message says where or what).
+    """
+    value = json.loads(text, parse_constant=_refuse)
+    if may_hold_non_finite(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")):
+        reason = non_finite(value)
+        if reason:
+            raise ValueError(reason)
+    return value
