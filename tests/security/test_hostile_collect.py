@@ -233,17 +233,17 @@ def test_100_kb_strings(stack: Any, ledger: Ledger, field_name: str) -> None:
     event = _track(f"huge-{field_name}", **{field_name: "x" * 100_000})
     if field_name == "messageId":
         # the id itself is refused: the rejection is recorded without a usable id
-        _batch(stack, ledger, [event], {0: "longer than 1024"})
+        _batch(stack, ledger, [event], {0: "the limit is 1,024 bytes"})
     elif field_name == "event":
         # an event name has no length limit of its own: 100 kB is under the 4 MB event limit, and kept
         _batch(stack, ledger, [event], {})
     else:
-        _batch(stack, ledger, [event], {0: "longer than 1024"})
+        _batch(stack, ledger, [event], {0: "the limit is 1,024 bytes"})
     # a single call with the same event: 400 with the reason, kept in rejected_events
     if field_name != "event":
         single = dict(event, messageId=f"huge-single-{field_name}") if field_name != "messageId" else dict(
             event, messageId="y" * 100_000)
-        _refused(_post(stack, "track", json.dumps(single).encode()), 400, "longer than 1024")
+        _refused(_post(stack, "track", json.dumps(single).encode()), 400, "the limit is 1,024 bytes")
         ledger.rejected += 1
 
 
