@@ -42,3 +42,31 @@ def test_records_and_build_land_snapshots_in_dynamodb(local_stack: Any) -> None:
     assert report["profiles"] == 1 and report["items_written"] == 1 + 4
     # and a second run lands nothing
     assert local_stack.build()["items_written"] == 0
+
+
+def test_maintenance_beside_the_running_stack_does_not_stop_ingest(local_stack: Any, monkeypatch: Any) -> None:
+    from customer_context.config import Settings
+    from customer_context.govern.maintain import maintain
+    from customer_context.stores.iceberg import Lakehouse
+
+    from tests.reliability.test_kill_then_maintain import _clock_moved
+
+    def send(user: str) -> None:
+        batch = [{"type": "track", "userId": user, "event": "Viewed"}]
+        assert requests.post(f"{local_stack.url}/v1/batch", json={"batch": batch}, auth=(local_stack.write_key, ""),
+                             timeout=10).status_code == 200
+        assert local_stack.wait_for_ingest(60)
+
+    # Given a running stack whose ingest has committed a few batches
+    for n in range(3):
+        send(f"u{n}")
+    # When `customer-context maintain` (another process: its own catalog) compacts, expires and removes the
+    # files the ingest function's cached metadata points at (the clock moved past the retention)
+    _clock_moved(monkeypatch, 8 * 86400)
+    report = maintain(Lakehouse.from_settings(Settings.from_env()), min_files=2)
+    assert report["events"]["partitions"] == 1 and report["events"]["orphans_removed"] >= 1
+    # Then the next events still land, nothing goes to the dead-letter queue
+    send("after")
+    users = {r["user_id"] for r in factory.lakehouse().scan("events", selected_fields=("user_id",)).to_pylist()}
+    assert users == {"u0", "u1", "u2", "after"}
+    assert local_stack.dlq_depth() == 0

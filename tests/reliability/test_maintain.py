@@ -79,7 +79,7 @@ def test_expiry_and_orphan_removal_keep_the_current_data(lakehouse: Any, tmp_pat
     assert removed >= 12 and not stray.exists()
     assert len(lakehouse.table("events").snapshots()) == 1
     assert _rows(lakehouse) == rows
-    report = maintain(lakehouse, retain_seconds=0)
+    report = maintain(lakehouse)
     assert set(report) == set(lakehouse.table_names())
 
 
@@ -96,3 +96,90 @@ def test_maintain_handler_with_the_schedule_sample(lakehouse: Any, monkeypatch: 
     factory.reset()
     result = lambda_runtime.invoke("maintain", load_event("maintain_schedule.json"))
     assert result["tables"]["events"]["partitions"] == 1 and result["tables"]["events"]["files_after"] == 1
+
+
+def test_maintain_runs_on_a_fresh_lakehouse_and_after_a_build(lakehouse: Any) -> None:
+    from customer_context.assemble.build import build_context
+    from customer_context.spec import DEFAULT_SPEC, parse_spec
+    from customer_context.stores.context_store import MemoryContextStore
+
+    # Given a lakehouse with no tables at all
+    assert maintain(lakehouse, min_files=2) == {}
+    # And then after one ordinary build, whose identity_rejected_edges snapshot holds no data file
+    write_events(lakehouse, [ev("identify", 2, userId="u1", anonymousId="a1"),
+                             ev("track", 1, userId="u1", event="Viewed")])
+    build_context(lakehouse, MemoryContextStore(), parse_spec(DEFAULT_SPEC.read_text()))
+    assert lakehouse.table("identity_rejected_edges").current_snapshot() is not None
+    assert lakehouse.scan("identity_rejected_edges").num_rows == 0
+    # When maintenance runs over every table
+    report = maintain(lakehouse, min_files=2)
+    # Then it completes for each of them, the empty one included
+    assert report["identity_rejected_edges"]["partitions"] == 0
+    assert set(report) == set(lakehouse.table_names())
+
+
+def test_a_writer_and_a_reader_keep_working_after_maintenance_deleted_what_they_had_seen(
+        lakehouse: Any, monkeypatch: Any) -> None:
+    from customer_context.config import Settings
+    from customer_context.stores.iceberg import Lakehouse
+
+    from tests.reliability.test_kill_then_maintain import _clock_moved
+
+    # Given a warm writer (another process in production: its own catalog and cached table objects) that has
+    # committed once, and more small commits by other writers
+    warm = Lakehouse.from_settings(Settings.from_env())
+    write_events(warm, [ev("track", 1, userId="w0", event="Viewed")])
+    for n in range(5):
+        write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed")])
+    seen_by_warm = warm._tables["events"].metadata.current_snapshot_id
+    # When maintenance runs long enough after (the clock 8 days ahead): compaction, expiry, orphan removal
+    _clock_moved(monkeypatch, 8 * 86400)
+    report = maintain(lakehouse, min_files=2)
+    assert report["events"]["partitions"] == 1 and report["events"]["orphans_removed"] >= 1
+    assert seen_by_warm not in {s.snapshot_id for s in lakehouse.table("events").snapshots()}
+    # Then the warm writer's next commit lands (its stale metadata is reloaded, not a FileNotFoundError)
+    write_events(warm, [ev("track", 1, userId="w1", event="Viewed")])
+    users = {r["user_id"] for r in lakehouse.scan("events", selected_fields=("user_id",)).to_pylist()}
+    assert users == {"w0", "w1", *(f"u{n}" for n in range(5))}
+    # And a long-lived reader sees the current rows, not the snapshot it first loaded
+    write_events(lakehouse, [ev("track", 1, userId="late", event="Viewed")])
+    fresh = {r["user_id"] for r in warm.table("events").scan(selected_fields=("user_id",)).to_arrow().to_pylist()}
+    assert "late" in fresh and fresh == users | {"late"}
+
+
+def test_retention_below_the_floor_is_refused(lakehouse: Any) -> None:
+    import pytest
+    from customer_context.config import MIN_RETENTION_SECONDS, Settings
+    from customer_context.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="below the floor"):
+        maintain(lakehouse, retain_seconds=0)
+    with pytest.raises(ConfigError, match="CUSTOMER_CONTEXT_SNAPSHOT_RETENTION_SECONDS"):
+        Settings.from_env({"CUSTOMER_CONTEXT_SNAPSHOT_RETENTION_SECONDS": str(MIN_RETENTION_SECONDS - 1)})
+
+
+def test_a_snapshot_is_kept_for_the_retention_after_it_was_replaced_however_old_it_is(
+        lakehouse: Any, monkeypatch: Any) -> None:
+    import types
+
+    import pyiceberg.table.snapshots as snapshots_module
+
+    from tests.reliability.test_kill_then_maintain import _clock_moved
+
+    # Given a snapshot made now, and replaced by a compaction 8 days later (its readers started a moment ago)
+    for n in range(3):
+        write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed")])
+    old = lakehouse.table("events").current_snapshot().snapshot_id
+    later = types.SimpleNamespace(time=lambda: time.time() + 8 * 86400)
+    monkeypatch.setattr(snapshots_module, "time", later)
+    compact(lakehouse, "events", min_files=2)
+    assert lakehouse.table("events").current_snapshot().snapshot_id != old
+    # When maintenance runs then (8 days after the first snapshot, a moment after the compaction)
+    _clock_moved(monkeypatch, 8 * 86400)
+    expire_snapshots(lakehouse, "events", retain_seconds=7 * 86400)
+    # Then the replaced snapshot is still there: it stopped being current less than the retention ago
+    assert old in {s.snapshot_id for s in lakehouse.table("events").snapshots()}
+    # And once the retention has passed since it was replaced, it is expired
+    _clock_moved(monkeypatch, 16 * 86400)
+    assert expire_snapshots(lakehouse, "events", retain_seconds=7 * 86400) >= 1
+    assert old not in {s.snapshot_id for s in lakehouse.table("events").snapshots()}

@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     maintain = sub.add_parser("maintain", help="compact small files, expire old snapshots, remove orphan files")
     maintain.add_argument("--min-files", type=int, help="compact partitions with at least this many files")
-    maintain.add_argument("--retain", type=int, help="seconds of snapshots and unreferenced files to keep")
+    maintain.add_argument("--retain", type=int, help="seconds of snapshots and unreferenced files to keep "
+                          "(at least 3600: a commit or read in flight keeps its files)")
     maintain.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     maintain.set_defaults(func=cmd_maintain)
 

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from customer_context.errors import ConfigError
 
 MiB = 1024 * 1024
+# The shortest snapshot retention maintenance accepts. A commit or a read in flight (a function runs at
+# most 15 minutes on Lambda) must never find the files of the snapshot it started from deleted.
+MIN_RETENTION_SECONDS = 3600
 
 
 ENV_PREFIX = "CUSTOMER_CONTEXT_"
@@ -120,9 +123,10 @@ class Settings(BaseModel):
         default=10, ge=2, description="maintain: a partition with at least this many data files is rewritten as one."
     )
     snapshot_retention_seconds: int = Field(
-        default=7 * 86400, ge=0,
-        description="maintain: snapshots older than this are expired, and unreferenced files older than this "
-        "are deleted (time travel reaches back this far).",
+        default=7 * 86400, ge=MIN_RETENTION_SECONDS,
+        description="maintain: snapshots replaced longer ago than this are expired, and unreferenced files older "
+        "than this are deleted (time travel reaches back this far). At least 3600: a commit or read in flight "
+        "never loses its files.",
     )
 
     # --- serve ---

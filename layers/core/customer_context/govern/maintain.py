@@ -5,9 +5,16 @@
   back with an overwrite of that partition, in one commit that asserts the snapshot it read. If an
   ingest commits to the table meanwhile, the commit fails, the partition is read again and the
   rewrite retried — rows committed beside it are never lost, and row counts and content stay equal.
-* **snapshot expiry** — snapshots older than ``retain_seconds`` are expired (the current one never).
+* **snapshot expiry** — snapshots that stopped being the current one more than ``retain_seconds`` ago
+  are expired (the current one never). Counting from when a snapshot was *replaced*, not from when it
+  was made, matters: a compaction replaces a snapshot that may be days old, and a reader that planned
+  its scan on it a moment ago must still find its files.
 * **orphan files** — files under the table's location that no snapshot references and that are
   older than ``retain_seconds`` (so never an in-flight commit's) are deleted.
+
+The retention has a floor (:data:`~customer_context.config.MIN_RETENTION_SECONDS`, one hour): every
+function finishes well within it, so no commit or read in flight loses the files it started from.
+Writers whose cached metadata maintenance made stale reload it and retry (``Lakehouse._commit``).
 """
 
 from __future__ import annotations
@@ -45,20 +52,26 @@ def _partition_filter(table: Any, partition: dict[str, Any]) -> Any:
     return expr
 
 
+def _data_files(table: Any) -> list[dict[str, Any]]:
+    """The current snapshot's data files, each as its partition (field name → value); none for a table
+    without a snapshot or whose snapshot holds no files (``table.inspect.files()`` fails on those)."""
+    if table.current_snapshot() is None:
+        return []
+    names = [field.name for field in table.spec().fields]
+    return [{name: task.file.partition[i] for i, name in enumerate(names)} for task in table.scan().plan_files()]
+
+
 def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
     """Rewrite each partition holding at least ``min_files`` data files as one; returns counts."""
     table = lakehouse.table(name)
-    if table.current_snapshot() is None:
-        return {"partitions": 0, "files_before": 0, "files_after": 0}
-    files = table.inspect.files().to_pylist()
     groups: dict[str, list[dict[str, Any]]] = {}
-    for f in files:
-        groups.setdefault(repr(sorted((f.get("partition") or {}).items())), []).append(f)
+    for partition in _data_files(table):
+        groups.setdefault(repr(sorted(partition.items())), []).append(partition)
     out = {"partitions": 0, "files_before": 0, "files_after": 0, "rows": 0}
     for group in groups.values():
         if len(group) < min_files:
             continue
-        expr = _partition_filter(table, group[0].get("partition") or {})
+        expr = _partition_filter(table, group[0])
         rows: list[int] = []
 
         def rewrite(t: Any, expr: Any = expr, rows: list[int] = rows) -> None:
@@ -71,18 +84,29 @@ def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
         out["files_before"] += len(group)
         out["rows"] += rows[-1]
     table = lakehouse.table(name)
-    out["files_after"] = len(table.inspect.files()) if out["partitions"] else 0
+    out["files_after"] = len(_data_files(table)) if out["partitions"] else 0
     return out
 
 
+def _replaced_at(table: Any) -> dict[int, int]:
+    """When each snapshot stopped being the current one (ms), from the table's snapshot log; a snapshot
+    never current (not in the log) counts from its own time."""
+    replaced = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
+    log = table.metadata.snapshot_log
+    for entry, successor in zip(log, log[1:], strict=False):
+        if entry.snapshot_id != successor.snapshot_id:
+            replaced[entry.snapshot_id] = successor.timestamp_ms
+    return replaced
+
+
 def expire_snapshots(lakehouse: Any, name: str, retain_seconds: int) -> int:
-    """Expire snapshots older than the retention (never the current one); returns how many."""
+    """Expire the snapshots replaced longer ago than the retention (never the current one); returns how many."""
     table = lakehouse.table(name)
     current = table.current_snapshot()
     if current is None:
         return 0
     cutoff = int((time.time() - retain_seconds) * 1000)
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id != current.snapshot_id]
+    old = [sid for sid, replaced in _replaced_at(table).items() if replaced < cutoff and sid != current.snapshot_id]
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()
     return len(old)
@@ -120,7 +144,17 @@ def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
 
 def maintain(lakehouse: Any, *, min_files: int = 10, retain_seconds: int = 7 * 86400,
              progress: Callable[[str], None] | None = None) -> dict[str, dict[str, int]]:
-    """Compact, expire and clean every table; returns what was done per table."""
+    """Compact, expire and clean every table; returns what was done per table.
+
+    Raises:
+        ConfigError: ``retain_seconds`` is below the floor (see the module docstring).
+    """
+    from customer_context.config import MIN_RETENTION_SECONDS
+    from customer_context.errors import ConfigError
+
+    if retain_seconds < MIN_RETENTION_SECONDS:
+        raise ConfigError(f"retention: {retain_seconds} seconds is below the floor of {MIN_RETENTION_SECONDS}: "
+                          "a commit or read in flight could lose the files it started from")
     report: dict[str, dict[str, int]] = {}
     for name in lakehouse.table_names():
         done = compact(lakehouse, name, min_files)

@@ -3,6 +3,12 @@
 All Iceberg I/O goes through :class:`Lakehouse`. Appends retry commit conflicts (refresh the table
 and append again, with exponential backoff and jitter), so concurrent writers never lose a batch;
 data files written by a failed attempt stay orphaned until maintenance removes them.
+
+Writers keep their table objects between commits (a warm ingest container commits many batches).
+Those hold the metadata of the snapshot they last saw; once maintenance has expired that snapshot and
+deleted its manifest list, a commit on top of it fails with a missing file. Such a commit is retried
+on freshly loaded metadata, like a conflict. Readers always load the current metadata
+(:meth:`Lakehouse.table`), so a long-lived reader never serves an old snapshot.
 """
 
 from __future__ import annotations
@@ -35,6 +41,15 @@ def _is_conflict(exc: Exception) -> bool:
     if isinstance(exc, ValueError) and "older than last sequence number" in text:
         return True  # our metadata went stale under a concurrent commit: reload and redo
     return type(exc).__name__ == "OperationalError" and ("locked" in text or "busy" in text)
+
+
+def _is_stale(exc: Exception) -> bool:
+    """A file of the metadata we hold is gone: maintenance expired the snapshot it belongs to and deleted
+    its files since we loaded it (pyarrow says so as FileNotFoundError locally, as an OSError on S3)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and ("does not exist" in text or "NoSuchKey" in text or "Not Found" in text)
 
 
 class Lakehouse:
@@ -91,7 +106,15 @@ class Lakehouse:
         return TABLES[name]
 
     def table(self, name: str) -> Table:
-        """Load a declared table, creating it (schema, partitioning) on first use."""
+        """A declared table with its current metadata (read from the catalog now), created (schema,
+        partitioning) on first use."""
+        if name in self._tables:
+            return self._tables[name].refresh()
+        return self._writable(name)
+
+    def _writable(self, name: str) -> Table:
+        """The table as this writer last saw it (loaded or created on first use): commits start from it
+        and reload it only when it turns out stale (see the module docstring)."""
         if name in self._tables:
             return self._tables[name]
         from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
@@ -145,20 +168,21 @@ class Lakehouse:
         return result[-1]
 
     def _commit(self, name: str, operation: Any) -> int:
-        table = self.table(name)
+        table = self._writable(name)
         for attempt in range(self.commit_retries + 1):
             try:
                 operation(table)
                 self._tables[name] = table
                 return attempt + 1
             except Exception as exc:
-                if not _is_conflict(exc) or attempt == self.commit_retries:
-                    if _is_conflict(exc):
+                retryable = _is_conflict(exc) or _is_stale(exc)
+                if not retryable or attempt == self.commit_retries:
+                    if retryable:
                         raise CommitFailed(f"{name}: commit still conflicting after {attempt + 1} attempts") from exc
                     raise
                 delay = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5)
-                logger.info("commit conflict, retrying", extra={"table": name, "attempt": attempt + 1,
-                                                                "delay_s": round(delay, 3)})
+                logger.info("stale table metadata, reloading" if _is_stale(exc) else "commit conflict, retrying",
+                            extra={"table": name, "attempt": attempt + 1, "delay_s": round(delay, 3)})
                 time.sleep(delay)
                 table = self.catalog.load_table((self.namespace, name))
         raise AssertionError("unreachable")
