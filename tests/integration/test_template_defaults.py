@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import re
 import zipfile
@@ -27,6 +28,7 @@ from customer_context.stores import factory
 
 from tests.conftest import load_event
 from tests.helpers.faults import FaultProxy
+from tests.helpers.logs import every_log_record
 from tests.helpers.template_env import ACCOUNT, REGION, Resolver
 from tests.integration.test_handlers_with_aws_events import _drain
 
@@ -142,6 +144,18 @@ def _record_lambda_invocations(deployed: Deployment) -> Callable[[], None]:
 
 
 def test_the_chain_runs_on_the_templates_defaults(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    with every_log_record() as logs:
+        _the_chain(deployed, monkeypatch)
+    # And no record the functions logged on the way, at any level, names the customer or a key
+    assert {"collected", "ingested", "records loaded", "build finished", "regulation filed"} <= logs.messages(
+        logging.INFO)
+    text = logs.text.lower()
+    for secret in ("ada@example.com", "u_000001", "6f2c8f7e-2f51-4b55-9d0a-0b8d4e0c1a11", "c-1", "wk_sample",
+                   "ck_sample"):
+        assert secret not in text, secret
+
+
+def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     from customer_context.serve.consumers import consumer_item, hash_key
 
     from tests.reliability.test_kill_then_maintain import _clock_moved
@@ -233,8 +247,6 @@ def test_the_chain_runs_on_the_templates_defaults(deployed: Deployment, monkeypa
 
 def test_a_malformed_write_keys_parameter_is_a_reason_naming_the_parameter_never_a_key(
         deployed: Deployment) -> None:
-    from tests.helpers.logs import every_log_record
-
     # Given the SSM parameter holding a key without its source
     parameter = f"/customer-context/{STAGE}/write-keys"
     factory.boto_client("ssm").put_parameter(Name=parameter, Type="SecureString", Overwrite=True,
