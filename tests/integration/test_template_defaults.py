@@ -150,7 +150,7 @@ def test_the_chain_runs_on_the_templates_defaults(deployed: Deployment, monkeypa
     assert {"collected", "ingested", "records loaded", "build finished", "regulation filed"} <= logs.messages(
         logging.INFO)
     text = logs.text.lower()
-    for secret in ("ada@example.com", "u_000001", "6f2c8f7e-2f51-4b55-9d0a-0b8d4e0c1a11", "c-1", "wk_sample",
+    for secret in ("ada@example.com", "u_000001", "6f2c8f7e-2f51-4b55-9d0a-0b8d4e0c1a11", "crm-7730", "wk_sample",
                    "ck_sample"):
         assert secret not in text, secret
 
@@ -181,7 +181,7 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     factory.boto_client("s3").put_object(
         Bucket=bucket, Key="imports/crm_contacts/crm export 2026-11-24.csv",
         Body=b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
-             b"C-1,ada@example.com,Ada,vip,,2026-11-01T00:00:00Z\n")
+             b"CRM-7730,ada@example.com,Ada,vip,,2026-11-01T00:00:00Z\n")
     assert deployed.invoke("LoadRecordsFunction", s3_event)["files"][0]["loaded"] == 1
     # When EventBridge Scheduler fires the build (its real event: source aws.scheduler, detail the string "{}")
     schedule = load_event("build_context_schedule.json")
@@ -195,7 +195,7 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     assert status == 200 and served["context"]["traits"]["orders_90d"] == 1
     status, records = deployed.http("FetchContextFunction", _api_event(
         "fetch_context_get.json", rawQueryString="sections=records", queryStringParameters={"sections": "records"}))
-    assert status == 200 and records["context"]["records"]["crm_contacts"]["contact_id"] == "C-1"
+    assert status == 200 and records["context"]["records"]["crm_contacts"]["contact_id"] == "CRM-7730"
     profile = served["profile_id"]
 
     # When the customer's deletion is filed: the API invokes the regulate function asynchronously
