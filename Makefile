@@ -28,8 +28,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Extra flags of `customer-context demo`, e.g. make demo DEMO_FLAGS="--customers 200 --data-dir /tmp/demo"
+DEMO_FLAGS ?=
+
 demo: $(STAMP)
-	$(BIN)/customer-context demo
+	$(BIN)/customer-context demo $(DEMO_FLAGS)
 
 serve: $(STAMP)
 	$(BIN)/customer-context serve

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
@@ -16,6 +17,14 @@ EVENTS = REPO / "events"
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+# Property tests draw the same examples on every run (a seed derived from each test), so a red run in CI is
+# red again on any machine; no example database, so nothing a previous run left behind changes what runs.
+# Exploring with fresh random examples is a choice: HYPOTHESIS_PROFILE=random, or --hypothesis-profile=random
+# (then --hypothesis-seed=N replays a run; see README, Development).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("random", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -38,5 +38,6 @@ def test_bad_values_name_the_variable(name: str, value: str, reason: str) -> Non
 
 def test_write_keys_parse_and_errors() -> None:
     assert parse_write_keys(" k1=web , k2=ios,") == {"k1": "web", "k2": "ios"}
-    with pytest.raises(ConfigError, match="expected `key=source_id`"):
-        parse_write_keys("k1")
+    with pytest.raises(ConfigError, match="item 2 is not `key=source_id`") as info:
+        parse_write_keys("k1=web, wk_secret_key")
+    assert "wk_secret_key" not in info.value.message  # a malformed item may be a key: never echoed

@@ -28,6 +28,16 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     )
 
 
+def log_error(message: str, exc: CustomerContextError) -> None:
+    """Log an error answered to a caller: a 5xx at ERROR with its reason (the server's side of things); a
+    4xx at INFO by status and code only — its reason may quote what the caller sent (an identifier such
+    as an email, a key, a parameter name) and the caller has it in the response anyway."""
+    if exc.status >= 500:
+        logger.error(message, extra={"status": exc.status, "code": exc.code, "reason": exc.message})
+    else:
+        logger.info(message, extra={"status": exc.status, "code": exc.code})
+
+
 def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     """Map every error to a JSON body ``{"code", "message"[, "errors"]}`` with the right status.
 
@@ -37,8 +47,7 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(CustomerContextError)
     def _known(exc: CustomerContextError) -> Response:
-        log = logger.error if exc.status >= 500 else logger.info
-        log("request failed", extra={"status": exc.status, "code": exc.code, "reason": exc.message})
+        log_error("request failed", exc)
         return json_response(exc.status, exc.to_body())
 
     @app.exception_handler(RequestValidationError)
@@ -97,7 +106,7 @@ def authenticate_consumer(app: APIGatewayHttpResolver, event: dict[str, Any]) ->
     try:
         app.append_context(consumer=factory.consumers().authenticate(headers))
     except CustomerContextError as exc:
-        logger.info("request refused", extra={"status": exc.status, "code": exc.code, "reason": exc.message})
+        log_error("request refused", exc)
         return {"statusCode": exc.status, "headers": {"Content-Type": content_types.APPLICATION_JSON},
                 "body": json.dumps(exc.to_body(), separators=(",", ":")), "isBase64Encoded": False}
     return None

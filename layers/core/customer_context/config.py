@@ -229,13 +229,12 @@ def parse_write_keys(spec: str, *, origin: str = "write_keys") -> dict[str, str]
         ConfigError: An item is not ``key=source_id``.
     """
     keys: dict[str, str] = {}
-    for item in spec.replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    items = [item.strip() for item in spec.replace("\n", ",").split(",") if item.strip()]
+    for n, item in enumerate(items, start=1):
         key, sep, source = item.partition("=")
         if not sep or not key.strip() or not source.strip():
-            raise ConfigError(f"{origin}: expected `key=source_id` items separated by commas, got {item!r}")
+            # the item itself is not quoted: it may be a write key, and this message reaches logs and callers
+            raise ConfigError(f"{origin}: item {n} is not `key=source_id` (items are separated by commas)")
         keys[key.strip()] = source.strip()
     return keys
 

@@ -122,7 +122,11 @@ def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
     table = lakehouse.table(name)
     keep = referenced_files(table)
     keep.add(table.metadata_location)
-    filesystem, root = fs.FileSystem.from_uri(table.location())
+    # the table's own FileIO knows its storage's endpoint and credentials (catalog properties such as
+    # s3.endpoint); a filesystem made from the URI alone would only know the default AWS endpoint
+    io = table.io
+    scheme, netloc, root = io.parse_location(table.location(), io.properties)
+    filesystem = io.fs_by_scheme(scheme, netloc)
     cutoff = time.time() - retain_seconds
     removed = 0
     scheme = table.location().split("://", 1)[0] + "://" if "://" in table.location() else ""

@@ -11,19 +11,20 @@ from urllib.parse import quote_plus
 ACCOUNT = "123456789012"
 
 
-def scheduled_event(rule: str, region: str = "us-east-1", when: datetime | None = None) -> dict[str, Any]:
-    """An EventBridge (CloudWatch Events) scheduled-rule event."""
+def scheduled_event(schedule: str, region: str = "us-east-1", when: datetime | None = None) -> dict[str, Any]:
+    """What EventBridge Scheduler delivers to a Lambda target of a schedule without ``Input`` (the
+    template's ``ScheduleV2`` events): its default notification, whose ``detail`` is the *string* ``"{}"``."""
     when = when or datetime.now(UTC)
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
         "detail-type": "Scheduled Event",
-        "source": "aws.events",
+        "source": "aws.scheduler",
         "account": ACCOUNT,
         "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
-        "resources": [f"arn:aws:events:{region}:{ACCOUNT}:rule/{rule}"],
-        "detail": {},
+        "resources": [f"arn:aws:scheduler:{region}:{ACCOUNT}:schedule/default/{schedule}"],
+        "detail": "{}",
     }
 
 
