@@ -63,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             source_ip=self.client_address[0],
             route_key=route.route_key,
             path_parameters=params,
-            domain=f"{self.server.server_address[0]}:{self.server.server_address[1]}",
+            # the host the client asked for, as API Gateway's domainName
+            domain=self.headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}",
         )
         try:
             result = lambda_runtime.invoke(route.function, event)
