@@ -20,6 +20,7 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: LocalHttpApi
     server_version = "customer-context-local"
     protocol_version = "HTTP/1.1"
     # headers and body go out in separate writes: without this, Nagle's algorithm meets the
