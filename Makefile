@@ -9,7 +9,7 @@ SAM_CLI_VERSION ?= 1.170.0
 PY312_DIR := $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin /usr/local/bin 2>/dev/null | while read d; do [ -x $$d/python3.12 ] && echo $$d && break; done)
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 PATH=$(PY312_DIR):$$PATH $(SAM_VENV)/bin/sam
 
-.PHONY: demo test test-fast lint serve bench build validate openapi clean help
+.PHONY: demo test test-fast lint serve bench build validate openapi clean help browser-deps
 
 help:
 	@echo "make demo     - run the demo end to end on the embedded local stack"
@@ -37,7 +37,7 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/customer-context serve
 
-test: $(STAMP) $(SAM_VENV)/bin/sam
+test: $(STAMP) $(SAM_VENV)/bin/sam browser-deps
 	$(BIN)/ruff check layers functions tests bench
 	$(BIN)/python -m pytest
 
@@ -66,6 +66,22 @@ bench: $(STAMP)
 openapi: $(STAMP)
 	mkdir -p docs/openapi
 	for f in collect fetch_context query_context regulate; do $(BIN)/customer-context openapi $$f > docs/openapi/$$f.json; done
+
+# The browser tests (tests/browser): Debian's Chromium (Playwright's own browser downloads are not used) and the
+# SDKs from npm at the versions package-lock.json pins. Installing Chromium needs root (as in CI).
+CHROMIUM := /usr/bin/chromium
+BROWSER_TESTS := tests/browser
+
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 2; }
+	@echo "installing Debian's chromium for the browser tests"
+	@export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+
+$(BROWSER_TESTS)/node_modules/.package-lock.json: $(BROWSER_TESTS)/package.json $(BROWSER_TESTS)/package-lock.json
+	cd $(BROWSER_TESTS) && npm ci --silent --no-audit --no-fund
+
+browser-deps: $(CHROMIUM) $(BROWSER_TESTS)/node_modules/.package-lock.json
 
 # The SAM CLI lives in its own virtualenv: its exact pins (boto3, click, pydantic) would
 # otherwise downgrade the project's own dependencies.

@@ -317,7 +317,7 @@ ODD_IDS = {
     "template": "{{7*7}}${7*7}",
     "newline": "line1\r\nline2",
     "key-shape": "id#user_id#victim",
-    "whitespace": "   ",
+    "padded": "  u  ",
     "json": '{"userId": "other"}',
 }
 
@@ -340,6 +340,19 @@ def test_identifiers_with_metacharacters_round_trip(stack: Any, ledger: Ledger) 
         assert answer.status_code == 200, (name, answer.text[:300])
         ledger.accepted.add(f"odd-group-{name}")
         ledger.values[f"odd-group-{name}"] = {"user_id": value, "group_id": value}
+
+
+def test_blank_identifiers_are_absent(stack: Any, ledger: Ledger) -> None:
+    # a blank id is no identifier: the event keeps its other one, or is refused for having none
+    blanks = ["", "   ", "\t\n", "\u3000\u2003"]
+    events = [_track(f"blank-user-{i}", userId=b, anonymousId=f"blank-anon-{i}") for i, b in enumerate(blanks)]
+    events += [_track(f"blank-only-{i}", userId=b, anonymousId=" ") for i, b in enumerate(blanks)]
+    for i in range(len(blanks)):
+        ledger.values[f"blank-user-{i}"] = {"user_id": None, "anonymous_id": f"blank-anon-{i}"}
+    _batch(stack, ledger, events, {len(blanks) + i: "at least one is required" for i in range(len(blanks))})
+    # and a required one (a group's groupId) that is blank is missing
+    _refused(_post(stack, "group", json.dumps({"userId": "u", "groupId": " "}).encode()), 400, "groupId")
+    ledger.rejected += 1
 
 
 def test_lone_surrogates(stack: Any, ledger: Ledger) -> None:

@@ -98,6 +98,19 @@ def test_local_routes_match_the_template() -> None:
     assert declared == {(r.method, r.path, r.function) for r in ROUTES}
 
 
+def test_cors_origins_are_one_parameter_defaulting_as_the_local_setting() -> None:
+    from customer_context.config import Settings
+
+    template = _template()
+    parameter = template["Parameters"]["CorsAllowOrigins"]
+    assert parameter["Type"] == "CommaDelimitedList"
+    assert parameter["Default"] == Settings.model_fields["cors_allow_origins"].default == "*"
+    cors = template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]
+    assert cors["AllowOrigins"] == {"Ref": "CorsAllowOrigins"}
+    # every header named: a `*` would not cover authorization
+    assert "*" not in cors["AllowHeaders"] and "authorization" in cors["AllowHeaders"]
+
+
 def test_queue_has_a_dead_letter_queue_and_ingest_reports_item_failures() -> None:
     queue = _template()["Resources"]["EventsQueue"]["Properties"]
     assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1

@@ -145,6 +145,28 @@ class TestPerEventRejection:
         _, rejected = queued(queue)
         assert len(rejected) == 1 and rejected[0]["stage"] == "collect"
 
+    def test_blank_identifiers_are_absent(self) -> None:
+        # Given RudderStack's browser SDK's anonymous page view ("userId": "") and blank ids of every kind
+        batch = [{"type": "page", "userId": "", "anonymousId": "a1", "messageId": "m1"},
+                 {"type": "track", "event": "Viewed", "userId": " \t", "anonymousId": "a2", "messageId": ""},
+                 {"type": "identify", "userId": "u3", "anonymousId": "\u3000", "groupId": ""},
+                 {"type": "track", "event": "Viewed", "userId": "", "anonymousId": " "},
+                 {"type": "group", "userId": "u5", "groupId": " "}]
+        # When collected
+        result, queue = run(request({"batch": batch}))
+        # Then a blank id is no identifier and no reason to refuse an event that has another one
+        events, _ = queued(queue)
+        assert result.accepted == 3 and [(e.get("userId"), e.get("anonymousId")) for e in events] == [
+            (None, "a1"), (None, "a2"), ("u3", None)]
+        assert all(e["messageId"] and "groupId" not in e for e in events)
+        # and an event whose only identifiers are blank is refused for that
+        assert [r.to_dict()["reason"] for r in result.rejections] == [
+            "userId or anonymousId: at least one is required (userId, anonymousId: blank, so absent)",
+            "groupId: Field required (groupId: blank, so absent)"]
+        # kept as sent in rejected_events
+        _, rejected = queued(queue)
+        assert json.loads(rejected[1]["raw"])["groupId"] == " "
+
     def test_event_over_size_limit_is_rejected_alone(self) -> None:
         limits = Limits(1 << 20, 1024, 256 * 1024)
         batch = [track(1), track(2, properties={"blob": "x" * 2000})]

@@ -29,6 +29,8 @@ def test_rest_catalog_properties_are_merged() -> None:
     ("CUSTOMER_CONTEXT_MAX_EVENT_BYTES", "lots", "valid integer"),
     ("CUSTOMER_CONTEXT_CATALOG_TYPE", "hive", "'sql', 'glue' or 'rest'"),
     ("CUSTOMER_CONTEXT_CATALOG_PROPERTIES", "[1]", "expected a JSON object"),
+    ("CUSTOMER_CONTEXT_CORS_ALLOW_ORIGINS", "www.example.com", "origins like `https://www.example.com`"),
+    ("CUSTOMER_CONTEXT_CORS_ALLOW_ORIGINS", "https://x.com/shop", "'https://x.com/shop'"),
 ])
 def test_bad_values_name_the_variable(name: str, value: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=name) as info:

@@ -107,9 +107,9 @@ def test_batch_tables_equal_the_rows_the_plain_path_writes() -> None:
     assert tables["rejected_events"].to_pylist()[0]["message_id"] == "m3"
 
 
-field_values = st.sampled_from([None, "", "x", "u" * 1024, "u" * 1025, 5, 1.5, True, {}, {"a": 1}, [], ["x"],
-                                "2026-11-24T12:00:00Z", "2026-11-24", "bad time", "0001-01-01T00:30+01:00",
-                                "9999-12-31T23:59:59-01:00"])
+field_values = st.sampled_from([None, "", " ", "\t\u3000", " x ", "x", "u" * 1024, "u" * 1025, 5, 1.5, True, {},
+                                {"a": 1}, [], ["x"], "2026-11-24T12:00:00Z", "2026-11-24", "bad time",
+                                "0001-01-01T00:30+01:00", "9999-12-31T23:59:59-01:00"])
 event_keys = ["messageId", "userId", "anonymousId", "groupId", "previousId", "event", "name", "category", "channel",
               "context", "integrations", "properties", "traits", "timestamp", "originalTimestamp", "sentAt"]
 USUAL = [
@@ -144,6 +144,36 @@ def test_the_quick_check_only_passes_what_validate_event_passes(event: dict[str,
 
     if _plainly_valid(event, {}):
         assert validate_event(dict(event)) is None, event
+
+
+def _row(event: dict[str, Any], plain: bool) -> tuple[Any, ...] | str:
+    """The row ingest makes of ``event`` on its quick path (``plain``) or its checked path, or the rejection."""
+    import copy
+
+    from customer_context.collect.ingest import _event_values, _plain_json_text, _plain_str, _str
+
+    text, dump = (_plain_str, _plain_json_text) if plain else (_str, _json_text)
+    try:
+        return _event_values(copy.deepcopy(event), text, dump, {}, plain)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        return str(exc)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(events_to_check)
+def test_the_quick_path_stores_what_the_checked_path_stores(event: dict[str, Any]) -> None:
+    # Given any event close to a usual one (blank and padded identifiers included), as orjson decodes it
+    # Then the quick path makes the same row (or the same rejection) as validate_event's path
+    assert _row(event, plain=True) == _row(event, plain=False), event
+
+
+def test_blank_identifiers_are_stored_as_absent() -> None:
+    event = _mutated(USUAL[2], {"userId": "", "anonymousId": "a1"})
+    for plain in (True, False):
+        row = dict(zip(EVENT_COLUMNS, _row(event, plain), strict=True))
+        assert (row["user_id"], row["anonymous_id"]) == (None, "a1")
+        assert _row(_mutated(USUAL[2], {"userId": " \t", "anonymousId": DROP}), plain) == (
+            "userId or anonymousId: at least one is required (userId: blank, so absent)")
 
 
 @pytest.mark.parametrize("event", USUAL)

@@ -65,6 +65,12 @@ class Settings(BaseModel):
         description="S3 bucket for events too large for one SQS message (claim-check); usually the warehouse bucket.",
     )
     spool_prefix: str = Field(default="spool/", description="Key prefix of spooled events in spool_bucket.")
+    cors_allow_origins: str = Field(
+        default="*",
+        description="Local stack only: origins whose pages may call the API from a browser (CORS), comma-separated, "
+        "e.g. `https://www.example.com,https://shop.example.com`; `*` for any (the write key is public by design). "
+        "On AWS the template parameter `CorsAllowOrigins` sets API Gateway's.",
+    )
 
     # --- lakehouse ---
     catalog_type: Literal["sql", "glue", "rest"] = Field(
@@ -160,6 +166,16 @@ class Settings(BaseModel):
     query_cache_seconds: float = Field(
         default=30.0, ge=0, description="Named queries: identical calls within this many seconds are served cached."
     )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in value.split(","):
+            origin = origin.strip()
+            scheme, sep, host = origin.partition("://")
+            if origin != "*" and not (sep and scheme in ("http", "https") and host and "/" not in host):
+                raise ValueError(f"expected `*` or origins like `https://www.example.com`, got {origin!r}")
+        return value
 
     @field_validator("catalog_properties")
     @classmethod

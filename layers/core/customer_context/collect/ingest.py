@@ -19,7 +19,7 @@ import orjson
 from customer_context import strict_json
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
-from customer_context.models.tracking import MAX_ID_BYTES, parse_timestamp, validate_event
+from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
 from customer_context.stores.blobs import BlobStore
 
 _MAPPED = frozenset({
@@ -125,8 +125,8 @@ _TIMES = ("timestamp", "originalTimestamp", "sentAt")
 def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
     """True only if :func:`validate_event` finds nothing wrong with ``event``, a plain JSON value.
 
-    It checks the usual shape (strings where text is expected, no number to coerce, objects or null,
-    times that parse) and answers False for anything else, which then goes through
+    It checks the usual shape (strings where text is expected, no number to coerce, no blank identifier,
+    objects or null, times that parse) and answers False for anything else, which then goes through
     ``validate_event`` (its pydantic model costs more than the rest of the row). Unicode needs no
     check here: plain values hold no lone surrogates.
     """
@@ -138,9 +138,13 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
         return False
     ids, required, texts, objects = shape
     get = event.get
+    for name in IDENTIFIER_FIELDS:  # a blank one, declared by the type or not, is removed by validate_event
+        value = get(name)
+        if value.__class__ is str and (not value or value.isspace()):
+            return False
     for name in ids:
         value = get(name)
-        if value is not None and (value.__class__ is not str or not 0 < len(value) <= MAX_ID_BYTES
+        if value is not None and (value.__class__ is not str or len(value) > MAX_ID_BYTES
                                   or not value.isascii()):  # the byte limit of other text is checked by pydantic
             return False
     if get("userId") is None and (kind == "alias" or get("anonymousId") is None):

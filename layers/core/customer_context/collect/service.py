@@ -4,7 +4,8 @@ Transport-neutral: the handler turns the API Gateway event into a :class:`Tracki
 module never sees Lambda or boto3. The rules follow the Segment spec and what the RudderStack and
 Segment SDKs send (see the README's "Tracking API" section):
 
-* HTTP Basic auth with the write key as user name (Segment's ``writeKey`` body field also works);
+* HTTP Basic auth with the write key as user name (Segment's ``writeKey`` body field also works, and the
+  ``writeKey`` query parameter on RudderStack's beacon route);
 * gzip bodies, decompressed with a bound (a gzip bomb is a 413, not an out-of-memory);
 * per-event validation: a bad event is rejected with its reason, the others are kept (an event
   holding NaN or Infinity, which Python's ``json`` reads but JSON does not have, is a bad event);
@@ -26,6 +27,7 @@ from typing import Any
 
 from customer_context import strict_json
 from customer_context.collect import envelope
+from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
 from customer_context.stores.blobs import BlobStore
@@ -55,6 +57,8 @@ class TrackingRequest:
     source_ip: str | None = None
     request_id: str = ""
     received_at: datetime | None = None
+    #: The ``writeKey`` query parameter, given on the beacon route only (a beacon cannot send headers).
+    query_write_key: str | None = None
 
 
 @dataclass
@@ -295,15 +299,12 @@ def collect(
     if not isinstance(data, dict):
         raise InvalidRequest(f"body: expected a JSON object, got {type(data).__name__}")
 
-    key = header_key
+    # the beacon route's query parameter, when given, is its key (a beacon sends no header)
+    key = request.query_write_key if request.query_write_key is not None else header_key
     if key is None:
         body_key = data.get("writeKey")
         key = body_key if isinstance(body_key, str) and body_key else None
-    if key is None:
-        raise AuthenticationError("Missing write key: send it as the HTTP Basic user name")
-    source_id = write_keys.source_for(key)
-    if source_id is None:
-        raise AuthenticationError("Invalid write key")
+    source_id = source_of(write_keys, key)
 
     single = request.endpoint not in BATCH_ENDPOINTS
     if single:

@@ -1,4 +1,5 @@
-"""The local HTTP API: each request becomes an API Gateway HTTP API event for the same handler."""
+"""The local HTTP API: each request becomes an API Gateway HTTP API event for the same handler; CORS is
+answered as API Gateway answers it with the template's configuration."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from customer_context.config import get_settings
 from customer_context.local import lambda_runtime
 from customer_context.local.apigw import http_api_event, http_api_response
+from customer_context.local.cors import Cors
 from customer_context.local.routes import find_route
 from customer_context.observability import logger
 
@@ -17,6 +20,7 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: LocalHttpApi
     server_version = "customer-context-local"
     protocol_version = "HTTP/1.1"
     # headers and body go out in separate writes: without this, Nagle's algorithm meets the
@@ -28,7 +32,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
-        for name, value in headers.items():
+        request_headers = {k.lower(): v for k, v in self.headers.items()}
+        for name, value in self.server.cors.response_headers(request_headers, headers).items():
             if name not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
         self.send_header("content-length", str(len(body)))
@@ -47,6 +52,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(413, "Request Entity Too Large")
             return
         body = self.rfile.read(length) if length else b""
+        request_headers = {k.lower(): v for k, v in self.headers.items()}
+        if Cors.is_preflight(self.command, request_headers):
+            # answered by API Gateway itself, whatever the route (the browser checks the lists)
+            self.send_response(204)
+            for name, value in self.server.cors.preflight(request_headers).items():
+                self.send_header(name, value)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         found = find_route(self.command, url.path)
         if found is None:
             self._json(404, "Not Found")
@@ -63,7 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
             source_ip=self.client_address[0],
             route_key=route.route_key,
             path_parameters=params,
-            domain=f"{self.server.server_address[0]}:{self.server.server_address[1]}",
+            # the host the client asked for, as API Gateway's domainName
+            domain=self.headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}",
         )
         try:
             result = lambda_runtime.invoke(route.function, event)
@@ -85,11 +100,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LocalHttpApi(ThreadingHTTPServer):
-    """A threaded HTTP server on loopback fronting the handlers."""
+    """A threaded HTTP server on loopback fronting the handlers.
+
+    Args:
+        host: Address to listen on.
+        port: Port (0: any free one).
+        cors: The CORS configuration; default: the template's, with the ``cors_allow_origins`` setting.
+    """
 
     daemon_threads = True
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, cors: Cors | None = None) -> None:
+        self.cors = cors or Cors.from_template(get_settings().cors_allow_origins)
         super().__init__((host, port), _Handler)
 
     @property

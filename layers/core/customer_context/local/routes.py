@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from customer_context.collect.openapi import ENDPOINTS as COLLECT_ENDPOINTS
+from customer_context.collect.openapi import SEGMENT_SETTINGS_PATH, SOURCE_CONFIG_PATH
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    *(Route("POST", f"/v1/{endpoint}", "collect") for endpoint in COLLECT_ENDPOINTS),
+    *(Route("POST", path, "collect") for path in COLLECT_ENDPOINTS),
+    Route("GET", SOURCE_CONFIG_PATH, "collect"),
+    Route("GET", SEGMENT_SETTINGS_PATH, "collect"),
     Route("GET", "/docs/collect", "collect"),
     Route("GET", "/v1/context/{identifier_type}/{identifier_value}", "fetch_context"),
     Route("POST", "/v1/context:batch", "fetch_context"),

@@ -24,6 +24,9 @@ EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 # Identifiers are keys in the serving store, which counts bytes (DynamoDB: 2,048 per partition key, our
 # prefix included): the limit is in UTF-8 bytes, not characters.
 MAX_ID_BYTES = 1024
+#: The identifier fields of an event. A blank one (``""`` or only whitespace) is absent: RudderStack's browser
+#: SDK sends ``"userId": ""`` on every anonymous event, and a blank is never an identifier.
+IDENTIFIER_FIELDS = ("messageId", "userId", "anonymousId", "groupId", "previousId")
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -172,8 +175,17 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def is_blank(value: Any) -> bool:
+    """Whether an identifier value is blank: an empty or whitespace-only string (treated as absent)."""
+    return isinstance(value, str) and (not value or value.isspace())
+
+
 def validate_event(item: Any, forced_type: str | None = None) -> str | None:
     """Check one event against the spec.
+
+    Blank identifiers (:data:`IDENTIFIER_FIELDS` holding ``""`` or only whitespace) are absent: a valid event
+    loses them (``{"userId": "", "anonymousId": "a1"}`` is an anonymous event, and a blank ``messageId`` gets one
+    from collect); an invalid one keeps them as sent, and its reason names them.
 
     Args:
         item: The decoded JSON value of one event.
@@ -189,10 +201,15 @@ def validate_event(item: Any, forced_type: str | None = None) -> str | None:
     event_type = item.get("type")
     if event_type not in EVENT_MODELS:
         return f"type: expected one of {', '.join(EVENT_TYPES)}, got {str(event_type)[:64]!r}"
+    blank = [name for name in IDENTIFIER_FIELDS if is_blank(item.get(name))]
+    present = {k: v for k, v in item.items() if k not in blank} if blank else item
     try:
-        _ANY_EVENT.validate_python(item)
+        _ANY_EVENT.validate_python(present)
     except ValidationError as exc:
-        return describe_errors(exc)
+        reason = describe_errors(exc)
+        return f"{reason} ({', '.join(blank)}: blank, so absent)" if blank else reason
+    for name in blank:
+        del item[name]
     return unstorable_text(item)
 
 
