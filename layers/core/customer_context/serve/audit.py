@@ -36,6 +36,7 @@ class AuditLog:
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
 
@@ -57,7 +58,7 @@ class AuditLog:
             self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             try:
@@ -87,6 +88,13 @@ class AuditLog:
             raise
         self.sent += len(records)
         return len(records)
+
+    def close(self) -> None:
+        """Stop the background thread after its current pass (what is still buffered stays in :meth:`pending`).
+        A container's log runs until the container ends; the local stack and the tests close the one they
+        replace."""
+        self._stop.set()
+        self._wake.set()
 
     def pending(self) -> list[dict[str, Any]]:
         """Records not sent yet (tests)."""

@@ -186,8 +186,12 @@ def blobs(bucket: str) -> Any:
 
 
 def reset() -> None:
-    """Forget every cached store and the cached settings."""
+    """Forget every cached store and the cached settings (the serving audit's background thread is stopped:
+    it would otherwise keep retrying a queue that the new settings may no longer name)."""
     from customer_context.spec import load_spec
+
+    if audit_log.cache_info().currsize:
+        audit_log().close()
 
     for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
                    load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log,
