@@ -64,7 +64,8 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     identifiers = snapshot_identifiers(service.store.get_snapshot(profile_id))
     result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget, identifiers)
     factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
-                               identifier=(unquote(identifier_type), unquote(identifier_value)), profile_id=profile_id,
+                               identifier=service.identifier(unquote(identifier_type), unquote(identifier_value)),
+                               profile_id=profile_id,
                                fields=[f"param:{p}" for p in sorted(params)] if isinstance(params, dict) else [],
                                status=200)
     logger.info("named query", extra={"query": name, "consumer": consumer.name, "rows": result["row_count"],

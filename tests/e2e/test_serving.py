@@ -279,7 +279,10 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert served.wait_for_ingest(60)
     rows = factory.lakehouse().scan("serving_audit").to_pylist()
     pid = _get(served, "/v1/context/user_id/cust-1", served.consumer_key).json()["profile_id"]
-    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == "zoe@example.com"
+    # the identifier is kept as the PII policy's keyed token, never in the clear
+    assert "zoe@example.com" not in json.dumps(rows, default=str)
+    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == factory.pii_policy().audit_value(
+        "zoe@example.com")
              and r["fields"] == json.dumps(["traits.lifetime_revenue", "scores.churn_risk"])]
     tool = [r for r in rows if r["via"] == "tool:get_customer_context" and r["sections"] == json.dumps(["records"])]
     # Then both are there: who, which customer, which fields — and no value at all

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from customer_context.errors import InvalidRequest, NotFound
+from customer_context.govern.suppression import suppression_hash
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec
 
@@ -72,7 +73,7 @@ def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> 
     profiles: set[str] = set()
     found: set[tuple[str, str]] = set()
     for id_type, value in identifiers:
-        identifier = service._identifier(id_type, value)  # normalised, PII-hashed like lookups
+        identifier = service.identifier(id_type, value)  # normalised, PII-hashed like lookups
         if identifier[0] != "profile_id":
             found.add(identifier)
         pid = identifier[1] if identifier[0] == "profile_id" else store.resolve(*identifier)
@@ -95,15 +96,34 @@ def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], co
     return regulation
 
 
-def suppress(store: Any, service: Any, regulation: dict[str, Any]) -> dict[str, Any]:
-    """Suppress every identifier of the regulation's profiles; returns the regulation updated."""
+def suppress(store: Any, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+    """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
+    returns the regulation updated.
+
+    A ``suppress`` regulation is done at once and its record keeps counts, not identifiers; a
+    ``suppress_with_delete`` one keeps them until its deletion job is done.
+
+    Raises:
+        ConfigError: no PII hash key (suppressions would be guessable).
+    """
     profiles, identifiers = expand(store, service, [(i["type"], i["value"]) for i in regulation["identifiers"]])
-    store.put_suppressions(sorted(identifiers), regulation["id"])
-    regulation.update(profiles=sorted(profiles), suppressed=[{"type": t, "value": v} for t, v in sorted(identifiers)])
-    if regulation["regulationType"] == "suppress":
-        regulation["status"] = "done"
+    delete = regulation["regulationType"] == "suppress_with_delete"
+    store.put_suppressions(sorted({suppression_hash(key, t, v) for t, v in identifiers}), regulation["id"], delete)
+    regulation.update(profiles=sorted(profiles), suppressed=[{"type": t, "value": v} for t, v in sorted(identifiers)],
+                      suppressed_at=datetime.now(UTC).isoformat())
+    if not delete:
+        regulation.update(status="done", **_counted(regulation))
     store.put_regulation(regulation)
     return regulation
+
+
+def _counted(regulation: dict[str, Any]) -> dict[str, int]:
+    """What the record keeps of a finished regulation's identifiers and profiles: how many."""
+    counts = {}
+    for name in ("identifiers", "suppressed", "profiles"):
+        value = regulation.get(name)
+        counts[name] = value if isinstance(value, int) else len(value or [])
+    return counts
 
 
 def _in(column: str, values: set[str]) -> Any:
@@ -255,9 +275,7 @@ def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str) -
                                                      "regulation_id": regulation_id, "step": line}))
         regulation["status"] = "done"
         # the record of the request must not keep what it deleted: identifiers become a count
-        regulation["identifiers"] = len(regulation.get("identifiers") or [])
-        regulation["suppressed"] = len(regulation.get("suppressed") or [])
-        regulation["profiles"] = len(regulation.get("profiles") or [])
+        regulation.update(_counted(regulation))
     except Exception as exc:  # noqa: BLE001 - recorded on the regulation; a retry runs the job again
         logger.exception("regulation failed", extra={"regulation_id": regulation_id})
         regulation.update(status="failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,53 +1,175 @@
-"""Suppression at collect: events carrying a suppressed identifier are accepted (2xx, so SDKs do not
-retry) and dropped before they are queued."""
+"""Suppression: what collect (and ingest) do with an event that names a suppressed identifier.
+
+Identifiers are suppressed by their **keyed hash** (HMAC-SHA256 with the PII key over the type and the
+lookup form of the value, :func:`suppression_hash`): the table does not keep a forgotten customer in the
+clear, and without the key nobody can test a guess against it. Items written before the keyed hash (an
+unkeyed SHA-256) are still honoured on read (:func:`legacy_suppression_hash`); new ones are only keyed.
+
+An event is checked on every path the spec reads identifiers from (``userId``, ``anonymousId``,
+``traits.<key>`` and its ``context.traits.<key>`` copy, ``context.externalIds`` entries) and on
+``previousId`` (as a user id and as a device id: the build reads it as either). Then, as the build
+attributes rows:
+
+* an event whose most important identifier (priority, type, value) is suppressed is the suppressed
+  customer's: it is acknowledged like the others (so SDKs do not retry) and dropped;
+* an ``alias`` naming a suppressed id as ``previousId`` or ``userId`` is dropped (it would join them);
+* any other event keeps its place, without the suppressed values (another person's identify carrying
+  her email keeps his data and loses her email).
+
+collect checks accepted and rejected events alike (an invalid event of hers never reaches
+``rejected_events``); ingest checks again the events received before the latest suppression, which
+were queued before collect could know (:meth:`Suppressions.filter_rows`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass
 from typing import Any
 
+from customer_context.errors import ConfigError
 from customer_context.serve.catalog import normalize_identifier
 from customer_context.spec import ContextSpec
 
 
-def _value(event: dict[str, Any], path: str) -> Any:
+def suppression_hash(key: str, id_type: str, value: str) -> str:
+    """The keyed hash suppression items are stored by (hex HMAC-SHA256 of type and lookup value).
+
+    Raises:
+        ConfigError: no key (an unkeyed hash of an email can be guessed).
+    """
+    if not key:
+        raise ConfigError("CUSTOMER_CONTEXT_PII_HASH_KEY is not set: suppressions are kept as keyed hashes, "
+                          "and without a key a forgotten customer's identifiers could be guessed back")
+    text = f"{id_type}\x00{value}".encode("utf-8", "surrogatepass")
+    return hmac.new(key.encode(), text, hashlib.sha256).hexdigest()
+
+
+def legacy_suppression_hash(id_type: str, value: str) -> str:
+    """The unkeyed SHA-256 suppression items were stored by before the keyed hash (read only)."""
+    return hashlib.sha256(f"{id_type}\x00{value}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Found:
+    """One identifier on an event: where it was read and what it is."""
+
+    priority: int
+    id_type: str
+    value: str
+    path: tuple[str, ...]  # keys from the event's root; an int picks an externalIds entry
+
+
+def _get(event: dict[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = event
-    for part in path.split("."):
+    for part in path:
         node = node.get(part) if isinstance(node, dict) else None
-    if node is None and path.startswith("traits."):
-        return _value(event, "context." + path)
     return node
 
 
 class Suppressions:
-    """Checks a request's events against the suppressed identifiers (one BatchGetItem per request).
+    """Checks events against the suppressed identifiers (one BatchGetItem per request).
 
     Args:
         store: The context store (suppression items).
         spec: Which event fields hold which identifier types.
+        key: The PII hash key (``CUSTOMER_CONTEXT_PII_HASH_KEY``); without one only legacy items are read.
     """
 
-    def __init__(self, store: Any, spec: ContextSpec) -> None:
+    def __init__(self, store: Any, spec: ContextSpec, key: str) -> None:
         self.store = store
         self.spec = spec
-        self._paths = [(t, p) for t, rule in spec.identifiers.types.items() for p in rule.from_events
-                       if not p.startswith("externalIds.")]
+        self._key = key
+        self._paths: list[tuple[str, int, tuple[str, ...]]] = []
+        self._external: dict[str, tuple[str, int]] = {}
+        for id_type, rule in spec.identifiers.types.items():
+            for path in rule.from_events:
+                if path.startswith("externalIds."):
+                    self._external[path.split(".", 1)[1]] = (id_type, rule.priority)
+                    continue
+                parts = tuple(path.split("."))
+                self._paths.append((id_type, rule.priority, parts))
+                if parts[0] == "traits":
+                    self._paths.append((id_type, rule.priority, ("context", *parts)))
 
-    def identifiers(self, event: dict[str, Any]) -> set[tuple[str, str]]:
-        """The identifiers an event carries, normalised as lookups are."""
-        out = set()
-        for id_type, path in self._paths:
-            raw = _value(event, path)
-            if isinstance(raw, str | int) and not isinstance(raw, bool):
-                value = normalize_identifier(self.spec, id_type, str(raw))
-                if value:
-                    out.add((id_type, value))
-        return out
+    def _lookup(self, id_type: str, raw: Any) -> str | None:
+        """The value as the build reads it: normalised (collect applied the PII policy already, so a
+        value at a hashed path is its token)."""
+        if not isinstance(raw, str | int) or isinstance(raw, bool):
+            return None
+        return normalize_identifier(self.spec, id_type, str(raw))
+
+    def found(self, event: Any) -> list[Found]:
+        """Every identifier an event carries (previousId as both a user id and a device id), sorted by
+        importance (priority, type, value) as the build sorts them."""
+        if not isinstance(event, dict):
+            return []
+        out: list[Found] = []
+        for id_type, priority, path in self._paths:
+            value = self._lookup(id_type, _get(event, path))
+            if value:
+                out.append(Found(priority, id_type, value, path))
+        context = event.get("context")
+        entries = context.get("externalIds") if isinstance(context, dict) else None
+        if self._external and isinstance(entries, list):
+            for n, entry in enumerate(entries):
+                kind = entry.get("type") if isinstance(entry, dict) else None
+                if kind in self._external:
+                    id_type, priority = self._external[kind]
+                    value = self._lookup(id_type, entry.get("id"))
+                    if value:
+                        out.append(Found(priority, id_type, value, ("context", "externalIds", str(n))))
+        return sorted(out, key=lambda f: (f.priority, f.id_type, f.value))
+
+    def _previous(self, event: dict[str, Any]) -> list[tuple[str, str]]:
+        raw = event.get("previousId")
+        return [(t, v) for t in ("user_id", "anonymous_id") if (v := self._lookup(t, raw))]
+
+    def _blocked(self, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the identifiers are suppressed (keyed and legacy items)."""
+        if not wanted:
+            return set()
+        keyed = {suppression_hash(self._key, t, v): (t, v) for t, v in wanted} if self._key else {}
+        legacy = {legacy_suppression_hash(t, v): (t, v) for t, v in wanted}
+        hits = self.store.suppressed(set(keyed), set(legacy))
+        return {keyed.get(h) or legacy[h] for h in hits}
+
+    def apply(self, events: list[Any]) -> list[bool]:
+        """For each event: whether it is kept (``False``: the suppressed customer's, drop it). Kept events
+        lose the suppressed values they carry (in place)."""
+        found = [self.found(e) for e in events]
+        previous = [self._previous(e) if isinstance(e, dict) else [] for e in events]
+        wanted = {(f.id_type, f.value) for fs in found for f in fs} | {p for ps in previous for p in ps}
+        blocked = self._blocked(wanted)
+        if not blocked:
+            return [True] * len(events)
+        keep = []
+        for event, fs, ps in zip(events, found, previous, strict=True):
+            hit = [f for f in fs if (f.id_type, f.value) in blocked]
+            alias = isinstance(event, dict) and event.get("type") == "alias"
+            if (fs and (fs[0].id_type, fs[0].value) in blocked) or (alias and (hit or set(ps) & blocked)):
+                keep.append(False)
+                continue
+            for f in hit:
+                _remove(event, f.path)
+            if set(ps) & blocked:
+                event.pop("previousId", None)
+            keep.append(True)
+        return keep
 
     def keep(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The events that carry no suppressed identifier."""
-        per_event = [self.identifiers(e) for e in events]
-        wanted = set().union(*per_event) if per_event else set()
-        if not wanted:
-            return events
-        blocked = self.store.suppressed(wanted)
-        return [e for e, ids in zip(events, per_event, strict=True) if not ids & blocked]
+        """The events that are not the suppressed customers', without suppressed values."""
+        return [e for e, kept in zip(events, self.apply(events), strict=True) if kept]
+
+
+def _remove(event: dict[str, Any], path: tuple[str, ...]) -> None:
+    """Remove the value at ``path`` (an externalIds entry by its index)."""
+    node: Any = event
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    last = path[-1]
+    if isinstance(node, dict):
+        node.pop(last, None)
+    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = None

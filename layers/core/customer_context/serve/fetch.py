@@ -163,13 +163,16 @@ class ContextService:
         self.options = options or ServeOptions()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.identifier_types = (*spec.identifiers.types, PROFILE_ID)
-        # identifier types whose event fields the PII policy hashes: looked up by their token
-        self._hashed_types = set(pii.hashed_types) if pii else set()
         self._pii = pii
         self.audit = audit
 
     # -- resolution ------------------------------------------------------------------------------
-    def _identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
+    def identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
+        """``(type, value)`` as stored and looked up: normalised, and hashed where the PII policy hashes.
+
+        Raises:
+            InvalidRequest: an unknown type, a value too long, or empty after normalisation.
+        """
         if id_type not in self.identifier_types:
             valid = ", ".join(self.identifier_types)
             raise InvalidRequest(f"identifier_type: unknown type {id_type!r}; valid: {valid}",
@@ -178,9 +181,8 @@ class ContextService:
         if len(id_value.encode()) > MAX_IDENTIFIER_BYTES:  # also DynamoDB's key limit (2 KB) is below
             raise InvalidRequest(f"identifier_value: longer than {MAX_IDENTIFIER_BYTES} bytes",
                                  details=[{"field": "identifier_value", "reason": "too long"}])
-        value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
-        if value and id_type in self._hashed_types:
-            value = self._pii.hash(value)
+        value = (id_value if id_type == PROFILE_ID else self._pii.lookup_value(id_type, id_value) if self._pii
+                 else normalize_identifier(self.spec, id_type, id_value))
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
                                  details=[{"field": "identifier_value", "reason": "empty after normalisation"}])
@@ -279,7 +281,7 @@ class ContextService:
         Raises:
             InvalidRequest: unknown identifier type; NotFound: nobody known by it.
         """
-        identifier = self._identifier(id_type, id_value)
+        identifier = self.identifier(id_type, id_value)
         pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
         if not pid:
             raise self._not_found(*identifier)
@@ -304,7 +306,7 @@ class ContextService:
             raise InvalidRequest("max_tokens: expected an integer from 50 to 100000",
                                  details=[{"field": "max_tokens", "reason": "expected an integer from 50 to 100000"}])
         selection = select(self.catalog, consumer, fields, sections)
-        identifier = self._identifier(id_type, id_value)
+        identifier = self.identifier(id_type, id_value)
         pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
         snapshot = self.store.get_snapshot(pid) if pid else None
         want_tail = "recent_events" in selection.sections
@@ -369,7 +371,7 @@ class ContextService:
         resolved: list[tuple[str, str]] = []
         for n, item in enumerate(wanted):
             try:
-                resolved.append(self._identifier(str(item.get("type", "")), str(item.get("value", ""))))
+                resolved.append(self.identifier(str(item.get("type", "")), str(item.get("value", ""))))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"identifiers[{n}]: {exc.message}") from None
         aliases = self.store.resolve_many({i for i in resolved if i[0] != PROFILE_ID})

@@ -112,7 +112,7 @@ def audit_log() -> Any:
     """The serving audit buffer (sent to the events queue; in memory only without one)."""
     from customer_context.serve.audit import AuditLog
 
-    return AuditLog(event_queue() if get_settings().queue_url else None)
+    return AuditLog(event_queue() if get_settings().queue_url else None, pii=pii_policy())
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +151,8 @@ def suppressions() -> Any:
     from customer_context.govern.suppression import Suppressions
     from customer_context.spec import load_spec
 
-    return Suppressions(context_store(), load_spec()) if get_settings().context_table else None
+    settings = get_settings()
+    return Suppressions(context_store(), load_spec(), settings.pii_hash_key) if settings.context_table else None
 
 
 def start_regulation_job(regulation_id: str) -> str:
