@@ -164,6 +164,18 @@ class _DiscardStore:
 
     put_snapshots = put_aliases = delete_snapshots = delete_aliases = _count
 
+    def deletion_generation(self) -> int:
+        return 0
+
+    def deleted_identifiers(self) -> set[str]:
+        return set()
+
+    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
+        return True
+
+    def release_fence(self, owner: str) -> None:
+        pass
+
 
 def _child_build(lake_dir: str, queue: Any) -> None:
     from customer_context.assemble.build import build_context

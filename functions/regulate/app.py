@@ -135,6 +135,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         from customer_context.govern.regulations import run_job
         from customer_context.spec import load_spec
 
-        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]))
+        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]),
+                       **factory.regulation_job_options())
     refused = authenticate_consumer(app, event)
     return refused if refused is not None else app.resolve(event, context)

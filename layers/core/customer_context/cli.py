@@ -209,7 +209,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         store = factory.context_store()
     else:
         store = MemoryContextStore()
-    report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True))
+    report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
+                           pii_key=os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY", ""))
     print(json.dumps(report.to_dict(), indent=1, default=str))
     if args.dry_run and args.show and isinstance(store, MemoryContextStore):
         for item in list(store.items.values())[: args.show]:

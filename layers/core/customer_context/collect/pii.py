@@ -123,10 +123,10 @@ class PiiPolicy:
         out = normalize_identifier(self.spec, id_type, value)
         return self.hash(out) if out and id_type in self.hashed_types else out
 
-    def audit_value(self, lookup_value: str) -> str | None:
+    def audit_value(self, lookup_value: str) -> str:
         """What the serving audit keeps of an identifier (its lookup form): its keyed token, never the
-        value; ``None`` without a hash key (an unkeyed hash of an email can be guessed)."""
-        return self.hash(lookup_value) if self._key else None
+        value; empty without a hash key (an unkeyed hash of an email can be guessed)."""
+        return self.hash(lookup_value) if self._key else ""
 
     def apply(self, event: Any, only: frozenset[str] | set[str] | None = None) -> Any:
         """Apply the rules to an event in place (anything that is not an object is left alone).

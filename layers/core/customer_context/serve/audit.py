@@ -25,12 +25,12 @@ from customer_context.observability import logger
 MAX_RECORDS_PER_MESSAGE = 200
 
 
-def audit_identifier(pii: Any | None, id_type: str, lookup_value: str) -> str | None:
+def audit_identifier(pii: Any | None, id_type: str, lookup_value: str) -> str:
     """What the audit keeps of an identifier: a profile id as it is, anything else as the policy's keyed
-    token (``None`` without a key)."""
+    token (empty without a key)."""
     if id_type == "profile_id":
         return lookup_value
-    return pii.audit_value(lookup_value) if pii is not None else None
+    return pii.audit_value(lookup_value) if pii is not None else ""
 
 
 class AuditLog:

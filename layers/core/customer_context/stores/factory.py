@@ -174,8 +174,15 @@ def start_regulation_job(regulation_id: str) -> str:
     from customer_context.spec import load_spec
 
     threading.Thread(target=run_job, args=(lakehouse(), context_store(), load_spec(), regulation_id),
-                     name=f"regulation-{regulation_id}", daemon=True).start()
+                     kwargs=regulation_job_options(), name=f"regulation-{regulation_id}", daemon=True).start()
     return "thread"
+
+
+def regulation_job_options() -> dict[str, Any]:
+    """What a deletion job needs besides the lakehouse and the store: the PII policy (tokens), and the
+    bucket holding the spool and the record drops."""
+    settings = get_settings()
+    return {"pii": pii_policy(), "blobs": spool(), "spool_prefix": settings.spool_prefix}
 
 
 @lru_cache(maxsize=8)
