@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.config import get_settings
-from customer_context.errors import Forbidden, InvalidRequest
+from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
 from customer_context.stores import factory
 
@@ -60,9 +60,13 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     settings = get_settings()
     budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,
                          settings.query_cache_seconds)
-    # the customer's identifiers from their snapshot (one GetItem), not a scan of the identity graph
-    identifiers = snapshot_identifiers(service.store.get_snapshot(profile_id))
-    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget, identifiers)
+    # the customer's identifiers from their snapshot (one GetItem), not a scan of the identity graph; no
+    # snapshot (a deleted customer, or one not built yet): nothing to query
+    snapshot = service.store.get_snapshot(profile_id)
+    if snapshot is None:
+        raise NotFound(f"profile {profile_id!r} has no built context: nothing to query")
+    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget,
+                             snapshot_identifiers(snapshot), generation=service.store.deletion_generation())
     factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
                                identifier=service.identifier(unquote(identifier_type), unquote(identifier_value)),
                                profile_id=profile_id,

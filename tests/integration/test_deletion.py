@@ -212,3 +212,35 @@ def test_a_job_filed_while_a_build_lands_waits_for_it_then_removes_what_it_lande
     # And a later build brings nothing of her back
     build_context(lakehouse, store, SPEC, as_of=AS_OF, pii_key=KEY)
     assert store.resolve("user_id", "alice") is None and store.resolve("email", "alice@example.com") is None
+
+
+def test_a_named_query_answers_nothing_from_its_cache_once_she_is_deleted(
+        lakehouse: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from customer_context.local import lambda_runtime
+    from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context.serve.named_queries import clear_cache
+    from customer_context.stores import factory
+
+    from tests.conftest import load_event
+
+    clear_cache()
+    _world(lakehouse, tmp_path)
+    store = MemoryContextStore()
+    build_context(lakehouse, store, SPEC, as_of=AS_OF, pii_key=KEY)
+    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
+    monkeypatch.setattr(factory, "context_store", lambda: store)
+    event = load_event("query_context_post.json")
+    pid = store.resolve("user_id", "alice")
+    path = f"/v1/context/profile_id/{pid}/queries/orders_in_period"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["pathParameters"] = {"identifier_type": "profile_id", "identifier_value": pid, "name": "orders_in_period"}
+    # Given her orders answered (and cached) by the query route, by her profile id
+    first = lambda_runtime.invoke("query_context", event)
+    assert first["statusCode"] == 200 and [r["order_id"] for r in json.loads(first["body"])["rows"]] == ["A1"]
+    # When she is deleted
+    regulation = _file(store, [("user_id", "alice")])
+    assert run_job(lakehouse, store, SPEC, regulation["id"], pii=PiiPolicy(SPEC, KEY))["status"] == "done"
+    # Then the same call finds nobody, from no cache
+    again = lambda_runtime.invoke("query_context", event)
+    assert again["statusCode"] == 404, again["body"]
+    assert "A1" not in again["body"]
