@@ -4,16 +4,19 @@ A row (an event, a record row) belongs to the profile of its **most important id
 profile**: its identifiers sorted by (priority, type, value) as :func:`compiler.event_identifiers_sql`
 sorts them, the first one the identity graph knows. So an order sent from a device Ann used first,
 by Bob signed in, is Bob's (``user_id`` outranks ``anonymous_id``), and a device seen only anonymously
-is its profile's. The live tail applies the same rule to one event in Python
-(:func:`owner_of`), against the aliases the build landed.
+is its profile's. Collect reads one event's identifiers the way the build's SQL does
+(:func:`event_identifiers`), for suppression and for the live tail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble.compiler import ident
+from customer_context.serve.catalog import normalize_identifier
+from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,18 +56,53 @@ def record_ids_sql(long_ids: str) -> str:
             f"FROM {ident(long_ids)} GROUP BY row_key")
 
 
-def owner_of(identifiers: Iterable[tuple[int, str, str]],
-             resolve: Callable[[Iterable[tuple[str, str]]], dict[tuple[str, str], Any]]) -> tuple[Any, list[Any]]:
-    """One event's owner: the profile of its most important identifier that has one (:func:`attribute`).
+@dataclass(frozen=True)
+class Found:
+    """One identifier on an event: what it is and where it was read."""
 
-    Args:
-        identifiers: The event's ``(priority, type, value)`` identifiers.
-        resolve: Known profiles of ``(type, value)`` pairs (the aliases).
+    priority: int
+    id_type: str
+    value: str
+    path: tuple[str, ...]  # keys from the event's root; a digit string picks an externalIds entry
 
-    Returns:
-        The owner (``None`` when no identifier has a profile), and the identifiers sorted by importance.
-    """
-    ordered = sorted(set(identifiers))
-    known = resolve([(t, v) for _, t, v in ordered])
-    owner = next((known[(t, v)] for _, t, v in ordered if (t, v) in known), None)
-    return owner, ordered
+
+def _get(event: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = event
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _value(spec: ContextSpec, id_type: str, raw: Any) -> str | None:
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        return None
+    return normalize_identifier(spec, id_type, str(raw))
+
+
+def event_identifiers(spec: ContextSpec, event: Any) -> list[Found]:
+    """The identifiers of one event (a Segment-shaped dict, as collect queues it), normalised and sorted
+    by importance (priority, type, value) as :func:`compiler.event_identifiers_sql` reads and sorts them:
+    every ``from_events`` path (``traits.<key>`` and its ``context.traits.<key>`` copy, ``context.externalIds``
+    entries); blocked values (``identifiers.blocked_values``) are left out, as the identity graph leaves them."""
+    if not isinstance(event, dict):
+        return []
+    blocked = [re.compile(p, re.IGNORECASE) for p in spec.identifiers.blocked_values]
+    out: list[Found] = []
+    for id_type, rule in spec.identifiers.types.items():
+        for path in rule.from_events:
+            if path.startswith("externalIds."):
+                context = event.get("context")
+                entries = context.get("externalIds") if isinstance(context, dict) else None
+                for n, entry in enumerate(entries if isinstance(entries, list) else ()):
+                    if isinstance(entry, dict) and entry.get("type") == path.split(".", 1)[1]:
+                        value = _value(spec, id_type, entry.get("id"))
+                        if value:
+                            out.append(Found(rule.priority, id_type, value, ("context", "externalIds", str(n))))
+                continue
+            parts = tuple(path.split("."))
+            for where in (parts, ("context", *parts)) if parts[0] == "traits" else (parts,):
+                value = _value(spec, id_type, _get(event, where))
+                if value:
+                    out.append(Found(rule.priority, id_type, value, where))
+    out = [f for f in out if not any(p.search(f.value.strip()) for p in blocked)]
+    return sorted(out, key=lambda f: (f.priority, f.id_type, f.value))

@@ -17,17 +17,17 @@ attributes rows:
   her email keeps his data and loses her email).
 
 collect checks accepted and rejected events alike (an invalid event of hers never reaches
-``rejected_events``); ingest checks again the events received before the latest suppression, which
-were queued before collect could know (:meth:`Suppressions.filter_rows`).
+``rejected_events``). Identifiers are read as the build reads them
+(:func:`customer_context.assemble.attribution.event_identifiers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Any
 
+from customer_context.assemble.attribution import event_identifiers
 from customer_context.errors import ConfigError
 from customer_context.serve.catalog import normalize_identifier
 from customer_context.spec import ContextSpec
@@ -51,23 +51,6 @@ def legacy_suppression_hash(id_type: str, value: str) -> str:
     return hashlib.sha256(f"{id_type}\x00{value}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Found:
-    """One identifier on an event: where it was read and what it is."""
-
-    priority: int
-    id_type: str
-    value: str
-    path: tuple[str, ...]  # keys from the event's root; an int picks an externalIds entry
-
-
-def _get(event: dict[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = event
-    for part in path:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 class Suppressions:
     """Checks events against the suppressed identifiers (one BatchGetItem per request).
 
@@ -81,17 +64,6 @@ class Suppressions:
         self.store = store
         self.spec = spec
         self._key = key
-        self._paths: list[tuple[str, int, tuple[str, ...]]] = []
-        self._external: dict[str, tuple[str, int]] = {}
-        for id_type, rule in spec.identifiers.types.items():
-            for path in rule.from_events:
-                if path.startswith("externalIds."):
-                    self._external[path.split(".", 1)[1]] = (id_type, rule.priority)
-                    continue
-                parts = tuple(path.split("."))
-                self._paths.append((id_type, rule.priority, parts))
-                if parts[0] == "traits":
-                    self._paths.append((id_type, rule.priority, ("context", *parts)))
 
     def _lookup(self, id_type: str, raw: Any) -> str | None:
         """The value as the build reads it: normalised (collect applied the PII policy already, so a
@@ -99,28 +71,6 @@ class Suppressions:
         if not isinstance(raw, str | int) or isinstance(raw, bool):
             return None
         return normalize_identifier(self.spec, id_type, str(raw))
-
-    def found(self, event: Any) -> list[Found]:
-        """Every identifier an event carries (previousId as both a user id and a device id), sorted by
-        importance (priority, type, value) as the build sorts them."""
-        if not isinstance(event, dict):
-            return []
-        out: list[Found] = []
-        for id_type, priority, path in self._paths:
-            value = self._lookup(id_type, _get(event, path))
-            if value:
-                out.append(Found(priority, id_type, value, path))
-        context = event.get("context")
-        entries = context.get("externalIds") if isinstance(context, dict) else None
-        if self._external and isinstance(entries, list):
-            for n, entry in enumerate(entries):
-                kind = entry.get("type") if isinstance(entry, dict) else None
-                if kind in self._external:
-                    id_type, priority = self._external[kind]
-                    value = self._lookup(id_type, entry.get("id"))
-                    if value:
-                        out.append(Found(priority, id_type, value, ("context", "externalIds", str(n))))
-        return sorted(out, key=lambda f: (f.priority, f.id_type, f.value))
 
     def _previous(self, event: dict[str, Any]) -> list[tuple[str, str]]:
         raw = event.get("previousId")
@@ -138,7 +88,7 @@ class Suppressions:
     def apply(self, events: list[Any]) -> list[bool]:
         """For each event: whether it is kept (``False``: the suppressed customer's, drop it). Kept events
         lose the suppressed values they carry (in place)."""
-        found = [self.found(e) for e in events]
+        found = [event_identifiers(self.spec, e) for e in events]
         previous = [self._previous(e) if isinstance(e, dict) else [] for e in events]
         wanted = {(f.id_type, f.value) for fs in found for f in fs} | {p for ps in previous for p in ps}
         blocked = self._blocked(wanted)
@@ -157,10 +107,6 @@ class Suppressions:
                 event.pop("previousId", None)
             keep.append(True)
         return keep
-
-    def keep(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The events that are not the suppressed customers', without suppressed values."""
-        return [e for e, kept in zip(events, self.apply(events), strict=True) if kept]
 
 
 def _remove(event: dict[str, Any], path: tuple[str, ...]) -> None:
