@@ -45,17 +45,19 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     identifier_value: Annotated[str, Path(description="The identifier")],
     name: Annotated[str, Path(description="A query declared under `queries:` in context.yaml")],
 ):
-    from customer_context.serve.named_queries import QueryBudget, run_named_query, snapshot_identifiers
+    from customer_context.serve.named_queries import QueryBudget, query_reveals, run_named_query, snapshot_identifiers
 
     consumer = app.context["consumer"]
-    if not consumer.allows_query(name):
-        raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}")
+    service = factory.context_service()
+    query = service.spec.queries.get(name)
+    if query is not None and not consumer.allows_query(name, query_reveals(service.spec, query)):
+        raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}: it reveals "
+                        f"{', '.join(query_reveals(service.spec, query))}")
     body = raw_body(app.current_event.raw_event)
     try:
         params = json.loads(body) if body.strip() else {}
     except ValueError as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
-    service = factory.context_service()
     profile_id = service.resolve_profile(unquote(identifier_type), unquote(identifier_value))
     settings = get_settings()
     budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,

@@ -41,8 +41,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         stack.load_records("crm_contacts", "crm.csv", CRM)
         stack.build()
         factory.reset()
-        factory.context_store().put_consumer(hash_key("ck_scoped"), consumer_item(
+        store = factory.context_store()
+        # a key limited to a few fields, naming a query whose answer reveals more than them
+        store.put_consumer(hash_key("ck_scoped"), consumer_item(
             "support-bot", ["scores"], ["traits.orders_90d", "profile.identifiers.email"], ["orders_in_period"]))
+        # a key allowed single events (what orders_in_period reveals), and one allowed them without naming queries
+        store.put_consumer(hash_key("ck_orders"), consumer_item("orders-bot", ["recent_events"], [],
+                                                                ["orders_in_period", "open_tickets"]))
+        store.put_consumer(hash_key("ck_events"), consumer_item("events-bot", ["recent_events"], []))
+        store.put_consumer(hash_key("ck_admin"), consumer_item("dpo", [], [], admin=True))
         yield stack
     finally:
         stack.stop()
@@ -249,7 +256,7 @@ def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
     bad = requests.post(url, json={"since": "yesterday"}, headers=auth, timeout=60)
     assert bad.status_code == 400 and "params.since" in bad.json()["message"]
     denied = requests.post(f"{served.url}/v1/context/email/zoe@example.com/queries/open_tickets", json={},
-                           headers={"authorization": "Bearer ck_scoped"}, timeout=60)
+                           headers={"authorization": "Bearer ck_orders"}, timeout=60)
     assert denied.status_code == 403 and "open_tickets" in denied.json()["message"]
     # And the same query is an MCP tool, run through the query route with the caller's key
     call = requests.post(f"{served.url}/mcp", headers=auth, timeout=60, json={
@@ -258,9 +265,44 @@ def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
     assert "result" in call, call
     assert call["result"]["isError"] is False, call
     assert call["result"]["structuredContent"]["row_count"] == 2
-    listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_scoped"}, timeout=10, json={
+    listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_orders"}, timeout=10, json={
         "jsonrpc": "2.0", "id": 8, "method": "tools/list"}).json()["result"]["tools"]
     assert {t["name"] for t in listed} == {"get_customer_context", "query_orders_in_period"}
+    ran = requests.post(url, json={"since": "2020-01-01T00:00:00Z"}, headers={"authorization": "Bearer ck_orders"},
+                        timeout=60)
+    assert ran.status_code == 200 and ran.json()["row_count"] == 2
+
+
+def _mcp(served: Any, key: str, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = requests.post(f"{served.url}/mcp", headers={"authorization": f"Bearer {key}"}, timeout=60, json={
+        "jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}})
+    return answer.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("key", ["ck_scoped", "ck_events", "ck_admin"])
+def test_a_named_query_runs_only_for_keys_whose_scope_covers_what_it_reveals(served: Any, key: str) -> None:
+    # Given keys that may not run orders_in_period: one limited to a few fields though it names the query, one
+    # allowed single events but naming no query (a scoped key runs none by default), an admin key (reads nothing)
+    url = f"{served.url}/v1/context/email/zoe@example.com/queries/orders_in_period"
+    # Then the route refuses with the reason, and neither /v1/tools nor MCP offers the query
+    denied = requests.post(url, json={"since": "2020-01-01T00:00:00Z"}, headers={"authorization": f"Bearer {key}"},
+                           timeout=60)
+    assert denied.status_code == 403 and "orders_in_period" in denied.json()["message"], denied.text
+    offered = {t["name"] for t in _get(served, "/v1/tools", key, params={"style": "mcp"}).json()["tools"]}
+    listed = {t["name"] for t in _mcp(served, key, "tools/list")["result"]["tools"]}
+    assert offered == listed and not any(n.startswith("query_") for n in listed)
+    called = _mcp(served, key, "tools/call", {"name": "query_orders_in_period", "arguments": {
+        "identifier_type": "user_id", "identifier_value": "cust-1", "since": "2020-01-01T00:00:00Z"}})["result"]
+    assert called["isError"] is True and "orders_in_period" in called["content"][0]["text"]
+
+
+def test_an_admin_key_reads_nothing(served: Any) -> None:
+    answer = _get(served, "/v1/context/user_id/cust-1", "ck_admin")
+    assert answer.status_code == 403 and "no section or field" in answer.json()["message"]
+    assert _get(served, "/v1/tools", "ck_admin", params={"style": "mcp"}).json() == {"tools": []}
+    called = _mcp(served, "ck_admin", "tools/call", {"name": "get_customer_context", "arguments": {
+        "identifier_type": "user_id", "identifier_value": "cust-1"}})["result"]
+    assert called["isError"] is True
 
 
 def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -286,7 +286,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         cat = catalog(load_spec(args.spec))
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
-        queries = [q for v in args.queries or ["*"] for q in v.split(",") if q]
+        queries = [q for v in args.queries for q in v.split(",") if q] if args.queries else None
         if not sections and not fields and not args.admin:
             print("error: give --sections and/or --fields (use --sections '*' for everything), or --admin",
                   file=sys.stderr)
@@ -410,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create: sections it may read, comma-separated ('*': all); repeatable")
     keys.add_argument("--fields", action="append",
                       help="create: single fields it may read (traits.orders_90d, …), comma-separated; repeatable")
-    keys.add_argument("--queries", action="append", help="create: named queries it may run (default '*': all)")
+    keys.add_argument("--queries", action="append",
+                      help="create: named queries it may run, if its scope covers what they reveal (default: all "
+                           "for a key allowed every section, none for a scoped one)")
     keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
     keys.add_argument("--key", help="revoke: the key")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")

@@ -390,6 +390,10 @@ class NamedQuery(_Model):
         default=None, description="The tables it reads (events and/or record tables); default: those its SQL names. "
         "Only these are scanned and visible to the query.")
     max_rows: int | None = Field(default=None, ge=1, le=10_000, description="Below the global row budget.")
+    reveals: list[str] | None = Field(
+        default=None, description="What its answer reveals, as snapshot sections or field paths (`recent_events`, "
+        "`interactions`, `records.crm_contacts` …): a consumer key runs it only if its scope covers all of them. "
+        "Default: every section (only keys allowed everything run it).")
     consent: str | None = Field(
         default=None, description="Consent category the query needs: its `events` view holds only events sent with "
         "that consent, and it answers no rows (`withheld` names the category) while the customer's latest consent "
@@ -511,11 +515,21 @@ class ContextSpec(_Model):
 
     @model_validator(mode="after")
     def _query_tables(self) -> ContextSpec:
+        from customer_context.serve.catalog import catalog
+
         known = ["events", *self.record_tables]
+        cat = catalog(self)
         for name, query in self.queries.items():
             for table in query.tables or ():
                 if table not in known:
                     raise ValueError(f"queries.{name}.tables: no table {table!r} (declared: {', '.join(known)})")
+            if query.reveals is not None and not query.reveals:
+                raise ValueError(f"queries.{name}.reveals: name at least one section or field (or leave it out: "
+                                 "every section)")
+            for path in query.reveals or ():
+                if path not in cat.sections and path not in cat.fields:
+                    raise ValueError(f"queries.{name}.reveals: {path!r} is no section or field of the snapshot "
+                                     f"(sections: {', '.join(cat.sections)})")
         return self
 
     @model_validator(mode="after")

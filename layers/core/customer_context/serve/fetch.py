@@ -85,6 +85,9 @@ def select(cat: Catalog, consumer: Consumer, fields: str | Sequence[str] | None,
         InvalidRequest: an unknown section or field; the message lists the valid ones.
         Forbidden: a section or field outside the consumer's scope, named.
     """
+    if not consumer.reads_anything:
+        raise Forbidden(f"consumer {consumer.name!r} may read no section or field (an admin key files regulations; "
+                        "reading context needs a key made with --sections or --fields)")
     want_sections = _split(sections)
     want_fields = _split(fields)
     for section in want_sections:

@@ -149,6 +149,11 @@ def query_tool_schemas(spec: ContextSpec) -> list[dict[str, Any]]:
     return tools
 
 
+def query_reveals(spec: ContextSpec, query: NamedQuery) -> tuple[str, ...]:
+    """What a query's answer reveals, as sections or field paths (its ``reveals``; default every section)."""
+    return tuple(query.reveals) if query.reveals else tuple(s.name for s in spec.snapshot.sections)
+
+
 def tables_read(spec: ContextSpec, query: NamedQuery) -> list[str]:
     """The tables a query reads: its ``tables``, else the known tables its SQL names."""
     if query.tables is not None:

@@ -45,7 +45,12 @@ def _named_queries(spec: ContextSpec) -> dict[str, Any]:
 
 
 def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]:
-    """The tools as ``{"name", "description", "schema"}``, limited to the consumer's scope."""
+    """The tools as ``{"name", "description", "schema"}``, limited to the consumer's scope (a consumer that
+    reads nothing gets none)."""
+    from customer_context.serve.named_queries import query_reveals
+
+    if not consumer.reads_anything:
+        return []
     cat = catalog(spec)
     sections = [s for s in cat.sections if consumer.allows_any_of(s)]
     fields = [f for f in cat.fields if consumer.allows(f)]
@@ -77,7 +82,7 @@ def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]
         },
     }]
     for name, query in _named_queries(spec).items():
-        if not consumer.allows_query(name):
+        if not consumer.allows_query(name, query_reveals(spec, query)):
             continue
         params = getattr(query, "params", {}) or {}
         properties = dict(_identifier_properties(spec))
@@ -154,8 +159,10 @@ def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service:
                                via=f"tool:{CONTEXT_TOOL}")
         return result.body
     if name.startswith(QUERY_PREFIX) and name[len(QUERY_PREFIX):] in _named_queries(service.spec):
+        from customer_context.serve.named_queries import query_reveals
+
         query = name[len(QUERY_PREFIX):]
-        if not consumer.allows_query(query):
+        if not consumer.allows_query(query, query_reveals(service.spec, service.spec.queries[query])):
             raise Forbidden(f"query {query!r} is outside the scope of consumer {consumer.name!r}")
         params = {k: v for k, v in arguments.items() if k not in ("identifier_type", "identifier_value")}
         return run_remote_query(base_url, auth_headers or {}, str(arguments.get("identifier_type", "")),
