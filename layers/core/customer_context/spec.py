@@ -300,9 +300,13 @@ class QueryParam(_Model):
     description: str = ""
     required: bool = False
     default: Scalar | None = None
+    minimum: float | None = Field(default=None, description="Smallest value (integer and number parameters).")
+    maximum: float | None = Field(default=None, description="Largest value (integer and number parameters).")
 
     @model_validator(mode="after")
     def _default_fits(self) -> QueryParam:
+        if (self.minimum is not None or self.maximum is not None) and self.type not in ("integer", "number"):
+            raise ValueError("minimum / maximum: only integer and number parameters have bounds")
         if self.default is None:
             return self
         if self.required:
@@ -336,11 +340,13 @@ class QueryParam(_Model):
                     from None
             if not math.isfinite(number):
                 raise ValueError(f"expected a finite number, got {value!r}")
-            if kind == "integer":
-                if int(number) != number:
-                    raise ValueError(f"expected an integer, got {value!r}")
-                return int(number)
-            return float(number)
+            if kind == "integer" and int(number) != number:
+                raise ValueError(f"expected an integer, got {value!r}")
+            if self.minimum is not None and number < self.minimum:
+                raise ValueError(f"expected at least {self.minimum:g}, got {value!r}")
+            if self.maximum is not None and number > self.maximum:
+                raise ValueError(f"expected at most {self.maximum:g}, got {value!r}")
+            return int(number) if kind == "integer" else float(number)
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, got {value!r}")
@@ -365,6 +371,10 @@ class QueryParam(_Model):
             schema["format"] = "date-time"
         elif self.type == "duration":
             schema["pattern"] = _PARAM_DURATION.pattern
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
         if self.description:
             schema["description"] = self.description
         if self.default is not None:

@@ -218,12 +218,19 @@ class LocalStack:
             threading.Thread(target=self._build_timer, name="build-schedule", daemon=True).start()
         self._http = LocalHttpApi(port=self.port)
         self.url = self._http.url
+        # MCP's query tools call this API back: at this address, not whatever Host a client sends
+        self._set_env({"CUSTOMER_CONTEXT_API_URL": self.url})
+        factory.reset()
         threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
-        # where other processes (`customer-context build`, `keys create`) find this stack
-        (self.data_dir / STATE_FILE).write_text(json.dumps({
-            "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
-            "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
-        }, indent=1))
+        # where other processes (`customer-context build`, `keys create`) find this stack; it holds the PII
+        # key and the write keys, so only its owner may read it (created 0600, never readable in between)
+        state = self.data_dir / STATE_FILE
+        state.unlink(missing_ok=True)
+        with os.fdopen(os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps({
+                "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
+                "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
+            }, indent=1))
         return self
 
     def _create_context_table(self, ddb: Any) -> None:

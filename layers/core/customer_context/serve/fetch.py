@@ -141,6 +141,18 @@ def _parse_time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _tail_key_after(data_as_of: str | None) -> str | None:
+    """The live-tail sort key just past a snapshot's ``data_as_of``: tail keys start with ``receivedAt`` as
+    collect writes it (milliseconds, ``Z``), while ``data_as_of`` is an ISO time with an offset; compared
+    as text, an event received in the very millisecond of ``data_as_of`` (so in the snapshot) sorted after
+    it and was served twice. Everything in that millisecond is the snapshot's."""
+    when = _parse_time(data_as_of)
+    if when is None:
+        return data_as_of
+    when = when.astimezone(UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z#\U0010ffff"
+
+
 def _short_time(text: str | None) -> str:
     """``2026-11-24 20:10Z`` (minutes, UTC) for prompt text; ``never`` when unknown."""
     value = _parse_time(text)
@@ -211,6 +223,7 @@ class ContextService:
     def _tail(self, pid: str | None, identifier: tuple[str, str] | None, after: str | None) -> list[dict[str, Any]]:
         """Events newer than the snapshot, newest first, deduplicated by message id."""
         limit = self.spec.snapshot.recent_events.limit
+        after = _tail_key_after(after)
         items: list[dict[str, Any]] = []
         if pid:
             items += self.store.recent(recent_pk(pid), after, limit)
