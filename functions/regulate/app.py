@@ -87,8 +87,9 @@ def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as 
                           get_settings().pii_hash_key)
     if kind == "suppress_with_delete":
         regulation["job"] = factory.start_regulation_job(regulation["id"])
+    profiles = regulation.get("profiles")
     logger.info("regulation filed", extra={"regulation_id": regulation["id"], "type": kind,
-                                          "profiles": len(regulation.get("profiles", []))})
+                                          "profiles": profiles if isinstance(profiles, int) else len(profiles or [])})
     return json_response(202, regulation, {"Location": f"/v1/regulations/{regulation['id']}"})
 
 
