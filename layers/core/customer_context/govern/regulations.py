@@ -208,12 +208,17 @@ def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
             written += store.put_snapshots([SnapshotItem(pid, doc, str(item.get("content_hash", "")),
                                                          int(item.get("version", 0)), str(item.get("built_at", "")),
                                                          item.get("data_as_of"))])
+        # their live tail: under the profile, and under each identifier (events from before it had a profile)
+        listed = (json.loads(item["doc"]).get("profile") or {}).get("identifiers") or {} if item else {}
+        partitions = [recent_pk(pid)] + [recent_pk(identifier=(t, v)) for t, values in listed.items()
+                                         for v in (values if isinstance(values, list) else [values])]
         tail = []
-        for event in store.recent(recent_pk(pid), None, 10_000):
-            text = target.scrub_json(event["event"])
-            if text != event["event"]:
-                received_at, _, message_id = str(event["sk"]).partition("#")
-                tail.append(RecentEvent(event["pk"], received_at, message_id, text, int(event["expires_at"])))
+        for pk in partitions:
+            for event in store.recent(pk, None, 10_000):
+                text = target.scrub_json(event["event"])
+                if text != event["event"]:
+                    received_at, _, message_id = str(event["sk"]).partition("#")
+                    tail.append(RecentEvent(event["pk"], received_at, message_id, text, int(event["expires_at"])))
         written += store.put_recent(tail) if tail else 0
     return written
 
@@ -282,10 +287,11 @@ def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str, *
 
         regulation["counts"] = delete_everywhere(lakehouse, store, spec, regulation, progress, pii=pii, blobs=blobs,
                                                  spool_prefix=spool_prefix)
+        # the record of the request must not keep what it deleted: identifiers become a count, before the job
+        # counts itself done (builds that read meanwhile start again)
+        regulation.update(status="done", **_counted(regulation))
+        store.put_regulation(regulation)
         store.bump_deletion_generation()
-        regulation["status"] = "done"
-        # the record of the request must not keep what it deleted: identifiers become a count
-        regulation.update(_counted(regulation))
     except Exception as exc:  # noqa: BLE001 - recorded on the regulation; a retry runs the job again
         logger.exception("regulation failed", extra={"regulation_id": regulation_id})
         regulation.update(status="failed", error=f"{type(exc).__name__}: {exc}")

@@ -8,7 +8,8 @@ the data dir *before* the response goes back, so whatever the stack acknowledged
 * DynamoDB: every item write (PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems)
   that succeeded, in the order moto applied it — snapshots, aliases, the live tail, consumer keys,
   suppressions, regulations, the landing fence. On start the requests are replayed, then the file is
-  compacted to the items the table holds (and again whenever it grows past ``COMPACT_BYTES``).
+  compacted to the items the tables hold (and again whenever it grows past ``COMPACT_BYTES``, and
+  whenever a deletion job finishes: the journal must not keep a deleted customer either).
 * SQS: every message sent, and every message deleted (receipt handles are mapped to message ids from
   the ReceiveMessage answers); on start the messages never deleted are sent again (a message that was
   in flight, or in the dead-letter queue, is delivered again: ingest is idempotent by message id).
@@ -31,7 +32,11 @@ from typing import Any
 
 DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 COMPACT_BYTES = 64 << 20
+DELETIONS_KEY = b'"fence#deletions"'  # the item a deletion job updates when it is done (stores/context_store.py)
 _FORWARDED = ("HTTP_AUTHORIZATION", "CONTENT_TYPE", "HTTP_X_AMZ_TARGET")
+# moto routes a request by the service named in its credential scope; it checks no signature
+_LOCAL_AUTH = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, "
+               "Signature=0")
 
 
 def _key_file(root: Path, bucket: str, key: str) -> Path:
@@ -169,6 +174,10 @@ class Journal:
             status, headers, out, body = self._call(environ)
             if status.startswith("200"):
                 self.dynamodb.append({"h": {k: environ.get(k, "") for k in _FORWARDED}, "b": body.decode()})
+        if status.startswith("200") and target.endswith(".UpdateItem") and DELETIONS_KEY in body:
+            # a deletion job counts itself done: the journal must not keep what it deleted either (the puts of
+            # her items, the messages that carried her events): both are rewritten from what is there now
+            self.compact()
         return self._reply(start_response, status, headers, out)
 
     def _sqs(self, environ: dict[str, Any], start_response: Callable[..., Any], action: str) -> Iterable[bytes]:
@@ -240,12 +249,11 @@ class Journal:
             os.replace(tmp, path)
 
     # -- restore and compaction ----------------------------------------------------------------------
-    def restore(self, sqs: Any, s3: Any, dynamodb: Any, table: str, queues: dict[str, str]) -> dict[str, int]:
+    def restore(self, sqs: Any, s3: Any, queues: dict[str, str]) -> dict[str, int]:
         """Put back what the journal holds (the resources exist, empty), then compact it; recording starts.
 
         Args:
-            sqs, s3, dynamodb: boto3 clients of the stack's moto.
-            table: The DynamoDB table whose items are compacted.
+            sqs, s3: boto3 clients of the stack's moto.
             queues: Queue name → URL.
 
         Returns:
@@ -272,36 +280,49 @@ class Journal:
                 if record.get("a"):
                     kwargs["MessageAttributes"] = record["a"]
                 sqs.send_message(**kwargs)
-        self.compact_dynamodb(dynamodb, table)
+        self.compact()
         return {"dynamodb_writes": len(writes), "messages": len(live), "objects": len(objects)}
 
-    def compact_dynamodb(self, dynamodb: Any, table: str) -> None:
-        """Rewrite the DynamoDB journal as the items the table holds now (one BatchWriteItem per 25)."""
-        with self._ddb_lock:
-            items: list[dict[str, Any]] = []
-            kwargs: dict[str, Any] = {"TableName": table}
+    def _scan(self) -> dict[str, list[dict[str, Any]]]:
+        """Every item of every table moto holds (in-process Scans), by table."""
+        from werkzeug.test import EnvironBuilder
+
+        def call(target: str, request: dict[str, Any]) -> dict[str, Any]:
+            headers = {"Authorization": _LOCAL_AUTH, "X-Amz-Target": f"DynamoDB_20120810.{target}",
+                       "Content-Type": "application/x-amz-json-1.0"}
+            _, _, out, _ = self._call(EnvironBuilder(method="POST", path="/", headers=headers,
+                                                     data=json.dumps(request).encode()).get_environ())
+            return json.loads(out)  # type: ignore[no-any-return]
+
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for table in call("ListTables", {}).get("TableNames", []):
+            request: dict[str, Any] = {"TableName": table}
+            items = tables.setdefault(table, [])
             while True:
-                answer = dynamodb.scan(**kwargs)
+                answer = call("Scan", request)
                 items += answer.get("Items", [])
                 if "LastEvaluatedKey" not in answer:
                     break
-                kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-            auth = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, "
-                    "SignedHeaders=host, Signature=0")
-            headers = {"HTTP_AUTHORIZATION": auth, "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.BatchWriteItem",
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return tables
+
+    def compact(self) -> None:
+        """Rewrite both journals as what moto holds now: the items of every table (one BatchWriteItem per 25),
+        the messages still queued."""
+        with self._ddb_lock:
+            headers = {"HTTP_AUTHORIZATION": _LOCAL_AUTH, "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.BatchWriteItem",
                        "CONTENT_TYPE": "application/x-amz-json-1.0"}
             self.dynamodb.replace(
                 {"h": headers, "b": json.dumps({"RequestItems": {table: [{"PutRequest": {"Item": i}}
                                                                         for i in items[n:n + 25]]}})}
-                for n in range(0, len(items), 25))
+                for table, items in self._scan().items() for n in range(0, len(items), 25))
+        with self._sqs_lock:
+            self.sqs.replace(_live(self.sqs.read()).values())
 
-    def maybe_compact(self, dynamodb: Any, table: str) -> None:
-        """Compact the journals that grew past ``COMPACT_BYTES``."""
-        if self.dynamodb.size() > COMPACT_BYTES:
-            self.compact_dynamodb(dynamodb, table)
-        if self.sqs.size() > COMPACT_BYTES:
-            with self._sqs_lock:
-                self.sqs.replace(_live(self.sqs.read()).values())
+    def maybe_compact(self) -> None:
+        """Compact the journals when one grew past ``COMPACT_BYTES``."""
+        if max(self.dynamodb.size(), self.sqs.size()) > COMPACT_BYTES:
+            self.compact()
 
     def close(self) -> None:
         self.recording = False

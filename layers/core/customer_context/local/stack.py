@@ -200,8 +200,7 @@ class LocalStack:
         self._create_context_table(factory.boto_client("dynamodb"))
         # what the last run acknowledged and governs privacy (suppressions, regulations, snapshots, queued
         # events, spooled objects) comes back before anything is served
-        self.restored = self._journal.restore(sqs, s3, factory.boto_client("dynamodb"), CONTEXT_TABLE,
-                                              {QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
+        self.restored = self._journal.restore(sqs, s3, {QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
         self.consumer_key = self._seed_consumers()
 
         self._set_env({
@@ -284,12 +283,11 @@ class LocalStack:
 
     def _compact_timer(self) -> None:
         from customer_context.observability import logger
-        from customer_context.stores import factory
 
         assert self._stopping is not None
         while not self._stopping.wait(60):
             try:
-                self._journal.maybe_compact(factory.boto_client("dynamodb"), CONTEXT_TABLE)
+                self._journal.maybe_compact()
             except Exception:
                 logger.exception("compacting the local journal failed (it keeps growing; nothing is lost)")
 
