@@ -138,3 +138,35 @@ def test_suppression_reads_previous_id_every_identifier_path_and_the_rejected_ev
         ("identify", "bob", None), ("track", "bob", None), ("track", "bob", None)]
     assert events[0]["traits"] == {"plan": "pro"}
     assert her_email not in json.dumps(events) and "her-phone" not in json.dumps(events)
+
+
+def test_ingest_drops_events_collect_queued_before_the_suppression() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from customer_context.collect.ingest import IngestBatch
+    from customer_context.collect.service import iso
+
+    # Given events queued by collect before her regulation was filed (one of them an invalid event of hers),
+    # and one of hers received long after (collect would have dropped it; here it shows the check is bounded)
+    store = MemoryContextStore()
+    store.put_suppressions([suppression_hash(KEY, "user_id", "her")], "reg_1", delete=True)
+    now = datetime.now(UTC)
+    store.note_suppression(now.isoformat())
+    before, later = iso(now - timedelta(seconds=5)), iso(now + timedelta(days=1))
+    body = envelope.body_of(
+        [envelope.dumps({"type": "track", "userId": "her", "event": "E", "messageId": "m1", "receivedAt": before,
+                         "timestamp": before, "sourceId": "web"}),
+         envelope.dumps({"type": "track", "userId": "bob", "anonymousId": "x", "event": "E", "messageId": "m2",
+                         "receivedAt": before, "timestamp": before, "sourceId": "web"}),
+         envelope.dumps({"type": "track", "userId": "her", "event": "E", "messageId": "m3", "receivedAt": later,
+                         "timestamp": later, "sourceId": "web"})],
+        [envelope.dumps({"receivedAt": before, "sourceId": "web", "reason": "r", "stage": "collect",
+                         "raw": json.dumps({"type": "alias", "userId": "her"})}),
+         envelope.dumps({"receivedAt": before, "sourceId": "web", "reason": "r", "stage": "collect",
+                         "raw": json.dumps({"type": "alias", "userId": "bob"})})])
+    # When ingest reads them
+    batch = IngestBatch(spool=None, suppressions=Suppressions(store, SPEC, KEY))
+    batch.add(body)
+    # Then hers received before the suppression are left out, the rest lands
+    assert [v[0] for v in batch.events] == ["m2", "m3"]
+    assert [json.loads(r["raw"])["userId"] for r in batch.others.rejected] == ["bob"]

@@ -109,8 +109,11 @@ def suppress(store: Any, service: Any, regulation: dict[str, Any], key: str) -> 
     profiles, identifiers = expand(store, service, [(i["type"], i["value"]) for i in regulation["identifiers"]])
     delete = regulation["regulationType"] == "suppress_with_delete"
     store.put_suppressions(sorted({suppression_hash(key, t, v) for t, v in identifiers}), regulation["id"], delete)
+    # events collect queued before it knew are checked again by ingest (those received before this time)
+    suppressed_at = datetime.now(UTC).isoformat()
+    store.note_suppression(suppressed_at)
     regulation.update(profiles=sorted(profiles), suppressed=[{"type": t, "value": v} for t, v in sorted(identifiers)],
-                      suppressed_at=datetime.now(UTC).isoformat())
+                      suppressed_at=suppressed_at)
     if not delete:
         regulation.update(status="done", **_counted(regulation))
     store.put_regulation(regulation)

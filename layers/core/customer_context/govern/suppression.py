@@ -17,20 +17,27 @@ attributes rows:
   her email keeps his data and loses her email).
 
 collect checks accepted and rejected events alike (an invalid event of hers never reaches
-``rejected_events``). Identifiers are read as the build reads them
-(:func:`customer_context.assemble.attribution.event_identifiers`).
+``rejected_events``). Events collect queued before it knew of a suppression are checked again by
+ingest (:meth:`Suppressions.queued_before`): those received before the latest suppression (plus
+``QUEUE_MARGIN_SECONDS``), one GetItem per ingest invocation otherwise. Identifiers are read as the
+build reads them (:func:`customer_context.assemble.attribution.event_identifiers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_context.assemble.attribution import event_identifiers
 from customer_context.errors import ConfigError
 from customer_context.serve.catalog import normalize_identifier
 from customer_context.spec import ContextSpec
+
+# collect stamps receivedAt when a request arrives and checks suppressions a little later; clocks of two
+# containers differ by less than this
+QUEUE_MARGIN_SECONDS = 300
 
 
 def suppression_hash(key: str, id_type: str, value: str) -> str:
@@ -85,6 +92,24 @@ class Suppressions:
         hits = self.store.suppressed(set(keyed), set(legacy))
         return {keyed.get(h) or legacy[h] for h in hits}
 
+    def queued_before(self) -> Any:
+        """For ingest: a function giving, for a message's events, whether each is kept — the verdict of
+        :meth:`apply` for events received before the latest suppression (plus the margin), which collect
+        may have queued before it knew; ``True`` for the others. Reads the latest suppression once."""
+        latest = self.store.last_suppression()
+        cutoff = (datetime.fromisoformat(latest) + timedelta(seconds=QUEUE_MARGIN_SECONDS)) if latest else None
+
+        def keep(events: list[Any]) -> list[bool]:
+            if cutoff is None:
+                return [True] * len(events)
+            older = [n for n, e in enumerate(events) if (when := _received(e)) is None or when <= cutoff]
+            verdict = [True] * len(events)
+            for n, kept in zip(older, self.apply([events[n] for n in older]), strict=True):
+                verdict[n] = kept
+            return verdict
+
+        return keep
+
     def apply(self, events: list[Any]) -> list[bool]:
         """For each event: whether it is kept (``False``: the suppressed customer's, drop it). Kept events
         lose the suppressed values they carry (in place)."""
@@ -107,6 +132,15 @@ class Suppressions:
                 event.pop("previousId", None)
             keep.append(True)
         return keep
+
+
+def _received(event: Any) -> datetime | None:
+    value = event.get("receivedAt") if isinstance(event, dict) else None
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _remove(event: dict[str, Any], path: tuple[str, ...]) -> None:

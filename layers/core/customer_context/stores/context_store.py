@@ -18,7 +18,8 @@ Item layout in one table (``pk``, ``sk`` strings):
 * fence: ``pk = fence#landing``, ``sk = fence`` — ``owner``, ``expires_at``: held by a build while it lands
   and commits, and by a deletion job while it deletes (conditional writes), so neither sees the other
   half-done; ``pk = fence#deletions``, ``sk = fence`` — ``generation``, bumped by every finished deletion
-  job (a build that began before it starts again);
+  job (a build that began before it starts again); ``pk = fence#suppressions``, ``sk = fence`` —
+  ``latest``, when identifiers were last suppressed (ingest checks the events received before it);
 * regulation: ``pk = regulation#<id>``, ``sk = regulation`` — ``doc`` (JSON: type, status, counts …);
 * consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
   ``fields``, ``created_at``; the key itself is never stored.
@@ -64,6 +65,7 @@ SUPPRESSION_PARTITIONS = tuple(f"suppressed#{c}" for c in "0123456789abcdef")
 FENCE_SK = "fence"
 LANDING_FENCE = {"pk": "fence#landing", "sk": FENCE_SK}
 DELETIONS = {"pk": "fence#deletions", "sk": FENCE_SK}
+SUPPRESSIONS_FILED = {"pk": "fence#suppressions", "sk": FENCE_SK}
 
 
 def regulation_key(regulation_id: str) -> dict[str, str]:
@@ -196,6 +198,12 @@ class ContextStore(Protocol):
 
     def bump_deletion_generation(self) -> int:
         """Count one more finished deletion job; returns the new generation."""
+
+    def note_suppression(self, at: str) -> None:
+        """Remember when identifiers were last suppressed (ISO time; ingest checks events received before)."""
+
+    def last_suppression(self) -> str | None:
+        """When identifiers were last suppressed, or ``None``."""
 
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """Store (or update) a regulation."""
@@ -434,6 +442,15 @@ class DynamoContextStore:
                                         ExpressionAttributeValues={":one": 1}, ReturnValues="UPDATED_NEW")
         return int(answer["Attributes"]["generation"])
 
+    def note_suppression(self, at: str) -> None:
+        """PutItem."""
+        self.table.put_item(Item={**SUPPRESSIONS_FILED, "latest": at})
+
+    def last_suppression(self) -> str | None:
+        """GetItem (strongly consistent)."""
+        item = self.table.get_item(Key=SUPPRESSIONS_FILED, ConsistentRead=True).get("Item")
+        return str(item["latest"]) if item else None
+
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """PutItem."""
         import json
@@ -613,6 +630,15 @@ class MemoryContextStore:
         generation = self.deletion_generation() + 1
         self.items[self._key(DELETIONS)] = {**DELETIONS, "generation": generation}
         return generation
+
+    def note_suppression(self, at: str) -> None:
+        """Keep the time."""
+        self.items[self._key(SUPPRESSIONS_FILED)] = {**SUPPRESSIONS_FILED, "latest": at}
+
+    def last_suppression(self) -> str | None:
+        """The time, or None."""
+        item = self.items.get(self._key(SUPPRESSIONS_FILED))
+        return str(item["latest"]) if item else None
 
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """Keep a copy."""
