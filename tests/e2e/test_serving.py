@@ -321,8 +321,11 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert served.wait_for_ingest(60)
     rows = factory.lakehouse().scan("serving_audit").to_pylist()
     pid = _get(served, "/v1/context/user_id/cust-1", served.consumer_key).json()["profile_id"]
-    # the identifier is kept as the PII policy's keyed token, never in the clear
+    # the identifier is kept as the PII policy's keyed token, never in the clear (the named query's too)
     assert "zoe@example.com" not in json.dumps(rows, default=str)
+    token = factory.pii_policy().audit_value("zoe@example.com")
+    queried = [r for r in rows if r["via"] == "query:orders_in_period" and r["identifier_type"] == "email"]
+    assert queried and {r["identifier_value"] for r in queried} == {token}
     fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == factory.pii_policy().audit_value(
         "zoe@example.com")
              and r["fields"] == json.dumps(["traits.lifetime_revenue", "scores.churn_risk"])]
