@@ -244,3 +244,37 @@ def test_a_named_query_answers_nothing_from_its_cache_once_she_is_deleted(
     again = lambda_runtime.invoke("query_context", event)
     assert again["statusCode"] == 404, again["body"]
     assert "A1" not in again["body"]
+
+
+def test_deletion_under_a_pii_policy_that_hashes_emails(lakehouse: Any, tmp_path: Path) -> None:
+    # Given the email hashed by the PII policy everywhere (events and the CRM), as collect and load_records do
+    spec = parse_spec(DEFAULT_SPEC.read_text().replace(
+        "    identifiers:\n      crm_id: contact_id\n      email: email\n",
+        "    identifiers:\n      crm_id: contact_id\n      email: email\n    pii: {email: hash}\n", 1)
+        + "\npii:\n  - {path: traits.email, action: hash}\n")
+    policy = PiiPolicy(spec, KEY)
+    token = policy.hash("alice@example.com")
+    events = [ev("identify", 9, userId="alice", traits={"email": "Alice@Example.com"}),
+              ev("track", 8, userId="alice", event="Order Completed", properties={"revenue": 3}),
+              ev("identify", 7, userId="dave", traits={"email": "alice@example.com", "plan": "pro"}),
+              *[ev("track", 1, userId=f"crowd-{n}", event="Viewed") for n in range(300)]]
+    write_events(lakehouse, [policy.apply(e) for e in events])
+    assert not load_file(lakehouse, spec, "imports/crm_contacts/c.csv", (
+        b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
+        b"C-ALICE, ALICE@example.com ,Alice,vip,Tom,2026-11-01T00:00:00Z\n"), pii=policy).reasons
+    store = MemoryContextStore()
+    build_context(lakehouse, store, spec, as_of=AS_OF, pii_key=KEY)
+    assert store.resolve("email", token) == store.resolve("crm_id", "C-ALICE") == store.resolve("user_id", "alice")
+    # When she is deleted by the address she typed
+    service = ContextService(store, spec, pii=policy)
+    regulation = suppress(store, service, new_regulation(store, "suppress_with_delete",
+                                                         [("email", "Alice@Example.com")], "dpo"), KEY)
+    assert run_job(lakehouse, store, spec, regulation["id"], pii=policy)["status"] == "done"
+    # Then neither her token nor her other identifiers are left, and dave keeps his row without her token
+    warehouse = Path(lakehouse.table("events").location().removeprefix("file://")).parents[1]
+    assert [str(h) for h in search_files(warehouse, [token, "alice", "C-ALICE"])] == []
+    dave = [r for r in lakehouse.scan("events").to_pylist() if r["user_id"] == "dave"]
+    assert [json.loads(r["traits"]) for r in dave] == [{"email": None, "plan": "pro"}]
+    build_context(lakehouse, store, spec, as_of=AS_OF, pii_key=KEY)
+    assert store.resolve("email", token) is None
+    assert token not in json.dumps(list(store.items.values()))
