@@ -316,6 +316,8 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
         "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "get_customer_context", "arguments": {
             "identifier_type": "user_id", "identifier_value": "cust-1", "sections": ["records"], "format": "json"}}})
     assert call.json()["result"]["isError"] is False
+    assert requests.post(f"{served.url}/v1/context/email/Zoe@Example.com/queries/orders_in_period", headers=auth,
+                         json={"since": "2020-01-01T00:00:00Z"}, timeout=60).status_code == 200
     # When the audit buffer is flushed and ingested
     assert factory.audit_log().wait_flushed(10)
     assert served.wait_for_ingest(60)
@@ -339,3 +341,10 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert main(["audit", "--identifier", "crm_id:C-9", "--json", "--data-dir", str(served.data_dir)]) == 0
     trail = json.loads(capsys.readouterr().out)
     assert {"fetch", "tool:get_customer_context"} <= {r["via"] for r in trail}
+    # … even a lookup of nobody, kept only as a token: the CLI hashes its query the same way
+    assert _get(served, "/v1/context/email/ghost@example.com", served.consumer_key).status_code == 404
+    assert factory.audit_log().wait_flushed(10) and served.wait_for_ingest(60)
+    assert main(["audit", "--identifier", "email: Ghost@Example.com", "--json",
+                 "--data-dir", str(served.data_dir)]) == 0
+    trail = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in trail] == [404] and "ghost" not in json.dumps(trail)
