@@ -177,6 +177,18 @@ class _DiscardStore:
     def missing(self, snapshots: Any, aliases: Any) -> None:
         return None  # it holds, by construction, whatever was landed
 
+    def deletion_generation(self) -> int:
+        return 0
+
+    def deleted_identifiers(self) -> set[str]:
+        return set()
+
+    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
+        return True
+
+    def release_fence(self, owner: str) -> None:
+        pass
+
 
 def _child_build(lake_dir: str, queue: Any) -> None:
     from customer_context.assemble.build import build_context

@@ -26,7 +26,8 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str,
     logger.info("build triggered", extra={"source": event.source, "detail_type": event.detail_type, "time": event.time})
     report = build_context(factory.lakehouse(), factory.context_store(), load_spec(),
                            progress=lambda line: logger.info(line),
-                           memory_limit=get_settings().build_memory_limit or None)
+                           memory_limit=get_settings().build_memory_limit or None,
+                           pii_key=get_settings().pii_hash_key)
     metrics.add_metric(name="ProfilesBuilt", unit=MetricUnit.Count, value=report.profiles)
     metrics.add_metric(name="SnapshotsChanged", unit=MetricUnit.Count, value=report.changed_profiles)
     metrics.add_metric(name="ItemsWritten", unit=MetricUnit.Count, value=report.items_written)

@@ -196,14 +196,18 @@ def get_mcp():  # noqa: ANN201 - Powertools reads return annotations as response
 
 
 def _base_url() -> str:
-    """This API's own base URL, as the client reached it (for named queries run by query_context)."""
-    headers = _headers()
+    """This API's own base URL (for named queries run by query_context): the configured one, else the domain
+    API Gateway received the request on — never the client's ``Host`` header, which would send the
+    caller's key wherever it points."""
+    from customer_context.config import get_settings
+
+    configured = get_settings().api_url
+    if configured:
+        return configured.rstrip("/")
     context = app.current_event.request_context
-    host = headers.get("host") or context.domain_name
-    scheme = headers.get("x-forwarded-proto", "https")
     stage = context.stage
     prefix = "" if stage in ("$default", "", None) else f"/{stage}"
-    return f"{scheme}://{host}{prefix}"
+    return f"https://{context.domain_name}{prefix}"
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -26,7 +26,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """SQS event source entry point."""
-    batch = IngestBatch(spool=factory.spool())
+    batch = IngestBatch(spool=factory.spool(), suppressions=factory.suppressions())
 
     def record_handler(record: SQSRecord) -> None:
         batch.add(record.body)

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context import strict_json
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.config import get_settings
-from customer_context.errors import Forbidden, InvalidRequest
+from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
 from customer_context.stores import factory
 
@@ -45,26 +45,33 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     identifier_value: Annotated[str, Path(description="The identifier")],
     name: Annotated[str, Path(description="A query declared under `queries:` in context.yaml")],
 ):
-    from customer_context.serve.named_queries import QueryBudget, run_named_query, snapshot_identifiers
+    from customer_context.serve.named_queries import QueryBudget, query_reveals, run_named_query, snapshot_identifiers
 
     consumer = app.context["consumer"]
-    if not consumer.allows_query(name):
-        raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}")
+    service = factory.context_service()
+    query = service.spec.queries.get(name)
+    if query is not None and not consumer.allows_query(name, query_reveals(service.spec, query)):
+        raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}: it reveals "
+                        f"{', '.join(query_reveals(service.spec, query))}")
     body = raw_body(app.current_event.raw_event)
     try:
         params = strict_json.loads(body) if body.strip() else {}
     except ValueError as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
-    service = factory.context_service()
     profile_id = service.resolve_profile(unquote(identifier_type), unquote(identifier_value))
     settings = get_settings()
     budget = QueryBudget(settings.query_max_seconds, settings.query_max_rows, settings.query_max_scan_bytes,
                          settings.query_cache_seconds)
-    # the customer's identifiers from their snapshot (one GetItem), not a scan of the identity graph
-    identifiers = snapshot_identifiers(service.store.get_snapshot(profile_id))
-    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget, identifiers)
+    # the customer's identifiers from their snapshot (one GetItem), not a scan of the identity graph; no
+    # snapshot (a deleted customer, or one not built yet): nothing to query
+    snapshot = service.store.get_snapshot(profile_id)
+    if snapshot is None:
+        raise NotFound(f"profile {profile_id!r} has no built context: nothing to query")
+    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget,
+                             snapshot_identifiers(snapshot), generation=service.store.deletion_generation())
     factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
-                               identifier=(unquote(identifier_type), unquote(identifier_value)), profile_id=profile_id,
+                               identifier=service.identifier(unquote(identifier_type), unquote(identifier_value)),
+                               profile_id=profile_id,
                                fields=[f"param:{p}" for p in sorted(params)] if isinstance(params, dict) else [],
                                status=200)
     logger.info("named query", extra={"query": name, "consumer": consumer.name, "rows": result["row_count"],

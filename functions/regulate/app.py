@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
+from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
 from customer_context.stores import factory
@@ -82,11 +83,13 @@ def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as 
     service = factory.context_service()
     kind, identifiers = parse_request(body, service.spec)
     store = factory.context_store()
-    regulation = suppress(store, service, new_regulation(store, kind, identifiers, consumer.name))
+    regulation = suppress(store, service, new_regulation(store, kind, identifiers, consumer.name),
+                          get_settings().pii_hash_key)
     if kind == "suppress_with_delete":
         regulation["job"] = factory.start_regulation_job(regulation["id"])
+    profiles = regulation.get("profiles")
     logger.info("regulation filed", extra={"regulation_id": regulation["id"], "type": kind,
-                                          "profiles": len(regulation.get("profiles", []))})
+                                          "profiles": profiles if isinstance(profiles, int) else len(profiles or [])})
     return json_response(202, regulation, {"Location": f"/v1/regulations/{regulation['id']}"})
 
 
@@ -133,6 +136,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         from customer_context.govern.regulations import run_job
         from customer_context.spec import load_spec
 
-        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]))
+        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]),
+                       **factory.regulation_job_options())
     refused = authenticate_consumer(app, event)
     return refused if refused is not None else app.resolve(event, context)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 import requests
 from customer_context.serve.consumers import consumer_item, hash_key
 from customer_context.stores import factory
+
+from tests.helpers.residue import search_dynamodb, search_files
 
 pytestmark = pytest.mark.e2e
 
@@ -35,12 +36,14 @@ def _send(stack: Any, batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _files_mentioning(root: Path) -> list[str]:
-    hits = []
-    for path in root.rglob("*"):
-        if path.is_file() and path.suffix != ".key" and path.name not in ("config.toml", "consumer.key"):
-            data = path.read_bytes()
-            hits += [f"{path.relative_to(root)}: {n.decode()}" for n in NEEDLES if n in data]
-    return hits
+    """Every file under ``root`` holding a needle, decoded (Parquet by value, Avro by record, the rest raw)."""
+    return [str(h) for h in search_files(root, [n.decode() for n in NEEDLES])]
+
+
+def _crowd(n: int) -> list[dict[str, Any]]:
+    """Events of other customers: enough rows that data files compress (a byte search would find nothing)."""
+    return [{"type": "track", "userId": f"crowd-{i:05d}", "event": "Product Viewed",
+             "properties": {"sku": f"sku-{i:05d}", "note": f"viewed item {i} of the catalogue"}} for i in range(n)]
 
 
 def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> None:
@@ -48,7 +51,9 @@ def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> Non
     store.put_consumer(hash_key("ck_admin"), consumer_item("dpo", [], [], admin=True))
     auth = {"authorization": f"Bearer {stack.consumer_key}"}
     # Given a customer known through events, a rejected event, a CRM row, two builds, a fetch and live events
+    _send(stack, _crowd(1500))
     _send(stack, [
+        *_crowd(1500)[:700],
         {"type": "identify", "anonymousId": GONE["anonymous_id"], "userId": GONE["user_id"],
          "traits": {"email": GONE["email"]}},
         {"type": "track", "userId": GONE["user_id"], "event": "Order Completed", "properties": {"revenue": 40}},
@@ -87,11 +92,11 @@ def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> Non
     assert status["counts"]["events"] >= 4 and status["counts"]["crm_contacts"] == 1
     assert status["counts"]["rejected_events"] == 1 and status["counts"]["context_snapshots"] >= 1
     # And no file of the warehouse (current or historic data, manifests) mentions any of their identifiers
-    assert _files_mentioning(warehouse) == []
+    residue = _files_mentioning(warehouse)
+    assert residue == [], "\n".join(residue)
     # And the DynamoDB table holds no item naming them (suppressions are kept as hashes)
-    items = factory.boto_client("dynamodb").scan(TableName="customer-context-local")["Items"]
-    text = json.dumps(items).encode()
-    assert not [n for n in NEEDLES if n in text]
+    assert [str(h) for h in search_dynamodb(factory.boto_client("dynamodb"), "customer-context-local",
+                                            [n.decode() for n in NEEDLES])] == []
     assert requests.get(f"{stack.url}/v1/context/email/{GONE['email']}", headers=auth, timeout=10).status_code == 404
     # And the other customer is untouched
     assert requests.get(f"{stack.url}/v1/context/user_id/stays", headers=auth, timeout=10).status_code == 200

@@ -41,8 +41,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         stack.load_records("crm_contacts", "crm.csv", CRM)
         stack.build()
         factory.reset()
-        factory.context_store().put_consumer(hash_key("ck_scoped"), consumer_item(
+        store = factory.context_store()
+        # a key limited to a few fields, naming a query whose answer reveals more than them
+        store.put_consumer(hash_key("ck_scoped"), consumer_item(
             "support-bot", ["scores"], ["traits.orders_90d", "profile.identifiers.email"], ["orders_in_period"]))
+        # a key allowed single events (what orders_in_period reveals), and one allowed them without naming queries
+        store.put_consumer(hash_key("ck_orders"), consumer_item("orders-bot", ["recent_events"], [],
+                                                                ["orders_in_period", "open_tickets"]))
+        store.put_consumer(hash_key("ck_events"), consumer_item("events-bot", ["recent_events"], []))
+        store.put_consumer(hash_key("ck_admin"), consumer_item("dpo", [], [], admin=True))
         yield stack
     finally:
         stack.stop()
@@ -249,7 +256,7 @@ def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
     bad = requests.post(url, json={"since": "yesterday"}, headers=auth, timeout=60)
     assert bad.status_code == 400 and "params.since" in bad.json()["message"]
     denied = requests.post(f"{served.url}/v1/context/email/zoe@example.com/queries/open_tickets", json={},
-                           headers={"authorization": "Bearer ck_scoped"}, timeout=60)
+                           headers={"authorization": "Bearer ck_orders"}, timeout=60)
     assert denied.status_code == 403 and "open_tickets" in denied.json()["message"]
     # And the same query is an MCP tool, run through the query route with the caller's key
     call = requests.post(f"{served.url}/mcp", headers=auth, timeout=60, json={
@@ -258,9 +265,44 @@ def test_named_query_over_http_and_as_an_mcp_tool(served: Any) -> None:
     assert "result" in call, call
     assert call["result"]["isError"] is False, call
     assert call["result"]["structuredContent"]["row_count"] == 2
-    listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_scoped"}, timeout=10, json={
+    listed = requests.post(f"{served.url}/mcp", headers={"authorization": "Bearer ck_orders"}, timeout=10, json={
         "jsonrpc": "2.0", "id": 8, "method": "tools/list"}).json()["result"]["tools"]
     assert {t["name"] for t in listed} == {"get_customer_context", "query_orders_in_period"}
+    ran = requests.post(url, json={"since": "2020-01-01T00:00:00Z"}, headers={"authorization": "Bearer ck_orders"},
+                        timeout=60)
+    assert ran.status_code == 200 and ran.json()["row_count"] == 2
+
+
+def _mcp(served: Any, key: str, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = requests.post(f"{served.url}/mcp", headers={"authorization": f"Bearer {key}"}, timeout=60, json={
+        "jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}})
+    return answer.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("key", ["ck_scoped", "ck_events", "ck_admin"])
+def test_a_named_query_runs_only_for_keys_whose_scope_covers_what_it_reveals(served: Any, key: str) -> None:
+    # Given keys that may not run orders_in_period: one limited to a few fields though it names the query, one
+    # allowed single events but naming no query (a scoped key runs none by default), an admin key (reads nothing)
+    url = f"{served.url}/v1/context/email/zoe@example.com/queries/orders_in_period"
+    # Then the route refuses with the reason, and neither /v1/tools nor MCP offers the query
+    denied = requests.post(url, json={"since": "2020-01-01T00:00:00Z"}, headers={"authorization": f"Bearer {key}"},
+                           timeout=60)
+    assert denied.status_code == 403 and "orders_in_period" in denied.json()["message"], denied.text
+    offered = {t["name"] for t in _get(served, "/v1/tools", key, params={"style": "mcp"}).json()["tools"]}
+    listed = {t["name"] for t in _mcp(served, key, "tools/list")["result"]["tools"]}
+    assert offered == listed and not any(n.startswith("query_") for n in listed)
+    called = _mcp(served, key, "tools/call", {"name": "query_orders_in_period", "arguments": {
+        "identifier_type": "user_id", "identifier_value": "cust-1", "since": "2020-01-01T00:00:00Z"}})["result"]
+    assert called["isError"] is True and "orders_in_period" in called["content"][0]["text"]
+
+
+def test_an_admin_key_reads_nothing(served: Any) -> None:
+    answer = _get(served, "/v1/context/user_id/cust-1", "ck_admin")
+    assert answer.status_code == 403 and "no section or field" in answer.json()["message"]
+    assert _get(served, "/v1/tools", "ck_admin", params={"style": "mcp"}).json() == {"tools": []}
+    called = _mcp(served, "ck_admin", "tools/call", {"name": "get_customer_context", "arguments": {
+        "identifier_type": "user_id", "identifier_value": "cust-1"}})["result"]
+    assert called["isError"] is True
 
 
 def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -274,12 +316,20 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
         "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "get_customer_context", "arguments": {
             "identifier_type": "user_id", "identifier_value": "cust-1", "sections": ["records"], "format": "json"}}})
     assert call.json()["result"]["isError"] is False
+    assert requests.post(f"{served.url}/v1/context/email/Zoe@Example.com/queries/orders_in_period", headers=auth,
+                         json={"since": "2020-01-01T00:00:00Z"}, timeout=60).status_code == 200
     # When the audit buffer is flushed and ingested
     assert factory.audit_log().wait_flushed(10)
     assert served.wait_for_ingest(60)
     rows = factory.lakehouse().scan("serving_audit").to_pylist()
     pid = _get(served, "/v1/context/user_id/cust-1", served.consumer_key).json()["profile_id"]
-    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == "zoe@example.com"
+    # the identifier is kept as the PII policy's keyed token, never in the clear (the named query's too)
+    assert "zoe@example.com" not in json.dumps(rows, default=str)
+    token = factory.pii_policy().audit_value("zoe@example.com")
+    queried = [r for r in rows if r["via"] == "query:orders_in_period" and r["identifier_type"] == "email"]
+    assert queried and {r["identifier_value"] for r in queried} == {token}
+    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == factory.pii_policy().audit_value(
+        "zoe@example.com")
              and r["fields"] == json.dumps(["traits.lifetime_revenue", "scores.churn_risk"])]
     tool = [r for r in rows if r["via"] == "tool:get_customer_context" and r["sections"] == json.dumps(["records"])]
     # Then both are there: who, which customer, which fields — and no value at all
@@ -291,3 +341,10 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert main(["audit", "--identifier", "crm_id:C-9", "--json", "--data-dir", str(served.data_dir)]) == 0
     trail = json.loads(capsys.readouterr().out)
     assert {"fetch", "tool:get_customer_context"} <= {r["via"] for r in trail}
+    # … even a lookup of nobody, kept only as a token: the CLI hashes its query the same way
+    assert _get(served, "/v1/context/email/ghost@example.com", served.consumer_key).status_code == 404
+    assert factory.audit_log().wait_flushed(10) and served.wait_for_ingest(60)
+    assert main(["audit", "--identifier", "email: Ghost@Example.com", "--json",
+                 "--data-dir", str(served.data_dir)]) == 0
+    trail = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in trail] == [404] and "ghost" not in json.dumps(trail)

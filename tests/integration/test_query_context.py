@@ -370,6 +370,8 @@ def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world
     store = MemoryContextStore()
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
     store.put_aliases([("user_id", "u_000001", world["ann"])])
+    store.items.update({k: v for k, v in world["store"].items.items() if v.get("profile_id") == world["ann"]
+                        and k[1] == "snapshot"})
     monkeypatch.setattr(factory, "context_store", lambda: store)
     # When the handler gets the event API Gateway sends for the query route
     response = lambda_runtime.invoke("query_context", load_event("query_context_post.json"))

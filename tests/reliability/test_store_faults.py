@@ -519,7 +519,7 @@ def test_a_deletion_job_throttled_past_the_retries_is_recorded_failed_and_its_re
     gone, stays = serving.resolve("user_id", "f1"), serving.resolve("user_id", "f2")
     assert gone and stays
     regulation = suppress(serving, factory.context_service(),
-                          new_regulation(serving, "suppress_with_delete", [("user_id", "f1")], "dpo"))
+                          new_regulation(serving, "suppress_with_delete", [("user_id", "f1")], "dpo"), "test-key")
     # Given DynamoDB throttling every BatchWriteItem while the deletion job runs
     faults = BotoFaults(serving.table.meta.client)
     faults.fail("BatchWriteItem", DDB_THROUGHPUT)

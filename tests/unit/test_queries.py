@@ -57,6 +57,9 @@ def test_the_default_spec_declares_the_documented_example_queries() -> None:
     ("    description: d\n    sql: SELECT 1\n    max_rows: 0\n", "queries.q.max_rows"),
     ("    description: ''\n    sql: SELECT 1\n", "queries.q.description"),
     ("    description: d\n    sql: SELECT 1\n    limit: 3\n", "queries.q.limit: Extra inputs are not permitted"),
+    ("    description: d\n    sql: SELECT 1\n    reveals: [traits.shoe_size]\n",
+     "queries.q.reveals: 'traits.shoe_size' is no section or field of the snapshot"),
+    ("    description: d\n    sql: SELECT 1\n    reveals: []\n", "queries.q.reveals: name at least one"),
 ])
 def test_query_spec_errors_name_the_path(body: str, error: str) -> None:
     # Given a query with one mistake, When the spec loads, Then the error names its path and the reason

@@ -124,7 +124,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Who was served what about one customer (serving_audit), newest first."""
-    from customer_context.serve.catalog import normalize_identifier
+    from customer_context.collect.pii import PiiPolicy
+    from customer_context.errors import ConfigError
     from customer_context.spec import load_spec
     from customer_context.stores.sql import connect
 
@@ -137,30 +138,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print("nothing served yet")
         return 0
     spec = load_spec(args.spec)
+    key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
+        (_data_dir(args) / "pii.key").read_text().strip() if (_data_dir(args) / "pii.key").is_file() else "")
+    try:
+        policy = PiiPolicy(spec, key)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # the identity graph holds the lookup form; the audit holds only its keyed token (as serving wrote it)
     if id_type != "profile_id":
-        value = normalize_identifier(spec, id_type, value) or value
-        key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
-            (_data_dir(args) / "pii.key").read_text().strip() if (_data_dir(args) / "pii.key").is_file() else "")
-        if spec.pii and key:
-            from customer_context.collect.pii import PiiPolicy
-
-            policy = PiiPolicy(spec, key)
-            rule = spec.identifiers.types.get(id_type)
-            if rule and any(p in policy.hashed_paths for p in rule.from_events):
-                value = policy.hash(value, id_type) or value
+        value = policy.lookup_value(id_type, value) or value
+    audited = value if id_type == "profile_id" else policy.audit_value(value)
     sql = ("SELECT \"at\", consumer, via, identifier_type, identifier_value, profile_id, sections, fields, "
            "snapshot_version, status FROM serving_audit WHERE profile_id IN (SELECT profile_id FROM identity_graph "
            "WHERE identifier_type = $t AND identifier_value = $v UNION SELECT $v WHERE $t = 'profile_id') "
-           "OR (identifier_type = $t AND identifier_value = $v) ORDER BY \"at\" DESC")
+           "OR (identifier_type = $t AND identifier_value = $a) ORDER BY \"at\" DESC")
     con = connect(lakehouse, sql)
     if "identity_graph" not in lakehouse.table_names():
         con.execute("CREATE TABLE identity_graph "
                     "(identifier_type VARCHAR, identifier_value VARCHAR, profile_id VARCHAR)")
-    result = con.execute(sql, {"t": id_type, "v": value})
+    result = con.execute(sql, {"t": id_type, "v": value, "a": audited})
     columns = [d[0] for d in result.description]
     rows = result.fetchall()
     print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1) if args.json
-          else format_table(columns, rows) if rows else f"nothing served about {id_type}:{value}")
+          else format_table(columns, rows) if rows else f"nothing served about {args.identifier}")
     return 0
 
 
@@ -212,7 +213,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         store = MemoryContextStore()
     report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
-                           commit=not args.dry_run, reland=args.reland, full=args.full)
+                           commit=not args.dry_run, reland=args.reland, full=args.full,
+                           pii_key=os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY", ""))
     print(json.dumps(report.to_dict(), indent=1, default=str))
     if args.dry_run and args.show and isinstance(store, MemoryContextStore):
         for item in list(store.items.values())[: args.show]:
@@ -290,7 +292,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         cat = catalog(load_spec(args.spec))
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
-        queries = [q for v in args.queries or ["*"] for q in v.split(",") if q]
+        queries = [q for v in args.queries for q in v.split(",") if q] if args.queries else None
         if not sections and not fields and not args.admin:
             print("error: give --sections and/or --fields (use --sections '*' for everything), or --admin",
                   file=sys.stderr)
@@ -459,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create: sections it may read, comma-separated ('*': all); repeatable")
     keys.add_argument("--fields", action="append",
                       help="create: single fields it may read (traits.orders_90d, …), comma-separated; repeatable")
-    keys.add_argument("--queries", action="append", help="create: named queries it may run (default '*': all)")
+    keys.add_argument("--queries", action="append",
+                      help="create: named queries it may run, if its scope covers what they reveal (default: all "
+                           "for a key allowed every section, none for a scoped one)")
     keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
     keys.add_argument("--key", help="revoke: the key")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")

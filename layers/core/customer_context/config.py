@@ -148,6 +148,11 @@ class Settings(BaseModel):
     cache_max_age_seconds: int = Field(
         default=5, ge=0, description="`Cache-Control: private, max-age=` of fetch responses."
     )
+    api_url: str = Field(
+        default="",
+        description="This API's base URL, which MCP's query tools call with the caller's key; default: "
+        "`https://` + the domain API Gateway received the request on (never the client's `Host` header).",
+    )
     default_max_tokens: int = Field(
         default=1500, ge=50, le=100_000, description="Token budget of `format=text` when the request sets none."
     )

@@ -103,3 +103,17 @@ class BudgetExceeded(CustomerContextError):
 
     status = 422
     code = "budget_exceeded"
+
+
+class DeletionRaced(CustomerContextError):
+    """A deletion job finished while a build was reading the lakehouse: the build starts again."""
+
+    status = 409
+    code = "deletion_raced"
+
+
+class FenceTimeout(CustomerContextError):
+    """The landing fence (builds and deletion jobs) stayed taken longer than the caller may wait."""
+
+    status = 503
+    code = "fence_timeout"

@@ -335,9 +335,13 @@ class QueryParam(_Model):
     description: str = ""
     required: bool = False
     default: Scalar | None = None
+    minimum: float | None = Field(default=None, description="Smallest value (integer and number parameters).")
+    maximum: float | None = Field(default=None, description="Largest value (integer and number parameters).")
 
     @model_validator(mode="after")
     def _default_fits(self) -> QueryParam:
+        if (self.minimum is not None or self.maximum is not None) and self.type not in ("integer", "number"):
+            raise ValueError("minimum / maximum: only integer and number parameters have bounds")
         if self.default is None:
             return self
         if self.required:
@@ -371,11 +375,13 @@ class QueryParam(_Model):
                     from None
             if not math.isfinite(number):
                 raise ValueError(f"expected a finite number, got {value!r}")
-            if kind == "integer":
-                if int(number) != number:
-                    raise ValueError(f"expected an integer, got {value!r}")
-                return int(number)
-            return float(number)
+            if kind == "integer" and int(number) != number:
+                raise ValueError(f"expected an integer, got {value!r}")
+            if self.minimum is not None and number < self.minimum:
+                raise ValueError(f"expected at least {self.minimum:g}, got {value!r}")
+            if self.maximum is not None and number > self.maximum:
+                raise ValueError(f"expected at most {self.maximum:g}, got {value!r}")
+            return int(number) if kind == "integer" else float(number)
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, got {value!r}")
@@ -400,6 +406,10 @@ class QueryParam(_Model):
             schema["format"] = "date-time"
         elif self.type == "duration":
             schema["pattern"] = _PARAM_DURATION.pattern
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
         if self.description:
             schema["description"] = self.description
         if self.default is not None:
@@ -425,6 +435,10 @@ class NamedQuery(_Model):
         default=None, description="The tables it reads (events and/or record tables); default: those its SQL names. "
         "Only these are scanned and visible to the query.")
     max_rows: int | None = Field(default=None, ge=1, le=10_000, description="Below the global row budget.")
+    reveals: list[str] | None = Field(
+        default=None, description="What its answer reveals, as snapshot sections or field paths (`recent_events`, "
+        "`interactions`, `records.crm_contacts` …): a consumer key runs it only if its scope covers all of them. "
+        "Default: every section (only keys allowed everything run it).")
     consent: str | None = Field(
         default=None, description="Consent category the query needs: its `events` view holds only events sent with "
         "that consent, and it answers no rows (`withheld` names the category) while the customer's latest consent "
@@ -546,11 +560,21 @@ class ContextSpec(_Model):
 
     @model_validator(mode="after")
     def _query_tables(self) -> ContextSpec:
+        from customer_context.serve.catalog import catalog
+
         known = ["events", *self.record_tables]
+        cat = catalog(self)
         for name, query in self.queries.items():
             for table in query.tables or ():
                 if table not in known:
                     raise ValueError(f"queries.{name}.tables: no table {table!r} (declared: {', '.join(known)})")
+            if query.reveals is not None and not query.reveals:
+                raise ValueError(f"queries.{name}.reveals: name at least one section or field (or leave it out: "
+                                 "every section)")
+            for path in query.reveals or ():
+                if path not in cat.sections and path not in cat.fields:
+                    raise ValueError(f"queries.{name}.reveals: {path!r} is no section or field of the snapshot "
+                                     f"(sections: {', '.join(cat.sections)})")
         return self
 
     @model_validator(mode="after")

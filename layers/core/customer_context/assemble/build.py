@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from customer_context.assemble import compiler
+from customer_context.assemble import attribution, compiler
 from customer_context.assemble.compiler import ident, lit
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
@@ -56,6 +56,8 @@ EVENTS_PER_LOAD = 1_000_000
 LANDING_SAMPLE = 32
 # The profile_state snapshot property naming the landing generation of the build that committed it.
 LANDING_GENERATION = "landing-generation"
+# Builds that start again because a deletion job finished while they read (govern/fence.py).
+BUILD_ATTEMPTS = 3
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
 HISTORY_ROW_GROUP_BYTES = 64 << 20
 HISTORY_FILE_BYTES = 1 << 30
@@ -91,6 +93,7 @@ class BuildReport:
     relanded: str | None = None  # why every snapshot and alias was landed again, when it was
     quarantined: list[dict[str, Any]] = field(default_factory=list)  # what the store could not hold, and why
     dry_run: bool = False
+    suppressed_identifiers: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -323,8 +326,10 @@ def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec
         con.unregister(f"{name}_arrow")
 
 
-def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple[pa.Table, pa.Table]:
-    """Nodes and deduplicated star edges, from events and record rows."""
+def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec,
+                     guard: Any = None) -> tuple[pa.Table, pa.Table, int]:
+    """Nodes and deduplicated star edges, from events and record rows (without what ``guard`` says a
+    deletion suppressed); and how many suppressed identifiers were left out."""
     types = spec.identifiers.types
     # one row per event with an identifier: the event's identifiers sorted, the most important first
     con.execute(f"CREATE TABLE event_ids AS SELECT ev, timestamp, type, ids FROM (SELECT ev, timestamp, type, "
@@ -361,6 +366,7 @@ def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple
             f"arg_min(id_value, (priority, id_type, id_value)) AS v FROM {ident(rid)} GROUP BY row_key) a "
             f"USING (row_key) WHERE NOT (e.id_type = a.t AND e.id_value = a.v)")
         node_sql.append(f"SELECT id_type, id_value, updated_at FROM {ident(rid)}")
+    suppressed = _drop_suppressed(con, spec, guard) if guard is not None and guard.deleted else 0
     edges = con.sql(
         "SELECT a_type, a_value, b_type, b_value, min(first_seen) AS first_seen, arg_min(source, first_seen) AS source "
         f"FROM ({' UNION ALL '.join(edge_sql)}) WHERE first_seen IS NOT NULL GROUP BY a_type, a_value, b_type, b_value"
@@ -369,7 +375,34 @@ def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> tuple
         f"SELECT type, value, min(first_seen) AS first_seen FROM ({' UNION ALL '.join(node_sql)}) "
         "WHERE first_seen IS NOT NULL GROUP BY type, value"
     ).to_arrow_table()
-    return nodes, edges
+    return nodes, edges, suppressed
+
+
+def _drop_suppressed(con: duckdb.DuckDBPyConnection, spec: ContextSpec, guard: Any) -> int:
+    """Leave out what deletions suppressed, as the deletion job decides what is a customer's: a row whose
+    most important identifier is suppressed is nobody's (no identifier of it joins anything, nobody is
+    served it); in other rows a suppressed identifier is ignored. Returns how many identifiers were."""
+    record_ids = [ident(f"{n}__ids") for n, t in spec.record_tables.items() if t.identifiers]
+    seen = con.sql(" UNION ".join([
+        "SELECT DISTINCT x.t AS t, x.v AS v FROM (SELECT unnest(ids) AS x FROM event_ids)",
+        "SELECT a_type, a_value FROM alias_edges", "SELECT b_type, b_value FROM alias_edges",
+        *(f"SELECT id_type, id_value FROM {rid}" for rid in record_ids)])).fetchall()
+    gone = sorted(f"{t}\x00{v}" for t, v in guard.suppressed(seen))
+    if not gone:
+        return 0
+    params = {"gone": gone}
+    key = "x.t || chr(0) || x.v"
+    con.execute("DELETE FROM event_ids WHERE list_contains($gone, ids[1].t || chr(0) || ids[1].v)", params)
+    con.execute(f"UPDATE event_ids SET ids = list_filter(ids, lambda x: NOT list_contains($gone, {key})) "
+                f"WHERE len(list_filter(ids, lambda x: list_contains($gone, {key}))) > 0", params)
+    con.execute("DELETE FROM alias_edges WHERE list_contains($gone, a_type || chr(0) || a_value) "
+                "OR list_contains($gone, b_type || chr(0) || b_value)", params)
+    for rid in record_ids:
+        con.execute(f"DELETE FROM {rid} WHERE row_key IN (SELECT row_key FROM {rid} GROUP BY row_key HAVING "
+                    "list_contains($gone, arg_min(id_type || chr(0) || id_value, (priority, id_type, id_value))))",
+                    params)
+        con.execute(f"DELETE FROM {rid} WHERE list_contains($gone, id_type || chr(0) || id_value)", params)
+    return len(gone)
 
 
 def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> None:
@@ -432,19 +465,8 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
     their own (a scan of one slice reads only them), compressed as they go: ``events_sliced`` (a table,
     or the union of the slices' tables), and ``events_profiled``, it without the slice column.
     """
-    # the profile of the event's most important identifier (each identifier has one unless blocked) …
-    con.execute("CREATE TABLE event_profile AS SELECT e.ev, m.profile_id FROM event_ids e LEFT JOIN id_map m "
-                "ON m.identifier_type = e.ids[1].t AND m.identifier_value = e.ids[1].v")
-    if _scalar(con, "SELECT count(*) FROM event_profile WHERE profile_id IS NULL"):
-        # … else of the most important one that has a profile
-        con.execute(
-            "CREATE TEMP TABLE event_profile_next AS SELECT ev, arg_min(m.profile_id, (x.p, x.t, x.v)) AS profile_id "
-            "FROM (SELECT e.ev, unnest(e.ids) AS x FROM event_ids e SEMI JOIN event_profile p "
-            "ON p.ev = e.ev AND p.profile_id IS NULL) "
-            "JOIN id_map m ON m.identifier_type = x.t AND m.identifier_value = x.v GROUP BY ev")
-        con.execute("DELETE FROM event_profile WHERE profile_id IS NULL")
-        con.execute("INSERT INTO event_profile SELECT ev, profile_id FROM event_profile_next")
-        con.execute("DROP TABLE event_profile_next")
+    # each event's profile: its most important identifier's that has one (the rule deletion uses too)
+    attribution.attribute(con, "event_ids", "ev", "id_map", "event_profile")
     con.execute("DROP TABLE event_ids")
     consent, consent_join = "", ""
     if spec.consent:
@@ -489,13 +511,14 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
                     "GROUP BY profile_id")
     for name, table in spec.record_tables.items():
         key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
-        rid = ident(f"{name}__ids")
         if table.identifiers:
+            con.execute(f"CREATE TEMP TABLE _row_ids AS {attribution.record_ids_sql(name + '__ids')}")
+            attribution.attribute(con, "_row_ids", "row_key", "id_map", "_row_owner")
             con.execute(
-                f"CREATE TABLE {ident(name + '_profiled')} AS SELECT p.profile_id, r.* FROM {ident(name)} r JOIN ("
-                f"SELECT e.row_key, arg_min(m.profile_id, (e.priority, e.id_type)) AS profile_id FROM {rid} e "
-                "JOIN id_map m ON e.id_type = m.identifier_type AND e.id_value = m.identifier_value "
-                f"GROUP BY e.row_key) p ON p.row_key = {key}")
+                f"CREATE TABLE {ident(name + '_profiled')} AS SELECT p.profile_id, r.* FROM {ident(name)} r "
+                f"JOIN _row_owner p ON p.row_key = {key}")
+            con.execute("DROP TABLE _row_owner")
+            con.execute("DROP TABLE _row_ids")
         else:
             con.execute(f"CREATE TABLE {ident(name + '_profiled')} AS SELECT NULL::VARCHAR AS profile_id, * "
                         f"FROM {ident(name)} WHERE FALSE")
@@ -822,8 +845,13 @@ def build_context(
     commit: bool = True,
     reland: bool = False,
     full: bool = False,
+    pii_key: str = "",
 ) -> BuildReport:
     """Run one build. See the module docstring for the stages.
+
+    Identifiers a deletion suppressed never join (``pii_key`` recognises them), and landing holds the
+    fence a deletion job takes: a build that read the lakehouse before a deletion finished starts again
+    (:mod:`customer_context.govern.fence`).
 
     Args:
         lakehouse: Source tables and destination of the build's Iceberg state.
@@ -838,10 +866,42 @@ def build_context(
         reland: Land every current snapshot and alias, changed or not.
         full: Recompute from scratch: score parameters refitted whatever their age, and everything landed
             again (``reland``).
+        pii_key: The PII hash key (suppressed identifiers are stored as keyed hashes).
 
     Returns:
         The report.
     """
+    from customer_context.errors import DeletionRaced
+    from customer_context.govern.fence import LandingGuard
+
+    for attempt in range(BUILD_ATTEMPTS):
+        guard = LandingGuard(store, pii_key, on_wait=lambda: progress and progress("waiting for a deletion job"))
+        try:
+            return _build_once(lakehouse, store, spec, guard, as_of=as_of, progress=progress,
+                               memory_limit=memory_limit, commit=commit, reland=reland, full=full)
+        except DeletionRaced:
+            if attempt == BUILD_ATTEMPTS - 1:
+                raise
+            logger.info("a deletion job finished while the build read the lakehouse: building again")
+            if progress:
+                progress("a deletion job finished meanwhile: building again")
+    raise AssertionError("unreachable")
+
+
+def _build_once(
+    lakehouse: Lakehouse,
+    store: ContextStore,
+    spec: ContextSpec,
+    guard: Any,
+    *,
+    as_of: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str | None = None,
+    commit: bool = True,
+    reland: bool = False,
+    full: bool = False,
+) -> BuildReport:
+    """One attempt of :func:`build_context` (raises ``DeletionRaced`` when it must start again)."""
     import duckdb
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -877,7 +937,7 @@ def build_context(
         report.as_of = clock.isoformat()
         stages.done("read", f"{report.events:,} events")
 
-        nodes, edges = _identity_inputs(con, spec)
+        nodes, edges, report.suppressed_identifiers = _identity_inputs(con, spec, guard)
         config = identity.IdentityConfig(
             rules={name: identity.IdentifierRule(name, rule.priority, rule.limit)
                    for name, rule in spec.identifiers.types.items()},
@@ -939,6 +999,8 @@ def build_context(
             "SELECT profile_id, identifier_type, list_sort(list(identifier_value)) AS vals FROM id_map "
             "GROUP BY ALL) JOIN profiles USING (profile_id) GROUP BY profile_id ORDER BY _slice")
         con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
+        if commit:
+            guard.enter()  # from here to the commit, no deletion job runs (and none finished since the start)
         history = _History(lakehouse, built_at, data_as_of) if commit else None
         refused: list[Refused] = []
         max_bytes = spec.snapshot.max_bytes
@@ -1046,6 +1108,7 @@ def build_context(
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report
     finally:
+        guard.exit()
         con.close()
 
 

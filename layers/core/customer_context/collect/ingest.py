@@ -304,7 +304,28 @@ def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _message_rows(body: str | bytes, spool: BlobStore | None) -> tuple[list[tuple[Any, ...]], Rows]:
+def _suppressed_out(env: envelope.Envelope, keep: Callable[[list[Any]], list[bool]]) -> None:
+    """Leave out of a message what a suppression filed after collect queued it covers (events, and rejected
+    events by their raw JSON); kept events lose suppressed values (``Suppressions.apply``)."""
+    env.events = [e for e, kept in zip(env.events, keep(env.events), strict=True) if kept]
+    raws = []
+    for rec in env.rejected:
+        try:
+            raws.append(json.loads(rec["raw"]) if isinstance(rec, dict) and isinstance(rec.get("raw"), str) else None)
+        except ValueError:
+            raws.append(None)
+    verdict = keep([r if isinstance(r, dict) else {} for r in raws])
+    rejected = []
+    for rec, raw, kept in zip(env.rejected, raws, verdict, strict=True):
+        if kept:
+            if isinstance(raw, dict):
+                rec["raw"] = envelope.dumps(raw)
+            rejected.append(rec)
+    env.rejected = rejected
+
+
+def _message_rows(body: str | bytes, spool: BlobStore | None,
+                  keep: Callable[[list[Any]], list[bool]] | None = None) -> tuple[list[tuple[Any, ...]], Rows]:
     """One queue message as ``events`` rows (tuples in :data:`EVENT_COLUMNS` order) and the other rows.
 
     Raises:
@@ -317,6 +338,8 @@ def _message_rows(body: str | bytes, spool: BlobStore | None) -> tuple[list[tupl
         env = envelope.loads(spool.get(env.spooled))
         if env.spooled is not None:
             raise PoisonMessage("a spooled object must not point at another one")
+    if keep is not None and (env.events or env.rejected):
+        _suppressed_out(env, keep)
     # orjson-decoded messages hold plain JSON only: their strings need no Unicode check and orjson
     # writes their JSON columns (same text as json, see _plain_json_text)
     text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, _json_text)
@@ -396,15 +419,17 @@ class IngestBatch:
     Events are kept as tuples and become Arrow columns directly at commit (no per-row dicts).
     """
 
-    def __init__(self, spool: BlobStore | None) -> None:
+    def __init__(self, spool: BlobStore | None, suppressions: Any | None = None) -> None:
         self.spool = spool
+        # events collect queued before a suppression was filed are checked again (one GetItem per batch)
+        self._keep = suppressions.queued_before() if suppressions is not None else None
         self.events: list[tuple[Any, ...]] = []
         self.others = Rows()  # rejected and audit rows (events stay in ``events``)
         self.messages = 0
 
     def add(self, body: str | bytes) -> None:
         """Decode one message; raises :class:`PoisonMessage` for the batch processor to report."""
-        values, rows = _message_rows(body, self.spool)  # all or nothing: a poison message adds no row
+        values, rows = _message_rows(body, self.spool, self._keep)  # all or nothing: a poison message adds no row
         self.events.extend(values)
         self.others.rejected.extend(rows.rejected)
         self.others.audit.extend(rows.audit)

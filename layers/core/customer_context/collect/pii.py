@@ -10,7 +10,15 @@ queued, so no raw value of a governed field reaches SQS, the lakehouse, the live
 * ``drop``: the field is removed.
 
 A rule on ``traits.<key>`` also covers ``context.traits.<key>`` (where the RudderStack SDKs put
-identify traits).
+identify traits), and a rule on ``context.ip`` also covers ``requestIp`` (the same client address,
+as collect stamps it). Every value at a hashed path is hashed, whatever it looks like: a client
+sending ``h_…`` does not get it stored as if it were a token. When something other than an object
+stands where a rule's path goes through (``"traits": "ann@x.io"``, which collect rejects and keeps in
+``rejected_events``), the rule's action applies to that whole value.
+
+The same keyed hash keeps identifiers out of the clear where the system must remember them without
+serving them: suppression items (:func:`customer_context.govern.suppression.suppression_hash`) and the
+serving audit (:meth:`PiiPolicy.audit_value`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 from typing import Any
 
 from customer_context.errors import ConfigError
@@ -60,6 +69,8 @@ class PiiPolicy:
                 context_path = "context." + rule.path
                 self.rules.append((["context", *parts], rule.action,
                                    path_types.get(context_path) or path_types.get(rule.path)))
+            if parts == ["context", "ip"]:
+                self.rules.append((["requestIp"], rule.action, None))
         self.record_rules = {name: {c: a for c, a in table.pii.items() if a != "keep"}
                              for name, table in spec.record_tables.items() if table.pii}
         self.column_types = {name: {c: t for t, c in reversed(table.identifiers.items())}
@@ -89,11 +100,15 @@ class PiiPolicy:
             if action == "drop":
                 row[column] = None
             elif action == "hash":
-                if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):
-                    row[column] = self.hash(value, self.column_types[table].get(column))
+                row[column] = self.hash(value, self.column_types[table].get(column))
             else:
                 row[column] = mask(value)
         return row
+
+    @property
+    def keyed(self) -> bool:
+        """Whether a hash key is configured (without one, :meth:`audit_value` keeps nothing)."""
+        return bool(self._key)
 
     def hash(self, value: Any, id_type: str | None = None) -> str | None:
         """The token of a value (stable for a key): normalised as identifiers of ``id_type`` are, else trimmed.
@@ -109,27 +124,52 @@ class PiiPolicy:
         digest = hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return HASH_PREFIX + digest[:40]
 
-    def apply(self, event: Any) -> Any:
-        """Apply the rules to an event in place (anything that is not an object is left alone)."""
+    def lookup_value(self, id_type: str, value: str) -> str | None:
+        """An identifier as it is stored and looked up: normalised as the spec says, then hashed when the
+        policy hashes that identifier type anywhere (``None`` when empty after normalisation)."""
+        from customer_context.serve.catalog import normalize_identifier
+
+        out = normalize_identifier(self.spec, id_type, value)
+        return self.hash(out, id_type) if out and id_type in self.hashed_types else out
+
+    def audit_value(self, lookup_value: str) -> str:
+        """What the serving audit keeps of an identifier (its lookup form): its keyed token, never the
+        value; empty without a hash key (an unkeyed hash of an email can be guessed)."""
+        return self.hash(lookup_value) or "" if self._key else ""
+
+    def apply(self, event: Any, only: frozenset[str] | set[str] | None = None) -> Any:
+        """Apply the rules to an event in place (anything that is not an object is left alone).
+
+        Args:
+            event: The event.
+            only: Apply only the rules of these paths (``context.ip``, ``requestIp`` …): collect applies
+                the policy once to what the client sent, then to the fields stamping added.
+        """
         if not isinstance(event, dict):
             return event
         for parts, action, id_type in self.rules:
+            if only is not None and ".".join(parts) not in only:
+                continue
             node: Any = event
+            key, whole = parts[-1], False
             for part in parts[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
+                child = node.get(part)
+                if child is not None and not isinstance(child, dict):
+                    key, whole = part, True  # something else where the path goes: the rule takes all of it
+                    break
+                node = child
                 if node is None:
                     break
-            if not isinstance(node, dict) or parts[-1] not in node:
+            if not isinstance(node, dict) or key not in node:
                 continue
-            key = parts[-1]
             if action == "drop":
                 del node[key]
             elif node[key] is None:
                 continue
             elif action == "hash":
                 value = node[key]
-                if not (isinstance(value, str) and value.startswith(HASH_PREFIX)):  # never hash twice
-                    node[key] = self.hash(value, id_type)
+                node[key] = (self.hash(json.dumps(value, sort_keys=True, default=str)) if whole
+                             else self.hash(value, id_type))
             else:
                 node[key] = mask(node[key])
         return event

@@ -325,9 +325,8 @@ def collect(
                 raise InvalidRequest(f"sentAt: {exc}") from None
 
     result = CollectResult(source_id=source_id)
-    accepted: list[str] = []
     accepted_items: list[dict[str, Any]] = []
-    rejected: list[str] = []
+    rejected_items: list[tuple[Any, str]] = []
     check_sizes = len(request.body) > limits.max_event_bytes or request.headers.get("content-encoding")
     forced_type = request.endpoint if single else None
     for index, item in enumerate(items):
@@ -359,21 +358,27 @@ def collect(
         if reason is not None:
             mid = item.get("messageId") if isinstance(item, dict) else None
             result.rejections.append(Rejection(index, reason, str(mid) if mid is not None else None))
-            rejected.append(_rejection_record(item, reason, source_id, received_at, request.request_id))
+            rejected_items.append((item, reason))
             continue
+        context = item.get("context")
+        had_ip = isinstance(context, dict) and "ip" in context
         stamp(item, source_id=source_id, received_at=received_at, batch_sent_at=batch_sent_at,
               source_ip=request.source_ip)
-        if pii:
-            pii.apply(item)  # again: stamping may add context.ip
-        accepted.append(envelope.dumps(item))
+        if pii:  # the fields stamping added (the policy hashes a value once: never a token again)
+            pii.apply(item, only={"requestIp"} if had_ip else {"requestIp", "context.ip"})
         accepted_items.append(item)
-    result.accepted = len(accepted)
-    if suppressions is not None and accepted_items:
-        kept = suppressions.keep(accepted_items)
-        if len(kept) != len(accepted_items):
-            result.suppressed = len(accepted_items) - len(kept)
-            accepted_items = kept
-            accepted = [envelope.dumps(i) for i in kept]
+    result.accepted = len(accepted_items)
+    if suppressions is not None and (accepted_items or rejected_items):
+        # the suppressed customers' events, valid or not, are acknowledged and never stored; other events
+        # lose the suppressed values they carry
+        kept = suppressions.apply([*accepted_items, *(item for item, _ in rejected_items)])
+        n = len(accepted_items)
+        result.suppressed = kept.count(False)
+        accepted_items = [i for i, k in zip(accepted_items, kept[:n], strict=True) if k]
+        rejected_items = [r for r, k in zip(rejected_items, kept[n:], strict=True) if k]
+    accepted = [envelope.dumps(item) for item in accepted_items]
+    rejected = [_rejection_record(item, reason, source_id, received_at, request.request_id)
+                for item, reason in rejected_items]
 
     bodies, oversized = envelope.pack(accepted, rejected, limits.max_message_bytes)
     for kind, item in oversized:

@@ -117,7 +117,7 @@ def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
     are older than the retention; returns how many."""
     from pyarrow import fs
 
-    from customer_context.govern.regulations import referenced_files
+    from customer_context.govern.deletion import referenced_files
 
     table = lakehouse.table(name)
     keep = referenced_files(table)

@@ -4,12 +4,12 @@ silently drops their future events) or ``suppress_with_delete`` (also remove the
 Identifiers given are expanded to the whole stitched profile (every identifier its snapshot lists),
 so a request naming an email also covers the customer's devices and user id.
 
-The deletion job removes the customer's rows from ``events``, ``rejected_events`` (by the raw event
-text), every record table, ``identity_graph``, ``identity_rejected_edges``, ``context_snapshots``,
-``profile_state`` and ``serving_audit`` (pyiceberg row deletes), then expires the snapshots that
-still reference the old files and deletes those files, so the data is physically gone; then the
-DynamoDB snapshot, alias and live-tail items. Status moves pending → running → done | failed with
-counts per table.
+The deletion job (:mod:`customer_context.govern.deletion`) removes the customer's rows — those the
+build attributes to her — from every table, scrubs her values out of other customers' rows, purges the
+history and the manifests that still hold them, cleans the spool and the record drops in S3, and deletes
+her DynamoDB snapshot, alias and live-tail items (scrubbing other customers' served snapshots that name
+her). It holds the landing fence while it works (:mod:`customer_context.govern.fence`). Status moves
+pending → running → done | failed with counts per table.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from customer_context.errors import InvalidRequest, NotFound
+from customer_context.govern.suppression import suppression_hash
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec
 
@@ -72,7 +73,7 @@ def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> 
     profiles: set[str] = set()
     found: set[tuple[str, str]] = set()
     for id_type, value in identifiers:
-        identifier = service._identifier(id_type, value)  # normalised, PII-hashed like lookups
+        identifier = service.identifier(id_type, value)  # normalised, PII-hashed like lookups
         if identifier[0] != "profile_id":
             found.add(identifier)
         pid = identifier[1] if identifier[0] == "profile_id" else store.resolve(*identifier)
@@ -95,172 +96,210 @@ def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], co
     return regulation
 
 
-def suppress(store: Any, service: Any, regulation: dict[str, Any]) -> dict[str, Any]:
-    """Suppress every identifier of the regulation's profiles; returns the regulation updated."""
+def suppress(store: Any, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+    """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
+    returns the regulation updated.
+
+    A ``suppress`` regulation is done at once and its record keeps counts, not identifiers; a
+    ``suppress_with_delete`` one keeps them until its deletion job is done.
+
+    Raises:
+        ConfigError: no PII hash key (suppressions would be guessable).
+    """
     profiles, identifiers = expand(store, service, [(i["type"], i["value"]) for i in regulation["identifiers"]])
-    store.put_suppressions(sorted(identifiers), regulation["id"])
-    regulation.update(profiles=sorted(profiles), suppressed=[{"type": t, "value": v} for t, v in sorted(identifiers)])
-    if regulation["regulationType"] == "suppress":
-        regulation["status"] = "done"
+    delete = regulation["regulationType"] == "suppress_with_delete"
+    store.put_suppressions(sorted({suppression_hash(key, t, v) for t, v in identifiers}), regulation["id"], delete)
+    # events collect queued before it knew are checked again by ingest (those received before this time)
+    suppressed_at = datetime.now(UTC).isoformat()
+    store.note_suppression(suppressed_at)
+    regulation.update(profiles=sorted(profiles), suppressed=[{"type": t, "value": v} for t, v in sorted(identifiers)],
+                      suppressed_at=suppressed_at)
+    if not delete:
+        regulation.update(status="done", **_counted(regulation))
     store.put_regulation(regulation)
     return regulation
 
 
-def _in(column: str, values: set[str]) -> Any:
-    from pyiceberg.expressions import In
-
-    return In(column, values)
-
-
-def _or(terms: list[Any]) -> Any:
-    from pyiceberg.expressions import Or
-
-    expr: Any = terms[0]
-    for term in terms[1:]:
-        expr = Or(expr, term)
-    return expr
+def _counted(regulation: dict[str, Any]) -> dict[str, int]:
+    """What the record keeps of a finished regulation's identifiers and profiles: how many."""
+    counts = {}
+    for name in ("identifiers", "suppressed", "profiles"):
+        value = regulation.get(name)
+        counts[name] = value if isinstance(value, int) else len(value or [])
+    return counts
 
 
-def _delete_rows(lakehouse: Any, name: str, expr: Any) -> int:
-    """Delete matching rows (one delete per OR-ed term: pyiceberg keeps a row whose filter is NULL, and
-    ``a OR b`` is NULL when one side is NULL and the other false … or true, in its evaluation)."""
-    from pyiceberg.expressions import Or
+def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[int, int]:
+    """Spooled events (claim checks in S3): hers are emptied out of their object (a message still queued
+    for it then lands nothing), others' are scrubbed of her values. Returns (events removed, objects
+    rewritten)."""
+    import pyarrow as pa
 
-    if not lakehouse.exists(name):
-        return 0
-    terms: list[Any] = []
+    from customer_context.collect import envelope
+    from customer_context.collect.ingest import event_to_row, rejection_row
 
-    def flatten(e: Any) -> None:
-        if isinstance(e, Or):
-            flatten(e.left)
-            flatten(e.right)
-        else:
-            terms.append(e)
-
-    flatten(expr)
-    deleted = 0
-    for term in terms:
-        table = lakehouse.table(name)
-        first = table.schema().fields[0].name
-        matching = table.scan(row_filter=term, selected_fields=(first,)).to_arrow().num_rows
-        if matching:
-            lakehouse._commit(name, lambda t, term=term: t.delete(delete_filter=term))
-            deleted += matching
-    return deleted
-
-
-def referenced_files(table: Any, live_only: bool = True) -> set[str]:
-    """Data files, manifests (their column bounds hold values too) and manifest lists of every snapshot
-    (``live_only``: not the entries that only record a file's removal)."""
-    paths: set[str] = set()
-    for snapshot in table.snapshots():
-        if snapshot.manifest_list:
-            paths.add(snapshot.manifest_list)
-        for manifest in snapshot.manifests(table.io):
-            paths.add(manifest.manifest_path)
-            paths.update(entry.data_file.file_path
-                         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=live_only))
-    return paths
-
-
-def purge_history(lakehouse: Any, name: str) -> int:
-    """Expire every snapshot but the current one and delete the data files only they referenced.
-
-    Only files known to the table's history are deleted (never files of an in-flight commit).
-    """
-    table = lakehouse.table(name)
-    current = table.current_snapshot()
-    if current is None:
-        return 0
-    before = referenced_files(table, live_only=False)
-    old = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current.snapshot_id]
-    if old:
-        table.maintenance.expire_snapshots().by_ids(old).commit()
-    table = lakehouse.table(name)
-    kept = referenced_files(table, live_only=True)
-    removed = 0
-    for path in sorted(before - kept):
+    removed = rewritten = 0
+    for key in blobs.keys(prefix):
+        body = blobs.get(key)
         try:
-            table.io.delete(path)
+            env = envelope.loads(body)
+        except Exception:  # noqa: BLE001 - not an envelope: scrubbed as text
+            env = None
+        if env is None:
+            text = body.decode("utf-8", "replace")
+            if target.cut(text) != text:
+                blobs.put(key, target.cut(text).encode())
+                rewritten += 1
+            continue
+        events, rejected, changed = [], [], False
+        for kind, items, to_row in (("events", env.events, event_to_row), ("rejected_events", env.rejected,
+                                                                             rejection_row)):
+            for item in items:
+                mentioned = target.scrub(item)
+                try:
+                    row = to_row(item)
+                except Exception:  # noqa: BLE001 - cannot be a row: nobody's, scrubbed
+                    row = None
+                hers = False
+                if row is not None:
+                    schema = cleaner.lakehouse.arrow_schema(kind)
+                    decided = cleaner.decide(cleaner.rules[kind], pa.Table.from_pylist([row], schema=schema), True)
+                    hers = bool(decided and decided[0][1])
+                if hers:
+                    removed += 1
+                    changed = True
+                    continue
+                changed |= mentioned != item
+                (events if kind == "events" else rejected).append(envelope.dumps(mentioned))
+        if changed:
+            blobs.put(key, envelope.body_of(events, rejected).encode())
+            rewritten += 1
+    return removed, rewritten
+
+
+def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
+    """Record drop files that mention her are deleted: their rows are in the record tables already, where
+    the job removed or scrubbed them. Returns how many."""
+    import gzip
+    import io
+
+    removed = 0
+    for key in blobs.keys(prefix):
+        data = blobs.get(key)
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        if data[:4] == b"PAR1":
+            import pyarrow.parquet as pq
+
+            text = json.dumps(pq.read_table(io.BytesIO(data)).to_pylist(), default=str, ensure_ascii=False)
+        else:
+            text = data.decode("utf-8", "replace")
+        if target.cut(text) != text:
+            blobs.delete(key)
             removed += 1
-        except FileNotFoundError:
-            pass
     return removed
 
 
+def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
+    """Other customers' served snapshots and live tails that mention her, scrubbed; returns items rewritten."""
+    from customer_context.stores.context_store import RecentEvent, SnapshotItem, recent_pk
+
+    written = 0
+    for pid in sorted(profiles):
+        item = store.get_snapshot(pid)
+        if item and (doc := target.scrub_json(item["doc"])) != item["doc"]:
+            written += store.put_snapshots([SnapshotItem(pid, doc, str(item.get("content_hash", "")),
+                                                         int(item.get("version", 0)), str(item.get("built_at", "")),
+                                                         item.get("data_as_of"))])
+        # their live tail: under the profile, and under each identifier (events from before it had a profile)
+        listed = (json.loads(item["doc"]).get("profile") or {}).get("identifiers") or {} if item else {}
+        partitions = [recent_pk(pid)] + [recent_pk(identifier=(t, v)) for t, values in listed.items()
+                                         for v in (values if isinstance(values, list) else [values])]
+        tail = []
+        for pk in partitions:
+            for event in store.recent(pk, None, 10_000):
+                text = target.scrub_json(event["event"])
+                if text != event["event"]:
+                    received_at, _, message_id = str(event["sk"]).partition("#")
+                    tail.append(RecentEvent(event["pk"], received_at, message_id, text, int(event["expires_at"])))
+        written += store.put_recent(tail) if tail else 0
+    return written
+
+
 def delete_everywhere(lakehouse: Any, store: Any, spec: ContextSpec, regulation: dict[str, Any],
-                      progress: Any = None) -> dict[str, int]:
-    """The deletion job; returns rows or items removed per place."""
+                      progress: Any = None, *, pii: Any = None, blobs: Any = None,
+                      spool_prefix: str = "spool/", imports_prefix: str = "imports/") -> dict[str, int]:
+    """The deletion job's work (:mod:`customer_context.govern.deletion`); returns rows or items per place."""
+    from customer_context.govern.deletion import Cleaner, Target
+
     profiles = set(regulation.get("profiles") or [])
     identifiers = {(i["type"], i["value"]) for i in regulation.get("suppressed") or regulation["identifiers"]}
-    by_type: dict[str, set[str]] = {}
-    for id_type, value in identifiers:
-        by_type.setdefault(id_type, set()).add(value)
-    values = {v for _, v in identifiers}
+    raw = {str(i["value"]) for i in regulation.get("identifiers") or [] if isinstance(i, dict)}
+    target = Target(spec, profiles, {(t, v) for t, v in identifiers if t != "profile_id"}, raw, pii)
     counts: dict[str, int] = {}
 
     def step(name: str, n: int) -> None:
         counts[name] = n
         if progress:
-            progress(f"{name}: {n} removed")
+            progress(f"{name}: {n}")
 
-    event_terms = [_in(col, by_type[t]) for t, col in (("user_id", "user_id"), ("anonymous_id", "anonymous_id"))
-                   if by_type.get(t)]
-    step("events", _delete_rows(lakehouse, "events", _or(event_terms)) if event_terms else 0)
-    # rejected events are raw text: find the rows that mention an identifier, delete them by id
-    if lakehouse.exists("rejected_events") and values:
-        rows = lakehouse.scan("rejected_events", selected_fields=("rejection_id", "raw")).to_pylist()
-        needles = [json.dumps(v) for v in values]
-        ids = {r["rejection_id"] for r in rows if any(n in (r["raw"] or "") for n in needles)}
-        step("rejected_events", _delete_rows(lakehouse, "rejected_events", _in("rejection_id", ids)) if ids else 0)
-    if lakehouse.exists("rejected_records") and values:
-        needles = [json.dumps(v) for v in values]
-        rows = lakehouse.scan("rejected_records", selected_fields=("source_key", "row_number", "raw")).to_pylist()
-        doomed = [r for r in rows if any(n in (r["raw"] or "") for n in needles)]
-        if doomed:
-            from pyiceberg.expressions import And, EqualTo
-
-            expr = _or([And(EqualTo("source_key", r["source_key"]), EqualTo("row_number", r["row_number"]))
-                        for r in doomed])
-            step("rejected_records", _delete_rows(lakehouse, "rejected_records", expr))
-    for name, table in spec.record_tables.items():
-        terms = [_in(col, by_type[t]) for t, col in table.identifiers.items() if by_type.get(t)]
-        step(name, _delete_rows(lakehouse, name, _or(terms)) if terms else 0)
-    if profiles:
-        for name in ("identity_graph", "context_snapshots", "profile_state"):
-            step(name, _delete_rows(lakehouse, name, _in("profile_id", profiles)))
-        step("serving_audit", _delete_rows(lakehouse, "serving_audit",
-                                           _or([_in("profile_id", profiles), _in("identifier_value", values)])))
-    if values:
-        step("identity_rejected_edges", _delete_rows(lakehouse, "identity_rejected_edges",
-                                                     _or([_in("a_value", values), _in("b_value", values)])))
-    # rows deleted above are gone from the current snapshots; older snapshots of every table (overwritten
-    # tables included) may still reference files holding them: expire them and delete those files
-    step("files_purged", sum(purge_history(lakehouse, name) for name in lakehouse.table_names()))
+    cleaner = Cleaner(lakehouse, spec, target)
+    try:
+        others = cleaner.clean_lakehouse(step)
+        if blobs is not None:
+            removed, rewritten = _scrub_spool(blobs, spool_prefix, cleaner, target)
+            step("spool_events", removed)
+            step("spool_objects_rewritten", rewritten)
+            step("imports_deleted", _drop_imports(blobs, imports_prefix, target))
+    finally:
+        cleaner.close()
     step("dynamodb", store.delete_customer(profiles, identifiers))
+    step("dynamodb_scrubbed", _scrub_served(store, target, others))
     return counts
 
 
-def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str) -> dict[str, Any]:
-    """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason)."""
+def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str, *, pii: Any = None,
+            blobs: Any = None, spool_prefix: str = "spool/") -> dict[str, Any]:
+    """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason).
+
+    The job holds the landing fence while it works and counts itself in the deletion generation before
+    giving it back (:mod:`customer_context.govern.fence`): no build lands meanwhile, and a build that
+    read the lakehouse before it finished starts again.
+    """
+    from customer_context.govern.fence import Fence
+
     regulation = store.get_regulation(regulation_id)
     if regulation is None:
         raise NotFound(f"no regulation {regulation_id!r}")
     regulation.update(status="running", started_at=datetime.now(UTC).isoformat())
     store.put_regulation(regulation)
     started = time.monotonic()
+
+    def waiting() -> None:
+        regulation["step"] = "waiting for a build to finish landing"
+        store.put_regulation(regulation)
+
+    fence = Fence(store, f"regulation:{regulation_id}", on_wait=waiting)
     try:
-        regulation["counts"] = delete_everywhere(lakehouse, store, spec, regulation,
-                                                 progress=lambda line: logger.info("regulation", extra={
-                                                     "regulation_id": regulation_id, "step": line}))
-        regulation["status"] = "done"
-        # the record of the request must not keep what it deleted: identifiers become a count
-        regulation["identifiers"] = len(regulation.get("identifiers") or [])
-        regulation["suppressed"] = len(regulation.get("suppressed") or [])
-        regulation["profiles"] = len(regulation.get("profiles") or [])
+        fence.acquire()
+        regulation.pop("step", None)
+
+        def progress(line: str) -> None:
+            fence.renew()
+            logger.info("regulation", extra={"regulation_id": regulation_id, "step": line})
+
+        regulation["counts"] = delete_everywhere(lakehouse, store, spec, regulation, progress, pii=pii, blobs=blobs,
+                                                 spool_prefix=spool_prefix)
+        # the record of the request must not keep what it deleted: identifiers become a count, before the job
+        # counts itself done (builds that read meanwhile start again)
+        regulation.update(status="done", **_counted(regulation))
+        store.put_regulation(regulation)
+        store.bump_deletion_generation()
     except Exception as exc:  # noqa: BLE001 - recorded on the regulation; a retry runs the job again
         logger.exception("regulation failed", extra={"regulation_id": regulation_id})
         regulation.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        fence.release()
     regulation.update(finished_at=datetime.now(UTC).isoformat(), seconds=round(time.monotonic() - started, 2))
     store.put_regulation(regulation)
     return regulation

@@ -46,7 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         url = urlsplit(self.path)
-        length = int(self.headers.get("content-length") or 0)
+        declared = (self.headers.get("content-length") or "0").strip()
+        if not declared.isdigit():  # -1, 1e3, junk: the body's end is unknown, so the connection cannot go on
+            self.close_connection = True
+            self._json(400, "Content-Length: expected a non-negative integer")
+            return
+        length = int(declared)
         if length > API_GATEWAY_MAX_BODY:
             self.close_connection = True
             self._json(413, "Request Entity Too Large")

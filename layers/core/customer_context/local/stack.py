@@ -1,7 +1,8 @@
 """The embedded local stack: everything the AWS deployment runs, on this machine, with no account.
 
 * moto's server on loopback stands in for SQS (queue + DLQ with a redrive policy), S3 (the spool
-  bucket) and DynamoDB, reached over real HTTP through ``AWS_ENDPOINT_URL``;
+  bucket) and DynamoDB, reached over real HTTP through ``AWS_ENDPOINT_URL``; a write-ahead journal
+  in front of it keeps what it accepted across a restart or a kill (:mod:`.persistence`);
 * the lakehouse is a SQLite Iceberg catalog with a file warehouse under ``data_dir``;
 * an HTTP server on 127.0.0.1 turns each request into the API Gateway HTTP API event for the
   same handler the template deploys, and the SQS trigger drives ingest with SQS events.
@@ -128,6 +129,8 @@ class LocalStack:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         self._moto: Any = None
+        self._journal: Any = None
+        self.restored: dict[str, int] = {}
         self._http: Any = None
         self._trigger: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -136,16 +139,16 @@ class LocalStack:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LocalStack:
-        """Check the context spec, start moto, create the AWS resources, then the trigger and the HTTP API.
+        """Check the context spec, start moto (behind the journal of ``<data_dir>/aws``), create the AWS
+        resources, put back what the journal kept, then start the trigger and the HTTP API.
 
         Raises:
             ConfigError: The spec the functions would load is invalid (nothing is started: every route
                 would otherwise answer 500, and SDKs retry those forever).
         """
-        from moto.server import ThreadedMotoServer
-
         from customer_context.config import Settings
         from customer_context.local.http_server import LocalHttpApi
+        from customer_context.local.persistence import Journal, JournaledMotoServer
         from customer_context.local.sqs_trigger import SqsTrigger
         from customer_context.spec import load_spec
         from customer_context.stores import factory
@@ -163,7 +166,8 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         # metrics are disabled locally; Powertools still warns each invocation that none were published
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._journal = Journal(self.data_dir / "aws", SPOOL_BUCKET)
+        self._moto = JournaledMotoServer(self._journal)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
@@ -202,6 +206,9 @@ class LocalStack:
         s3.create_bucket(Bucket=SPOOL_BUCKET)
         self.queue_url, self.dlq_url = queue_url, dlq_url
         self._create_context_table(factory.boto_client("dynamodb"))
+        # what the last run acknowledged and governs privacy (suppressions, regulations, snapshots, queued
+        # events, spooled objects) comes back before anything is served
+        self.restored = self._journal.restore(sqs, s3, {QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
         self.consumer_key = self._seed_consumers()
 
         self._set_env({
@@ -221,17 +228,25 @@ class LocalStack:
         self._trigger = SqsTrigger(sqs, queue_url, lambda event: lambda_runtime.invoke("ingest", event, 300),
                                    batch_window=self.batch_window, region=LOCAL_REGION)
         self._trigger.start()
+        self._stopping = threading.Event()
         if self.build_interval > 0:
-            self._stopping = threading.Event()
             threading.Thread(target=self._build_timer, name="build-schedule", daemon=True).start()
+        threading.Thread(target=self._compact_timer, name="journal-compaction", daemon=True).start()
         self._http = LocalHttpApi(port=self.port)
         self.url = self._http.url
+        # MCP's query tools call this API back: at this address, not whatever Host a client sends
+        self._set_env({"CUSTOMER_CONTEXT_API_URL": self.url})
+        factory.reset()
         threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
-        # where other processes (`customer-context build`, `keys create`) find this stack
-        (self.data_dir / STATE_FILE).write_text(json.dumps({
-            "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
-            "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
-        }, indent=1))
+        # where other processes (`customer-context build`, `keys create`) find this stack; it holds the PII
+        # key and the write keys, so only its owner may read it (created 0600, never readable in between)
+        state = self.data_dir / STATE_FILE
+        state.unlink(missing_ok=True)
+        with os.fdopen(os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps({
+                "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
+                "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
+            }, indent=1))
         return self
 
     def _create_context_table(self, ddb: Any) -> None:
@@ -274,6 +289,16 @@ class LocalStack:
             table.put_consumer(digest, item)
         return key
 
+    def _compact_timer(self) -> None:
+        from customer_context.observability import logger
+
+        assert self._stopping is not None
+        while not self._stopping.wait(60):
+            try:
+                self._journal.maybe_compact()
+            except Exception:
+                logger.exception("compacting the local journal failed (it keeps growing; nothing is lost)")
+
     def _build_timer(self) -> None:
         from customer_context.observability import logger
 
@@ -314,6 +339,7 @@ class LocalStack:
             self._trigger.stop()
         if self._moto is not None:
             self._moto.stop()
+            self._journal.close()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

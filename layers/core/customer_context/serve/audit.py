@@ -1,7 +1,10 @@
 """The serving audit: who was served what about which customer, and when — never the values.
 
 Every fetch, batch lookup, tool call and named query adds a record (consumer, via, profile,
-identifier used, sections and field paths returned, snapshot version, status). Records are
+identifier used, sections and field paths returned, snapshot version, status). The identifier is
+kept as the PII policy's keyed token of its lookup form (:meth:`PiiPolicy.audit_value`), never in the
+clear: a lookup by a deleted customer's email leaves no copy of it (``customer-context audit`` hashes
+its query the same way); a ``profile_id`` is kept as it is. Records are
 buffered in the container and sent to the events queue in one message per batch by a background
 thread, off the response's critical path; ingest writes them to the ``serving_audit`` Iceberg table
 (one commit per batch, like events). A container keeps at most ``flush_seconds`` of records in
@@ -22,16 +25,26 @@ from customer_context.observability import logger
 MAX_RECORDS_PER_MESSAGE = 200
 
 
+def audit_identifier(pii: Any | None, id_type: str, lookup_value: str) -> str:
+    """What the audit keeps of an identifier: a profile id as it is, anything else as the policy's keyed
+    token (empty without a key)."""
+    if id_type == "profile_id":
+        return lookup_value
+    return pii.audit_value(lookup_value) if pii is not None else ""
+
+
 class AuditLog:
     """Buffers audit records and sends them to the queue in batches.
 
     Args:
         queue: The events queue (``send(bodies)``); ``None`` keeps records in memory only (tests).
         flush_seconds: How long a record may wait in the buffer.
+        pii: The PII policy whose keyed hash stands for identifiers (none, or no key: they are not kept).
     """
 
-    def __init__(self, queue: Any | None, flush_seconds: float = 0.5) -> None:
+    def __init__(self, queue: Any | None, flush_seconds: float = 0.5, pii: Any | None = None) -> None:
         self.queue = queue
+        self.pii = pii
         self.flush_seconds = flush_seconds
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -43,11 +56,12 @@ class AuditLog:
     def record(self, *, consumer: str, via: str, identifier: tuple[str, str], profile_id: str | None,
                sections: list[str] | tuple[str, ...] = (), fields: list[str] | tuple[str, ...] = (),
                snapshot_version: int | None = None, status: int = 200) -> None:
-        """Add one record (cheap: no I/O here)."""
+        """Add one record (cheap: no I/O here). ``identifier`` is the lookup form (normalised, hashed
+        where the policy hashes)."""
         rec = {"audit_id": str(uuid.uuid4()), "at": datetime.now(UTC).isoformat(), "consumer": consumer,
                "via": via, "profile_id": profile_id, "identifier_type": identifier[0],
-               "identifier_value": identifier[1], "sections": list(sections), "fields": list(fields),
-               "snapshot_version": snapshot_version, "status": status}
+               "identifier_value": audit_identifier(self.pii, *identifier), "sections": list(sections),
+               "fields": list(fields), "snapshot_version": snapshot_version, "status": status}
         with self._lock:
             self._buffer.append(rec)
         self._start()

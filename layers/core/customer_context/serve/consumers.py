@@ -3,8 +3,10 @@
 A consumer key (``ck_…``, 192 random bits) is shown once when created and stored only as its
 SHA-256: the key is random, so a fast unsalted hash is as safe as a slow one and keeps the check
 to microseconds. A consumer is allowed whole *sections* (``traits``) and/or single *fields*
-(``traits.orders_90d``, ``scores.churn_risk``); ``*`` allows everything. Write keys (the SDKs'
-keys) never read context.
+(``traits.orders_90d``, ``scores.churn_risk``); ``*`` allows everything. A named query declares what
+its answer reveals (``reveals:`` in the spec, default every section): a consumer runs it only if it is
+among its queries and its scope covers all of that; a scoped key runs no query unless named. Write
+keys (the SDKs' keys) never read context; an admin key (regulations) with no scope reads nothing.
 
 The check runs in the handler (not a Lambda authorizer): field-level scopes need the response
 anyway, and one cached GetItem costs less than a second Lambda per request.
@@ -68,23 +70,41 @@ class Consumer:
         """Whether anything in the section is in scope."""
         return self.allows_section(section) or any(f.split(".", 1)[0] == section for f in self.fields)
 
-    def allows_query(self, name: str) -> bool:
-        """Whether the consumer may run a named query."""
-        return "*" in self.queries or name in self.queries
+    @property
+    def reads_anything(self) -> bool:
+        """Whether any section or field is in scope (an admin key made for regulations reads nothing)."""
+        return bool(self.sections or self.fields)
+
+    def allows_query(self, name: str, reveals: Iterable[str]) -> bool:
+        """Whether the consumer may run a named query: it is among its queries, and everything the query
+        reveals (sections or field paths, :func:`customer_context.serve.named_queries.query_reveals`) is in
+        its scope."""
+        return ("*" in self.queries or name in self.queries) and all(self.allows(p) for p in reveals)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Consumer:
-        """From a stored consumer item."""
-        return cls(name=str(item["name"]), sections=frozenset(item.get("sections") or ()),
-                   fields=frozenset(item.get("fields") or ()), queries=frozenset(item.get("queries") or ("*",)),
+        """From a stored consumer item (an item without ``queries`` runs them all only if it reads everything)."""
+        sections = frozenset(item.get("sections") or ())
+        queries = item.get("queries")
+        return cls(name=str(item["name"]), sections=sections, fields=frozenset(item.get("fields") or ()),
+                   queries=frozenset(queries if queries is not None else default_queries(sections)),
                    admin=bool(item.get("admin", False)))
 
 
+def default_queries(sections: Iterable[str]) -> list[str]:
+    """The named queries a key may run when its creator named none: all for a key allowed everything,
+    none for a scoped one."""
+    return ["*"] if "*" in set(sections) else []
+
+
 def consumer_item(name: str, sections: Iterable[str], fields: Iterable[str],
-                  queries: Iterable[str] = ("*",), admin: bool = False) -> dict[str, Any]:
-    """The attributes stored for a consumer key (``admin``: may file regulations, reads nothing more)."""
-    return {"name": name, "sections": sorted(set(sections)), "fields": sorted(set(fields)),
-            "queries": sorted(set(queries)), "admin": admin, "created_at": datetime.now(UTC).isoformat()}
+                  queries: Iterable[str] | None = None, admin: bool = False) -> dict[str, Any]:
+    """The attributes stored for a consumer key (``admin``: may file regulations; with no sections or
+    fields it reads nothing, named queries included)."""
+    sections = sorted(set(sections))
+    return {"name": name, "sections": sections, "fields": sorted(set(fields)),
+            "queries": sorted(set(queries if queries is not None else default_queries(sections))), "admin": admin,
+            "created_at": datetime.now(UTC).isoformat()}
 
 
 def validate_scope(sections: Iterable[str], fields: Iterable[str], known_sections: Iterable[str],

@@ -85,6 +85,9 @@ def select(cat: Catalog, consumer: Consumer, fields: str | Sequence[str] | None,
         InvalidRequest: an unknown section or field; the message lists the valid ones.
         Forbidden: a section or field outside the consumer's scope, named.
     """
+    if not consumer.reads_anything:
+        raise Forbidden(f"consumer {consumer.name!r} may read no section or field (an admin key files regulations; "
+                        "reading context needs a key made with --sections or --fields)")
     want_sections = _split(sections)
     want_fields = _split(fields)
     for section in want_sections:
@@ -138,6 +141,18 @@ def _parse_time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _tail_key_after(data_as_of: str | None) -> str | None:
+    """The live-tail sort key just past a snapshot's ``data_as_of``: tail keys start with ``receivedAt`` as
+    collect writes it (milliseconds, ``Z``), while ``data_as_of`` is an ISO time with an offset; compared
+    as text, an event received in the very millisecond of ``data_as_of`` (so in the snapshot) sorted after
+    it and was served twice. Everything in that millisecond is the snapshot's."""
+    when = _parse_time(data_as_of)
+    if when is None:
+        return data_as_of
+    when = when.astimezone(UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z#\U0010ffff"
+
+
 def _short_time(text: str | None) -> str:
     """``2026-11-24 20:10Z`` (minutes, UTC) for prompt text; ``never`` when unknown."""
     value = _parse_time(text)
@@ -163,13 +178,16 @@ class ContextService:
         self.options = options or ServeOptions()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.identifier_types = (*spec.identifiers.types, PROFILE_ID)
-        # identifier types whose event fields the PII policy hashes: looked up by their token
-        self._hashed_types = set(pii.hashed_types) if pii else set()
         self._pii = pii
         self.audit = audit
 
     # -- resolution ------------------------------------------------------------------------------
-    def _identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
+    def identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
+        """``(type, value)`` as stored and looked up: normalised, and hashed where the PII policy hashes.
+
+        Raises:
+            InvalidRequest: an unknown type, a value too long, or empty after normalisation.
+        """
         if id_type not in self.identifier_types:
             valid = ", ".join(self.identifier_types)
             raise InvalidRequest(f"identifier_type: unknown type {id_type!r}; valid: {valid}",
@@ -178,9 +196,8 @@ class ContextService:
         if len(id_value.encode()) > MAX_IDENTIFIER_BYTES:  # also DynamoDB's key limit (2 KB) is below
             raise InvalidRequest(f"identifier_value: longer than {MAX_IDENTIFIER_BYTES} bytes",
                                  details=[{"field": "identifier_value", "reason": "too long"}])
-        value = id_value if id_type == PROFILE_ID else normalize_identifier(self.spec, id_type, id_value)
-        if value and id_type in self._hashed_types:
-            value = self._pii.hash(value, id_type)
+        value = (id_value if id_type == PROFILE_ID else self._pii.lookup_value(id_type, id_value) if self._pii
+                 else normalize_identifier(self.spec, id_type, id_value))
         if not value:
             raise InvalidRequest("identifier_value: empty after normalisation",
                                  details=[{"field": "identifier_value", "reason": "empty after normalisation"}])
@@ -206,6 +223,7 @@ class ContextService:
     def _tail(self, pid: str | None, identifier: tuple[str, str] | None, after: str | None) -> list[dict[str, Any]]:
         """Events newer than the snapshot, newest first, deduplicated by message id."""
         limit = self.spec.snapshot.recent_events.limit
+        after = _tail_key_after(after)
         items: list[dict[str, Any]] = []
         if pid:
             items += self.store.recent(recent_pk(pid), after, limit)
@@ -279,7 +297,7 @@ class ContextService:
         Raises:
             InvalidRequest: unknown identifier type; NotFound: nobody known by it.
         """
-        identifier = self._identifier(id_type, id_value)
+        identifier = self.identifier(id_type, id_value)
         pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
         if not pid:
             raise self._not_found(*identifier)
@@ -304,7 +322,7 @@ class ContextService:
             raise InvalidRequest("max_tokens: expected an integer from 50 to 100000",
                                  details=[{"field": "max_tokens", "reason": "expected an integer from 50 to 100000"}])
         selection = select(self.catalog, consumer, fields, sections)
-        identifier = self._identifier(id_type, id_value)
+        identifier = self.identifier(id_type, id_value)
         pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
         snapshot = self.store.get_snapshot(pid) if pid else None
         want_tail = "recent_events" in selection.sections
@@ -370,7 +388,7 @@ class ContextService:
         resolved: list[tuple[str, str]] = []
         for n, item in enumerate(wanted):
             try:
-                resolved.append(self._identifier(str(item.get("type", "")), str(item.get("value", ""))))
+                resolved.append(self.identifier(str(item.get("type", "")), str(item.get("value", ""))))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"identifiers[{n}]: {exc.message}") from None
         aliases = self.store.resolve_many({i for i in resolved if i[0] != PROFILE_ID})

@@ -1,10 +1,12 @@
 """A Model Context Protocol server over Streamable HTTP, stateless: each POST carries JSON-RPC
-(one message or a batch) and gets the JSON answer; no session, no server-initiated stream.
+(one message or a batch of at most :data:`MAX_MESSAGES`) and gets the JSON answer; no session, no
+server-initiated stream.
 
 Methods: ``initialize`` (protocol versions of the initialize handshake), ``ping``, ``tools/list``
 and ``tools/call`` with the tools of :mod:`customer_context.serve.tools`. Notifications are
-accepted with 202. A tool that fails (unknown customer, a field out of scope …) answers a result
-with ``isError: true`` and the reason, so the model can read it and recover.
+accepted with 202. A tool that fails (unknown customer, a field out of scope, arguments that do not
+fit the tool's input schema …) answers a result with ``isError: true`` and the reason, so the model
+can read it and recover.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from customer_context.errors import CustomerContextError
 from customer_context.stores import factory
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+# JSON-RPC messages one POST may carry (a batch): each tool call may run a named query for seconds
+MAX_MESSAGES = 10
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 INSTRUCTIONS = ("Customer context for the person you are serving. Call get_customer_context with whatever "
                 "identifier you have (email, user id …) and only the fields the current step needs.")
@@ -75,6 +79,9 @@ def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *, base_url:
     except ValueError as exc:
         return 400, _error(None, PARSE_ERROR, f"invalid JSON: {exc}"), {}
     if isinstance(message, list):
+        if len(message) > MAX_MESSAGES:
+            return 400, _error(None, INVALID_REQUEST, f"a batch carries at most {MAX_MESSAGES} messages, got "
+                                                      f"{len(message)}: send the rest in other requests"), {}
         answers = [a for m in message if (a := _dispatch(m, consumer, auth, base_url)) is not None]
         return (200, answers, {}) if answers else (202, None, {})
     answer = _dispatch(message, consumer, auth, base_url)

@@ -21,7 +21,8 @@ How a call runs:
    row budget: ``max_rows + 1`` rows are fetched and rows beyond the budget are cut with
    ``truncated: true`` (an agent still gets an answer, and knows it is partial);
 6. identical calls (same query text, customer, parameters and row budget) within ``cache_seconds``
-   are answered from a small in-process cache, with ``cached: true``.
+   are answered from a small in-process cache, with ``cached: true``; the cache is keyed by the
+   serving store's deletion generation too, so a deletion job ends every cached answer.
 
 The Iceberg row filter compares raw column values with the customer's normalised identifiers:
 ``In`` for types normalised by ``trim`` only, a case-insensitive range for ``casefold`` types
@@ -147,6 +148,11 @@ def query_tool_schemas(spec: ContextSpec) -> list[dict[str, Any]]:
             },
         })
     return tools
+
+
+def query_reveals(spec: ContextSpec, query: NamedQuery) -> tuple[str, ...]:
+    """What a query's answer reveals, as sections or field paths (its ``reveals``; default every section)."""
+    return tuple(query.reveals) if query.reveals else tuple(s.name for s in spec.snapshot.sections)
 
 
 def tables_read(spec: ContextSpec, query: NamedQuery) -> list[str]:
@@ -363,7 +369,7 @@ def _time_exceeded(name: str, budget: QueryBudget) -> BudgetExceeded:
 
 def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: str, params: Any,
                     budget: QueryBudget | None = None,
-                    identifiers: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                    identifiers: list[tuple[str, str]] | None = None, generation: int = 0) -> dict[str, Any]:
     """Run one named query for one customer.
 
     Args:
@@ -376,6 +382,8 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
         identifiers: The customer's (type, value) pairs when the caller has them (from the snapshot,
             :func:`snapshot_identifiers`: one key-value read); else they are read from the identity
             graph, an unpartitioned table scan.
+        generation: The serving store's deletion generation: part of the cache key, so no cached answer
+            outlives a deletion job.
 
     Returns:
         ``{"query", "profile_id", "params", "columns", "rows" (objects, JSON-safe: timestamps as
@@ -395,7 +403,7 @@ def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: st
     bound = bind_params(query, params)
     limit = min(query.max_rows or budget.max_rows, budget.max_rows)
     shown = {p: params.get(p, query.params[p].default) for p in query.params}
-    key = json.dumps([name, query.sql, profile_id, limit, bound], default=repr, sort_keys=True)
+    key = json.dumps([name, query.sql, profile_id, limit, bound, generation], default=repr, sort_keys=True)
     hit = _cache_get(key)
     if hit is not None:
         return {**hit, "rows": list(hit["rows"]), "cached": True}

@@ -2,9 +2,12 @@
 context before the next build.
 
 collect hands every accepted event of the types the snapshot shows (``snapshot.recent_events.types``)
-to :meth:`RecentTail.record`, which files it under the customer's profile when one of its
-identifiers is already known (one BatchGetItem on the aliases per request), else under each
-identifier it carries, so a customer seen for the first time seconds ago can be fetched too.
+to :meth:`RecentTail.record`, which files it as the build will attribute it
+(:mod:`customer_context.assemble.attribution`): under the profile of its most important identifier
+(one BatchGetItem on the aliases per request). When that identifier is in no profile yet — a new user
+signing in on a device someone else used first — the event is not that someone's: it is filed under
+each of its identifiers that no profile holds, so a customer seen for the first time seconds ago can
+be fetched by them, and the next build decides where it goes.
 Items expire through DynamoDB's TTL (``recent_events_ttl_seconds``) and each is bounded in size
 (``properties`` cut to ``snapshot.recent_events.max_chars``); fetch reads at most
 ``snapshot.recent_events.limit`` of them, only those received after the snapshot's ``data_as_of``.
@@ -17,15 +20,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.assemble.attribution import event_identifiers
 from customer_context.spec import ContextSpec
 from customer_context.stores.context_store import RecentEvent, recent_pk
-
-
-def _event_identifier_fields(spec: ContextSpec) -> list[tuple[str, str]]:
-    """(identifier type, top-level event field) pairs, e.g. ``("user_id", "userId")``."""
-    return [(id_type, path) for id_type, rule in spec.identifiers.types.items()
-            for path in rule.from_events if "." not in path]
 
 
 def compact(event: dict[str, Any], max_chars: int) -> dict[str, Any]:
@@ -59,7 +56,6 @@ class RecentTail:
         self.store = store
         self.spec = spec
         self.ttl_seconds = ttl_seconds
-        self._fields = _event_identifier_fields(spec)
 
     @property
     def enabled(self) -> bool:
@@ -75,23 +71,18 @@ class RecentTail:
         for event in events:
             if event.get("type") not in config.types:
                 continue
-            ids = []
-            for id_type, name in self._fields:
-                raw = event.get(name)
-                if isinstance(raw, str | int) and not isinstance(raw, bool):
-                    value = normalize_identifier(self.spec, id_type, str(raw))
-                    if value:
-                        ids.append((id_type, value))
+            ids = [(f.id_type, f.value) for f in event_identifiers(self.spec, event)]
             if ids:
-                kept.append((event, ids))
+                kept.append((event, list(dict.fromkeys(ids))))
         if not kept:
             return 0
         profiles = self.store.resolve_many({i for _, ids in kept for i in ids})
         expires = int(time.time()) + self.ttl_seconds
         items = []
         for event, ids in kept:
-            pids = sorted({profiles[i] for i in ids if i in profiles})
-            keys = [recent_pk(p) for p in pids] or [recent_pk(identifier=i) for i in ids]
+            # the most important identifier decides, as in the build; not yet in a profile: its unknown ones
+            owner = profiles.get(ids[0])
+            keys = [recent_pk(owner)] if owner else [recent_pk(identifier=i) for i in ids if i not in profiles]
             text = json.dumps(compact(event, config.max_chars), separators=(",", ":"), ensure_ascii=False)
             for pk in keys:
                 items.append(RecentEvent(pk, str(event["receivedAt"]), str(event["messageId"]), text, expires))

@@ -45,7 +45,12 @@ def _named_queries(spec: ContextSpec) -> dict[str, Any]:
 
 
 def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]:
-    """The tools as ``{"name", "description", "schema"}``, limited to the consumer's scope."""
+    """The tools as ``{"name", "description", "schema"}``, limited to the consumer's scope (a consumer that
+    reads nothing gets none)."""
+    from customer_context.serve.named_queries import query_reveals
+
+    if not consumer.reads_anything:
+        return []
     cat = catalog(spec)
     sections = [s for s in cat.sections if consumer.allows_any_of(s)]
     fields = [f for f in cat.fields if consumer.allows(f)]
@@ -77,14 +82,13 @@ def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]
         },
     }]
     for name, query in _named_queries(spec).items():
-        if not consumer.allows_query(name):
+        if not consumer.allows_query(name, query_reveals(spec, query)):
             continue
         params = getattr(query, "params", {}) or {}
         properties = dict(_identifier_properties(spec))
         required = ["identifier_type", "identifier_value"]
         for pname, param in params.items():
-            schema = _param_schema(param)
-            properties[pname] = schema
+            properties[pname] = param.json_schema()
             if getattr(param, "required", False):
                 required.append(pname)
         tools.append({
@@ -94,25 +98,6 @@ def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]
                        "additionalProperties": False},
         })
     return tools
-
-
-_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
-               "timestamp": "string", "duration": "string"}
-
-
-def _param_schema(param: Any) -> dict[str, Any]:
-    kind = str(getattr(param, "type", "string"))
-    schema: dict[str, Any] = {"type": _JSON_TYPES.get(kind, "string")}
-    if kind == "timestamp":
-        schema["format"] = "date-time"
-    if kind == "duration":
-        schema["pattern"] = r"^\d+[smhdw]$"
-    if getattr(param, "description", None):
-        schema["description"] = param.description
-    default = getattr(param, "default", None)
-    if default is not None:
-        schema["default"] = default
-    return schema
 
 
 def tool_definitions(spec: ContextSpec, consumer: Consumer, style: str = "all") -> dict[str, Any]:
@@ -141,26 +126,46 @@ def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service:
     if not isinstance(arguments, dict):
         raise InvalidRequest("arguments: expected an object")
     if name == CONTEXT_TOOL:
-        unknown = set(arguments) - {"identifier_type", "identifier_value", "fields", "sections", "format",
-                                    "max_tokens"}
-        if unknown:
-            raise InvalidRequest(f"arguments: unknown {', '.join(sorted(unknown))}")
-        for required in ("identifier_type", "identifier_value"):
-            if not isinstance(arguments.get(required), str) or not arguments[required]:
-                raise InvalidRequest(f"arguments.{required}: required, a string")
+        _check_arguments(service.spec, name, arguments)
         result = service.fetch(arguments["identifier_type"], arguments["identifier_value"], consumer,
                                fields=arguments.get("fields"), sections=arguments.get("sections"),
                                fmt=arguments.get("format", "text"), max_tokens=arguments.get("max_tokens"),
                                via=f"tool:{CONTEXT_TOOL}")
         return result.body
     if name.startswith(QUERY_PREFIX) and name[len(QUERY_PREFIX):] in _named_queries(service.spec):
+        from customer_context.serve.named_queries import query_reveals
+
         query = name[len(QUERY_PREFIX):]
-        if not consumer.allows_query(query):
+        if not consumer.allows_query(query, query_reveals(service.spec, service.spec.queries[query])):
             raise Forbidden(f"query {query!r} is outside the scope of consumer {consumer.name!r}")
+        _check_arguments(service.spec, name, arguments)
         params = {k: v for k, v in arguments.items() if k not in ("identifier_type", "identifier_value")}
         return run_remote_query(base_url, auth_headers or {}, str(arguments.get("identifier_type", "")),
                                 str(arguments.get("identifier_value", "")), query, params)
     raise NotFound(f"no tool {name!r}")
+
+
+_VALIDATORS: dict[tuple[int, str], tuple[ContextSpec, Any]] = {}
+
+
+def _check_arguments(spec: ContextSpec, name: str, arguments: dict[str, Any]) -> None:
+    """Check a call's arguments against the tool's published input schema (types, ranges, unknown names)
+    before anything runs; the scope is checked after, with its own reasons.
+
+    Raises:
+        InvalidRequest: naming the argument and what it must be.
+    """
+    import fastjsonschema
+
+    hit = _VALIDATORS.get((id(spec), name))
+    if hit is None or hit[0] is not spec:
+        everything = Consumer("schema", frozenset({"*"}))
+        schema = next(t["schema"] for t in generic_tools(spec, everything) if t["name"] == name)
+        hit = _VALIDATORS[(id(spec), name)] = (spec, fastjsonschema.compile(schema))
+    try:
+        hit[1](arguments)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidRequest(str(exc.message).replace("data", "arguments", 1)) from None
 
 
 class _RemoteError(CustomerContextError):

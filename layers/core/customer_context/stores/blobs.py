@@ -16,6 +16,12 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes:
         """Return the object under ``key``."""
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of every object under ``prefix``."""
+
+    def delete(self, key: str) -> None:
+        """Delete the object under ``key`` (nothing if absent)."""
+
 
 @translate_public_methods("S3")
 class S3BlobStore:
@@ -34,6 +40,15 @@ class S3BlobStore:
         """GetObject, read whole."""
         return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def keys(self, prefix: str) -> list[str]:
+        """ListObjectsV2, every page."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def delete(self, key: str) -> None:
+        """DeleteObject."""
+        self._client.delete_object(Bucket=self.bucket, Key=key)
+
 
 class MemoryBlobStore:
     """In-memory store for unit tests."""
@@ -48,3 +63,11 @@ class MemoryBlobStore:
     def get(self, key: str) -> bytes:
         """Return the object (KeyError when absent)."""
         return self.objects[key]
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix``."""
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        """Forget the object."""
+        self.objects.pop(key, None)

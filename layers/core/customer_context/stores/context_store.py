@@ -9,8 +9,17 @@ Item layout in one table (``pk``, ``sk`` strings):
 * recent event: ``pk = recent#p#<profile_id>`` (or ``recent#id#<type>#<value>`` while the
   identifier belongs to no profile yet), ``sk = <receivedAt>#<messageId>`` — ``event`` (compact
   JSON), ``expires_at`` (TTL); written by collect, read by fetch for what is newer than the snapshot;
-* suppression: ``pk = suppressed#<sha256 of type and value>``, ``sk = suppressed`` — ``regulation_id``;
-  collect drops events carrying a suppressed identifier;
+* suppression: ``pk = suppressed#<first hex digit of h>``, ``sk = <h>`` where h is the keyed hash of
+  the identifier (HMAC-SHA256 with the PII key, :func:`customer_context.govern.suppression.suppression_hash`)
+  — ``regulation_id``, ``delete`` (filed by ``suppress_with_delete``: builds never join it again). Sixteen
+  partitions: collect's point reads spread over them, and a build lists them with sixteen Queries.
+  Items written before the keyed hash (``pk = suppressed#<unkeyed sha256>``, ``sk = suppressed``) are
+  still honoured by collect;
+* fence: ``pk = fence#landing``, ``sk = fence`` — ``owner``, ``expires_at``: held by a build while it lands
+  and commits, and by a deletion job while it deletes (conditional writes), so neither sees the other
+  half-done; ``pk = fence#deletions``, ``sk = fence`` — ``generation``, bumped by every finished deletion
+  job (a build that began before it starts again); ``pk = fence#suppressions``, ``sk = fence`` —
+  ``latest``, when identifiers were last suppressed (ingest checks the events received before it);
 * regulation: ``pk = regulation#<id>``, ``sk = regulation`` — ``doc`` (JSON: type, status, counts …);
 * consumer: ``pk = consumer#<sha256 of the key>``, ``sk = consumer`` — ``name``, ``sections``,
   ``fields``, ``created_at``; the key itself is never stored.
@@ -54,14 +63,21 @@ SUPPRESSED_SK = "suppressed"
 REGULATION_SK = "regulation"
 
 
-def suppression_key(id_type: str, id_value: str) -> dict[str, str]:
-    """Primary key of a suppressed identifier's item: a SHA-256 of it, so a forgotten customer's
-    identifiers are not kept in the clear."""
-    import hashlib
+def suppression_key(digest: str) -> dict[str, str]:
+    """Primary key of a suppressed identifier's item, by the identifier's keyed hash (hex)."""
+    return {"pk": f"suppressed#{digest[:1]}", "sk": digest}
 
-    # surrogatepass: an identifier taken from event JSON may hold an unpaired surrogate; it still hashes
-    digest = hashlib.sha256(f"{id_type}\x00{id_value}".encode("utf-8", "surrogatepass")).hexdigest()
+
+def legacy_suppression_key(digest: str) -> dict[str, str]:
+    """Primary key of a suppression item written before the keyed hash, by its unkeyed SHA-256 (hex)."""
     return {"pk": f"suppressed#{digest}", "sk": SUPPRESSED_SK}
+
+
+SUPPRESSION_PARTITIONS = tuple(f"suppressed#{c}" for c in "0123456789abcdef")
+FENCE_SK = "fence"
+LANDING_FENCE = {"pk": "fence#landing", "sk": FENCE_SK}
+DELETIONS = {"pk": "fence#deletions", "sk": FENCE_SK}
+SUPPRESSIONS_FILED = {"pk": "fence#suppressions", "sk": FENCE_SK}
 
 
 def regulation_key(regulation_id: str) -> dict[str, str]:
@@ -184,11 +200,33 @@ class ContextStore(Protocol):
     def delete_consumer(self, key_hash: str) -> None:
         """Revoke a consumer key."""
 
-    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
-        """Mark identifiers suppressed; returns how many."""
+    def put_suppressions(self, digests: Iterable[str], regulation_id: str, delete: bool = False) -> int:
+        """Mark identifiers suppressed, by their keyed hashes; returns how many."""
 
-    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of the identifiers are suppressed (one BatchGetItem per 100)."""
+    def suppressed(self, digests: Iterable[str], legacy: Iterable[str] = ()) -> set[str]:
+        """Which keyed hashes (and unkeyed ``legacy`` ones, of items written before the keyed hash) are
+        suppressed (one BatchGetItem per 100 keys)."""
+
+    def deleted_identifiers(self) -> set[str]:
+        """Keyed hashes of every identifier suppressed by ``suppress_with_delete`` (sixteen Queries)."""
+
+    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
+        """Take the landing fence if it is free or its lease ran out (one conditional write)."""
+
+    def release_fence(self, owner: str) -> None:
+        """Give the fence back if ``owner`` still holds it."""
+
+    def deletion_generation(self) -> int:
+        """How many deletion jobs have finished (a build compares it before and after its work)."""
+
+    def bump_deletion_generation(self) -> int:
+        """Count one more finished deletion job; returns the new generation."""
+
+    def note_suppression(self, at: str) -> None:
+        """Remember when identifiers were last suppressed (ISO time; ingest checks events received before)."""
+
+    def last_suppression(self) -> str | None:
+        """When identifiers were last suppressed, or ``None``."""
 
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """Store (or update) a regulation."""
@@ -446,14 +484,80 @@ class DynamoContextStore:
         """DeleteItem."""
         self.table.delete_item(Key=consumer_key(key_hash))
 
-    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
+    def put_suppressions(self, digests: Iterable[str], regulation_id: str, delete: bool = False) -> int:
         """BatchWriteItem puts."""
-        return self._write(puts=({**suppression_key(t, v), "regulation_id": regulation_id} for t, v in identifiers))
+        return self._write(puts=({**suppression_key(d), "regulation_id": regulation_id, "delete": delete}
+                                 for d in digests))
 
-    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """BatchGetItem on the suppression keys."""
-        by_key = {suppression_key(t, v)["pk"]: (t, v) for t, v in identifiers}
-        return {by_key[item["pk"]] for item in self._batch_get([{"pk": k, "sk": SUPPRESSED_SK} for k in by_key])}
+    def suppressed(self, digests: Iterable[str], legacy: Iterable[str] = ()) -> set[str]:
+        """BatchGetItem on the suppression keys (keyed and legacy layouts)."""
+        keys = [suppression_key(d) for d in digests] + [legacy_suppression_key(d) for d in legacy]
+        return {item["sk"] if item["sk"] != SUPPRESSED_SK else item["pk"].split("#", 1)[1]
+                for item in self._batch_get(keys)}
+
+    def deleted_identifiers(self) -> set[str]:
+        """One paginated Query per suppression partition."""
+        from boto3.dynamodb.conditions import Key
+
+        found: set[str] = set()
+        for pk in SUPPRESSION_PARTITIONS:
+            kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk)}
+            while True:
+                answer = self.table.query(**kwargs)
+                found.update(str(i["sk"]) for i in answer.get("Items", []) if i.get("delete"))
+                if "LastEvaluatedKey" not in answer:
+                    break
+                kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return found
+
+    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
+        """Conditional PutItem: no holder, the same holder, or a lease that ran out."""
+        from botocore.exceptions import ClientError
+
+        now = time.time()
+        try:
+            self.table.put_item(
+                Item={**LANDING_FENCE, "owner": owner, "expires_at": int(now + lease_seconds)},
+                ConditionExpression="attribute_not_exists(pk) OR #o = :owner OR expires_at < :now",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": owner, ":now": int(now)})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release_fence(self, owner: str) -> None:
+        """Conditional DeleteItem (a lease that ran out and was taken over stays with its new holder)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.delete_item(Key=LANDING_FENCE, ConditionExpression="#o = :owner",
+                                   ExpressionAttributeNames={"#o": "owner"},
+                                   ExpressionAttributeValues={":owner": owner})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def deletion_generation(self) -> int:
+        """GetItem (strongly consistent)."""
+        item = self.table.get_item(Key=DELETIONS, ConsistentRead=True).get("Item")
+        return int(item["generation"]) if item else 0
+
+    def bump_deletion_generation(self) -> int:
+        """UpdateItem ADD."""
+        answer = self.table.update_item(Key=DELETIONS, UpdateExpression="ADD generation :one",
+                                        ExpressionAttributeValues={":one": 1}, ReturnValues="UPDATED_NEW")
+        return int(answer["Attributes"]["generation"])
+
+    def note_suppression(self, at: str) -> None:
+        """PutItem."""
+        self.table.put_item(Item={**SUPPRESSIONS_FILED, "latest": at})
+
+    def last_suppression(self) -> str | None:
+        """GetItem (strongly consistent)."""
+        item = self.table.get_item(Key=SUPPRESSIONS_FILED, ConsistentRead=True).get("Item")
+        return str(item["latest"]) if item else None
 
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """PutItem."""
@@ -601,18 +705,57 @@ class MemoryContextStore:
         """Drop the item."""
         self.items.pop(self._key(consumer_key(key_hash)), None)
 
-    def put_suppressions(self, identifiers: Iterable[tuple[str, str]], regulation_id: str) -> int:
+    def put_suppressions(self, digests: Iterable[str], regulation_id: str, delete: bool = False) -> int:
         """Keep the items."""
         n = 0
-        for t, v in identifiers:
-            key = suppression_key(t, v)
-            self.items[self._key(key)] = {**key, "regulation_id": regulation_id}
+        for d in digests:
+            key = suppression_key(d)
+            self.items[self._key(key)] = {**key, "regulation_id": regulation_id, "delete": delete}
             n += 1
         return n
 
-    def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    def suppressed(self, digests: Iterable[str], legacy: Iterable[str] = ()) -> set[str]:
         """The suppressed ones."""
-        return {(t, v) for t, v in identifiers if self._key(suppression_key(t, v)) in self.items}
+        return ({d for d in digests if self._key(suppression_key(d)) in self.items}
+                | {d for d in legacy if self._key(legacy_suppression_key(d)) in self.items})
+
+    def deleted_identifiers(self) -> set[str]:
+        """Keyed hashes filed by ``suppress_with_delete``."""
+        return {i["sk"] for (p, _), i in self.items.items() if p in SUPPRESSION_PARTITIONS and i.get("delete")}
+
+    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
+        """Take the fence if free, ours, or expired."""
+        held = self.items.get(self._key(LANDING_FENCE))
+        if held and held["owner"] != owner and held["expires_at"] >= time.time():
+            return False
+        self.items[self._key(LANDING_FENCE)] = {**LANDING_FENCE, "owner": owner,
+                                                "expires_at": time.time() + lease_seconds}
+        return True
+
+    def release_fence(self, owner: str) -> None:
+        """Drop the fence if ours."""
+        held = self.items.get(self._key(LANDING_FENCE))
+        if held and held["owner"] == owner:
+            del self.items[self._key(LANDING_FENCE)]
+
+    def deletion_generation(self) -> int:
+        """The counter."""
+        return int(self.items.get(self._key(DELETIONS), {}).get("generation", 0))
+
+    def bump_deletion_generation(self) -> int:
+        """Count one more."""
+        generation = self.deletion_generation() + 1
+        self.items[self._key(DELETIONS)] = {**DELETIONS, "generation": generation}
+        return generation
+
+    def note_suppression(self, at: str) -> None:
+        """Keep the time."""
+        self.items[self._key(SUPPRESSIONS_FILED)] = {**SUPPRESSIONS_FILED, "latest": at}
+
+    def last_suppression(self) -> str | None:
+        """The time, or None."""
+        item = self.items.get(self._key(SUPPRESSIONS_FILED))
+        return str(item["latest"]) if item else None
 
     def put_regulation(self, regulation: dict[str, Any]) -> None:
         """Keep a copy."""

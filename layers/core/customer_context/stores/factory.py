@@ -112,7 +112,7 @@ def audit_log() -> Any:
     """The serving audit buffer (sent to the events queue; in memory only without one)."""
     from customer_context.serve.audit import AuditLog
 
-    return AuditLog(event_queue() if get_settings().queue_url else None)
+    return AuditLog(event_queue() if get_settings().queue_url else None, pii=pii_policy())
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +151,8 @@ def suppressions() -> Any:
     from customer_context.govern.suppression import Suppressions
     from customer_context.spec import load_spec
 
-    return Suppressions(context_store(), load_spec()) if get_settings().context_table else None
+    settings = get_settings()
+    return Suppressions(context_store(), load_spec(), settings.pii_hash_key) if settings.context_table else None
 
 
 def start_regulation_job(regulation_id: str) -> str:
@@ -173,8 +174,15 @@ def start_regulation_job(regulation_id: str) -> str:
     from customer_context.spec import load_spec
 
     threading.Thread(target=run_job, args=(lakehouse(), context_store(), load_spec(), regulation_id),
-                     name=f"regulation-{regulation_id}", daemon=True).start()
+                     kwargs=regulation_job_options(), name=f"regulation-{regulation_id}", daemon=True).start()
     return "thread"
+
+
+def regulation_job_options() -> dict[str, Any]:
+    """What a deletion job needs besides the lakehouse and the store: the PII policy (tokens), and the
+    bucket holding the spool and the record drops."""
+    settings = get_settings()
+    return {"pii": pii_policy(), "blobs": spool(), "spool_prefix": settings.spool_prefix}
 
 
 @lru_cache(maxsize=8)

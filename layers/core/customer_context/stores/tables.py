@@ -180,7 +180,8 @@ SERVING_AUDIT_SCHEMA = Schema(
     _s(4, "via", "fetch | batch | tool:<name> (MCP) | query:<name>", True),
     _s(5, "profile_id", "Profile served (null: known from live events only, or not found)"),
     _s(6, "identifier_type", "Identifier the caller used", True),
-    _s(7, "identifier_value", "Its value, as looked up (hashed when the PII policy hashes that type)", True),
+    _s(7, "identifier_value", "The PII policy's keyed token of the value looked up (a profile_id as it is; empty "
+       "without a hash key): never the value itself", True),
     _s(8, "sections", "Whole sections returned, as a JSON array (names only, never values)"),
     _s(9, "fields", "Single fields returned, as a JSON array (paths only, never values)"),
     NestedField(10, "snapshot_version", LongType(), required=False, doc="Version of the snapshot served"),

@@ -1,0 +1,353 @@
+"""What the local stack's stand-in for AWS keeps across a restart and a kill.
+
+moto keeps DynamoDB, SQS and S3 in memory. The local stack puts a write-ahead journal in front of it
+(a WSGI middleware around moto's own application): every write moto accepts is appended to a file in
+the data dir *before* the response goes back, so whatever the stack acknowledged survives the process
+(a SIGKILL included; the files are written, not fsynced: a power cut may lose the last ones).
+
+* DynamoDB: every item write (PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems)
+  that succeeded, in the order moto applied it — snapshots, aliases, the live tail, consumer keys,
+  suppressions, regulations, the landing fence. On start the requests are replayed, then the file is
+  compacted to the items the tables hold (and again whenever it grows past ``COMPACT_BYTES``, and
+  whenever a deletion job finishes: the journal must not keep a deleted customer either).
+* SQS: every message sent, and every message deleted (receipt handles are mapped to message ids from
+  the ReceiveMessage answers); on start the messages never deleted are sent again (a message that was
+  in flight, or in the dead-letter queue, is delivered again: ingest is idempotent by message id).
+* S3: every object put in the stack's bucket (spooled events, record drops) is copied to a file, and
+  removed with it; on start they are put back.
+
+Reads pass straight through. Nothing of this runs on AWS, where the services keep their own state.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+COMPACT_BYTES = 64 << 20
+DELETIONS_KEY = b'"fence#deletions"'  # the item a deletion job updates when it is done (stores/context_store.py)
+_FORWARDED = ("HTTP_AUTHORIZATION", "CONTENT_TYPE", "HTTP_X_AMZ_TARGET")
+# moto routes a request by the service named in its credential scope; it checks no signature
+_LOCAL_AUTH = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, "
+               "Signature=0")
+
+
+def _key_file(root: Path, bucket: str, key: str) -> Path:
+    return root / bucket / base64.urlsafe_b64encode(key.encode()).decode()
+
+
+class _Log:
+    """An append-only JSON-lines file, one ``os.write`` per record (O_APPEND: records never interleave)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, *records: dict[str, Any]) -> None:
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        if data:
+            os.write(self._fd, data)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a record cut short by a kill: it was never acknowledged
+                continue
+        return out
+
+    def replace(self, records: Iterable[dict[str, Any]]) -> None:
+        """Swap the file for one holding ``records`` (atomically), and append to it from now on."""
+        tmp = self.path.with_suffix(".tmp")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            for record in records:
+                fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _live(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The messages the SQS journal says are still queued: sent, never deleted nor purged."""
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        if record["k"] == "send":
+            live[(record["q"], record["id"])] = record
+        elif record["k"] == "del":
+            live.pop((record["q"], record["id"]), None)
+        elif record["k"] == "purge":
+            live = {k: v for k, v in live.items() if k[0] != record["q"]}
+    return live
+
+
+class Journal:
+    """The write-ahead journal of one data dir (``<data_dir>/aws/``), and the middleware writing it.
+
+    Args:
+        root: Where the files live.
+        bucket: The stack's S3 bucket (its objects are kept).
+    """
+
+    def __init__(self, root: Path, bucket: str) -> None:
+        self.root = root
+        self.bucket = bucket
+        self.dynamodb = _Log(root / "dynamodb.jsonl")
+        self.sqs = _Log(root / "sqs.jsonl")
+        self.objects = root / "s3"
+        self._ddb_lock = threading.Lock()
+        self._sqs_lock = threading.Lock()
+        self._receipts: dict[str, tuple[str, str]] = {}  # receipt handle → (queue, message id)
+        self.app: Any = None
+        self.recording = False
+
+    # -- the middleware ------------------------------------------------------------------------------
+    def wrap(self, app: Any) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+        """moto's WSGI application with the journal in front of it."""
+        self.app = app
+
+        def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if not self.recording:
+                return app(environ, start_response)  # type: ignore[no-any-return]
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            if target.startswith("DynamoDB_20120810.") and target.split(".", 1)[1] in DYNAMODB_WRITES:
+                return self._dynamodb(environ, start_response, target)
+            if target.startswith("AmazonSQS."):
+                return self._sqs(environ, start_response, target.split(".", 1)[1])
+            if environ["REQUEST_METHOD"] in ("PUT", "DELETE", "POST") and self._s3_bucket_path(environ):
+                return self._s3(environ, start_response)
+            return app(environ, start_response)  # type: ignore[no-any-return]
+
+        return middleware
+
+    def _call(self, environ: dict[str, Any], read_body: bool = True) -> tuple[str, list[tuple[str, str]], bytes, bytes]:
+        """Run a request through moto: (status, headers, response body, request body — read only when
+        ``read_body``; an S3 upload streams through untouched)."""
+        import io
+
+        body = b""
+        if read_body:
+            length = environ.get("CONTENT_LENGTH")
+            if length or environ.get("wsgi.input_terminated"):
+                body = environ["wsgi.input"].read(int(length)) if length else environ["wsgi.input"].read()
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        answer: dict[str, Any] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            answer["status"], answer["headers"] = status, headers
+            return lambda data: None
+
+        chunks = self.app(environ, start)
+        try:
+            out = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+        return answer["status"], answer["headers"], out, body
+
+    @staticmethod
+    def _reply(start_response: Callable[..., Any], status: str, headers: list[tuple[str, str]],
+               body: bytes) -> Iterable[bytes]:
+        start_response(status, headers)
+        return [body]
+
+    def _dynamodb(self, environ: dict[str, Any], start_response: Callable[..., Any], target: str) -> Iterable[bytes]:
+        with self._ddb_lock:  # the journal's order is the order moto applied the writes in
+            status, headers, out, body = self._call(environ)
+            if status.startswith("200"):
+                self.dynamodb.append({"h": {k: environ.get(k, "") for k in _FORWARDED}, "b": body.decode()})
+        if status.startswith("200") and target.endswith(".UpdateItem") and DELETIONS_KEY in body:
+            # a deletion job counts itself done: the journal must not keep what it deleted either (the puts of
+            # her items, the messages that carried her events): both are rewritten from what is there now
+            self.compact()
+        return self._reply(start_response, status, headers, out)
+
+    def _sqs(self, environ: dict[str, Any], start_response: Callable[..., Any], action: str) -> Iterable[bytes]:
+        with self._sqs_lock:
+            status, headers, out, body = self._call(environ)
+            if status.startswith("200"):
+                self._note_sqs(action, json.loads(body or b"{}"), json.loads(out or b"{}"))
+        return self._reply(start_response, status, headers, out)
+
+    def _note_sqs(self, action: str, request: dict[str, Any], answer: dict[str, Any]) -> None:
+        queue = str(request.get("QueueUrl", "")).rsplit("/", 1)[-1]
+        if action == "SendMessage":
+            self.sqs.append({"k": "send", "q": queue, "id": answer.get("MessageId"), "b": request.get("MessageBody"),
+                             "a": request.get("MessageAttributes")})
+        elif action == "SendMessageBatch":
+            entries = {e["Id"]: e for e in request.get("Entries", [])}
+            self.sqs.append(*({"k": "send", "q": queue, "id": ok["MessageId"], "b": entries[ok["Id"]]["MessageBody"],
+                               "a": entries[ok["Id"]].get("MessageAttributes")}
+                              for ok in answer.get("Successful", [])))
+        elif action == "ReceiveMessage":
+            if len(self._receipts) > 100_000:  # handles of messages received and never deleted pile up
+                self._receipts.clear()         # (forgetting them only means those come back after a restart)
+            for message in answer.get("Messages", []):
+                self._receipts[message["ReceiptHandle"]] = (queue, message["MessageId"])
+        elif action in ("DeleteMessage", "DeleteMessageBatch"):
+            handles = ([request.get("ReceiptHandle")] if action == "DeleteMessage"
+                       else [e["ReceiptHandle"] for e in request.get("Entries", [])
+                             if e["Id"] in {ok["Id"] for ok in answer.get("Successful", [])}])
+            gone = [self._receipts.pop(h) for h in handles if h in self._receipts]
+            self.sqs.append(*({"k": "del", "q": q, "id": mid} for q, mid in gone))
+        elif action == "PurgeQueue":
+            self.sqs.append({"k": "purge", "q": queue})
+
+    def _s3_bucket_path(self, environ: dict[str, Any]) -> bool:
+        return "/s3/" in environ.get("HTTP_AUTHORIZATION", "") and str(environ.get("PATH_INFO", "")).startswith(
+            f"/{self.bucket}")
+
+    def _s3(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        from urllib.parse import unquote
+
+        method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")
+        key = unquote(str(environ["PATH_INFO"])[len(self.bucket) + 2:])
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        status, headers, out, body = self._call(environ, read_body=method == "POST")
+        if status.startswith(("200", "204")):
+            if method == "PUT" and key and "uploadId" not in query:
+                self._keep_object(key, auth)
+            elif method == "DELETE" and key:
+                _key_file(self.objects, self.bucket, key).unlink(missing_ok=True)
+            elif method == "POST" and "delete" in query:
+                for element in ET.fromstring(body).iter():
+                    if element.tag.endswith("Key") and element.text:
+                        _key_file(self.objects, self.bucket, element.text).unlink(missing_ok=True)
+        return self._reply(start_response, status, headers, out)
+
+    def _keep_object(self, key: str, auth: str) -> None:
+        from urllib.parse import quote
+
+        from werkzeug.test import EnvironBuilder
+
+        environ = EnvironBuilder(method="GET", path=f"/{self.bucket}/{quote(key)}",
+                                 headers={"Authorization": auth}).get_environ()
+        status, _, data, _ = self._call(environ)
+        if status.startswith("200"):
+            path = _key_file(self.objects, self.bucket, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+    # -- restore and compaction ----------------------------------------------------------------------
+    def restore(self, sqs: Any, s3: Any, queues: dict[str, str]) -> dict[str, int]:
+        """Put back what the journal holds (the resources exist, empty), then compact it; recording starts.
+
+        Args:
+            sqs, s3: boto3 clients of the stack's moto.
+            queues: Queue name → URL.
+
+        Returns:
+            How many writes, messages and objects were restored.
+        """
+        from werkzeug.test import EnvironBuilder
+
+        writes = self.dynamodb.read()
+        for record in writes:  # in-process, in the original order
+            headers = {"Authorization": record["h"]["HTTP_AUTHORIZATION"], "X-Amz-Target": record["h"][
+                "HTTP_X_AMZ_TARGET"], "Content-Type": record["h"]["CONTENT_TYPE"] or "application/x-amz-json-1.0"}
+            self._call(EnvironBuilder(method="POST", path="/", headers=headers,
+                                      data=record["b"].encode()).get_environ())
+        live = _live(self.sqs.read())
+        objects = sorted(p for p in (self.objects / self.bucket).glob("*") if p.suffix != ".tmp") \
+            if (self.objects / self.bucket).is_dir() else []
+        for path in objects:
+            s3.put_object(Bucket=self.bucket, Key=base64.urlsafe_b64decode(path.name).decode(), Body=path.read_bytes())
+        self.sqs.replace([])
+        self.recording = True  # from here on every write is journaled, the messages put back included
+        for (queue, _), record in live.items():
+            if queue in queues:
+                kwargs: dict[str, Any] = {"QueueUrl": queues[queue], "MessageBody": record["b"]}
+                if record.get("a"):
+                    kwargs["MessageAttributes"] = record["a"]
+                sqs.send_message(**kwargs)
+        self.compact()
+        return {"dynamodb_writes": len(writes), "messages": len(live), "objects": len(objects)}
+
+    def _scan(self) -> dict[str, list[dict[str, Any]]]:
+        """Every item of every table moto holds (in-process Scans), by table."""
+        from werkzeug.test import EnvironBuilder
+
+        def call(target: str, request: dict[str, Any]) -> dict[str, Any]:
+            headers = {"Authorization": _LOCAL_AUTH, "X-Amz-Target": f"DynamoDB_20120810.{target}",
+                       "Content-Type": "application/x-amz-json-1.0"}
+            _, _, out, _ = self._call(EnvironBuilder(method="POST", path="/", headers=headers,
+                                                     data=json.dumps(request).encode()).get_environ())
+            return json.loads(out)  # type: ignore[no-any-return]
+
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for table in call("ListTables", {}).get("TableNames", []):
+            request: dict[str, Any] = {"TableName": table}
+            items = tables.setdefault(table, [])
+            while True:
+                answer = call("Scan", request)
+                items += answer.get("Items", [])
+                if "LastEvaluatedKey" not in answer:
+                    break
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return tables
+
+    def compact(self) -> None:
+        """Rewrite both journals as what moto holds now: the items of every table (one BatchWriteItem per 25),
+        the messages still queued."""
+        with self._ddb_lock:
+            headers = {"HTTP_AUTHORIZATION": _LOCAL_AUTH, "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.BatchWriteItem",
+                       "CONTENT_TYPE": "application/x-amz-json-1.0"}
+            self.dynamodb.replace(
+                {"h": headers, "b": json.dumps({"RequestItems": {table: [{"PutRequest": {"Item": i}}
+                                                                        for i in items[n:n + 25]]}})}
+                for table, items in self._scan().items() for n in range(0, len(items), 25))
+        with self._sqs_lock:
+            self.sqs.replace(_live(self.sqs.read()).values())
+
+    def maybe_compact(self) -> None:
+        """Compact the journals when one grew past ``COMPACT_BYTES``."""
+        if max(self.dynamodb.size(), self.sqs.size()) > COMPACT_BYTES:
+            self.compact()
+
+    def close(self) -> None:
+        self.recording = False
+        self.dynamodb.close()
+        self.sqs.close()
+
+
+class JournaledMotoServer:
+    """moto's threaded server (as ``ThreadedMotoServer`` runs it) with the journal in front of it."""
+
+    def __init__(self, journal: Journal, ip_address: str = "127.0.0.1", port: int = 0) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = journal.wrap(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(ip_address, port, app, True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
