@@ -241,7 +241,10 @@ class Cleaner:
             lakehouse.define(record_table_def(name, table.columns, table.primary_key, table.description))
         self.names = lakehouse.table_names()
         self.rules = _rules(spec, [*self.names, *spec.record_tables])
+        from customer_context import identifiers
+
         self.con = duckdb.connect()
+        identifiers.register(self.con)  # the attribution SQL normalises identifiers as the build does
         self.con.execute("SET TimeZone = 'UTC'")
         graph = (lakehouse.scan("identity_graph", selected_fields=("identifier_type", "identifier_value",
                                                                    "profile_id"))
