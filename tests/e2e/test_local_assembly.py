@@ -72,22 +72,28 @@ def test_maintenance_beside_the_running_stack_does_not_stop_ingest(local_stack: 
     assert local_stack.dlq_depth() == 0
 
 
-def test_a_restarted_stack_serves_every_customer_again_after_the_next_build(tmp_path: Any) -> None:
+def test_a_stack_whose_store_was_lost_serves_every_customer_again_after_the_next_build(tmp_path: Any) -> None:
+    import shutil
+
     from customer_context.local.stack import LocalStack
 
     def stack() -> LocalStack:
         return LocalStack(tmp_path / "stack", write_keys={"wk_test": "test"}, batch_window=0.2)
 
     batch = [{"type": "identify", "userId": f"c{n}", "anonymousId": f"d{n}"} for n in range(5)]
-    # Given a stack that collected, built and served five customers, then stopped (moto kept the store in memory)
+    # Given a stack that collected, built and served five customers, then stopped
     with stack() as first:
         assert requests.post(f"{first.url}/v1/batch", json={"batch": batch}, auth=("wk_test", ""),
                              timeout=10).status_code == 200
         assert first.wait_for_ingest(60)
         assert first.build()["changed_profiles"] == 5
-    # When it is started again on the same data dir and the next build runs, with no new data
+    # And its serving store lost (the journal that keeps moto's DynamoDB across restarts removed, as when a
+    # lakehouse is moved to another machine; on AWS: a table restored from an older backup or recreated)
+    shutil.rmtree(tmp_path / "stack" / "aws")
+    # When it is started again on the same lakehouse and the next build runs, with no new data
     with stack() as second:
         headers = {"authorization": f"Bearer {second.consumer_key}"}
+        assert requests.get(f"{second.url}/v1/context/anonymous_id/d0", headers=headers, timeout=10).status_code == 404
         report = second.build()
         # Then the build saw the store was not the one it landed in, and every customer is served again
         assert report["relanded"] and report["changed_profiles"] == 0
