@@ -33,7 +33,7 @@ RESERVED_TABLE_NAMES = frozenset({
     "events_unique", "events_chunk", "events_sliced", "events_profiled", "event_ids", "event_profile",
     "event_profile_next", "event_consent", "event_slice", "dup_hashes", "alias_edges", "profile_consent", "profiles",
     "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",
-    "id_map", "recent", "content", "dup_copies",
+    "id_map", "recent", "content", "dup_copies", "score_purchases", "score_buyers",
 })
 # Most traits one spec may declare: a build's traits stage grows faster than linearly past this (measured,
 # README "Assembly"), and a document with more values than this is not context an agent can read.
@@ -348,7 +348,7 @@ class Currency(_Model):
 class EventTimes(_Model):
     """Which event times are trusted. An event dated more than ``future_margin`` after it was received, or before
     ``earliest``, is flagged: its time is taken to be when it was received (windows, first and last times, recent
-    events), and the build report counts it."""
+    events), the build report counts it, and a customer with a flagged purchase is left out of the score fits."""
 
     future_margin: Duration = Field(
         default="1h", description="How far after its receipt an event may be dated (clock skew is already corrected "

@@ -662,24 +662,43 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     if not spec.scores.enabled:
         con.execute(empty)
         return {"skipped": "scores.enabled is false"}
-    revenue = compiler.event_value(f"properties.{spec.scores.revenue_property}")
+    # Each purchase's revenue under the numeric rule, in the base currency. A customer is fitted only on inputs
+    # the models can take: every purchase with a trusted time and a positive revenue. Anyone else is left out of
+    # both fits (their own scores null, counted in the report), so one bad customer changes nobody else's scores.
+    revenue = compiler.amount(spec, compiler.event_value(f"properties.{spec.scores.revenue_property}"),
+                              spec.currency.base, compiler.event_value(spec.currency.property))
+    con.execute(
+        "CREATE TEMP TABLE score_purchases AS SELECT profile_id, date_trunc('day', timestamp) AS day, "
+        f"time_flag IS NOT NULL AS flagged, {revenue.exact} AS rev FROM events_profiled "
+        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)}")
+    con.execute("CREATE TEMP TABLE score_buyers AS SELECT profile_id, bool_or(flagged) AS flagged_time, "
+                "bool_or(rev IS NULL OR rev <= 0) AS invalid_revenue FROM score_purchases GROUP BY profile_id")
+    left_out = dict(zip(("invalid_revenue", "flagged_time"), (int(n) for n in con.sql(
+        "SELECT count(*) FILTER (WHERE invalid_revenue), count(*) FILTER (WHERE flagged_time) FROM score_buyers"
+    ).fetchall()[0]), strict=True))
+    left_out = {reason: n for reason, n in left_out.items() if n}
     summary = con.sql(
-        "WITH daily AS (SELECT profile_id, date_trunc('day', timestamp) AS day, "
-        f"sum(coalesce({compiler.number(revenue)}, 0)) AS rev FROM events_profiled "
-        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)} GROUP BY ALL) "
+        "WITH daily AS (SELECT profile_id, day, sum(rev) AS rev FROM score_purchases WHERE profile_id IN "
+        "(SELECT profile_id FROM score_buyers WHERE NOT flagged_time AND NOT invalid_revenue) GROUP BY ALL) "
         "SELECT profile_id, count(*) - 1 AS frequency, "
         "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "
         f"greatest(date_diff('second', min(day), {lit(as_of)}) / 86400.0, date_diff('second', min(day), max(day)) "
         "/ 86400.0) AS T, "
-        "CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS monetary "
-        "FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it, so it repeats
+        "CAST(CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS DOUBLE) "
+        "AS monetary FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it
     ).fetchnumpy()
+    con.execute("DROP TABLE score_purchases")
+    con.execute("DROP TABLE score_buyers")
+    if left_out:
+        logger.warning("customers left out of the score fits: a purchase with an untrusted time, or a revenue "
+                       "that is not a positive number in the base currency", extra=left_out)
     n = len(summary["profile_id"])
     repeaters = int((summary["frequency"] > 0).sum()) if n else 0
     if n < spec.scores.min_customers or repeaters < 2:
         con.execute(empty)
         return {"skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
-                           f"({spec.scores.min_customers}) or no repeat buyers"}
+                           f"({spec.scores.min_customers}) or no repeat buyers", **({"left_out": left_out}
+                                                                                      if left_out else {})}
     from customer_context.assemble import scores as models
 
     freq = summary["frequency"].astype(float)
@@ -688,7 +707,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     horizon_days = (duration_seconds(spec.scores.horizon) or 365 * 86400) / 86400
     reuse = previous.fresh and previous.latest is not None and "bgnbd" in previous.latest
     result: dict[str, Any] = {"buyers": n, "repeat_buyers": repeaters, "horizon_days": horizon_days,
-                              "refitted": False}
+                              "refitted": False, **({"left_out": left_out} if left_out else {})}
     if reuse:
         assert previous.latest is not None
         bg: Any = models.BGNBDParams(**previous.latest["bgnbd"])
