@@ -187,9 +187,9 @@ def _computed(spec: ContextSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
         result = con.execute(sql.replace("$as_of", lit(AS_OF)))
         names = [d[0] for d in result.description]
         for row in result.fetchall():
-            values[row[0]] = row[names.index("t" if "t" in names else "value")]
-            if "_invalid_t" in names:
-                values[("invalid", row[0])] = row[names.index("_invalid_t")]
+            for column, key in (("t", row[0]), ("value", row[0]), ("_invalid_t", ("invalid", row[0]))):
+                if column in names:
+                    values[key] = row[names.index(column)]
     con.close()
     if "t" in queries.zero_default:  # as the build does: 0, FALSE or [] where no row counted
         zero = {"count": 0, "unique_count": 0, "exists": False, "unique_list": []}[spec.traits["t"].kind]

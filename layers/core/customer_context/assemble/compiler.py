@@ -297,27 +297,27 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
             parts.append(consent_granted_sql(spec, trait.consent, ident('consent_' + trait.consent)))
         plain = " AND ".join(parts) or "TRUE"
         cond = " AND ".join([*parts, *(c for c, _ in numeric)]) or "TRUE"
-        if trait.kind == "most_frequent":
-            separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
-            continue
         if trait.kind in NUMERIC_KINDS and value is None:
             raise SpecCompileError(f"traits.{name}: property required")
         figure = amount(spec, value, trait.unit, currency) if trait.kind in NUMERIC_KINDS and value else None
         cols = grouped_cols.setdefault(source, [])
-        cols.append(f"{_aggregate(trait.kind, value, figure, cond, time_col, trait.limit)} AS {ident(name)}")
-        # what the trait met and could not read, counted per profile (the build report sums them)
+        # what the trait met and could not read, counted per profile in the grouped scan (the build report sums)
         invalid = [not_a_number(expr) for expr in numbers_read] + ([figure.invalid] if figure else [])
         if invalid:
             column = f"_invalid_{name}"
             cols.append(f"count(*) FILTER (WHERE {plain} AND ({' OR '.join(invalid)})) AS {ident(column)}")
             counts.setdefault(source, []).append((column, name, "invalid"))
+        if trait.kind == "most_frequent":
+            separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
+            continue
+        cols.append(f"{_aggregate(trait.kind, value, figure, cond, time_col, trait.limit)} AS {ident(name)}")
         if figure is not None and is_currency(trait.unit):
             column = f"_unconverted_{name}"
             cols.append(f"count(*) FILTER (WHERE {cond} AND {figure.unconverted}) AS {ident(column)}")
             counts.setdefault(source, []).append((column, name, "unconverted"))
     grouped = {
         source: f"SELECT profile_id, {', '.join(cols)} FROM {source} GROUP BY profile_id"
-        for source, cols in grouped_cols.items()
+        for source, cols in grouped_cols.items() if cols
     }
     return TraitQueries(grouped, separate, tuple(zero), {k: tuple(v) for k, v in counts.items()})
 
