@@ -1,7 +1,9 @@
 """Property tests for the spec compiler and the clock-skew correction.
 
 * A random valid trait compiles, its SQL runs in DuckDB, and its value for every customer equals
-  what a plain-Python reading of the trait's definition gives on the same events.
+  what a plain-Python reading of the trait's definition gives on the same events — values that are no
+  number under the numeric rule (``"1,234.50"``, ``" 12"``, ``"NaN"``, beyond 1e15) included, which the
+  trait leaves out and counts as invalid.
 * ``timestamp = receivedAt − (sentAt − originalTimestamp)`` undoes any client clock skew exactly,
   keeps the order of a batch's events, and never fails on a valid pair of client times.
 """
@@ -9,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -17,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
-from customer_context.assemble.compiler import compile_traits, lit
+from customer_context.assemble.compiler import MAX_MAGNITUDE, NUMBER_PATTERN, compile_traits, lit
 from customer_context.collect.service import stamp
 from customer_context.spec import DEFAULT_SPEC, ContextSpec, duration_seconds
 from hypothesis import HealthCheck, given, settings
@@ -61,7 +64,10 @@ def traits(draw: st.DrawFn) -> dict[str, Any]:
 events = st.lists(st.fixed_dictionaries({
     "profile_id": st.sampled_from(["p1", "p2", "p3"]),
     "event": st.sampled_from(["Viewed", "Bought", "Left"]),
-    "amount": st.one_of(st.none(), st.integers(-10, 40)),
+    "amount": st.one_of(st.none(), st.integers(-10, 40), st.integers(-10, 40).map(str),
+                        st.sampled_from(["12.50", "-3", "1e1", "2.5E-1", "1,234.50", " 12", "+5", "1_000", "0x10",
+                                         ".5", "NaN", "Infinity", "1e400", "abc", "٣", "", "true"]),
+                        st.sampled_from([1e15, -1e15, 1.5e15, 1e300, 2.5])),
     "category": st.one_of(st.none(), st.sampled_from(["x", "y", "z"])),
     # minutes before AS_OF, up to ~40 days; a few share a timestamp
     "minutes": st.integers(0, 60 * 24 * 40).map(lambda m: m - m % 7),
@@ -83,10 +89,23 @@ def _value(row: dict[str, Any], path: str) -> str | None:
 
 
 def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
+    """The numeric rule, read from its definition: a decimal number's text, magnitude at most 1e15."""
+    if text is None or not re.fullmatch(NUMBER_PATTERN, text) or abs(float(text)) > MAX_MAGNITUDE:
         return None
+    return float(text)
+
+
+def _invalid(rows: list[dict[str, Any]], trait: dict[str, Any]) -> int:
+    """Events the trait meets (all but its numeric conditions hold) whose value or numeric condition's value is
+    there and no number."""
+    numeric_value = trait["kind"] in ("sum", "avg", "min", "max")
+    conditions = trait.get("where", {}).get("properties", {})
+    numeric_keys = [k for k, c in conditions.items() if not isinstance(c, str)]
+    plain = {**trait, "where": {**trait.get("where", {}),
+                                "properties": {k: c for k, c in conditions.items() if isinstance(c, str)}}}
+    paths = [f"properties.{k}" for k in numeric_keys] + ([trait["property"]] if numeric_value else [])
+    return sum(1 for r in rows if _passes(r, plain) and any(
+        (v := _value(r, p)) is not None and _number(v) is None for p in paths))
 
 
 def _passes(row: dict[str, Any], trait: dict[str, Any]) -> bool:
@@ -165,12 +184,16 @@ def _computed(spec: ContextSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
     queries = compile_traits(spec)
     values: dict[str, Any] = {}
     for sql in [*queries.grouped.values(), *queries.separate.values()]:
-        for profile_id, *rest in con.execute(sql.replace("$as_of", lit(AS_OF))).fetchall():
-            values[profile_id] = rest[-1]
+        result = con.execute(sql.replace("$as_of", lit(AS_OF)))
+        names = [d[0] for d in result.description]
+        for row in result.fetchall():
+            for column, key in (("t", row[0]), ("value", row[0]), ("_invalid_t", ("invalid", row[0]))):
+                if column in names:
+                    values[key] = row[names.index(column)]
     con.close()
     if "t" in queries.zero_default:  # as the build does: 0, FALSE or [] where no row counted
         zero = {"count": 0, "unique_count": 0, "exists": False, "unique_list": []}[spec.traits["t"].kind]
-        values = {p: zero if v is None else v for p, v in values.items()}
+        values = {p: zero if v is None and isinstance(p, str) else v for p, v in values.items()}
     return values
 
 
@@ -187,6 +210,9 @@ def test_a_random_trait_computes_what_its_definition_says(trait: dict[str, Any],
             assert got == pytest.approx(expected, abs=1e-9), (trait, profile)
         else:
             assert got == expected, (trait, profile)
+        # … and the values it met and could not read are counted (the build report sums these)
+        assert computed.get(("invalid", profile), 0) == _invalid([r for r in rows if r["profile_id"] == profile],
+                                                                 trait), (trait, profile)
 
 
 # ---------------------------------------------------------------------------------- the clock

@@ -167,6 +167,28 @@ class TestPerEventRejection:
         _, rejected = queued(queue)
         assert json.loads(rejected[1]["raw"])["groupId"] == " "
 
+    def test_a_message_id_sent_twice_with_different_content_keeps_the_first_copy(self) -> None:
+        # Given one batch carrying messageId m1 three times: the order, a copy saying something else, a retry
+        first = track(1, properties={"revenue": 10})
+        other = track(1, properties={"revenue": 99})
+        result, queue = run(request({"batch": [first, other, dict(first)]}))
+        # Then the first copy and its identical retry are accepted (the build keeps one), the other is refused
+        # naming the first, and it is kept in rejected_events
+        assert result.accepted == 2
+        assert [r.to_dict() for r in result.rejections] == [{
+            "index": 1, "messageId": "m1",
+            "reason": "messageId: already used by event 0 of this request with different content; "
+                      "the first copy is kept"}]
+        events, rejected = queued(queue)
+        assert [e["properties"]["revenue"] for e in events] == [10, 10]
+        assert json.loads(rejected[0]["raw"])["properties"] == {"revenue": 99}
+
+    def test_a_refused_first_copy_does_not_block_a_valid_one(self) -> None:
+        bad = track(1)
+        del bad["event"]
+        result, _ = run(request({"batch": [bad, track(1, properties={"revenue": 5})]}))
+        assert result.accepted == 1 and [r.index for r in result.rejections] == [0]
+
     def test_event_over_size_limit_is_rejected_alone(self) -> None:
         limits = Limits(1 << 20, 1024, 256 * 1024)
         batch = [track(1), track(2, properties={"blob": "x" * 2000})]

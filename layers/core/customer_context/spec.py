@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +33,7 @@ RESERVED_TABLE_NAMES = frozenset({
     "events_unique", "events_chunk", "events_sliced", "events_profiled", "event_ids", "event_profile",
     "event_profile_next", "event_consent", "event_slice", "dup_hashes", "alias_edges", "profile_consent", "profiles",
     "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",
-    "id_map", "recent", "content",
+    "id_map", "recent", "content", "dup_copies", "score_purchases", "score_buyers",
 })
 # Most traits one spec may declare: a build's traits stage grows faster than linearly past this (measured,
 # README "Assembly"), and a document with more values than this is not context an agent can read.
@@ -248,7 +248,9 @@ class Trait(_Model):
     sql: str | None = Field(
         default=None, description="kind sql: a query over `events_profiled` / `<table>_profiled` returning "
         "profile_id and value.")
-    unit: str | None = Field(default=None, description="Unit shown with the value (USD, days …).")
+    unit: str | None = Field(
+        default=None, description="Unit shown with the value (USD, days …). A currency code (three capital letters) "
+        "makes sum, avg, min and max add amounts in that currency only (see `currency`).")
     consent: str | None = Field(
         default=None, description="Consent category this trait needs: events sent without it are left out, and "
         "the value is withheld while the customer's latest consent denies it.")
@@ -284,6 +286,82 @@ class Scores(_Model):
     refit_every: Duration = Field(
         default="1d", description="Model parameters are refitted at most this often and reused in between, "
         "so a small data change rescores only the customers it touches.")
+
+
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+# Bounds of a currency rate: beyond them a rate is a typo, and a converted amount could leave the numeric range.
+MIN_RATE, MAX_RATE = 1e-9, 1e9
+
+
+def _currency_code(value: str) -> str:
+    if not CURRENCY_CODE.match(value):
+        raise ValueError(f"expected a currency code of three capital letters (ISO 4217, e.g. USD), got {value!r}")
+    return value
+
+
+CurrencyCode = Annotated[str, AfterValidator(_currency_code)]
+
+
+def is_currency(unit: str | None) -> bool:
+    """Whether a trait's ``unit`` names a currency (three capital letters, ISO 4217's shape: USD, EUR, JPY)."""
+    return unit is not None and CURRENCY_CODE.match(unit) is not None
+
+
+class Currency(_Model):
+    """How amounts in several currencies are added up. A trait whose ``unit`` is a currency code adds amounts
+    in that currency only: others are converted through ``rates`` or left out (counted in the build report);
+    the scores' revenue is in ``base``."""
+
+    property: str = Field(
+        default="properties.currency",
+        description="The event field naming an amount's currency (properties.<key>, traits.<key>, context.<key>); "
+        "compared trimmed and upper-cased.")
+    base: CurrencyCode = Field(default="USD", description="The currency rates are given in, and the scores' one.")
+    rates: dict[CurrencyCode, float] = Field(
+        default_factory=dict, description="Currency → the value of one unit of it in `base` (EUR: 1.08 when one euro "
+        "is 1.08 US dollars). Amounts in a currency not listed here (nor `base`) convert to nothing.")
+    missing: Literal["assume", "exclude"] = Field(
+        default="assume", description="An amount whose event names no currency: `assume` it is in the unit being "
+        "added up (the trait's unit; the scores' base), or `exclude` it (counted in the build report).")
+
+    @model_validator(mode="after")
+    def _checked(self) -> Currency:
+        if not re.match(r"^(properties|traits|context)(\.[A-Za-z0-9_$-]+)+$", self.property):
+            raise ValueError("property: expected properties.<key>, traits.<key> or context.<key>, "
+                             f"got {self.property!r}")
+        for code, rate in self.rates.items():
+            if not (math.isfinite(rate) and MIN_RATE <= rate <= MAX_RATE):
+                raise ValueError(f"rates.{code}: expected a number between {MIN_RATE:g} and {MAX_RATE:g}, got {rate!r}")
+        if self.rates.get(self.base, 1.0) != 1.0:
+            raise ValueError(f"rates.{self.base}: the base currency's rate is 1")
+        return self
+
+    def factors(self, unit: str) -> dict[str, float]:
+        """Currency → what one unit of it is worth in ``unit`` (``unit`` itself: 1; none but that when ``unit``
+        has no rate)."""
+        table = {self.base: 1.0, **self.rates}
+        if unit not in table:
+            return {unit: 1.0}
+        return {code: 1.0 if code == unit else rate / table[unit] for code, rate in table.items()}
+
+
+class EventTimes(_Model):
+    """Which event times are trusted. An event dated more than ``future_margin`` after it was received, or before
+    ``earliest``, is flagged: its time is taken to be when it was received (windows, first and last times, recent
+    events), the build report counts it, and a customer with a flagged purchase is left out of the score fits."""
+
+    future_margin: Duration = Field(
+        default="1h", description="How far after its receipt an event may be dated (clock skew is already corrected "
+        "by collect when the SDK sends sentAt).")
+    earliest: date = Field(
+        default=date(2000, 1, 1), description="Events dated before this day (UTC) are flagged: 1970-01-01 and "
+        "0001-01-01 are clocks that were never set. Lower it before importing older history (/v1/import).")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> EventTimes:
+        if self.future_margin == "all":
+            raise ValueError("future_margin: expected a duration like 1h (h, d or w)")
+        return self
 
 
 class RecentEvents(_Model):
@@ -543,6 +621,8 @@ class ContextSpec(_Model):
     tracking_plans: dict[str, TrackingPlan] = Field(default_factory=dict)
     pii: list[PiiRule] = Field(default_factory=list)
     consent: dict[Name, ConsentCategory] = Field(default_factory=dict)
+    currency: Currency = Field(default_factory=Currency)
+    event_times: EventTimes = Field(default_factory=EventTimes)
 
     @model_validator(mode="after")
     def _consent_declared(self) -> ContextSpec:

@@ -94,6 +94,12 @@ class BuildReport:
     quarantined: list[dict[str, Any]] = field(default_factory=list)  # what the store could not hold, and why
     dry_run: bool = False
     suppressed_identifiers: int = 0
+    # values traits met and could not read (README "What happens to bad data"), per trait: failing the numeric
+    # rule, or in a currency the trait's unit cannot be converted from
+    invalid_values: dict[str, int] = field(default_factory=dict)
+    unconverted_values: dict[str, int] = field(default_factory=dict)
+    flagged_times: dict[str, int] = field(default_factory=dict)  # events whose time is not trusted, by reason
+    conflicting_message_ids: int = 0  # messageIds sent with different contents (the first received copy is kept)
     scores: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -280,9 +286,12 @@ def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, 
     return target, chunks()
 
 
-def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> int:
+def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec,
+                     report: BuildReport) -> None:
     """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
-    ``message_id`` (the first received copy wins), plus ``ev``, a BIGINT key the build joins on.
+    ``message_id`` (:func:`compiler.first_copy_order`: the first received copy wins), plus ``ev``, a BIGINT key
+    the build joins on, and ``time_flag`` (:func:`_flag_times`). Sets the report's ``events``,
+    ``conflicting_message_ids`` and ``flagged_times``.
 
     The events are loaded a chunk of files at a time, each chunk compressed right away (checkpoint of
     the compressed in-memory database): neither an Arrow copy of all the events nor the whole
@@ -293,14 +302,14 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
 
     schema, chunks = _event_chunks(lakehouse, _event_columns(spec))
     con.register("events_chunk", pa.Table.from_pylist([], schema=schema.append(pa.field("ev", pa.int64()))))
-    con.execute("CREATE TABLE events_unique AS SELECT * FROM events_chunk")
+    con.execute("CREATE TABLE events_unique AS SELECT *, NULL::VARCHAR AS time_flag FROM events_chunk")
     con.unregister("events_chunk")
     total = 0
     for chunk in chunks:
         chunk = chunk.append_column("ev", pa.array(np.arange(total, total + chunk.num_rows, dtype=np.int64)))
         total += chunk.num_rows
         con.register("events_chunk", chunk)
-        con.execute("INSERT INTO events_unique SELECT * FROM events_chunk")
+        con.execute("INSERT INTO events_unique SELECT *, NULL FROM events_chunk")
         con.unregister("events_chunk")
         del chunk
         con.execute("CHECKPOINT")
@@ -309,11 +318,39 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
     con.execute("CREATE TEMP TABLE dup_hashes AS SELECT hash(message_id) AS h FROM events_unique "
                 "GROUP BY ALL HAVING count(*) > 1")
     if _scalar(con, "SELECT count(*) FROM dup_hashes"):
-        con.execute(
-            "DELETE FROM events_unique WHERE ev IN (SELECT ev FROM events_unique WHERE hash(message_id) IN "
-            "(SELECT h FROM dup_hashes) QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at) > 1)")
+        con.execute(f"CREATE TEMP TABLE dup_copies AS SELECT ev, message_id, received_at, "
+                    f"{compiler.event_content_sql()} AS content FROM events_unique "
+                    "WHERE hash(message_id) IN (SELECT h FROM dup_hashes)")
+        report.conflicting_message_ids = int(_scalar(
+            con, "SELECT count(*) FROM (SELECT message_id FROM dup_copies GROUP BY message_id "
+                 "HAVING count(DISTINCT content) > 1)"))
+        con.execute("DELETE FROM events_unique WHERE ev IN (SELECT ev FROM dup_copies QUALIFY row_number() OVER "
+                    f"(PARTITION BY message_id ORDER BY {compiler.first_copy_order('content')}) > 1)")
+        con.execute("DROP TABLE dup_copies")
+        if report.conflicting_message_ids:
+            logger.warning("messageIds sent with different contents: the first received copy is kept",
+                           extra={"conflicting_message_ids": report.conflicting_message_ids})
     con.execute("DROP TABLE dup_hashes")
-    return int(_scalar(con, "SELECT count(*) FROM events_unique"))
+    report.events = int(_scalar(con, "SELECT count(*) FROM events_unique"))
+    report.flagged_times = _flag_times(con, spec)
+
+
+def _flag_times(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> dict[str, int]:
+    """The event-time rule (``spec.event_times``): an event dated more than ``future_margin`` after it was
+    received (``future``), or before ``earliest`` (``before_earliest``), gets that ``time_flag`` and its
+    ``received_at`` as its time, so a wrong clock moves no window, first or last time, or score. The stored event
+    keeps what was sent. Returns the flagged events per reason (those there are)."""
+    times = spec.event_times
+    future = f"timestamp > received_at + INTERVAL {duration_seconds(times.future_margin)} SECOND"
+    old = f"timestamp < TIMESTAMPTZ {lit(times.earliest.isoformat() + ' 00:00:00+00')}"
+    counts = con.sql(f"SELECT count(*) FILTER (WHERE {future}), count(*) FILTER (WHERE {old}) "
+                     "FROM events_unique").fetchall()[0]
+    flagged = {reason: int(n) for reason, n in zip(("future", "before_earliest"), counts, strict=True) if n}
+    if flagged:
+        con.execute(f"UPDATE events_unique SET time_flag = CASE WHEN {future} THEN 'future' "
+                    f"ELSE 'before_earliest' END, timestamp = received_at WHERE {future} OR {old}")
+        logger.warning("events with an untrusted time: their received time is used", extra=flagged)
+    return flagged
 
 
 def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> None:
@@ -524,14 +561,27 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
                         f"FROM {ident(name)} WHERE FALSE")
 
 
-def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime) -> list[str]:
-    """Create table ``traits`` (profile_id + one column per trait); returns the trait names."""
+def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime,
+                    report: BuildReport) -> list[str]:
+    """Create table ``traits`` (profile_id + one column per trait); returns the trait names. The values traits
+    met and could not read are counted in the report (``invalid_values``, ``unconverted_values``)."""
     queries = compiler.compile_traits(spec)
     as_of_sql = lit(as_of)
     parts = []
-    for i, sql in enumerate(queries.grouped.values()):
+    for i, (source, sql) in enumerate(queries.grouped.items()):
         con.execute(f"CREATE TABLE traits_g{i} AS {sql.replace('$as_of', as_of_sql)}")
         parts.append(f"traits_g{i}")
+        counted = queries.counts.get(source, ())
+        if counted:
+            sums = con.sql(f"SELECT {', '.join(f'sum({ident(c)})' for c, _, _ in counted)} FROM traits_g{i}"
+                           ).fetchall()[0]
+            for (_, trait, what), n in zip(counted, sums, strict=True):
+                if n:
+                    (report.invalid_values if what == "invalid" else report.unconverted_values)[trait] = int(n)
+    if report.invalid_values or report.unconverted_values:
+        logger.warning("trait values left out: not numbers under the numeric rule, or in a currency the trait's "
+                       "unit cannot be converted from", extra={"invalid_values": report.invalid_values,
+                                                               "unconverted_values": report.unconverted_values})
     from customer_context.errors import ConfigError
 
     for i, (name, sql) in enumerate(queries.separate.items()):
@@ -635,24 +685,43 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     if not spec.scores.enabled:
         con.execute(empty)
         return {"skipped": "scores.enabled is false"}
-    revenue = compiler.event_value(f"properties.{spec.scores.revenue_property}")
+    # Each purchase's revenue under the numeric rule, in the base currency. A customer is fitted only on inputs
+    # the models can take: every purchase with a trusted time and a positive revenue. Anyone else is left out of
+    # both fits (their own scores null, counted in the report), so one bad customer changes nobody else's scores.
+    revenue = compiler.amount(spec, compiler.event_value(f"properties.{spec.scores.revenue_property}"),
+                              spec.currency.base, compiler.event_value(spec.currency.property))
+    con.execute(
+        "CREATE TEMP TABLE score_purchases AS SELECT profile_id, date_trunc('day', timestamp) AS day, "
+        f"time_flag IS NOT NULL AS flagged, {revenue.exact} AS rev FROM events_profiled "
+        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)}")
+    con.execute("CREATE TEMP TABLE score_buyers AS SELECT profile_id, bool_or(flagged) AS flagged_time, "
+                "bool_or(rev IS NULL OR rev <= 0) AS invalid_revenue FROM score_purchases GROUP BY profile_id")
+    left_out = dict(zip(("invalid_revenue", "flagged_time"), (int(n) for n in con.sql(
+        "SELECT count(*) FILTER (WHERE invalid_revenue), count(*) FILTER (WHERE flagged_time) FROM score_buyers"
+    ).fetchall()[0]), strict=True))
+    left_out = {reason: n for reason, n in left_out.items() if n}
     summary = con.sql(
-        "WITH daily AS (SELECT profile_id, date_trunc('day', timestamp) AS day, "
-        f"sum(coalesce({compiler.number(revenue)}, 0)) AS rev FROM events_profiled "
-        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)} GROUP BY ALL) "
+        "WITH daily AS (SELECT profile_id, day, sum(rev) AS rev FROM score_purchases WHERE profile_id IN "
+        "(SELECT profile_id FROM score_buyers WHERE NOT flagged_time AND NOT invalid_revenue) GROUP BY ALL) "
         "SELECT profile_id, count(*) - 1 AS frequency, "
         "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "
         f"greatest(date_diff('second', min(day), {lit(as_of)}) / 86400.0, date_diff('second', min(day), max(day)) "
         "/ 86400.0) AS T, "
-        "CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS monetary "
-        "FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it, so it repeats
+        "CAST(CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS DOUBLE) "
+        "AS monetary FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it
     ).fetchnumpy()
+    con.execute("DROP TABLE score_purchases")
+    con.execute("DROP TABLE score_buyers")
+    if left_out:
+        logger.warning("customers left out of the score fits: a purchase with an untrusted time, or a revenue "
+                       "that is not a positive number in the base currency", extra=left_out)
     n = len(summary["profile_id"])
     repeaters = int((summary["frequency"] > 0).sum()) if n else 0
     if n < spec.scores.min_customers or repeaters < 2:
         con.execute(empty)
         return {"skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
-                           f"({spec.scores.min_customers}) or no repeat buyers"}
+                           f"({spec.scores.min_customers}) or no repeat buyers", **({"left_out": left_out}
+                                                                                      if left_out else {})}
     from customer_context.assemble import scores as models
 
     freq = summary["frequency"].astype(float)
@@ -661,7 +730,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     horizon_days = (duration_seconds(spec.scores.horizon) or 365 * 86400) / 86400
     reuse = previous.fresh and previous.latest is not None and "bgnbd" in previous.latest
     result: dict[str, Any] = {"buyers": n, "repeat_buyers": repeaters, "horizon_days": horizon_days,
-                              "refitted": False}
+                              "refitted": False, **({"left_out": left_out} if left_out else {})}
     if reuse:
         assert previous.latest is not None
         bg: Any = models.BGNBDParams(**previous.latest["bgnbd"])
@@ -926,7 +995,7 @@ def _build_once(
     # an in-memory database spills to disk only where told (Lambda: /tmp, sized by EphemeralStorage)
     con.execute(f"SET temp_directory = {lit(str(Path(tempfile.gettempdir()) / 'customer-context-duckdb'))}")
     try:
-        report.events = _register_events(con, lakehouse, spec)
+        _register_events(con, lakehouse, spec, report)
         _register_records(con, lakehouse, spec)
         max_received = _scalar(con, "SELECT max(received_at) FROM events_unique")
         data_as_of = max_received.astimezone(UTC) if max_received else None
@@ -970,7 +1039,7 @@ def _build_once(
         stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
                                 f"{report.rejected_edges:,} edges refused")
 
-        _compute_traits(con, spec, clock)
+        _compute_traits(con, spec, clock, report)
         stages.done("traits", f"{len(spec.traits)} traits")
         models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
         if full:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from customer_context.identifiers import normalize_sql
@@ -22,6 +22,7 @@ from customer_context.spec import (
     IdentifierType,
     RecordTable,
     duration_seconds,
+    is_currency,
 )
 
 # Columns of `events` a trait may name directly (not JSON).
@@ -77,12 +78,88 @@ def event_value(path: str) -> str:
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
 
 
+# An event's content: what two copies of one messageId must agree on to be the same event. A retry's copy
+# differs only in what collect stamps (receivedAt, the skew-corrected timestamp, sentAt, the request's ip).
+EVENT_CONTENT = ("type", "event", "user_id", "anonymous_id", "previous_id", "name", "category", "page_url",
+                 "page_path", "page_title", "properties", "traits")
+
+
+def event_content_sql() -> str:
+    """SQL: a digest of an event's content (:data:`EVENT_CONTENT`)."""
+    return "md5(to_json({" + ", ".join(f"{lit(c)}: {ident(c)}" for c in EVENT_CONTENT) + "}))"
+
+
+def first_copy_order(content: str | None = None) -> str:
+    """ORDER BY of the copies of one ``message_id``, the copy kept first: the first received; copies received at
+    the same instant by content (``content``: a column holding :func:`event_content_sql`), so the copy kept never
+    depends on how the lakehouse's files are laid out."""
+    return f"received_at, {content or event_content_sql()}"
+
+
+# THE numeric rule: how every numeric trait kind, numeric `where` condition and the scores' revenue read a value.
+# Its text (a JSON number as JSON writes it, a JSON string's content, a record column's value) is a decimal number
+# — an optional minus, ASCII digits, an optional fraction, an optional exponent: 12.50, -3, 1e3 — whose magnitude
+# is at most MAX_MAGNITUDE. Not numbers: "1,234.50", " 12", "+5", "1_000", "0x10", ".5", other scripts' digits,
+# NaN, Infinity, true. The bound makes a sum's overflow impossible: a DECIMAL(38, 9) holds 10^29, so a profile
+# would need 10^14 values at the bound to overflow one (two of 6e28 used to stop the build).
+NUMBER_PATTERN = r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+MAX_MAGNITUDE = 1e15
+_EXACT = "DECIMAL(38, 9)"
+
+
 def number(expr: str) -> str:
-    """SQL: ``expr`` as a finite DOUBLE; NULL when it is no number, or NaN, ±Infinity or beyond a double's
-    range (``TRY_CAST`` reads the text ``'Infinity'``, ``'nan'`` and ``'1e400'`` as non-finite doubles,
-    which no trait or score may count, sum or show)."""
-    cast = f"TRY_CAST({expr} AS DOUBLE)"
-    return f"CASE WHEN isfinite({cast}) THEN {cast} END"
+    """SQL: ``expr`` under the numeric rule (above), as a DOUBLE; NULL when it fails it."""
+    text = f"CAST({expr} AS VARCHAR)"
+    cast = f"TRY_CAST({text} AS DOUBLE)"
+    return (f"CASE WHEN regexp_full_match({text}, {lit(NUMBER_PATTERN)}) AND abs({cast}) <= {MAX_MAGNITUDE!r} "
+            f"THEN {cast} END")
+
+
+def not_a_number(expr: str) -> str:
+    """SQL: ``expr`` holds a value that fails the numeric rule (absent is not invalid)."""
+    return f"({expr} IS NOT NULL AND {number(expr)} IS NULL)"
+
+
+@dataclass(frozen=True)
+class Amount:
+    """SQL reading one value under the numeric rule, in the unit it is added up in (see :func:`amount`)."""
+
+    number: str       # DOUBLE in the unit; NULL when the value fails the rule or cannot be converted
+    exact: str        # DECIMAL(38, 9) of the same: the value's own digits when no conversion was needed
+    invalid: str      # BOOLEAN: a value is there but fails the rule (or, converted, leaves its bound)
+    unconverted: str  # BOOLEAN: a number in a currency that cannot be converted into the unit
+
+
+def currency_factor(spec: ContextSpec, unit: str, currency: str | None) -> str:
+    """SQL: what one unit of the currency named by ``currency`` (SQL of its text; ``None``: the row names none)
+    is worth in ``unit``, from the spec's rate table; NULL when it cannot be converted."""
+    table = spec.currency.factors(unit)
+    missing = "1.0" if spec.currency.missing == "assume" else "NULL"
+    if currency is None:
+        return missing
+    code = f"upper(trim({currency}))"
+    known = " ".join(f"WHEN {lit(c)} THEN {lit(f)}" for c, f in sorted(table.items()))
+    return f"CASE WHEN {code} IS NULL OR {code} = '' THEN {missing} ELSE CASE {code} {known} END END"
+
+
+def amount(spec: ContextSpec, expr: str, unit: str | None, currency: str | None) -> Amount:
+    """``expr`` under the numeric rule; when ``unit`` is a currency (:func:`customer_context.spec.is_currency`),
+    converted into it from the currency ``currency`` names (SQL of its text, ``None`` when rows name none) through
+    the spec's rate table, and left out (``unconverted``) when the table cannot convert it. Never added as-is."""
+    num = number(expr)
+    exact = f"TRY_CAST(CAST({expr} AS VARCHAR) AS {_EXACT})"
+    if not is_currency(unit):
+        return Amount(num, f"CASE WHEN {num} IS NOT NULL THEN {exact} END", not_a_number(expr), "FALSE")
+    assert unit is not None
+    factor = currency_factor(spec, unit, currency)
+    converted = f"({num}) * ({factor})"
+    fits = f"abs({converted}) <= {MAX_MAGNITUDE!r}"
+    return Amount(
+        number=f"CASE WHEN {fits} THEN {converted} END",
+        exact=f"CASE WHEN {fits} THEN CASE WHEN ({factor}) = 1 THEN {exact} ELSE CAST({converted} AS {_EXACT}) END END",
+        invalid=f"({expr} IS NOT NULL AND ({num} IS NULL OR abs({converted}) > {MAX_MAGNITUDE!r}))",
+        unconverted=f"({num} IS NOT NULL AND ({factor}) IS NULL)",
+    )
 
 
 def _condition(expr: str, cond: Condition | object) -> str:
@@ -103,9 +180,20 @@ def _condition(expr: str, cond: Condition | object) -> str:
     return f"{numeric} {sql_op} {lit(float(value))}"
 
 
-def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "$as_of") -> str:
-    """The WHERE condition of an event trait (``TRUE`` when it counts every event)."""
+def _is_numeric(cond: Condition | object) -> bool:
+    """Whether a where-condition compares numbers (its value is read under the numeric rule)."""
+    if not isinstance(cond, Condition):
+        return isinstance(cond, int | float) and not isinstance(cond, bool)
+    (op, value), = ((k, getattr(cond, k)) for k in cond.model_fields_set)
+    return op in ("gt", "gte", "lt", "lte") or (op in ("eq", "ne") and isinstance(value, int | float)
+                                                 and not isinstance(value, bool))
+
+
+def _filter_parts(where: EventFilter | None, window_s: int | None,
+                  as_of: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """An event trait's conditions: those that read no number, and (condition, value read) of the numeric ones."""
     parts = []
+    numeric = []
     if window_s is not None:
         parts.append(f"timestamp >= {as_of} - INTERVAL {window_s} SECOND")
     if where is not None:
@@ -114,14 +202,24 @@ def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "
         if where.event:
             parts.append(f"event IN ({', '.join(lit(e) for e in where.event)})")
         for path, cond in where.properties.items():
-            parts.append(_condition(event_value(path if "." in path else f"properties.{path}"), cond))
+            expr = event_value(path if "." in path else f"properties.{path}")
+            if _is_numeric(cond):
+                numeric.append((_condition(expr, cond), expr))
+            else:
+                parts.append(_condition(expr, cond))
+    return parts, numeric
+
+
+def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "$as_of") -> str:
+    """The WHERE condition of an event trait (``TRUE`` when it counts every event)."""
+    parts, numeric = _filter_parts(where, window_s, as_of)
+    parts += [cond for cond, _ in numeric]
     return " AND ".join(parts) if parts else "TRUE"
 
 
-def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: int) -> str:
-    """One FILTER-ed aggregate."""
+def _aggregate(kind: str, value: str | None, amount: Amount | None, cond: str, time_col: str, limit: int) -> str:
+    """One FILTER-ed aggregate (``amount``: the value under the numeric rule, for the numeric kinds)."""
     nn = f"{cond} AND {value} IS NOT NULL" if value else cond
-    num = number(value) if value else None
     match kind:
         case "count":
             return f"count(*) FILTER (WHERE {cond})"
@@ -130,10 +228,12 @@ def _aggregate(kind: str, value: str | None, cond: str, time_col: str, limit: in
         case "sum" | "avg":
             # exact decimal sums: a DOUBLE sum depends on the order parallel threads add in, which
             # flips the last rounded digit between builds and re-lands unchanged customers
-            dec = f"TRY_CAST({value} AS DECIMAL(38, 9))"
-            return f"CAST(round({kind}({dec}) FILTER (WHERE {nn} AND {dec} IS NOT NULL), 4) AS DOUBLE)"
+            assert amount is not None
+            return (f"CAST(round({kind}({amount.exact}) FILTER (WHERE {cond} AND {amount.exact} IS NOT NULL), 4) "
+                    "AS DOUBLE)")
         case "min" | "max":
-            return f"round({kind}({num}) FILTER (WHERE {nn} AND {num} IS NOT NULL), 4)"
+            assert amount is not None
+            return f"round({kind}({amount.number}) FILTER (WHERE {cond} AND {amount.number} IS NOT NULL), 4)"
         case "first_value":
             return f"arg_min({value}, ({time_col}, {value})) FILTER (WHERE {nn})"
         case "last_value":
@@ -156,11 +256,16 @@ class TraitQueries:
     grouped: dict[str, str]          # source table → one SELECT profile_id, <traits…> GROUP BY profile_id
     separate: dict[str, str]         # trait name → SELECT profile_id, value
     zero_default: tuple[str, ...]    # count-like traits: 0, FALSE or [] instead of NULL for profiles without rows
+    # source table → (column, trait, what) of the per-profile counts its grouped scan adds beside the traits:
+    # values the trait met that fail the numeric rule (what = "invalid"), or in a currency its unit cannot be
+    # converted from ("unconverted")
+    counts: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
 
 def compile_traits(spec: ContextSpec) -> TraitQueries:
     """Compile every trait. ``$as_of`` stays a placeholder the build replaces with a literal."""
     grouped_cols: dict[str, list[str]] = {}
+    counts: dict[str, list[tuple[str, str, str]]] = {}
     separate: dict[str, str] = {}
     zero: list[str] = []
     for name, trait in spec.traits.items():
@@ -170,34 +275,51 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
             assert trait.sql
             separate[name] = trait.sql.strip().rstrip(";")
             continue
+        numbers_read: list[str] = []  # the values of numeric where-conditions
         if trait.table == "events":
             value = event_value(trait.property) if trait.property else None
-            cond = event_filter(trait.where if isinstance(trait.where, EventFilter) else None,
-                                duration_seconds(trait.window))
+            parts, numeric = _filter_parts(trait.where if isinstance(trait.where, EventFilter) else None,
+                                           duration_seconds(trait.window), "$as_of")
+            numbers_read = [expr for _, expr in numeric]
+            currency: str | None = event_value(spec.currency.property)
             source, time_col = "events_profiled", "timestamp"
         else:
             table = spec.record_tables[trait.table]
             value = ident(trait.property) if trait.property else None
             parts = [f"{ident(col)} = {lit(val)}" for col, val in (trait.where or {}).items()]  # type: ignore[union-attr]
+            numeric = []
             window = duration_seconds(trait.window)
             if window is not None:
                 parts.append(f"{ident(table.updated_at)} >= $as_of - INTERVAL {window} SECOND")
-            cond = " AND ".join(parts) or "TRUE"
+            currency = None  # record rows name no currency: `currency.missing` decides
             source, time_col = f"{trait.table}_profiled", ident(table.updated_at)
         if trait.consent:
-            cond = f"({cond}) AND {consent_granted_sql(spec, trait.consent, ident('consent_' + trait.consent))}"
+            parts.append(consent_granted_sql(spec, trait.consent, ident('consent_' + trait.consent)))
+        plain = " AND ".join(parts) or "TRUE"
+        cond = " AND ".join([*parts, *(c for c, _ in numeric)]) or "TRUE"
+        if trait.kind in NUMERIC_KINDS and value is None:
+            raise SpecCompileError(f"traits.{name}: property required")
+        figure = amount(spec, value, trait.unit, currency) if trait.kind in NUMERIC_KINDS and value else None
+        cols = grouped_cols.setdefault(source, [])
+        # what the trait met and could not read, counted per profile in the grouped scan (the build report sums)
+        invalid = [not_a_number(expr) for expr in numbers_read] + ([figure.invalid] if figure else [])
+        if invalid:
+            column = f"_invalid_{name}"
+            cols.append(f"count(*) FILTER (WHERE {plain} AND ({' OR '.join(invalid)})) AS {ident(column)}")
+            counts.setdefault(source, []).append((column, name, "invalid"))
         if trait.kind == "most_frequent":
             separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
             continue
-        if trait.kind in NUMERIC_KINDS and value is None:
-            raise SpecCompileError(f"traits.{name}: property required")
-        grouped_cols.setdefault(source, []).append(
-            f"{_aggregate(trait.kind, value, cond, time_col, trait.limit)} AS {ident(name)}")
+        cols.append(f"{_aggregate(trait.kind, value, figure, cond, time_col, trait.limit)} AS {ident(name)}")
+        if figure is not None and is_currency(trait.unit):
+            column = f"_unconverted_{name}"
+            cols.append(f"count(*) FILTER (WHERE {cond} AND {figure.unconverted}) AS {ident(column)}")
+            counts.setdefault(source, []).append((column, name, "unconverted"))
     grouped = {
         source: f"SELECT profile_id, {', '.join(cols)} FROM {source} GROUP BY profile_id"
-        for source, cols in grouped_cols.items()
+        for source, cols in grouped_cols.items() if cols
     }
-    return TraitQueries(grouped, separate, tuple(zero))
+    return TraitQueries(grouped, separate, tuple(zero), {k: tuple(v) for k, v in counts.items()})
 
 
 def _most_frequent(source: str, value: str, cond: str) -> str:

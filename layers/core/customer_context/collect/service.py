@@ -235,6 +235,18 @@ def _rejection_record(raw: Any, reason: str, source_id: str, received_at: dateti
     )
 
 
+def _conflict(contents: dict[str, tuple[int, str]], index: int, item: dict[str, Any]) -> str | None:
+    """Why a copy of an already accepted messageId is refused: it says something else (the first received copy is
+    the event; an identical copy is a harmless retry, removed when the build reads the events)."""
+    key = str(item["messageId"])
+    content = envelope.dumps(item)
+    first = contents.setdefault(key, (index, content))
+    if first[1] == content:
+        return None
+    return (f"messageId: already used by event {first[0]} of this request with different content; "
+            "the first copy is kept")
+
+
 def _merge(shared: dict[str, Any] | None, own: Any) -> Any:
     if not shared:
         return own
@@ -329,6 +341,7 @@ def collect(
     rejected_items: list[tuple[Any, str]] = []
     check_sizes = len(request.body) > limits.max_event_bytes or request.headers.get("content-encoding")
     forced_type = request.endpoint if single else None
+    contents: dict[str, tuple[int, str]] = {}  # messageId → (index, content) of the first accepted copy
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item.pop("writeKey", None)
@@ -355,6 +368,8 @@ def collect(
                     item["context"] = context = {}
                 context["violationErrors"] = verdict.flags
                 result.flagged += 1
+        if reason is None and item.get("messageId"):
+            reason = _conflict(contents, index, item)
         if reason is not None:
             mid = item.get("messageId") if isinstance(item, dict) else None
             result.rejections.append(Rejection(index, reason, str(mid) if mid is not None else None))

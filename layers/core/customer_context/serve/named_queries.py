@@ -277,7 +277,12 @@ def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str
     """
     import pyarrow as pa
 
-    from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
+    from customer_context.assemble.compiler import (
+        event_identifiers_sql,
+        first_copy_order,
+        ident,
+        record_identifier_sql,
+    )
 
     quoted = ident(table)
     con.register("_cc_rows", data)
@@ -285,7 +290,7 @@ def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str
         # deduplicated as the build does; the identifiers are read by the build's own SQL
         con.execute(f"CREATE TABLE events_unique AS SELECT row_number() OVER () AS {ident(_ROW)}, * FROM ("
                     "SELECT * FROM _cc_rows QUALIFY row_number() OVER (PARTITION BY message_id "
-                    "ORDER BY received_at) = 1)")
+                    f"ORDER BY {first_copy_order()}) = 1)")
         con.unregister("_cc_rows")
         con.execute("CREATE TABLE _cc_ids AS SELECT k, x.t AS id_type, x.v AS id_value, x.p AS priority FROM ("
                     f"SELECT {ident(_ROW)} AS k, unnest({event_identifiers_sql(spec)}) AS x FROM events_unique)")

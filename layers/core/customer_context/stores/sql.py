@@ -3,7 +3,7 @@
 Tables are read through pyiceberg into Arrow and registered in an in-memory DuckDB connection
 (no DuckDB extension is downloaded). Only the tables a query names are read. Besides the tables,
 ``events_unique`` is ``events`` with duplicates (SDK retries, SQS redelivery) removed by
-``message_id`` (the first received copy wins), and ``rejected_events_unique`` likewise by
+``message_id`` (the first received copy wins, as in the build), and ``rejected_events_unique`` likewise by
 ``rejection_id``.
 """
 
@@ -39,11 +39,14 @@ def connect(lakehouse: Lakehouse, query: str | None = None) -> duckdb.DuckDBPyCo
             wanted.add(table)
     for name in sorted(wanted):
         con.register(name, lakehouse.scan(name))
+    from customer_context.assemble.compiler import first_copy_order
+
     for view, (table, key) in DEDUPED_VIEWS.items():
         if table in wanted:
+            order = first_copy_order() if table == "events" else "received_at"
             con.execute(
                 f"CREATE VIEW {view} AS SELECT * FROM {table} "
-                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY received_at) = 1"
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
             )
     return con
 
