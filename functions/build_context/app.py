@@ -27,7 +27,7 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str,
     report = build_context(factory.lakehouse(), factory.context_store(), load_spec(),
                            progress=lambda line: logger.info(line),
                            memory_limit=get_settings().build_memory_limit or None,
-                           pii_key=get_settings().pii_hash_key)
+                           pii_key=factory.pii_key())
     metrics.add_metric(name="ProfilesBuilt", unit=MetricUnit.Count, value=report.profiles)
     metrics.add_metric(name="SnapshotsChanged", unit=MetricUnit.Count, value=report.changed_profiles)
     metrics.add_metric(name="ItemsWritten", unit=MetricUnit.Count, value=report.items_written)

@@ -15,7 +15,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
-from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
 from customer_context.stores import factory
@@ -84,7 +83,7 @@ def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as 
     kind, identifiers = parse_request(body, service.spec)
     store = factory.context_store()
     regulation = suppress(store, service, new_regulation(store, kind, identifiers, consumer.name),
-                          get_settings().pii_hash_key)
+                          factory.pii_key())
     if kind == "suppress_with_delete":
         regulation["job"] = factory.start_regulation_job(regulation["id"])
     profiles = regulation.get("profiles")

@@ -92,7 +92,14 @@ def deployed(aws: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     requests.post(f"{moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=10).raise_for_status()
     session = boto3.session.Session()
     queue = session.client("sqs").create_queue(QueueName=f"customer-context-events-{STAGE}")["QueueUrl"]
-    resolver = Resolver({"EventsQueue": queue, "ContextTable": f"customer-context-context-{STAGE}"})
+    # the PII hash key the template generates in Secrets Manager when the PiiHashKey parameter is left empty
+    secret = Resolver({}).template["Resources"]["PiiHashKeySecret"]["Properties"]
+    secret_arn = session.client("secretsmanager").create_secret(
+        Name=secret["Name"]["Sub"].replace("${Stage}", STAGE),
+        SecretString=os.urandom(32).hex())["ARN"]
+    resolver = Resolver({"EventsQueue": queue, "ContextTable": f"customer-context-context-{STAGE}",
+                         "PiiHashKeySecret": secret_arn})
+    assert resolver.environment("RegulateFunction")["CUSTOMER_CONTEXT_PII_HASH_KEY_SECRET"] == secret_arn
     bucket = resolver.properties("WarehouseBucket", "BucketName")
     assert bucket == f"customer-context-{STAGE}-{ACCOUNT}-{REGION}"
     session.client("s3").create_bucket(Bucket=bucket)

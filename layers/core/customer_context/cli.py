@@ -19,6 +19,12 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("CUSTOMER_CONTEXT_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _pii_key(data_dir: Path) -> str:
+    """The PII hash key: CUSTOMER_CONTEXT_PII_HASH_KEY, else the one the local stack keeps in the data dir."""
+    path = data_dir / "pii.key"
+    return os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (path.read_text().strip() if path.is_file() else "")
+
+
 def _lakehouse(data_dir: Path) -> Any:
     from customer_context.config import Settings
     from customer_context.stores.iceberg import Lakehouse
@@ -138,8 +144,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print("nothing served yet")
         return 0
     spec = load_spec(args.spec)
-    key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
-        (_data_dir(args) / "pii.key").read_text().strip() if (_data_dir(args) / "pii.key").is_file() else "")
+    key = _pii_key(_data_dir(args))
     try:
         policy = PiiPolicy(spec, key)
     except ConfigError as exc:
@@ -214,7 +219,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         store = MemoryContextStore()
     report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
                            commit=not args.dry_run, reland=args.reland, full=args.full,
-                           pii_key=os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY", ""))
+                           pii_key=_pii_key(data_dir))
     print(json.dumps(report.to_dict(), indent=1, default=str))
     if args.dry_run and args.show and isinstance(store, MemoryContextStore):
         for item in list(store.items.values())[: args.show]:
@@ -251,8 +256,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     from customer_context.collect.pii import PiiPolicy
 
     spec = _checked_spec(args.spec, lakehouse)
-    key = os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or (
-        (data_dir / "pii.key").read_text().strip() if (data_dir / "pii.key").is_file() else "")
+    key = _pii_key(data_dir)
     report = load_file(lakehouse, spec, f"imports/{args.table}/{path.name}", path.read_bytes(),
                        pii=PiiPolicy(spec, key), partial=args.partial)
     print(json.dumps(report.to_dict(), indent=1))

@@ -115,8 +115,14 @@ class Settings(BaseModel):
 
     pii_hash_key: str = Field(
         default="",
-        description="Secret of the PII policy's `hash` rules (HMAC-SHA256); needed by collect and fetch when a "
-        "rule hashes. On AWS set it from a secret; changing it breaks joins with earlier hashes.",
+        description="Key of the PII policy's `hash` rules (HMAC-SHA256), of suppression items and of the serving "
+        "audit's identifier tokens. Changing it breaks joins with earlier hashes. Empty: read from "
+        "pii_hash_key_secret.",
+    )
+    pii_hash_key_secret: str = Field(
+        default="",
+        description="Name or ARN of a Secrets Manager secret holding the PII hash key, read once per container when "
+        "pii_hash_key is empty (the template generates one by default).",
     )
 
     regulate_function_name: str = Field(

@@ -137,12 +137,23 @@ def tracking_plans() -> Any:
 
 
 @lru_cache(maxsize=1)
+def pii_key() -> str:
+    """The PII hash key: the ``pii_hash_key`` setting, else the Secrets Manager secret it names (one read per
+    container), else empty (no key: hash rules, suppressions and keyed audit tokens refuse to run)."""
+    settings = get_settings()
+    if settings.pii_hash_key or not settings.pii_hash_key_secret:
+        return settings.pii_hash_key
+    secret = boto_client("secretsmanager").get_secret_value(SecretId=settings.pii_hash_key_secret)
+    return str(secret["SecretString"]).strip()
+
+
+@lru_cache(maxsize=1)
 def pii_policy() -> Any:
     """The spec's PII policy with the configured hash key."""
     from customer_context.collect.pii import PiiPolicy
     from customer_context.spec import load_spec
 
-    return PiiPolicy(load_spec(), get_settings().pii_hash_key)
+    return PiiPolicy(load_spec(), pii_key())
 
 
 @lru_cache(maxsize=1)
@@ -152,7 +163,7 @@ def suppressions() -> Any:
     from customer_context.spec import load_spec
 
     settings = get_settings()
-    return Suppressions(context_store(), load_spec(), settings.pii_hash_key) if settings.context_table else None
+    return Suppressions(context_store(), load_spec(), pii_key()) if settings.context_table else None
 
 
 def start_regulation_job(regulation_id: str) -> str:
@@ -201,7 +212,7 @@ def reset() -> None:
     if audit_log.cache_info().currsize:
         audit_log().close()
 
-    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings,
+    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings, pii_key,
                    load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log,
                    suppressions):
         cached.cache_clear()
