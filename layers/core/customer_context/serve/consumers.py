@@ -48,6 +48,7 @@ class Consumer:
     fields: frozenset[str] = frozenset()
     queries: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
     admin: bool = False
+    audit: bool = False
 
     @property
     def everything(self) -> bool:
@@ -88,7 +89,7 @@ class Consumer:
         queries = item.get("queries")
         return cls(name=str(item["name"]), sections=sections, fields=frozenset(item.get("fields") or ()),
                    queries=frozenset(queries if queries is not None else default_queries(sections)),
-                   admin=bool(item.get("admin", False)))
+                   admin=bool(item.get("admin", False)), audit=bool(item.get("audit", False)))
 
 
 def default_queries(sections: Iterable[str]) -> list[str]:
@@ -98,13 +99,17 @@ def default_queries(sections: Iterable[str]) -> list[str]:
 
 
 def consumer_item(name: str, sections: Iterable[str], fields: Iterable[str],
-                  queries: Iterable[str] | None = None, admin: bool = False) -> dict[str, Any]:
+                  queries: Iterable[str] | None = None, admin: bool = False, audit: bool = False) -> dict[str, Any]:
     """The attributes stored for a consumer key (``admin``: may file regulations; with no sections or
-    fields it reads nothing, named queries included)."""
+    fields it reads nothing, named queries included; ``audit``: may read the serving audit of the customers
+    it reads, as an admin key may)."""
     sections = sorted(set(sections))
-    return {"name": name, "sections": sections, "fields": sorted(set(fields)),
+    item = {"name": name, "sections": sections, "fields": sorted(set(fields)),
             "queries": sorted(set(queries if queries is not None else default_queries(sections))), "admin": admin,
             "created_at": datetime.now(UTC).isoformat()}
+    if audit:
+        item["audit"] = True
+    return item
 
 
 def validate_scope(sections: Iterable[str], fields: Iterable[str], known_sections: Iterable[str],
