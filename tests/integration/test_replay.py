@@ -152,3 +152,58 @@ def test_deletion_removes_the_history_and_the_audit(lakehouse: Any) -> None:
     with pytest.raises(NotFound):
         replay.history(service, lakehouse, EVERYTHING, "user_id", "ada")
     assert "ada" not in json.dumps(replay.snapshot_versions(lakehouse, store.resolve("user_id", "crowd0") or ""))
+
+
+def test_replay_routes_with_the_api_gateway_samples(lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context.local import lambda_runtime
+    from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context.stores import factory
+
+    from tests.conftest import load_event
+
+    store, service, _, answered = _three_builds(lakehouse)
+    write_rows(lakehouse, Rows(audit=[audit_row(r) for r in service.audit.pending()]))
+    store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], [], audit=True))
+    monkeypatch.setenv("CUSTOMER_CONTEXT_PII_HASH_KEY", KEY)
+    monkeypatch.setattr(factory, "context_store", lambda: store)
+
+    def invoke(name: str, **query: str) -> dict[str, Any]:
+        event = load_event(f"query_context_{name}.json")
+        if query:
+            event["queryStringParameters"].update(query)
+            event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in event["queryStringParameters"].items())
+        return lambda_runtime.invoke("query_context", event)  # type: ignore[no-any-return]
+
+    history = invoke("history")
+    assert history["statusCode"] == 200, history["body"]
+    assert [v["version"] for v in json.loads(history["body"])["versions"]] == [3, 2, 1]
+    text = invoke("replay", at=answered[1]["at"].isoformat())
+    assert text["statusCode"] == 200 and text["headers"]["X-Context-Version"] == "2", text
+    assert text["body"] == answered[1]["text"]  # the sample asks for text at 300 tokens, as fetch was asked
+    trail = invoke("audit")
+    assert trail["statusCode"] == 200 and len(json.loads(trail["body"])["records"]) == 9
+    graph = invoke("identity")
+    assert graph["statusCode"] == 200 and {"user_id", "email", "anonymous_id"} <= {
+        n["type"] for n in json.loads(graph["body"])["nodes"]}
+    page = lambda_runtime.invoke("query_context", load_event("query_context_explorer.json"))
+    assert page["statusCode"] == 200 and page["headers"]["Content-Type"].startswith("text/html")
+    assert "/explorer/explorer.js" in page["body"] and "http" not in page["body"].split("<body>")[1]
+
+
+def test_cli_replay_prints_the_history_and_a_past_answer(lakehouse: Any, tmp_path: Any,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from customer_context.cli import main
+
+    _, _, _, answered = _three_builds(lakehouse)
+    monkeypatch.setenv("CUSTOMER_CONTEXT_PII_HASH_KEY", KEY)
+    data_dir = str(tmp_path / "data")
+    assert main(["replay", "--identifier", "anonymous_id:dev-1", "--data-dir", data_dir]) == 0
+    table = capsys.readouterr().out
+    assert "traits.plan" in table and "(3 rows)" in table
+    assert main(["replay", "--identifier", "email:ada@example.com", "--at", answered[0]["at"].isoformat(),
+                 "--data-dir", data_dir]) == 0
+    assert json.loads(capsys.readouterr().out) == answered[0]["json"]
+    assert main(["replay", "--identifier", "email", "--data-dir", data_dir]) == 2
+    assert main(["replay", "--identifier", "email:nobody@example.com", "--data-dir", data_dir]) == 2
+    assert "no customer is known by email" in capsys.readouterr().err

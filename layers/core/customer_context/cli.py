@@ -170,6 +170,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """A customer's snapshot history, or their context as fetch answered it at ``--at``."""
+    from customer_context.collect.pii import PiiPolicy
+    from customer_context.serve import replay
+    from customer_context.serve.consumers import Consumer
+    from customer_context.serve.fetch import ContextService
+    from customer_context.spec import load_spec
+    from customer_context.stores.context_store import MemoryContextStore
+
+    id_type, sep, value = args.identifier.partition(":")
+    if not sep or not value:
+        print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
+        return 2
+    data_dir = _data_dir(args)
+    lakehouse = _lakehouse(data_dir)
+    spec = load_spec(args.spec)
+    # identifiers resolve through the last build's identity graph (the serving store may not be running)
+    store = MemoryContextStore()
+    if lakehouse.exists("identity_graph"):
+        store.put_aliases((r["identifier_type"], r["identifier_value"], r["profile_id"])
+                          for r in lakehouse.scan("identity_graph").to_pylist())
+    service = ContextService(store, spec, pii=PiiPolicy(spec, _pii_key(data_dir)))
+    operator = Consumer("cli", sections=frozenset({"*"}), admin=True)
+    if args.at is None:
+        found = replay.history(service, lakehouse, operator, id_type, value)
+        rows = [(v["version"], v["built_at"], v["data_as_of"], ", ".join(v["changed"])) for v in found["versions"]]
+        print(json.dumps(found, indent=1) if args.json else
+              f"profile {found['profile_id']}\n" + format_table(["version", "built_at", "data_as_of", "changed"], rows,
+                                                                 max_width=100))
+        return 0
+    result = replay.replay(service, lakehouse, operator, id_type, value, at=replay.parse_at(args.at),
+                           fmt=args.format, max_tokens=args.max_tokens)
+    print(result.body if result.is_text else json.dumps(result.body, indent=1))
+    print(f"(version {result.headers['X-Context-Version']}, built {result.headers['X-Context-Built-At']})",
+          file=sys.stderr)
+    return 0
+
+
 def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 60) -> str:
     """A plain text table."""
     def cell(value: Any) -> str:
@@ -303,7 +341,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             return 2
         validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
         key = new_key()
-        item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin)
+        item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin, audit=args.audit)
         if data_dir is not None:
             save_consumer(data_dir, hash_key(key), item)
         if store is not None:
@@ -445,6 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     audit.set_defaults(func=cmd_audit)
 
+    replay = sub.add_parser("replay", help="what the AI could know about a customer: snapshot history, and the "
+                                           "context as fetch answered it at a time")
+    replay.add_argument("--identifier", required=True, help="TYPE:VALUE, e.g. email:ada@example.com")
+    replay.add_argument("--at", help="ISO-8601 time (no offset: UTC): print the context as fetch answered it then; "
+                                     "without it, print the history of versions and what each changed")
+    replay.add_argument("--format", choices=["json", "text"], default="json", help="with --at: json or prompt text")
+    replay.add_argument("--max-tokens", type=int, help="with --at --format text: the token budget")
+    replay.add_argument("--json", action="store_true", help="without --at: print the history as JSON")
+    replay.add_argument("--spec", help="context spec file")
+    replay.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    replay.set_defaults(func=cmd_replay)
+
     maintain = sub.add_parser("maintain", help="compact small files, expire old snapshots, remove orphan files")
     maintain.add_argument("--min-files", type=int, help="compact partitions with at least this many files")
     maintain.add_argument("--retain", type=int, help="seconds of snapshots and unreferenced files to keep "
@@ -469,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create: named queries it may run, if its scope covers what they reveal (default: all "
                            "for a key allowed every section, none for a scoped one)")
     keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
+    keys.add_argument("--audit", action="store_true",
+                      help="create: may read the serving audit of a customer (GET …/audit, the explorer's audit)")
     keys.add_argument("--key", help="revoke: the key")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")
     keys.add_argument("--table", help="DynamoDB context table on AWS (default: the local stack / config file)")

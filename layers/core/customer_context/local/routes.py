@@ -46,6 +46,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/mcp", "fetch_context"),
     Route("GET", "/docs/context", "fetch_context"),
     Route("POST", "/v1/context/{identifier_type}/{identifier_value}/queries/{name}", "query_context"),
+    *(Route("GET", f"/v1/context/{{identifier_type}}/{{identifier_value}}/{what}", "query_context")
+      for what in ("history", "replay", "audit", "identity")),
+    Route("GET", "/explorer", "query_context"),
+    Route("GET", "/explorer/{name}", "query_context"),
     Route("POST", "/v1/regulations", "regulate"),
     Route("GET", "/v1/regulations/{regulation_id}", "regulate"),
     Route("GET", "/v1/tracking-plans", "regulate"),

@@ -270,7 +270,8 @@ class LocalStack:
 
     def _seed_consumers(self) -> str | None:
         """Load the consumer keys of config.toml into the table; with none yet, create a local one
-        allowed everything (its key is printed by `serve` and kept in ``consumer.key`` under data_dir)."""
+        allowed everything, the serving audit included (its key is printed by `serve` and kept in
+        ``consumer.key`` under data_dir)."""
         from customer_context.serve.consumers import consumer_item, hash_key, new_key
         from customer_context.stores.context_store import DynamoContextStore
 
@@ -280,7 +281,7 @@ class LocalStack:
         key: str | None = key_file.read_text().strip() if key_file.is_file() else None
         if key is None or hash_key(key) not in consumers:
             key = new_key()
-            item = consumer_item("local", ["*"], [])
+            item = consumer_item("local", ["*"], [], audit=True)  # the owner's key: the explorer shows the audit
             save_consumer(self.data_dir, hash_key(key), item)
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)

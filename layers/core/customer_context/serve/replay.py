@@ -131,8 +131,9 @@ def _reads(consumer: Consumer) -> None:
 
 def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type: str, id_value: str,
             budget: QueryBudget | None = None) -> dict[str, Any]:
-    """The customer's snapshot versions, newest first, each with the fields it changed (those the consumer
-    may read) and, per field, the version and time it last changed.
+    """The customer's snapshot versions, newest first, each with the fields it changed and its numeric traits
+    and scores (those the consumer may read); per field, the version and time it last changed; the
+    descriptions of the fields the consumer may read.
 
     Raises:
         InvalidRequest, NotFound, Forbidden: as fetch; BudgetExceeded: a budget of the named queries.
@@ -148,11 +149,21 @@ def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type
         for path in changed:
             last_changed[path] = {"version": row["version"], "built_at": row["built_at"]}
         out.append({"version": row["version"], "built_at": row["built_at"], "data_as_of": row["data_as_of"],
-                    "content_hash": row["content_hash"], "changed": changed})
+                    "content_hash": row["content_hash"], "changed": changed, "values": _numbers(consumer, doc)})
         previous = doc
     out.reverse()
+    cat = service.catalog
+    descriptions = {**{s: d for s, d in cat.section_descriptions.items() if consumer.allows_any_of(s)},
+                    **{p: f.description for p, f in cat.fields.items() if consumer.allows(p)}}
     return {"profile_id": pid, "versions": out[: budget.max_rows], "truncated": len(out) > budget.max_rows,
-            "last_changed": dict(sorted(last_changed.items()))}
+            "last_changed": dict(sorted(last_changed.items())), "descriptions": descriptions}
+
+
+def _numbers(consumer: Consumer, doc: dict[str, Any]) -> dict[str, float]:
+    """The numeric traits and scores of a document the consumer may read (for plots over the history)."""
+    return {f"{section}.{name}": value for section in ("traits", "scores")
+            for name, value in (doc.get(section) or {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and consumer.allows(f"{section}.{name}")}
 
 
 def _pick(versions: list[dict[str, Any]], at: datetime | None, version: int | None, pid: str) -> dict[str, Any]:
