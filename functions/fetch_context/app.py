@@ -121,12 +121,14 @@ def get_context(
                                           json_schema_extra=_sections_pattern)] = None,
     format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
     max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
+    verbose: Annotated[bool, Query(description="JSON only: add `provenance`, where each value came from (trait "
+                                               "definition, record table and key, event)")] = False,
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
     consumer = app.context["consumer"]
     # the resolver hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)
     result = factory.context_service().fetch(
         unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=format,
-        max_tokens=max_tokens, if_none_match=_headers().get("if-none-match"))
+        max_tokens=max_tokens, if_none_match=_headers().get("if-none-match"), verbose=verbose)
     if result.status == 304:
         return Response(status_code=304, body="", headers=result.headers)
     if result.is_text:

@@ -207,3 +207,27 @@ def test_cli_replay_prints_the_history_and_a_past_answer(lakehouse: Any, tmp_pat
     assert main(["replay", "--identifier", "email", "--data-dir", data_dir]) == 2
     assert main(["replay", "--identifier", "email:nobody@example.com", "--data-dir", data_dir]) == 2
     assert "no customer is known by email" in capsys.readouterr().err
+
+
+def test_verbose_fetch_says_where_each_value_came_from(lakehouse: Any) -> None:
+    from customer_context.assemble.records import load_file
+
+    crm = ("contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
+           "C-ADA,ada@example.com,Ada L,vip,Tom,2026-11-01T00:00:00Z\n")
+    assert not load_file(lakehouse, SPEC, "imports/crm_contacts/crm.csv", crm.encode()).reasons
+    store, service, _, answered = _three_builds(lakehouse)
+    plain = service.fetch("user_id", "ada", EVERYTHING)
+    verbose = service.fetch("user_id", "ada", EVERYTHING, verbose=True)
+    assert "provenance" not in plain.body and verbose.etag != plain.etag  # type: ignore[operator]
+    found = verbose.body["provenance"]  # type: ignore[index]
+    assert found["built_at"] == answered[2]["json"]["freshness"]["built_at"]
+    fields = found["fields"]
+    assert fields["traits.orders_90d"]["definition"]["kind"] == "count"
+    assert fields["traits.orders_90d"]["definition"]["where"]["event"] == ["Order Completed"]
+    assert fields["records.crm_contacts"] == {"from": "record", "table": "crm_contacts",
+                                              "key": {"contact_id": "C-ADA"}, "updated_at": "2026-11-01T00:00:00.000Z"}
+    assert fields["profile.identifiers"]["from"] == "identity"
+    assert fields["recent_events[0]"]["from"] == "event" and fields["recent_events[0]"]["event"] == "Order Completed"
+    # a scoped key learns the provenance of its own fields only
+    scoped = service.fetch("user_id", "ada", TRAITS_ONLY, verbose=True).body["provenance"]["fields"]  # type: ignore[index]
+    assert set(scoped) == {"traits.orders_90d", "profile.identifiers"}

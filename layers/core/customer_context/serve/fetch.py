@@ -306,7 +306,7 @@ class ContextService:
     # -- entry points ------------------------------------------------------------------------------
     def fetch(self, id_type: str, id_value: str, consumer: Consumer, *, fields: str | Sequence[str] | None = None,
               sections: str | Sequence[str] | None = None, fmt: str = "json", max_tokens: int | None = None,
-              if_none_match: str | None = None, via: str = "fetch") -> FetchResult:
+              if_none_match: str | None = None, via: str = "fetch", verbose: bool = False) -> FetchResult:
         """One customer's context.
 
         Raises:
@@ -332,7 +332,7 @@ class ContextService:
             self._audit(consumer, via, identifier, None, None, None, 404)
             raise self._not_found(*identifier)
         etag = self._etag(snapshot, pid if snapshot else None, selection, consumer, tail,
-                          f"{fmt}:{budget if fmt == 'text' else ''}")
+                          f"{fmt}:{budget if fmt == 'text' else ''}" + (":verbose" if verbose else ""))
         headers = {"ETag": etag, "Cache-Control": f"private, max-age={self.options.cache_max_age}"}
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
             self._audit(consumer, via, identifier, pid if snapshot else None, None, snapshot, 304)
@@ -340,6 +340,10 @@ class ContextService:
         body = self.assemble(snapshot, pid if snapshot else None, identifier, consumer, selection, tail)
         self._audit(consumer, via, identifier, body["profile_id"], body["context"], snapshot, 200)
         if fmt == "json":
+            if verbose:  # where each value came from, from the spec and this snapshot (no extra read)
+                from customer_context.serve.provenance import field_provenance
+
+                body["provenance"] = field_provenance(self.spec, body["context"], snapshot)
             return FetchResult(200, body, etag, headers)
         text, omitted, used = self.render(body, budget)
         headers.update({"X-Context-Tokens": str(used), "X-Context-Omitted": str(len(omitted))})
