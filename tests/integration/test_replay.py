@@ -135,6 +135,12 @@ def test_identity_graph_shows_edges_and_a_refused_edge(lakehouse: Any) -> None:
     assert shown["b"] == ["user_id", "bob"] and "bob" in shown["reason"]
     with pytest.raises(Forbidden):
         replay.identity(service, lakehouse, Consumer("t", fields=frozenset({"traits.plan"})), "user_id", "ada")
+    # a later build keeps ada's identifiers ("kept from previous build"): their edges come from the table's history
+    write_events(lakehouse, [order("ada", 1, 20)])
+    build_context(lakehouse, store, SPEC, as_of=AS_OF, pii_key=KEY)
+    later = replay.identity(service, lakehouse, EVERYTHING, "user_id", "ada")
+    assert all(n["joined_via"].startswith(("kept", "first")) for n in later["nodes"])
+    assert later["edges"] == graph["edges"] and later["refused"] == graph["refused"]
 
 
 def test_deletion_removes_the_history_and_the_audit(lakehouse: Any) -> None:

@@ -60,11 +60,13 @@ class _Clock:
                                  "(raise CUSTOMER_CONTEXT_QUERY_MAX_SECONDS)")
 
 
-def _read(lakehouse: Any, table: str, row_filter: Any, clock: _Clock) -> list[dict[str, Any]]:
-    """The rows of ``table`` matching ``row_filter``, refused before reading above the scan budget."""
+def _read(lakehouse: Any, table: str, row_filter: Any, clock: _Clock,
+          snapshot_id: int | None = None) -> list[dict[str, Any]]:
+    """The rows of ``table`` matching ``row_filter`` (at an earlier snapshot of the table: ``snapshot_id``),
+    refused before reading above the scan budget."""
     if not lakehouse.exists(table):
         return []
-    scan = lakehouse.table(table).scan(row_filter=row_filter)
+    scan = lakehouse.table(table).scan(row_filter=row_filter, snapshot_id=snapshot_id)
     planned = sum(task.file.file_size_in_bytes for task in scan.plan_files())
     if planned > clock.budget.max_scan_bytes:
         raise BudgetExceeded(f"scan budget: {table} would read {planned:,} bytes of data files; the limit is "
@@ -304,17 +306,19 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
     _, pid = _profile(service, id_type, id_value)
     rows = _read(lakehouse, "identity_graph", EqualTo("profile_id", pid), clock)
     mine = {(r["identifier_type"], r["identifier_value"]) for r in rows}
+    values = sorted({v for _, v in mine})
+    kept = {(r["identifier_type"], r["identifier_value"]) for r in rows if r["joined_via"].startswith("kept")}
+    earlier = _earlier_joins(lakehouse, kept, values, clock) if kept else {}
     nodes, edges = [], {}
     for row in sorted(rows, key=lambda r: (r["identifier_type"], r["identifier_value"])):
-        joined = parse_joined_via(row["joined_via"])
-        nodes.append({"type": row["identifier_type"], "value": row["identifier_value"], "joined": joined,
-                      "joined_via": row["joined_via"]})
+        me = (row["identifier_type"], row["identifier_value"])
+        joined = parse_joined_via(earlier.get(me, row["joined_via"]))
+        nodes.append({"type": me[0], "value": me[1], "joined": joined, "joined_via": row["joined_via"]})
         if joined["how"] == "edge":
-            end = tuple(joined["via"] or (row["identifier_type"], row["identifier_value"]))
+            end = tuple(joined["via"] or me)
             pair = tuple(sorted([end, tuple(joined["other"])]))
             edges.setdefault(pair, {"a": list(pair[0]), "b": list(pair[1]), "source": joined["source"],
                                     "at": joined["at"]})
-    values = sorted({v for _, v in mine})
     refused = []
     if values:
         reveal = may_audit(consumer)
@@ -329,6 +333,28 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
                             "reason": row["reason"] if reveal else _rule_only(row["reason"])})
     return {"profile_id": pid, "nodes": nodes, "edges": list(edges.values()), "refused": refused[: budget.max_rows],
             "built_at": _iso(rows[0]["built_at"]) if rows else None}
+
+
+def _earlier_joins(lakehouse: Any, kept: set[tuple[str, str]], values: list[str],
+                   clock: _Clock) -> dict[tuple[str, str], str]:
+    """How identifiers "kept from previous build" first joined: each build rewrites ``identity_graph`` and
+    an identifier it keeps says only that, so the table's earlier snapshots are read, newest first, until
+    each one's edge is found (snapshots expired by maintenance are gone: those stay "kept")."""
+    from pyiceberg.expressions import In
+
+    table = lakehouse.table("identity_graph")
+    found: dict[tuple[str, str], str] = {}
+    current = table.current_snapshot()
+    for snap in sorted(table.snapshots(), key=lambda s: s.timestamp_ms, reverse=True):
+        if not kept - found.keys():
+            break
+        if current is not None and snap.snapshot_id == current.snapshot_id:
+            continue
+        for row in _read(lakehouse, "identity_graph", In("identifier_value", values), clock, snap.snapshot_id):
+            key = (row["identifier_type"], row["identifier_value"])
+            if key in kept and key not in found and not row["joined_via"].startswith("kept"):
+                found[key] = row["joined_via"]
+    return found
 
 
 def _rule_only(reason: str) -> str:
