@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "✓ accounting: sent" in proc.stdout and "✓ demo finished" in proc.stdout, proc.stdout[-3000:]
     assert "rebuilding with no new data: 0 DynamoDB items written" in proc.stdout
+    assert re.search(r"as the agent does .*: http://127\.0\.0\.1:\d+/explorer#email:[^\s@]+%40", proc.stdout), \
+        "the demo prints no explorer link for its customer"
     return data_dir
 
 

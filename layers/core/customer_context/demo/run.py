@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 DEMO_WRITE_KEY = "wk_demo_web"
 
@@ -250,6 +251,10 @@ def _serve(stack: Any, email: str) -> bool:
     ok = first.get("event") == "Support Chat Opened" and first.get("source") == "live"
     _say(f"\n{'✓' if ok else '✗'} an event sent {seen:.2f}s ago shows in recent_events before any build: "
          f"{json.dumps(first)}  (sources: {recent['sources'].get('recent_events')})")
+    link = f"explorer#email:{quote(email, safe='')}"
+    _say(f"\n▶ see this customer as the agent does (identity graph, history, audit): {stack.url}/{link}")
+    _say(f"  (key in {stack.data_dir}/consumer.key; once the demo has stopped: customer-context serve --data-dir "
+         f"{stack.data_dir}, then http://127.0.0.1:8080/{link})")
     return ok and answer.status_code == 200 and text.status_code == 200 and not call["result"]["isError"]
 
 
