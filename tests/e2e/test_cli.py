@@ -231,10 +231,20 @@ def test_load_and_build_land_in_the_running_stack_and_keys_are_managed(served: A
     key = json.loads(created.stdout)["key"]
     scoped = requests.get(f"{url}/v1/context/user_id/u1", headers={"authorization": f"Bearer {key}"}, timeout=10)
     assert scoped.status_code == 200 and scoped.json()["context"] == {"traits": {"orders_90d": 1}}
+    # And only a key made with --audit (or an admin key) reads the serving audit
+    auditor = _run("keys", "create", "--consumer", "auditor", "--sections", "*", "--audit", "--data-dir", str(data_dir))
+    audit_key = json.loads(auditor.stdout)["key"]
+    trail = requests.get(f"{url}/v1/context/user_id/u1/audit", headers={"authorization": f"Bearer {audit_key}"},
+                         timeout=30)
+    assert trail.status_code == 200 and trail.json()["profile_id"], trail.text
+    refused = requests.get(f"{url}/v1/context/user_id/u1/audit", headers={"authorization": f"Bearer {key}"},
+                           timeout=30)
+    assert refused.status_code == 403 and "--audit" in refused.json()["message"]
     # And `keys list` shows it (by its SHA-256, never the key), `keys revoke` removes it everywhere
     listed = [json.loads(line) for line in _run("keys", "list", "--data-dir", str(data_dir)).stdout.splitlines()]
     mine = [k for k in listed if k["consumer"] == "smoke-bot"]
     assert len(mine) == 1 and mine[0]["fields"] == ["traits.orders_90d"] and key not in json.dumps(listed)
+    assert not mine[0]["audit"] and [k["audit"] for k in listed if k["consumer"] == "auditor"] == [True]
     revoked = _run("keys", "revoke", "--key", key, "--data-dir", str(data_dir))
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked"] == mine[0]["key_sha256"]
     listed = [json.loads(line) for line in _run("keys", "list", "--data-dir", str(data_dir)).stdout.splitlines()]

@@ -358,7 +358,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for item in sorted(items, key=lambda i: str(i["name"])):
             print(json.dumps({"consumer": item["name"], "key_sha256": str(item["pk"]).split("#", 1)[1],
                               "sections": list(item.get("sections") or []), "fields": list(item.get("fields") or []),
-                              "created_at": item.get("created_at")}))
+                              "audit": bool(item.get("audit")), "created_at": item.get("created_at")}))
         return 0
     # revoke
     digest = args.key_sha256 or (hash_key(args.key) if args.key else None)

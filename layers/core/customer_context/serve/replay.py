@@ -339,14 +339,16 @@ def _earlier_joins(lakehouse: Any, kept: set[tuple[str, str]], values: list[str]
                    clock: _Clock) -> dict[tuple[str, str], str]:
     """How identifiers "kept from previous build" first joined: each build rewrites ``identity_graph`` and
     an identifier it keeps says only that, so the table's earlier snapshots are read, newest first, until
-    each one's edge is found (snapshots expired by maintenance are gone: those stay "kept")."""
+    each one's edge is found (snapshots expired by maintenance are gone, and at most half the time budget is
+    spent: those stay "kept")."""
     from pyiceberg.expressions import In
 
     table = lakehouse.table("identity_graph")
     found: dict[tuple[str, str], str] = {}
     current = table.current_snapshot()
     for snap in sorted(table.snapshots(), key=lambda s: s.timestamp_ms, reverse=True):
-        if not kept - found.keys():
+        # half the time budget at most: past it, the graph is answered with what was found
+        if not kept - found.keys() or time.monotonic() > clock.deadline - clock.budget.max_seconds / 2:
             break
         if current is not None and snap.snapshot_id == current.snapshot_id:
             continue
