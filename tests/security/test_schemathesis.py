@@ -52,6 +52,7 @@ def _schema(name: str, *, semantic_400: bool = False) -> Any:
 COLLECT = _schema("collect")
 FETCH = _schema("fetch_context", semantic_400=True)
 REGULATE = _schema("regulate", semantic_400=True)
+QUERY = _schema("query_context", semantic_400=True)
 
 
 def error_says_why(ctx: CheckContext, response: Any, case: Case) -> bool | None:
@@ -132,4 +133,10 @@ def test_fetch_api(case: Case, stack: Any, session: requests.Session) -> None:
 @REGULATE.parametrize()
 def test_regulation_api(case: Case, stack: Any, session: requests.Session) -> None:
     case.call_and_validate(base_url=stack.url, session=session, headers=_bearer(stack.admin_key),
+                           additional_checks=[error_says_why])
+
+
+@QUERY.parametrize()
+def test_query_and_replay_api(case: Case, stack: Any, session: requests.Session) -> None:
+    case.call_and_validate(base_url=stack.url, session=session, headers=_bearer(stack.reader_key),
                            additional_checks=[error_says_why])
