@@ -33,7 +33,7 @@ RESERVED_TABLE_NAMES = frozenset({
     "events_unique", "events_chunk", "events_sliced", "events_profiled", "event_ids", "event_profile",
     "event_profile_next", "event_consent", "event_slice", "dup_hashes", "alias_edges", "profile_consent", "profiles",
     "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",
-    "id_map", "recent", "content", "dup_copies", "score_purchases", "score_buyers",
+    "slice_fields", "slice_all", "id_map", "recent", "content", "dup_copies", "score_purchases", "score_buyers",
 })
 # Most traits one spec may declare: a build's traits stage grows faster than linearly past this (measured,
 # README "Assembly"), and a document with more values than this is not context an agent can read.

@@ -46,7 +46,13 @@ from customer_context.assemble import attribution, compiler
 from customer_context.assemble.compiler import ident, lit
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
-from customer_context.stores.context_store import ContextStore, Refused, SnapshotItem
+from customer_context.stores.context_store import (
+    BOOKKEEPING_KEYS,
+    FIELD_SECTIONS,
+    ContextStore,
+    Refused,
+    SnapshotItem,
+)
 
 # Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
 EVENTS_PER_SLICE = 1_000_000
@@ -56,6 +62,8 @@ EVENTS_PER_LOAD = 1_000_000
 LANDING_SAMPLE = 32
 # The profile_state snapshot property naming the landing generation of the build that committed it.
 LANDING_GENERATION = "landing-generation"
+# Hex digits of a field value's MD5 kept in profile_state to tell the next build whether the field changed.
+FIELD_HASH_CHARS = 16
 # Builds that start again because a deletion job finished while they read (govern/fence.py).
 BUILD_ATTEMPTS = 3
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
@@ -448,18 +456,22 @@ def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> 
     A profile is in prev_state once, at its highest version, whatever the table holds (a state written
     before a ``sql`` trait was checked for one row per profile held many rows per profile)."""
     for view, table, columns, keep in (
-        ("prev_state", "profile_state", "profile_id, version, content_hash, built_at",
+        ("prev_state", "profile_state", "profile_id, version, content_hash, built_at, field_hashes, changed_at",
          "QUALIFY row_number() OVER (PARTITION BY profile_id ORDER BY version DESC, built_at DESC) = 1"),
         ("prev_ids", "identity_graph", "identifier_type, identifier_value, profile_id", ""),
     ):
+        wanted = columns.split(", ")
         if lakehouse.exists(table):
-            con.register(f"{view}_arrow", lakehouse.scan(table, selected_fields=tuple(columns.split(", "))))
+            # a table made before a column was added reads it as NULL (the commit evolves the table)
+            present = [c for c in wanted if c in lakehouse.columns(table)]
+            columns = ", ".join(c if c in present else f"CAST(NULL AS VARCHAR) AS {c}" for c in wanted)
+            con.register(f"{view}_arrow", lakehouse.scan(table, selected_fields=tuple(present)))
         else:
             import pyarrow as pa
 
             schema = lakehouse.arrow_schema(table)
             con.register(f"{view}_arrow", pa.Table.from_pylist(
-                [], schema=pa.schema([schema.field(c) for c in columns.split(", ")])))
+                [], schema=pa.schema([schema.field(c) for c in wanted])))
         con.execute(f"CREATE TABLE {view} AS SELECT {columns} FROM {view}_arrow {keep}")
         con.unregister(f"{view}_arrow")
 
@@ -868,6 +880,49 @@ def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> s
     )
 
 
+def _field_changes_sql(built_at: datetime) -> str:
+    """Per profile of ``slice_docs`` whose content changed (or whose state predates field tracking):
+    ``field_hashes`` and ``changed_at``, JSON objects keyed by field path (``traits.plan``, ``records.crm`` …;
+    list sections whole, as :func:`customer_context.serve.replay.changed_fields` compares them).
+
+    A field keeps its previous time when its value's hash is the previous one, and gets this build's time
+    otherwise (a new profile: every field). A field it had no hash of counts as ``null`` before, as the
+    history's comparison has it (so a field that was always ``null`` never changed: its time is ``null``). A
+    profile whose previous state has no hashes (written before fields were tracked) gets ``null`` times: when
+    those fields changed is unknown here (the history knows).
+    """
+    import hashlib
+
+    null_hash = hashlib.md5(b"null", usedforsecurity=False).hexdigest()[:FIELD_HASH_CHARS]
+    by_field = ", ".join(lit(s) for s in FIELD_SECTIONS)
+    skip = ", ".join(lit(k) for k in BOOKKEEPING_KEYS)
+    return (
+        "WITH need AS (SELECT profile_id, content, known, prev_hashes, prev_changed_at FROM slice_docs "
+        "WHERE changed OR (known AND prev_hashes IS NULL)), "
+        "parts AS (SELECT n.profile_id, j.key AS section, j.value AS value FROM need n, json_each(n.content) j "
+        f"WHERE j.key NOT IN ({skip})), "
+        "fields AS (SELECT p.profile_id, p.section || '.' || f.key AS path, f.value AS value "
+        f"FROM parts p, json_each(p.value) f WHERE p.section IN ({by_field}) AND json_type(p.value) = 'OBJECT' "
+        "UNION ALL SELECT profile_id, section AS path, value FROM parts "
+        f"WHERE NOT (section IN ({by_field}) AND json_type(value) IN ('OBJECT', 'NULL'))), "
+        "prev_h AS (SELECT n.profile_id, j.key AS path, j.value ->> '$' AS h FROM need n, json_each(n.prev_hashes) j), "
+        "prev_t AS (SELECT n.profile_id, j.key AS path, j.value ->> '$' AS at "
+        "FROM need n, json_each(n.prev_changed_at) j), "
+        f"timed AS (SELECT f.profile_id, f.path, left(md5(CAST(f.value AS VARCHAR)), {FIELD_HASH_CHARS}) AS h, "
+        f"CASE WHEN coalesce(ph.h, {lit(null_hash)}) = left(md5(CAST(f.value AS VARCHAR)), {FIELD_HASH_CHARS}) "
+        "THEN pt.at "
+        f"WHEN n.known AND n.prev_hashes IS NULL THEN NULL ELSE {lit(built_at.isoformat())} END AS at "
+        "FROM fields f JOIN need n USING (profile_id) LEFT JOIN prev_h ph USING (profile_id, path) "
+        "LEFT JOIN prev_t pt USING (profile_id, path)) "
+        "SELECT n.profile_id, "
+        "to_json(map_from_entries(coalesce(list((t.path, t.h) ORDER BY t.path) FILTER (WHERE t.path IS NOT NULL), "
+        "[]))) AS field_hashes, "
+        "to_json(map_from_entries(coalesce(list((t.path, t.at) ORDER BY t.path) FILTER (WHERE t.path IS NOT NULL), "
+        "[]))) AS changed_at "
+        "FROM need n LEFT JOIN timed t USING (profile_id) GROUP BY n.profile_id"
+    )
+
+
 def _doc_sql(built_at: datetime, data_as_of: datetime | None) -> str:
     """The served document: ``content`` with the build times appended, as ``json_merge_patch(content,
     {built_at, data_as_of})`` would write it (no ``data_as_of`` when unknown), without parsing it again."""
@@ -1067,7 +1122,8 @@ def _build_once(
             "to_json(map_from_entries(list_sort(list((identifier_type, vals))))) AS identifiers FROM ("
             "SELECT profile_id, identifier_type, list_sort(list(identifier_value)) AS vals FROM id_map "
             "GROUP BY ALL) JOIN profiles USING (profile_id) GROUP BY profile_id ORDER BY _slice")
-        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN)")
+        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN, "
+                    "field_hashes VARCHAR, changed_at VARCHAR)")
         if commit:
             guard.enter()  # from here to the commit, no deletion job runs (and none finished since the start)
         history = _History(lakehouse, built_at, data_as_of) if commit else None
@@ -1083,16 +1139,26 @@ def _build_once(
                 con.execute(
                     "CREATE TEMP TABLE slice_docs AS SELECT *, CASE WHEN changed THEN coalesce(prev_version, 0) + 1 "
                     "ELSE prev_version END AS version FROM (SELECT d.profile_id, d.content_hash, d.content, "
-                    "s.version AS prev_version, s.content_hash IS DISTINCT FROM d.content_hash AS changed "
+                    "s.version AS prev_version, s.content_hash IS DISTINCT FROM d.content_hash AS changed, "
+                    "s.profile_id IS NOT NULL AS known, s.field_hashes AS prev_hashes, "
+                    "s.changed_at AS prev_changed_at "
                     f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id))")
-                con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed FROM slice_docs")
+                # when each field last changed: recomputed for the changed profiles only, carried for the others
+                con.execute(f"CREATE TEMP TABLE slice_fields AS {_field_changes_sql(built_at)}")
+                con.execute("CREATE TEMP TABLE slice_all AS SELECT d.*, CASE WHEN f.profile_id IS NULL THEN "
+                            "d.prev_hashes ELSE f.field_hashes END AS field_hashes, CASE WHEN f.profile_id IS NULL "
+                            "THEN d.prev_changed_at ELSE f.changed_at END AS changed_at "
+                            "FROM slice_docs d LEFT JOIN slice_fields f USING (profile_id)")
+                con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed, field_hashes, "
+                            "changed_at FROM slice_all")
                 rendering += time.perf_counter() - t0
                 rendering_cpu += time.process_time() - c0
                 reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over, "
-                                 f"changed FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc FROM slice_docs "
-                                 f"WHERE changed OR {everything})").to_arrow_reader(5000)
+                                 f"changed, changed_at FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc "
+                                 f"FROM slice_all WHERE changed OR {everything})").to_arrow_reader(5000)
                 for batch in reader:
                     pids, versions, hashes, docs = (batch.column(c).to_pylist() for c in range(4))
+                    times = batch.column(6).to_pylist()
                     cut_docs = False
                     for n in (pc.indices_nonzero(batch.column(4)).to_pylist() if pc.any(batch.column(4)).as_py()
                               else ()):
@@ -1100,8 +1166,9 @@ def _build_once(
                         report.truncated_profiles += bool(cut)
                         cut_docs = True
                     report.items_written += store.put_snapshots(
-                        (SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of)
-                         for pid, version, content_hash, doc in zip(pids, versions, hashes, docs, strict=True)),
+                        (SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of, changed_at)
+                         for pid, version, content_hash, doc, changed_at
+                         in zip(pids, versions, hashes, docs, times, strict=True)),
                         refused)
                     if history is not None:
                         # the history holds each version once: what lands again unchanged is not repeated
@@ -1113,6 +1180,8 @@ def _build_once(
                         else:
                             history.write(batch, docs if cut_docs else None)
                 del reader
+                con.execute("DROP TABLE slice_all")
+                con.execute("DROP TABLE slice_fields")
                 con.execute("DROP TABLE slice_docs")
             if history is not None:
                 history.close()
@@ -1170,9 +1239,13 @@ def _build_once(
                 [{"fitted_at": built_at, "model": json.dumps(model)}], schema=lakehouse.arrow_schema("score_models")))
         state = con.sql(
             f"SELECT d.profile_id, d.version, d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} "
-            "ELSE s.built_at END AS built_at FROM docs d LEFT JOIN prev_state s USING (profile_id)"
+            "ELSE s.built_at END AS built_at, d.field_hashes, d.changed_at FROM docs d "
+            "LEFT JOIN prev_state s USING (profile_id)"
         ).to_arrow_table()
-        lakehouse.overwrite("profile_state", state.cast(lakehouse.arrow_schema("profile_state")),
+        # a state table made before fields were tracked gains their columns; rows are written with the table's
+        # own field ids (an evolved table's may differ from the declared ones)
+        lakehouse.add_missing_columns("profile_state")
+        lakehouse.overwrite("profile_state", state.cast(lakehouse.table("profile_state").schema().as_arrow()),
                             {LANDING_GENERATION: generation})
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report

@@ -210,7 +210,7 @@ def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
         if item and (doc := target.scrub_json(item["doc"])) != item["doc"]:
             written += store.put_snapshots([SnapshotItem(pid, doc, str(item.get("content_hash", "")),
                                                          int(item.get("version", 0)), str(item.get("built_at", "")),
-                                                         item.get("data_as_of"))])
+                                                         item.get("data_as_of"), item.get("changed_at"))])
         # their live tail: under the profile, and under each identifier (events from before it had a profile)
         listed = (json.loads(item["doc"]).get("profile") or {}).get("identifiers") or {} if item else {}
         partitions = [recent_pk(pid)] + [recent_pk(identifier=(t, v)) for t, values in listed.items()

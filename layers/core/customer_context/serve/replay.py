@@ -38,11 +38,8 @@ from customer_context.errors import BudgetExceeded, Forbidden, InvalidRequest, N
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import PROFILE_ID, ContextService, FetchResult, _parse_time, select
 from customer_context.serve.named_queries import QueryBudget
+from customer_context.stores.context_store import BOOKKEEPING_KEYS, FIELD_SECTIONS
 
-# keys of a snapshot document that are build bookkeeping, not context
-_BOOKKEEPING = ("built_at", "data_as_of", "profile_id")
-# sections compared field by field (the others, lists, as a whole)
-_BY_FIELD = ("profile", "traits", "scores", "records")
 _EDGE = re.compile(r"^edge (?P<source>\S+) with (?P<type>[^:]+):(?P<value>.*?) at (?P<at>\d{4}-\d\d-\d\dT\S+?)"
                    r"(?:, via (?P<via_type>[^:]+):(?P<via_value>.*))?$")
 
@@ -103,10 +100,10 @@ def changed_fields(before: dict[str, Any] | None, after: dict[str, Any]) -> list
     before = before or {}
     paths: list[str] = []
     for section in dict.fromkeys([*after, *before]):
-        if section in _BOOKKEEPING:
+        if section in BOOKKEEPING_KEYS:
             continue
         old, new = before.get(section), after.get(section)
-        if section in _BY_FIELD and isinstance(new, dict | None) and isinstance(old, dict | None):
+        if section in FIELD_SECTIONS and isinstance(new, dict | None) and isinstance(old, dict | None):
             old, new = old or {}, new or {}
             paths += [f"{section}.{k}" for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
         elif old != new:

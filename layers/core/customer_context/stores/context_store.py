@@ -3,7 +3,9 @@
 Item layout in one table (``pk``, ``sk`` strings):
 
 * snapshot: ``pk = profile#<profile_id>``, ``sk = snapshot`` — ``doc`` (the JSON document),
-  ``content_hash``, ``version``, ``built_at``, ``data_as_of``;
+  ``content_hash``, ``version``, ``built_at``, ``data_as_of``, ``changed_at`` (JSON: each field's path →
+  the build time its value last changed, ``null`` when unknown; absent from items landed before fields
+  were tracked). It changes only with the content, so it lands only when the document does;
 * alias: ``pk = id#<type>#<value>``, ``sk = alias`` — ``profile_id``; one per known identifier,
   so any identifier resolves to its profile with one GetItem;
 * recent event: ``pk = recent#p#<profile_id>`` (or ``recent#id#<type>#<value>`` while the
@@ -52,6 +54,10 @@ from customer_context.errors import StoreUnavailable
 from customer_context.stores.unavailable import backoff, translate_public_methods
 
 SNAPSHOT_SK = "snapshot"
+# Keys of a snapshot document that are build bookkeeping, not context.
+BOOKKEEPING_KEYS = ("built_at", "data_as_of", "profile_id")
+# Sections whose fields change one by one (``traits.plan``); the others (lists) change as a whole.
+FIELD_SECTIONS = ("profile", "traits", "scores", "records")
 LANDING_KEY = {"pk": "landing", "sk": "marker"}
 # DynamoDB's limits (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)
 MAX_PARTITION_KEY_BYTES = 2048
@@ -134,6 +140,7 @@ class SnapshotItem:
     version: int
     built_at: str
     data_as_of: str | None
+    changed_at: str | None = None  # JSON: field path → when its value last changed
 
     def to_item(self) -> dict[str, Any]:
         """The DynamoDB item."""
@@ -141,6 +148,8 @@ class SnapshotItem:
                                 "content_hash": self.content_hash, "version": self.version, "built_at": self.built_at}
         if self.data_as_of:
             item["data_as_of"] = self.data_as_of
+        if self.changed_at:
+            item["changed_at"] = self.changed_at
         return item
 
 

@@ -143,6 +143,28 @@ class Lakehouse:
         """The Arrow schema rows must have to be appended to ``name``."""
         return self._definition(name).schema.as_arrow()
 
+    def add_missing_columns(self, name: str) -> list[str]:
+        """Add the optional columns the declared schema has and the table (made by an earlier release) lacks;
+        returns their names. Nothing is committed when none is missing."""
+        definition = self._definition(name)
+        added: list[str] = []
+
+        def evolve(table: Table) -> None:
+            have = {f.name for f in table.refresh().schema().fields}
+            added[:] = [f.name for f in definition.schema.fields if f.name not in have]
+            if added:
+                with table.update_schema() as update:
+                    for f in definition.schema.fields:
+                        if f.name in added:
+                            update.add_column(f.name, f.field_type, doc=f.doc, required=False)
+
+        self._commit(name, evolve)
+        return added
+
+    def columns(self, name: str) -> list[str]:
+        """The column names of an existing table, as its current schema has them."""
+        return [f.name for f in self.table(name).schema().fields]
+
     def append(self, name: str, data: pa.Table, properties: dict[str, str] | None = None) -> int:
         """Append rows in one commit, retrying conflicts.
 

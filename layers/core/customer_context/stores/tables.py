@@ -127,6 +127,10 @@ PROFILE_STATE_SCHEMA = Schema(
     NestedField(2, "version", LongType(), required=True, doc="Latest landed version"),
     _s(3, "content_hash", "Hash of the latest landed content", True),
     _t(4, "built_at", "Build that landed it", True),
+    # added after the first release: a table without them is evolved by the next build, read as NULL until then
+    _s(5, "field_hashes", "JSON: each field's path → a short hash of its value (what the next build compares)"),
+    _s(6, "changed_at", "JSON: each field's path → the build time its value last changed (null: unknown, the "
+                        "state was written before fields were tracked); landed with the snapshot"),
 )
 SCORE_MODELS_SCHEMA = Schema(
     _t(1, "fitted_at", "When the parameters were fitted", True),
