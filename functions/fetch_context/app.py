@@ -122,7 +122,8 @@ def get_context(
     format: Annotated[Literal["json", "text"], Query(description="`json` or prompt-ready `text`")] = "json",  # noqa: A002
     max_tokens: Annotated[int | None, Query(ge=50, le=100_000, description="Token budget of `format=text`")] = None,
     verbose: Annotated[bool, Query(description="JSON only: add `provenance`, where each value came from (trait "
-                                               "definition, record table and key, event)")] = False,
+                                               "definition, record table and key, event) and when it last "
+                                               "changed (`last_changed`)")] = False,
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
     consumer = app.context["consumer"]
     # the resolver hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)

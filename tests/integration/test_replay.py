@@ -231,9 +231,91 @@ def test_verbose_fetch_says_where_each_value_came_from(lakehouse: Any) -> None:
     assert fields["traits.orders_90d"]["definition"]["kind"] == "count"
     assert fields["traits.orders_90d"]["definition"]["where"]["event"] == ["Order Completed"]
     assert fields["records.crm_contacts"] == {"from": "record", "table": "crm_contacts",
-                                              "key": {"contact_id": "C-ADA"}, "updated_at": "2026-11-01T00:00:00.000Z"}
+                                              "key": {"contact_id": "C-ADA"}, "updated_at": "2026-11-01T00:00:00.000Z",
+                                              "last_changed": answered[0]["json"]["freshness"]["built_at"]}
     assert fields["profile.identifiers"]["from"] == "identity"
     assert fields["recent_events[0]"]["from"] == "event" and fields["recent_events[0]"]["event"] == "Order Completed"
     # a scoped key learns the provenance of its own fields only
     scoped = service.fetch("user_id", "ada", TRAITS_ONLY, verbose=True).body["provenance"]["fields"]  # type: ignore[index]
     assert set(scoped) == {"traits.orders_90d", "profile.identifiers"}
+
+
+class CountingStore(MemoryContextStore):
+    """The memory store, counting the reads fetch makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get_snapshot(self, profile_id: str) -> dict[str, Any] | None:  # noqa: D102
+        self.reads += 1
+        return super().get_snapshot(profile_id)
+
+    def resolve(self, id_type: str, id_value: str) -> str | None:  # noqa: D102
+        self.reads += 1
+        return super().resolve(id_type, id_value)
+
+    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:  # noqa: D102
+        self.reads += 1
+        return super().recent(pk, after, limit)
+
+
+def test_verbose_fetch_says_when_each_value_last_changed_as_the_history_does(lakehouse: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.integration.test_replay.MemoryContextStore", CountingStore)
+    store, service, _, answered = _three_builds(lakehouse)
+    built = [a["json"]["freshness"]["built_at"] for a in answered]
+    assert isinstance(store, CountingStore)
+    before = store.reads
+    plain = service.fetch("user_id", "ada", EVERYTHING)
+    plain_reads = store.reads - before
+    verbose = service.fetch("user_id", "ada", EVERYTHING, verbose=True)
+    assert store.reads - before == 2 * plain_reads  # the same reads as without verbose: nothing more
+    assert verbose.body["context"] == plain.body["context"]  # type: ignore[index]
+    fields = verbose.body["provenance"]["fields"]  # type: ignore[index]
+    # each build changed different fields; one the later builds left alone keeps the first build's time
+    assert fields["traits.plan"]["last_changed"] == built[2]
+    assert fields["traits.orders_90d"]["last_changed"] == built[1]
+    assert fields["profile.identifiers"]["last_changed"] == built[0]
+    assert fields["recent_events[0]"]["last_changed"] == built[1]  # the list changed with the second order
+    # the same answer as the history route, which works it out from every version
+    history = replay.history(service, lakehouse, EVERYTHING, "user_id", "ada")["last_changed"]
+    compared = {path: origin["last_changed"] for path, origin in fields.items()}
+    # (a field that was always null never changed: neither has a time for it)
+    assert compared == {path: (history.get(path.split("[", 1)[0]) or {}).get("built_at") for path in fields}
+    assert set(compared.values()) - {None} == set(built)
+    # a build that changes nothing lands nothing and keeps every time
+    writes = store.writes
+    build_context(lakehouse, store, SPEC, as_of=AS_OF + timedelta(days=2), pii_key=KEY)
+    assert store.writes == writes
+    again = service.fetch("user_id", "ada", EVERYTHING, verbose=True)
+    assert again.body["provenance"]["fields"] == fields and again.etag == verbose.etag  # type: ignore[index]
+
+
+def test_a_state_table_from_before_field_times_is_evolved(lakehouse: Any) -> None:
+    """A lakehouse whose profile_state has no field columns (made by an earlier release) keeps building: the
+    columns are added, times unknown until a field changes, then tracked."""
+    store = MemoryContextStore()
+    service = ContextService(store, SPEC, pii=PiiPolicy(SPEC, KEY))
+    write_events(lakehouse, [ev("identify", 20, userId="ada", traits={"email": "ada@example.com", "plan": "free"})])
+    build_context(lakehouse, store, SPEC, as_of=AS_OF, pii_key=KEY)
+
+    def drop(table: Any) -> None:
+        with table.update_schema() as update:
+            update.delete_column("field_hashes")
+            update.delete_column("changed_at")
+
+    lakehouse.update("profile_state", drop)
+    for item in store.items.values():  # items landed by the earlier release had no field times
+        item.pop("changed_at", None)
+    assert "changed_at" not in lakehouse.columns("profile_state")
+    write_events(lakehouse, [ev("identify", 1, userId="ada", traits={"plan": "pro"})])
+    build_context(lakehouse, store, SPEC, as_of=AS_OF + timedelta(days=1), pii_key=KEY)
+    assert {"field_hashes", "changed_at"} <= set(lakehouse.columns("profile_state"))
+    fields = service.fetch("user_id", "ada", EVERYTHING, verbose=True).body["provenance"]["fields"]  # type: ignore[index]
+    assert fields["traits.plan"]["last_changed"] is None  # changed, but which fields did is not known here
+    write_events(lakehouse, [ev("identify", 0.5, userId="ada", traits={"plan": "team"})])
+    third = build_context(lakehouse, store, SPEC, as_of=AS_OF + timedelta(days=2), pii_key=KEY)
+    fields = service.fetch("user_id", "ada", EVERYTHING, verbose=True).body["provenance"]["fields"]  # type: ignore[index]
+    assert fields["traits.plan"]["last_changed"] == third.built_at
+    assert fields["profile.identifiers"]["last_changed"] is None

@@ -10,12 +10,18 @@ Worked out from the spec and the snapshot fetch has already read — no extra re
 * ``interactions[i]`` — the record table and key of each item;
 * ``recent_events[i]`` — the event (type, name, time), ``live`` when received after the build.
 
-When each field last changed is a question for the snapshot history, answered by the replay API
-(``last_changed`` of ``GET …/history``), so fetch stays a few key-value reads.
+Each field also says when its value ``last_changed``: the build that last changed it, worked out by the
+builds from the snapshot history (each build compares every changed profile's field values with the previous
+build's) and landed with the snapshot item (its ``changed_at``), so fetch reads nothing more. It is the
+``last_changed`` of the replay API's ``GET …/history``, which works it out again from the whole history;
+``null`` when unknown (a snapshot landed before fields were tracked, until the field next changes). A list
+section (``interactions``, ``recent_events``) changes as a whole; an event received after the build
+(``live``) last changed when it was received.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from customer_context.spec import ContextSpec
@@ -43,6 +49,7 @@ def field_provenance(spec: ContextSpec, context: dict[str, Any], snapshot: dict[
     """``{"built_at", "data_as_of", "fields": {path: origin}}`` for the fields of an answer's ``context``."""
     fields: dict[str, Any] = {}
     scores = spec.scores
+    times = json.loads(snapshot["changed_at"]) if snapshot and snapshot.get("changed_at") else {}
     for section, data in context.items():
         if section == "profile" and isinstance(data, dict):
             for name in data:
@@ -67,7 +74,11 @@ def field_provenance(spec: ContextSpec, context: dict[str, Any], snapshot: dict[
             fields.update({f"recent_events[{i}]": {
                 "from": "live event" if event.get("source") == "live" else "event", "type": event.get("type"),
                 "event": event.get("event") or event.get("name"),
-                "at": event.get("timestamp") or event.get("received_at")}
+                "at": event.get("timestamp") or event.get("received_at"),
+                **({"last_changed": event.get("received_at")} if event.get("source") == "live" else {})}
                 for i, event in enumerate(data) if isinstance(event, dict)})
+    for path, origin in fields.items():
+        whole = path.split("[", 1)[0]  # a list section's items change with the section
+        origin.setdefault("last_changed", times.get(whole))
     return {"built_at": snapshot.get("built_at") if snapshot else None,
             "data_as_of": snapshot.get("data_as_of") if snapshot else None, "fields": fields}
