@@ -79,18 +79,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    """Run DuckDB SQL over the lakehouse."""
-    import duckdb
+    """Run DuckDB SQL over the lakehouse (or the same SQL in Athena over a deployed stack's, with --athena)."""
+    if args.athena:
+        from customer_context.stores import athena
 
-    from customer_context.stores.sql import query
+        target = athena.AthenaTarget.for_stack(args.stack, args.workgroup, args.database)
+        columns, rows = athena.query(args.query, target)
+    else:
+        import duckdb
 
-    lakehouse = _lakehouse(_data_dir(args))
-    try:
-        columns, rows = query(lakehouse, args.query)
-    except duckdb.Error as exc:
-        names = ", ".join(lakehouse.table_names()) or "none yet"
-        print(f"error: {exc}\n(tables: {names}; views: events_unique, rejected_events_unique)", file=sys.stderr)
-        return 2
+        from customer_context.stores.sql import query
+
+        lakehouse = _lakehouse(_data_dir(args))
+        try:
+            columns, rows = query(lakehouse, args.query)
+        except duckdb.Error as exc:
+            names = ", ".join(lakehouse.table_names()) or "none yet"
+            print(f"error: {exc}\n(tables: {names}; views: events_unique, rejected_events_unique)", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
     else:
@@ -407,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "select type, count(*) from events_unique group by 1"')
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
     sql.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    sql.add_argument("--athena", action="store_true",
+                     help="run the query in Athena over a deployed stack's lakehouse (AWS region and credentials "
+                          "from the usual places)")
+    sql.add_argument("--stack", default=os.environ.get("CUSTOMER_CONTEXT_STACK", "customer-context"),
+                     help="with --athena: the stack whose workgroup and Glue database to use (default "
+                          "CUSTOMER_CONTEXT_STACK or customer-context)")
+    sql.add_argument("--workgroup", help="with --athena: the workgroup (default: the stack's, named as the stack)")
+    sql.add_argument("--database", help="with --athena: the Glue database (default: the stack's name, dashes as "
+                                        "underscores)")
     sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser("demo", help="generate a dataset, send it through the local stack with a real SDK, report")
