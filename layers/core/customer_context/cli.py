@@ -49,6 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
     _checked_spec(args.spec)
 
+    running = _running_stack(_data_dir(args))
+    if running is not None:
+        print(f"error: {_data_dir(args)} is already served at {running['url']} (pid {running.get('pid')}): use that "
+              "stack, stop it first, or pass another --data-dir", file=sys.stderr)
+        return 2
     interval = Settings.from_env().build_interval_seconds
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
@@ -257,6 +262,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     from customer_context.stores.iceberg import Lakehouse
 
     data_dir = _data_dir(args)
+    if not data_dir.is_dir():
+        _checked_spec(args.spec)  # a spec a build would trip over is said first
+        print(f"error: no data dir at {data_dir}: start `customer-context serve` there first, or pass --data-dir",
+              file=sys.stderr)
+        return 2
     path = Path(args.file)
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
     from customer_context.collect.pii import PiiPolicy
@@ -269,6 +279,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     if report.refused:
         print(f"error: {report.refused}", file=sys.stderr)
         return 2
+    if report.rejected:
+        print(f"error: {report.rejected} of {report.rows} rows rejected ({report.loaded} loaded); the rejected rows "
+              f"are in rejected_records: customer-context sql \"select * from rejected_records\"", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -291,7 +305,36 @@ def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Create, list or revoke consumer keys."""
+    """Create, list or revoke consumer keys; with ``--table``, AWS problems (no region, no credentials, no such
+    table) are one line saying what to set."""
+    if not args.table:
+        return _keys(args)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from customer_context.errors import StoreUnavailable
+    from customer_context.stores.factory import explain_aws_problem
+
+    try:
+        return _keys(args)
+    except (BotoCoreError, ClientError, StoreUnavailable) as exc:
+        cause: BaseException = exc
+        while cause.__cause__ is not None and not isinstance(cause, BotoCoreError | ClientError):
+            cause = cause.__cause__
+        if isinstance(cause, ClientError):
+            error = cause.response.get("Error", {})
+            region = os.environ.get("AWS_DEFAULT_REGION") or "the configured region"
+            reason = ("no such table in " + region if error.get("Code") == "ResourceNotFoundException"
+                      else f"{error.get('Code')}: {error.get('Message')}")
+            print(f"error: --table {args.table}: {reason} (the stack's ContextTableName output names it)",
+                  file=sys.stderr)
+        elif isinstance(cause, BotoCoreError):
+            print(f"error: --table {args.table}: {explain_aws_problem(cause)}", file=sys.stderr)
+        else:
+            print(f"error: --table {args.table}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _keys(args: argparse.Namespace) -> int:
     from customer_context.local.stack import load_consumers, save_consumer
     from customer_context.serve.catalog import LIST_SECTIONS, catalog
     from customer_context.serve.consumers import consumer_item, hash_key, new_key, validate_scope
@@ -308,6 +351,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
+        known_queries = sorted(load_spec(args.spec).queries)
+        for name in queries or []:
+            if name != "*" and name not in known_queries:
+                print(f"error: --queries: unknown named query {name!r}; the spec has: "
+                      f"{', '.join(known_queries) or 'none'} (or * for all)", file=sys.stderr)
+                return 2
         key = new_key()
         item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin)
         if data_dir is not None:
@@ -326,12 +375,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for item in sorted(items, key=lambda i: str(i["name"])):
             print(json.dumps({"consumer": item["name"], "key_sha256": str(item["pk"]).split("#", 1)[1],
                               "sections": list(item.get("sections") or []), "fields": list(item.get("fields") or []),
+                              "queries": list(item.get("queries") or []), "admin": bool(item.get("admin")),
                               "created_at": item.get("created_at")}))
         return 0
     # revoke
     digest = args.key_sha256 or (hash_key(args.key) if args.key else None)
     if not digest:
         print("error: give --key or --key-sha256", file=sys.stderr)
+        return 2
+    known = (store.get_consumer(digest) is not None) if store is not None else False
+    if data_dir is not None:
+        known = known or digest in load_consumers(data_dir)
+    if not known:
+        where = "the context table" if data_dir is None else f"{data_dir}/config.toml"
+        print(f"error: no consumer key with SHA-256 {digest} in {where} (`customer-context keys list` shows them)",
+              file=sys.stderr)
         return 2
     if data_dir is not None:
         save_consumer(data_dir, digest, None)
@@ -395,13 +453,62 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A TCP port for --port: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a port: 0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (a port: 0 to 65535; 0 picks a free one)")
+    return port
+
+
+# The examples each command's --help ends with.
+EXAMPLES = {
+    "serve": ["customer-context serve", "customer-context serve --port 9000 --data-dir /tmp/cc",
+              "customer-context serve --spec my-context.yaml --verbose"],
+    "sql": ['customer-context sql "select type, count(*) from events_unique group by 1"',
+            'customer-context sql --json "select * from rejected_events_unique limit 5"',
+            'customer-context sql --athena --stack customer-context-prod "select count(*) from events"'],
+    "demo": ["customer-context demo", "customer-context demo --customers 200 --data-dir /tmp/demo"],
+    "build": ["customer-context build", "customer-context build --dry-run --show 2",
+              "customer-context build --full"],
+    "load": ["customer-context load customers.csv --table customers",
+             "customer-context load orders.jsonl.gz --table orders --partial"],
+    "audit": ["customer-context audit --identifier email:ada@example.com",
+              "customer-context audit --identifier user_id:u1 --json"],
+    "maintain": ["customer-context maintain", "customer-context maintain --min-files 4 --retain 0"],
+    "plans": ["customer-context plans report", "customer-context plans report --json"],
+    "keys": ["customer-context keys create --consumer support-bot --sections '*'",
+             "customer-context keys create --consumer agent --sections traits --queries orders_in_period",
+             "customer-context keys list",
+             "customer-context keys revoke --key-sha256 <sha256 from keys list>",
+             "customer-context keys create --table <ContextTableName output> --consumer web --sections traits"],
+    "spec": ["customer-context spec check", "customer-context spec check my-context.yaml"],
+    "check": ["customer-context check my-context.yaml"],
+    "fit-scores": ["customer-context fit-scores customers.csv"],
+    "openapi": ["customer-context openapi fetch_context > fetch_context.json"],
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("customer-context")
+    except PackageNotFoundError:  # the package's source on PYTHONPATH (the Lambda layer), not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs test)."""
     parser = argparse.ArgumentParser(prog="customer-context", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the local stack (HTTP API, queue, ingest, lakehouse) in the foreground")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CUSTOMER_CONTEXT_PORT", "8080")),
+    serve.add_argument("--port", type=_port, default=os.environ.get("CUSTOMER_CONTEXT_PORT", "8080"),
                        help="HTTP port on 127.0.0.1 (default 8080; 0 picks a free one)")
     serve.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     serve.add_argument("--verbose", action="store_true", help="log every request and ingest batch")
@@ -510,13 +617,21 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("function", choices=["collect", "fetch_context", "query_context", "regulate"],
                          help="the function")
     openapi.set_defaults(func=cmd_openapi)
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+            command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``customer-context`` command."""
+    import warnings
+
     from customer_context.errors import CustomerContextError
 
+    # pyiceberg warns when a delete matches no rows (an upsert of new keys, a deletion already done): expected here
+    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
