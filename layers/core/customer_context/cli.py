@@ -357,7 +357,10 @@ def _keys(args: argparse.Namespace) -> int:
                 print(f"error: --queries: unknown named query {name!r}; the spec has: "
                       f"{', '.join(known_queries) or 'none'} (or * for all)", file=sys.stderr)
                 return 2
-        key = new_key()
+        key = args.key or new_key()
+        if args.key:
+            print("warning: a key you chose (--key) is as secret as where you wrote it: for the sample events and "
+                  "tests, not for production", file=sys.stderr)
         item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin)
         if data_dir is not None:
             save_consumer(data_dir, hash_key(key), item)
@@ -591,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create: named queries it may run, if its scope covers what they reveal (default: all "
                            "for a key allowed every section, none for a scoped one)")
     keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
-    keys.add_argument("--key", help="revoke: the key")
+    keys.add_argument("--key", help="revoke: the key; create: use this key instead of a new random one (e.g. "
+                                    "ck_sample_consumer_key, the key of the fetch samples in events/)")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")
     keys.add_argument("--table", help="DynamoDB context table on AWS (default: the local stack / config file)")
     keys.add_argument("--spec", help="context spec file (to validate the scope)")
