@@ -4,7 +4,9 @@ access logs without identifiers, the Athena workgroup, and physical names that t
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,3 +201,22 @@ def test_samconfig_environments_differ() -> None:
     dev, prod = config["dev"]["deploy"]["parameters"], config["prod"]["deploy"]["parameters"]
     assert dev["stack_name"] != prod["stack_name"]
     assert 'Stage="dev"' in dev["parameter_overrides"] and 'Stage="prod"' in prod["parameter_overrides"]
+
+
+def test_make_build_without_docker_stops_and_says_where_to_build(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # a machine without Docker: `docker` on PATH fails as it does when no daemon runs
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    venv = Path(sys.prefix)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(["make", "-C", str(REPO), "-o", f"{venv}/.installed", "-o", ".venv-sam/bin/sam", "build",
+                           f"VENV={venv}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0, "a build without the analytics image must not pass for a full one"
+    assert "make build: Docker is not running here" in proc.stdout
+    assert "make build-zip" in proc.stdout and "sam deploy" in proc.stdout
+    assert "Building codeuri" not in proc.stdout + proc.stderr  # nothing was half built
