@@ -78,7 +78,7 @@ def test_sql_athena_asks_the_stacks_workgroup_the_local_query(local_stack: Any, 
     [execution_id] = set(client.list_query_executions()["QueryExecutionIds"]) - before
     asked = client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
     assert asked["WorkGroup"] == STACK
-    assert asked["QueryExecutionContext"]["Database"] == "customer_context_dev"
+    assert asked["QueryExecutionContext"] == {"Database": "customer_context_dev", "Catalog": "AwsDataCatalog"}
     # Athena has no events_unique view: the query defines it over events, deduplicated by message_id
     assert asked["Query"].startswith("WITH events_unique AS (SELECT ") and asked["Query"].endswith(query)
     assert "PARTITION BY message_id" in asked["Query"] and "rejected_events_unique AS" not in asked["Query"]
@@ -87,7 +87,8 @@ def test_sql_athena_asks_the_stacks_workgroup_the_local_query(local_stack: Any, 
 def test_sql_athena_prints_a_table_with_nulls(athena: str, capsys: pytest.CaptureFixture[str]) -> None:
     import boto3
 
-    query = ["sql", "select event, revenue from events", "--athena", "--workgroup", "wg-nulls", "--database", "db"]
+    query = ["sql", "select event, revenue from events", "--athena", "--workgroup", "wg-nulls", "--database", "db",
+             "--catalog", "s3tablescatalog/cc-prod"]
     assert main(query) == 2  # a stack not deployed (or another region): Athena's reason, in one line
     err = capsys.readouterr().err
     assert err == "error: Athena: InvalidRequestException: WorkGroup does not exist (workgroup wg-nulls, " \
@@ -97,6 +98,10 @@ def test_sql_athena_prints_a_table_with_nulls(athena: str, capsys: pytest.Captur
     assert main(query) == 0
     out = capsys.readouterr().out
     assert "Order Completed" in out and "12.5" in out and "(2 rows)" in out
+    client = boto3.session.Session().client("athena")
+    contexts = [client.get_query_execution(QueryExecutionId=i)["QueryExecution"]["QueryExecutionContext"]
+                for i in client.list_query_executions()["QueryExecutionIds"]]
+    assert {"Database": "db", "Catalog": "s3tablescatalog/cc-prod"} in contexts
 
 
 def test_sql_athena_without_region_or_credentials_says_what_to_set(tmp_path: Path) -> None:

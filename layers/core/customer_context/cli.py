@@ -88,7 +88,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.athena:
         from customer_context.stores import athena
 
-        target = athena.AthenaTarget.for_stack(args.stack, args.workgroup, args.database)
+        target = athena.AthenaTarget.for_stack(args.stack, args.workgroup, args.database, args.catalog)
         columns, rows = athena.query(args.query, target)
     else:
         import duckdb
@@ -532,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--workgroup", help="with --athena: the workgroup (default: the stack's, named as the stack)")
     sql.add_argument("--database", help="with --athena: the Glue database (default: the stack's name, dashes as "
                                         "underscores)")
+    sql.add_argument("--catalog", help="with --athena: the Athena data catalog (default AwsDataCatalog, Glue's; "
+                                       "for CatalogType s3tables: s3tablescatalog/<table bucket>)")
     sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser("demo", help="generate a dataset, send it through the local stack with a real SDK, report")

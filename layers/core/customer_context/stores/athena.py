@@ -28,9 +28,10 @@ class AthenaTarget:
     catalog: str = "AwsDataCatalog"
 
     @classmethod
-    def for_stack(cls, stack: str, workgroup: str | None = None, database: str | None = None) -> AthenaTarget:
+    def for_stack(cls, stack: str, workgroup: str | None = None, database: str | None = None,
+                  catalog: str | None = None) -> AthenaTarget:
         """The workgroup and database template.yaml names after the stack, unless given."""
-        return cls(workgroup or stack, database or stack.replace("-", "_"))
+        return cls(workgroup or stack, database or stack.replace("-", "_"), catalog or "AwsDataCatalog")
 
 
 def with_views(sql: str) -> str:
