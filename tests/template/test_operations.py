@@ -154,7 +154,7 @@ def _physical_names(stack: str) -> dict[str, str]:
     for logical, res in resolver.template["Resources"].items():
         props = res.get("Properties", {})
         for key in NAME_KEYS:
-            if key in props and isinstance(props[key], dict | str):
+            if key in props and isinstance(props[key], dict | str) and "Ref" not in props[key]:  # a Ref names another
                 names[f"{logical}.{key}"] = str(resolver.resolve(props[key]))
         if "DatabaseInput" in props:
             names[f"{logical}.DatabaseInput.Name"] = resolver.resolve(props["DatabaseInput"]["Name"])
@@ -183,15 +183,42 @@ def test_the_lakehouse_namespace_is_a_plain_sql_identifier() -> None:
     assert _physical_names("cc-team-a-prod")["namespace"] == "cc_team_a_prod"
 
 
-def test_existing_table_and_database_can_be_reused() -> None:
+def test_existing_bucket_table_and_database_can_be_reused() -> None:
     template = _template()
     assert template["Resources"]["ContextTable"]["Condition"] == "CreateContextTable"
     assert template["Resources"]["GlueDatabase"]["Condition"] == "CreateGlueDatabase"
+    assert template["Resources"]["WarehouseBucket"]["Condition"] == "CreateWarehouseBucket"
+    assert template["Resources"]["WarehouseBucketPolicy"]["Condition"] == "CreateWarehouseBucket"
     reused = Resolver({"ExistingContextTableName": "retained-table", "GlueDatabaseName": "analytics",
-                       "EventsQueue": "q", "PiiHashKeySecret": "s"})
+                       "ExistingWarehouseBucket": "retained-bucket", "EventsQueue": "q", "PiiHashKeySecret": "s",
+                       "LoadRecordsFunction": "load-records", "EventsQueue.QueueName": "q",
+                       "LoadRecordsFailures.Arn": "arn:aws:sqs:us-east-1:123456789012:f"})
     env = reused.environment("BuildContextFunction")
     assert env["CUSTOMER_CONTEXT_CONTEXT_TABLE"] == "retained-table"
     assert env["CUSTOMER_CONTEXT_NAMESPACE"] == "analytics"
+    assert env["CUSTOMER_CONTEXT_WAREHOUSE"] == "s3://retained-bucket/warehouse"
+    assert env["CUSTOMER_CONTEXT_SPOOL_BUCKET"] == "retained-bucket"
+    # every policy naming the warehouse names the reused bucket, never the one the stack would have created
+    for function in ("IngestFunction", "LoadRecordsFunction", "BuildContextFunction", "QueryContextFunction",
+                     "RegulateFunction", "MaintainFunction", "CollectFunction"):
+        text = json.dumps(reused.properties(function, "Policies"))
+        assert "arn:aws:s3:::retained-bucket" in text and "customer-context-dev-1234" not in text, function
+    assert reused.properties("LoadRecordsInvokedByS3", "SourceArn") == "arn:aws:s3:::retained-bucket"
+
+
+def test_files_dropped_under_imports_invoke_load_records() -> None:
+    template = _template()
+    bucket = template["Resources"]["WarehouseBucket"]
+    [notification] = bucket["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert notification["Function"] == {"Fn::GetAtt": ["LoadRecordsFunction", "Arn"]}
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "imports/"}]
+    assert bucket["DependsOn"] == "LoadRecordsInvokedByS3"  # S3 refuses a destination it may not invoke
+    permission = template["Resources"]["LoadRecordsInvokedByS3"]["Properties"]
+    assert permission["Principal"] == "s3.amazonaws.com" and permission["FunctionName"] == {
+        "Ref": "LoadRecordsFunction"}
+    created = Resolver({"LoadRecordsFunction": "load-records"}).properties("LoadRecordsInvokedByS3", "SourceArn")
+    assert created == "arn:aws:s3:::customer-context-dev-123456789012-us-east-1"
 
 
 def test_samconfig_environments_differ() -> None:
