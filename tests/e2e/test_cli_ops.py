@@ -198,12 +198,15 @@ def test_keys_validate_queries_list_them_and_refuse_to_revoke_an_unknown_key(tmp
     assert again.returncode == 2, "revoking twice is an error: the key is unknown now"
 
 
-def test_keys_on_an_aws_table(aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_on_an_aws_table(aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
     from tests.helpers.template_env import Resolver
 
     table = f"ctx-{tmp_path.name}"[:200]
+    # `keys --table` points the process at the table (CUSTOMER_CONTEXT_CONTEXT_TABLE): undone after the test
+    monkeypatch.setenv("CUSTOMER_CONTEXT_CONTEXT_TABLE", "")
     schema = Resolver({}).properties("ContextTable")
     boto3.session.Session().client("dynamodb").create_table(
         TableName=table, KeySchema=schema["KeySchema"], AttributeDefinitions=schema["AttributeDefinitions"],
