@@ -342,7 +342,8 @@ def _keys(args: argparse.Namespace) -> int:
 
     store, data_dir = _keys_store(args)
     if args.action == "create":
-        cat = catalog(load_spec(args.spec))
+        spec = load_spec(args.spec)
+        cat = catalog(spec)
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
         queries = [q for v in args.queries for q in v.split(",") if q] if args.queries else None
@@ -351,7 +352,7 @@ def _keys(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
-        known_queries = sorted(load_spec(args.spec).queries)
+        known_queries = sorted(spec.queries)
         for name in queries or []:
             if name != "*" and name not in known_queries:
                 print(f"error: --queries: unknown named query {name!r}; the spec has: "
