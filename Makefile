@@ -9,7 +9,7 @@ SAM_CLI_VERSION ?= 1.170.0
 PY312_DIR := $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin /usr/local/bin 2>/dev/null | while read d; do [ -x $$d/python3.12 ] && echo $$d && break; done)
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 PATH=$(PY312_DIR):$$PATH $(SAM_VENV)/bin/sam
 
-.PHONY: demo test test-fast lint serve bench build validate openapi clean help browser-deps
+.PHONY: demo test test-fast lint serve bench build build-zip validate openapi clean help browser-deps
 
 help:
 	@echo "make demo     - run the demo end to end on the embedded local stack"
@@ -17,7 +17,8 @@ help:
 	@echo "make serve    - run the local stack in the foreground"
 	@echo "make bench    - run the benchmarks (results in bench/results/)"
 	@echo "make lint     - ruff"
-	@echo "make build    - sam build (needs the SAM CLI; installed into $(SAM_VENV))"
+	@echo "make build    - sam build, everything (needs Docker for the analytics image; SAM CLI in $(SAM_VENV))"
+	@echo "make build-zip - sam build of the zip functions and core layer only (no Docker; not deployable alone)"
 	@echo "make openapi  - regenerate docs/openapi/*.json"
 
 $(STAMP): pyproject.toml
@@ -93,13 +94,27 @@ validate: $(SAM_VENV)/bin/sam
 	$(SAM) validate --lint
 
 # The spec ships in the layer: a mistake in it must stop the build, not fail every request once deployed.
+# A full build needs Docker: the six analytics functions are one container image. Without Docker it stops
+# (a deploy without the image would have no ingest, build or deletion) and says where to build instead.
+IMAGE_FUNCTIONS := Ingest LoadRecords BuildContext QueryContext Regulate Maintain
+
 build: $(STAMP) $(SAM_VENV)/bin/sam
 	$(BIN)/customer-context spec check
+	@docker info >/dev/null 2>&1 || { \
+	  echo "make build: Docker is not running here, and a full build needs it: ingest, load_records, build_context,"; \
+	  echo "query_context, regulate and maintain are one container image (layers/analytics/Dockerfile) that sam build"; \
+	  echo "builds with Docker. Build and deploy from a machine with Docker (a workstation, a CI runner, AWS CloudShell"; \
+	  echo "with Docker, an EC2 instance): make build && .venv-sam/bin/sam deploy --config-env dev."; \
+	  echo "To check only the zip functions (collect, fetch_context) and the core layer here: make build-zip"; \
+	  exit 2; }
+	@if [ -n "$(PY312_DIR)" ]; then $(SAM) build; else $(SAM) build --use-container; fi
+
+# A partial build, not deployable: the zip functions and the core layer, without Docker (needs python3.12).
+build-zip: $(STAMP) $(SAM_VENV)/bin/sam
+	$(BIN)/customer-context spec check
 	@[ -n "$(PY312_DIR)" ] || { echo "sam build needs python3.12 on this machine (no Docker): install it, e.g. pyenv install 3.12"; exit 2; }
-	@if docker info >/dev/null 2>&1; then $(SAM) build; else \
-	  echo "No Docker here: the analytics image (ingest, load_records, build_context, query_context, regulate, maintain) needs it."; \
-	  echo "Building the zip functions (collect, fetch_context) and the core layer only."; \
-	  $(SAM) build $(foreach f,Ingest LoadRecords BuildContext QueryContext Regulate Maintain,--exclude $(f)Function); fi
+	@echo "Partial build: collect, fetch_context and the core layer only (no analytics image): not deployable as is."
+	$(SAM) build $(foreach f,$(IMAGE_FUNCTIONS),--exclude $(f)Function)
 
 clean:
 	rm -rf .customer-context .aws-sam .pytest_cache

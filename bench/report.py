@@ -1,6 +1,6 @@
-"""Render bench/results/*.json as the README's benchmark table (between the bench markers) and as a chart.
+"""Render bench/results/*.json as the benchmark table of docs/benchmarks.md (between the bench markers) and as a chart.
 
-    python bench/report.py           # rewrite README.md in place, write bench/results/assemble.png
+    python bench/report.py           # rewrite docs/benchmarks.md in place, write bench/results/assemble.png
     python bench/report.py --no-readme
 """
 
@@ -212,10 +212,10 @@ def main() -> int:
     if "--no-readme" in sys.argv:
         print(table())
         return 0
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "benchmarks.md"  # moved there from README.md
     text = readme.read_text()
     if START not in text:
-        print(f"README.md has no {START} marker", file=sys.stderr)
+        print(f"docs/benchmarks.md has no {START} marker", file=sys.stderr)
         return 2
     new = re.sub(re.escape(START) + r".*?" + re.escape(END), f"{START}\n{table()}\n{END}", text, flags=re.S)
     readme.write_text(new)

@@ -21,7 +21,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 # Property tests draw the same examples on every run (a seed derived from each test), so a red run in CI is
 # red again on any machine; no example database, so nothing a previous run left behind changes what runs.
 # Exploring with fresh random examples is a choice: HYPOTHESIS_PROFILE=random, or --hypothesis-profile=random
-# (then --hypothesis-seed=N replays a run; see README, Development).
+# (then --hypothesis-seed=N replays a run; see docs/development.md).
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 hypothesis_settings.register_profile("random", derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

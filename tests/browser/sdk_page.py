@@ -1,5 +1,6 @@
-"""What the browser tests need around the SDKs: the README's snippets, the page bundles, a second loopback
-origin serving them, and a forwarding proxy that records what came in and can fail one request on purpose."""
+"""What the browser tests need around the SDKs: the snippets of docs/tracking-a-website.md, the page bundles, a
+second loopback origin serving them, and a forwarding proxy that records what came in and can fail one request on
+purpose."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parents[1] / "README.md"
+README = HERE.parents[1] / "docs" / "tracking-a-website.md"  # the snippets moved there from README.md
 NODE_MODULES = HERE / "node_modules"
 ESBUILD = NODE_MODULES / ".bin" / "esbuild"
 CHROMIUM = Path("/usr/bin/chromium")
-# what the README's snippets hold in place of the API's URL and the write key
+# what the snippets hold in place of the API's URL and the write key
 API_PLACEHOLDER = "https://YOUR_API"
 KEY_PLACEHOLDER = "YOUR_WRITE_KEY"
 # Chromium as the tests run it: no sandbox (root in CI), nothing in the background, and no host but loopback
@@ -30,9 +31,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def readme_snippet(name: str) -> str:
-    """The JavaScript block that follows ``<!-- snippet: <name> … -->`` in README.md."""
+    """The JavaScript block that follows ``<!-- snippet: <name> … -->`` in docs/tracking-a-website.md."""
     found = re.search(rf"<!-- snippet: {re.escape(name)}\b[^>]*-->\s*```js\n(.*?)```", README.read_text(), re.S)
-    assert found, f"README.md has no `{name}` snippet"
+    assert found, f"docs/tracking-a-website.md has no `{name}` snippet"
     return found.group(1)
 
 

@@ -11,21 +11,24 @@ from customer_context.local.template import template
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
+STACK = "customer-context-dev"  # samconfig.toml's dev environment
 
 
 class Resolver:
-    """Resolves ``Ref``, ``Fn::Sub``, ``Fn::If``, ``Fn::GetAtt`` and conditions with the parameters' defaults.
+    """Resolves ``Ref``, ``Fn::Sub``, ``Fn::If``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Split`` and conditions
+    with the parameters' defaults.
 
     Args:
+        stack: The stack name (``AWS::StackName``).
         physical: What a ``Ref`` (or ``GetAtt``, as ``Name.Attribute``) of a resource resolves to, e.g. the
             queue URL for ``EventsQueue``. A resource the test has not named is an error, not a guess.
     """
 
-    def __init__(self, physical: dict[str, str]) -> None:
+    def __init__(self, physical: dict[str, str], stack: str = STACK) -> None:
         self.template = template()
         params = {name: str(p.get("Default", "")) for name, p in self.template["Parameters"].items()}
         self.names = {**params, "AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws",
-                      "AWS::URLSuffix": "amazonaws.com", **physical}
+                      "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack, **physical}
 
     def _name(self, name: str) -> str:
         if name not in self.names:
@@ -49,7 +52,16 @@ class Resolver:
             if tag == "GetAtt":
                 return self._name(arg if isinstance(arg, str) else ".".join(arg))
             if tag == "Sub":
-                return re.sub(r"\$\{([^}]+)\}", lambda m: self._name(m.group(1)), arg)
+                text, local = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+                return re.sub(r"\$\{([^}]+)\}", lambda m: local.get(m.group(1)) or self._name(m.group(1)), text)
+            if tag == "Join":
+                return arg[0].join(self.resolve(arg[1]))
+            if tag == "Split":
+                return self.resolve(arg[1]).split(arg[0])
+            if tag == "Condition":
+                return self.condition(arg)
+            if tag == "And":
+                return all(self.resolve(v) for v in arg)
             if tag == "If":
                 name, when_true, when_false = arg
                 return self.resolve(when_true if self.condition(name) else when_false)

@@ -423,6 +423,7 @@ def test_the_load_command_loads_partial_files_and_refuses_with_one_line(
     from customer_context.cli import main
 
     data_dir = str(tmp_path / "state")
+    (tmp_path / "state").mkdir()  # a data dir that does not exist is refused
     full, partial = tmp_path / "crm.csv", tmp_path / "stages.csv"
     full.write_bytes(CRM + f"C1,ann@x.com,Ann,lead,Tom,{T1}\n".encode())
     partial.write_text(f"contact_id,lifecycle_stage,updated_at\nC1,vip,{T2}\n")

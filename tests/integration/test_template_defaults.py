@@ -29,7 +29,7 @@ from customer_context.stores import factory
 from tests.conftest import load_event
 from tests.helpers.faults import FaultProxy
 from tests.helpers.logs import every_log_record
-from tests.helpers.template_env import ACCOUNT, REGION, Resolver
+from tests.helpers.template_env import ACCOUNT, REGION, STACK, Resolver
 from tests.integration.test_handlers_with_aws_events import _drain
 
 STAGE = "dev"
@@ -91,17 +91,16 @@ def deployed(aws: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     # moto runs Lambda functions in Docker unless told not to; the deletion job is run by the test itself
     requests.post(f"{moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=10).raise_for_status()
     session = boto3.session.Session()
-    queue = session.client("sqs").create_queue(QueueName=f"customer-context-events-{STAGE}")["QueueUrl"]
+    queue = session.client("sqs").create_queue(QueueName=f"{STACK}-events")["QueueUrl"]
     # the PII hash key the template generates in Secrets Manager when the PiiHashKey parameter is left empty
-    secret = Resolver({}).template["Resources"]["PiiHashKeySecret"]["Properties"]
     secret_arn = session.client("secretsmanager").create_secret(
-        Name=secret["Name"]["Sub"].replace("${Stage}", STAGE),
+        Name=Resolver({}).properties("PiiHashKeySecret", "Name"),
         SecretString=os.urandom(32).hex())["ARN"]
     resolver = Resolver({"EventsQueue": queue, "ContextTable": f"customer-context-context-{STAGE}",
                          "PiiHashKeySecret": secret_arn})
     assert resolver.environment("RegulateFunction")["CUSTOMER_CONTEXT_PII_HASH_KEY_SECRET"] == secret_arn
     bucket = resolver.properties("WarehouseBucket", "BucketName")
-    assert bucket == f"customer-context-{STAGE}-{ACCOUNT}-{REGION}"
+    assert bucket == f"{STACK}-{ACCOUNT}-{REGION}"
     session.client("s3").create_bucket(Bucket=bucket)
     session.client("glue").create_database(DatabaseInput=resolver.properties("GlueDatabase", "DatabaseInput"))
     table = resolver.properties("ContextTable")
@@ -110,7 +109,7 @@ def deployed(aws: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
         AttributeDefinitions=table["AttributeDefinitions"], BillingMode=table["BillingMode"])
     # the write keys, as the README's deploy step stores them
     parameter = resolver.environment("CollectFunction")["CUSTOMER_CONTEXT_WRITE_KEYS_PARAMETER"]
-    assert parameter == f"/customer-context/{STAGE}/write-keys"
+    assert parameter == f"/{STACK}/write-keys"
     session.client("ssm").put_parameter(Name=parameter, Type="SecureString", Value=f"{WRITE_KEY}=sample")
     # the regulate function, which the regulation API invokes asynchronously for the deletion job
     role = session.client("iam").create_role(RoleName="regulate", AssumeRolePolicyDocument=json.dumps({
@@ -133,7 +132,7 @@ def _ingest_queue(deployed: Deployment) -> None:
     from customer_context.local.sqs_trigger import sqs_event
 
     url = deployed.resolver.names["EventsQueue"]
-    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:customer-context-events-{STAGE}"
+    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-events"
     messages = _drain(url)
     assert messages
     assert deployed.invoke("IngestFunction", sqs_event(messages, arn, REGION)) == {"batchItemFailures": []}
@@ -169,7 +168,7 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
 
     env = deployed.environment("IngestFunction")
     assert env["CUSTOMER_CONTEXT_CATALOG_TYPE"] == "glue" and env["CUSTOMER_CONTEXT_CATALOG_URI"] == ""
-    assert env["CUSTOMER_CONTEXT_WAREHOUSE"] == f"s3://customer-context-{STAGE}-{ACCOUNT}-{REGION}/warehouse"
+    assert env["CUSTOMER_CONTEXT_WAREHOUSE"] == f"s3://{STACK}-{ACCOUNT}-{REGION}/warehouse"
     # Given the collect sample, authenticated by a write key read from SSM Parameter Store
     status, body = deployed.http("CollectFunction", load_event("collect_batch.json"))
     assert status == 200 and body["accepted"] == 3
@@ -177,14 +176,14 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     _ingest_queue(deployed)
     lakehouse = factory.lakehouse()
     assert type(lakehouse.catalog).__name__ == "GlueCatalog"
-    glue_tables = factory.boto_client("glue").get_tables(DatabaseName=f"customer_context_{STAGE}")["TableList"]
+    glue_tables = factory.boto_client("glue").get_tables(DatabaseName="customer_context_dev")["TableList"]
     assert {"events", "rejected_events"} <= {t["Name"] for t in glue_tables}
     events = lakehouse.table("events")
-    assert events.location().startswith(f"s3://customer-context-{STAGE}-{ACCOUNT}-{REGION}/warehouse/")
+    assert events.location().startswith(f"s3://{STACK}-{ACCOUNT}-{REGION}/warehouse/")
     assert events.scan().to_arrow().num_rows == 3
     # And a CRM file dropped under imports/ is loaded from the S3 notification
     s3_event = load_event("load_records_s3.json")
-    bucket = s3_event["Records"][0]["s3"]["bucket"]["name"] = f"customer-context-{STAGE}-{ACCOUNT}-{REGION}"
+    bucket = s3_event["Records"][0]["s3"]["bucket"]["name"] = f"{STACK}-{ACCOUNT}-{REGION}"
     factory.boto_client("s3").put_object(
         Bucket=bucket, Key="imports/crm_contacts/crm export 2026-11-24.csv",
         Body=b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
@@ -209,12 +208,12 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     response = deployed.invoke("RegulateFunction", load_event("regulate_post.json"),
                                before=_record_lambda_invocations(deployed))
     filed = json.loads(response["body"])
-    assert response["statusCode"] == 202 and filed["job"] == f"lambda:customer-context-regulate-{STAGE}"
+    assert response["statusCode"] == 202 and filed["job"] == f"lambda:{STACK}-regulate"
     # Then that invocation is exactly what events/regulate_job.json shows: an Event invocation of the function
     [invocation] = deployed.invocations
     sample = load_event("regulate_job.json")
     payload = json.loads(invocation["Payload"])
-    assert invocation["FunctionName"] == f"customer-context-regulate-{STAGE}"
+    assert invocation["FunctionName"] == f"{STACK}-regulate"
     assert invocation["InvocationType"] == "Event"
     assert set(payload) == set(sample) and payload["regulation_id"] == filed["id"]
     assert re.fullmatch(r"reg_[0-9a-f]{20}", sample["regulation_id"]) and re.fullmatch(r"reg_[0-9a-f]{20}",
@@ -255,7 +254,7 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_malformed_write_keys_parameter_is_a_reason_naming_the_parameter_never_a_key(
         deployed: Deployment) -> None:
     # Given the SSM parameter holding a key without its source
-    parameter = f"/customer-context/{STAGE}/write-keys"
+    parameter = f"/{STACK}/write-keys"
     factory.boto_client("ssm").put_parameter(Name=parameter, Type="SecureString", Overwrite=True,
                                              Value=f"wk_live_ok=web,{WRITE_KEY}")
     # When an SDK sends events with that key

@@ -49,6 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
     _checked_spec(args.spec)
 
+    running = _running_stack(_data_dir(args))
+    if running is not None:
+        print(f"error: {_data_dir(args)} is already served at {running['url']} (pid {running.get('pid')}): use that "
+              "stack, stop it first, or pass another --data-dir", file=sys.stderr)
+        return 2
     interval = Settings.from_env().build_interval_seconds
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
@@ -79,18 +84,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    """Run DuckDB SQL over the lakehouse."""
-    import duckdb
+    """Run DuckDB SQL over the lakehouse (or the same SQL in Athena over a deployed stack's, with --athena)."""
+    if args.athena:
+        from customer_context.stores import athena
 
-    from customer_context.stores.sql import query
+        target = athena.AthenaTarget.for_stack(args.stack, args.workgroup, args.database, args.catalog)
+        columns, rows = athena.query(args.query, target)
+    else:
+        import duckdb
 
-    lakehouse = _lakehouse(_data_dir(args))
-    try:
-        columns, rows = query(lakehouse, args.query)
-    except duckdb.Error as exc:
-        names = ", ".join(lakehouse.table_names()) or "none yet"
-        print(f"error: {exc}\n(tables: {names}; views: events_unique, rejected_events_unique)", file=sys.stderr)
-        return 2
+        from customer_context.stores.sql import query
+
+        lakehouse = _lakehouse(_data_dir(args))
+        try:
+            columns, rows = query(lakehouse, args.query)
+        except duckdb.Error as exc:
+            names = ", ".join(lakehouse.table_names()) or "none yet"
+            print(f"error: {exc}\n(tables: {names}; views: events_unique, rejected_events_unique)", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
     else:
@@ -289,6 +300,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     from customer_context.stores.iceberg import Lakehouse
 
     data_dir = _data_dir(args)
+    if not data_dir.is_dir():
+        _checked_spec(args.spec)  # a spec a build would trip over is said first
+        print(f"error: no data dir at {data_dir}: start `customer-context serve` there first, or pass --data-dir",
+              file=sys.stderr)
+        return 2
     path = Path(args.file)
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
     from customer_context.collect.pii import PiiPolicy
@@ -301,6 +317,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     if report.refused:
         print(f"error: {report.refused}", file=sys.stderr)
         return 2
+    if report.rejected:
+        print(f"error: {report.rejected} of {report.rows} rows rejected ({report.loaded} loaded); the rejected rows "
+              f"are in rejected_records: customer-context sql \"select * from rejected_records\"", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -323,7 +343,36 @@ def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Create, list or revoke consumer keys."""
+    """Create, list or revoke consumer keys; with ``--table``, AWS problems (no region, no credentials, no such
+    table) are one line saying what to set."""
+    if not args.table:
+        return _keys(args)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from customer_context.errors import StoreUnavailable
+    from customer_context.stores.factory import explain_aws_problem
+
+    try:
+        return _keys(args)
+    except (BotoCoreError, ClientError, StoreUnavailable) as exc:
+        cause: BaseException = exc
+        while cause.__cause__ is not None and not isinstance(cause, BotoCoreError | ClientError):
+            cause = cause.__cause__
+        if isinstance(cause, ClientError):
+            error = cause.response.get("Error", {})
+            region = os.environ.get("AWS_DEFAULT_REGION") or "the configured region"
+            reason = ("no such table in " + region if error.get("Code") == "ResourceNotFoundException"
+                      else f"{error.get('Code')}: {error.get('Message')}")
+            print(f"error: --table {args.table}: {reason} (the stack's ContextTableName output names it)",
+                  file=sys.stderr)
+        elif isinstance(cause, BotoCoreError):
+            print(f"error: --table {args.table}: {explain_aws_problem(cause)}", file=sys.stderr)
+        else:
+            print(f"error: --table {args.table}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _keys(args: argparse.Namespace) -> int:
     from customer_context.local.stack import load_consumers, save_consumer
     from customer_context.serve.catalog import LIST_SECTIONS, catalog
     from customer_context.serve.consumers import consumer_item, hash_key, new_key, validate_scope
@@ -331,7 +380,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store, data_dir = _keys_store(args)
     if args.action == "create":
-        cat = catalog(load_spec(args.spec))
+        spec = load_spec(args.spec)
+        cat = catalog(spec)
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
         queries = [q for v in args.queries for q in v.split(",") if q] if args.queries else None
@@ -340,7 +390,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         validate_scope(sections, fields, cat.sections, [*cat.fields, *LIST_SECTIONS])
-        key = new_key()
+        known_queries = sorted(spec.queries)
+        for name in queries or []:
+            if name != "*" and name not in known_queries:
+                print(f"error: --queries: unknown named query {name!r}; the spec has: "
+                      f"{', '.join(known_queries) or 'none'} (or * for all)", file=sys.stderr)
+                return 2
+        key = args.key or new_key()
+        if args.key:
+            print("warning: a key you chose (--key) is as secret as where you wrote it: for the sample events and "
+                  "tests, not for production", file=sys.stderr)
         item = consumer_item(args.consumer, sections, fields, queries, admin=args.admin, audit=args.audit)
         if data_dir is not None:
             save_consumer(data_dir, hash_key(key), item)
@@ -358,12 +417,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for item in sorted(items, key=lambda i: str(i["name"])):
             print(json.dumps({"consumer": item["name"], "key_sha256": str(item["pk"]).split("#", 1)[1],
                               "sections": list(item.get("sections") or []), "fields": list(item.get("fields") or []),
+                              "queries": list(item.get("queries") or []), "admin": bool(item.get("admin")),
                               "audit": bool(item.get("audit")), "created_at": item.get("created_at")}))
         return 0
     # revoke
     digest = args.key_sha256 or (hash_key(args.key) if args.key else None)
     if not digest:
         print("error: give --key or --key-sha256", file=sys.stderr)
+        return 2
+    known = (store.get_consumer(digest) is not None) if store is not None else False
+    if data_dir is not None:
+        known = known or digest in load_consumers(data_dir)
+    if not known:
+        where = "the context table" if data_dir is None else f"{data_dir}/config.toml"
+        print(f"error: no consumer key with SHA-256 {digest} in {where} (`customer-context keys list` shows them)",
+              file=sys.stderr)
         return 2
     if data_dir is not None:
         save_consumer(data_dir, digest, None)
@@ -427,13 +495,64 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A TCP port for --port: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a port: 0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (a port: 0 to 65535; 0 picks a free one)")
+    return port
+
+
+# The examples each command's --help ends with.
+EXAMPLES = {
+    "serve": ["customer-context serve", "customer-context serve --port 9000 --data-dir /tmp/cc",
+              "customer-context serve --spec my-context.yaml --verbose"],
+    "sql": ['customer-context sql "select type, count(*) from events_unique group by 1"',
+            'customer-context sql --json "select * from rejected_events_unique limit 5"',
+            'customer-context sql --athena --stack customer-context-prod "select count(*) from events"'],
+    "demo": ["customer-context demo", "customer-context demo --customers 200 --data-dir /tmp/demo"],
+    "build": ["customer-context build", "customer-context build --dry-run --show 2",
+              "customer-context build --full"],
+    "load": ["customer-context load customers.csv --table customers",
+             "customer-context load orders.jsonl.gz --table orders --partial"],
+    "audit": ["customer-context audit --identifier email:ada@example.com",
+              "customer-context audit --identifier user_id:u1 --json"],
+    "replay": ["customer-context replay --identifier email:ada@example.com",
+               "customer-context replay --identifier user_id:u1 --at 2026-12-01T09:30 --format text"],
+    "maintain": ["customer-context maintain", "customer-context maintain --min-files 4 --retain 0"],
+    "plans": ["customer-context plans report", "customer-context plans report --json"],
+    "keys": ["customer-context keys create --consumer support-bot --sections '*'",
+             "customer-context keys create --consumer agent --sections traits --queries orders_in_period",
+             "customer-context keys list",
+             "customer-context keys revoke --key-sha256 <sha256 from keys list>",
+             "customer-context keys create --table <ContextTableName output> --consumer web --sections traits"],
+    "spec": ["customer-context spec check", "customer-context spec check my-context.yaml"],
+    "check": ["customer-context check my-context.yaml"],
+    "fit-scores": ["customer-context fit-scores customers.csv"],
+    "openapi": ["customer-context openapi fetch_context > fetch_context.json"],
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("customer-context")
+    except PackageNotFoundError:  # the package's source on PYTHONPATH (the Lambda layer), not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs test)."""
     parser = argparse.ArgumentParser(prog="customer-context", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the local stack (HTTP API, queue, ingest, lakehouse) in the foreground")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CUSTOMER_CONTEXT_PORT", "8080")),
+    serve.add_argument("--port", type=_port, default=os.environ.get("CUSTOMER_CONTEXT_PORT", "8080"),
                        help="HTTP port on 127.0.0.1 (default 8080; 0 picks a free one)")
     serve.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     serve.add_argument("--verbose", action="store_true", help="log every request and ingest batch")
@@ -445,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "select type, count(*) from events_unique group by 1"')
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
     sql.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
+    sql.add_argument("--athena", action="store_true",
+                     help="run the query in Athena over a deployed stack's lakehouse (AWS region and credentials "
+                          "from the usual places)")
+    sql.add_argument("--stack", default=os.environ.get("CUSTOMER_CONTEXT_STACK", "customer-context"),
+                     help="with --athena: the stack whose workgroup and Glue database to use (default "
+                          "CUSTOMER_CONTEXT_STACK or customer-context)")
+    sql.add_argument("--workgroup", help="with --athena: the workgroup (default: the stack's, named as the stack)")
+    sql.add_argument("--database", help="with --athena: the Glue database (default: the stack's name, dashes as "
+                                        "underscores)")
+    sql.add_argument("--catalog", help="with --athena: the Athena data catalog (default AwsDataCatalog, Glue's; "
+                                       "for CatalogType s3tables: s3tablescatalog/<table bucket>)")
     sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser("demo", help="generate a dataset, send it through the local stack with a real SDK, report")
@@ -521,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--admin", action="store_true", help="create: may file regulations (POST /v1/regulations)")
     keys.add_argument("--audit", action="store_true",
                       help="create: may read the serving audit of a customer (GET …/audit, the explorer's audit)")
-    keys.add_argument("--key", help="revoke: the key")
+    keys.add_argument("--key", help="revoke: the key; create: use this key instead of a new random one (e.g. "
+                                    "ck_sample_consumer_key, the key of the fetch samples in events/)")
     keys.add_argument("--key-sha256", help="revoke: the key's SHA-256 (from `keys list`)")
     keys.add_argument("--table", help="DynamoDB context table on AWS (default: the local stack / config file)")
     keys.add_argument("--spec", help="context spec file (to validate the scope)")
@@ -547,13 +678,21 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("function", choices=["collect", "fetch_context", "query_context", "regulate"],
                          help="the function")
     openapi.set_defaults(func=cmd_openapi)
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+            command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``customer-context`` command."""
+    import warnings
+
     from customer_context.errors import CustomerContextError
 
+    # pyiceberg warns when a delete matches no rows (an upsert of new keys, a deletion already done): expected here
+    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

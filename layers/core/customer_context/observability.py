@@ -11,6 +11,7 @@ and relies on Lambda's active tracing for its invocation segments.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 
     tracer: Tracer
 
-logger = Logger(service="customer-context")
-metrics = Metrics(namespace="CustomerContext", service="customer-context")
+# the service: the stack's name on AWS (template.yaml), so two stacks' metrics and dashboards never mix
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "customer-context"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace="CustomerContext", service=SERVICE)
 _tracer: Any = None
 
 
@@ -31,6 +34,6 @@ def __getattr__(name: str) -> Any:
         if _tracer is None:
             from aws_lambda_powertools import Tracer
 
-            _tracer = Tracer(service="customer-context")
+            _tracer = Tracer(service=SERVICE)
         return _tracer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -829,11 +829,17 @@ def fit_from_csv(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
+        with path.open("rb") as fh:
+            if b"\0" in fh.read(8192):
+                raise ScoreFitError(f"{path}: a binary file, not a CSV")
         cols = _read_csv(path)
     except OSError as exc:
         raise ScoreFitError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except csv.Error as exc:
         raise ScoreFitError(f"{path}: not a valid CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise ScoreFitError(f"{path}: not a UTF-8 text CSV (byte {exc.start} is {byte:#04x})") from None
     bg = fit_bgnbd(cols["frequency"], cols["recency"], cols["T"])
     gg = fit_gamma_gamma(cols["frequency"], cols["monetary_value"]) if "monetary_value" in cols else None
     return {

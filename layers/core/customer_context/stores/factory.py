@@ -30,6 +30,21 @@ def boto_client(service: str) -> Any:
     return boto3.session.Session().client(service, config=config)
 
 
+def explain_aws_problem(exc: Exception) -> str:
+    """What a command-line user must set when boto3 cannot reach AWS (no region, no credentials), in one line."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError, ProfileNotFound
+
+    if isinstance(exc, NoRegionError):
+        return ("no AWS region: set AWS_DEFAULT_REGION (e.g. export AWS_DEFAULT_REGION=eu-west-1) or `region` in "
+                "your AWS profile (aws configure)")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ("no AWS credentials: set AWS_PROFILE (aws configure / aws sso login) or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, ProfileNotFound):
+        return f"{exc}: check AWS_PROFILE against ~/.aws/config"
+    return f"cannot reach AWS: {exc}"
+
+
 @lru_cache(maxsize=1)
 def event_queue() -> SqsEventQueue:
     """The SQS queue collect writes to."""
