@@ -360,7 +360,12 @@ def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
         first_build["item_bytes_per_profile"] = round(first_build["item_bytes"] / first_build["profiles"], 1)
 
         print(f"[units] collect {len(rest):,} more events, {per_request} a request …", flush=True)
-        collect = _send([rest[i:i + per_request] for i in range(0, len(rest), per_request)])
+        cut = len(rest) * 4 // 5 // per_request * per_request
+        collect = _send([rest[i:i + per_request] for i in range(0, cut, per_request)])
+        logger.setLevel("DEBUG")
+        debug = _send([rest[i:i + per_request] for i in range(cut, len(rest), per_request)])
+        logger.setLevel("INFO")
+        collect["debug"] = {k: debug[k] for k in ("log_lines_per_request", "log_bytes_per_request")}
         messages = _drain(queue)
         with captured_logs():
             lambda_runtime.invoke("ingest", sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))

@@ -167,6 +167,8 @@ def load_units(results: Path) -> Units:
                 "tail_write_units_per_tail_event", "tail_read_units_per_request", "log_lines_per_request",
                 "log_bytes_per_request"):
         take(f"collect_{key}", u, "collect", key)
+    for key in ("log_lines_per_request", "log_bytes_per_request"):
+        take(f"collect_debug_{key}", u, "collect", "debug", key)
     shares = _get(files[u], u, "collect", "event_type_shares")
     for event_type, share in shares.items():
         values[f"event_type_share_{event_type}"] = float(share)
@@ -343,12 +345,12 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
             "WRU", "dynamodb_write_request_unit")
         add("DynamoDB", "collect", "live tail alias reads", requests * u["collect_tail_read_units_per_request"],
             "RRU", "dynamodb_read_request_unit")
-    logs("collect", requests, u["collect_log_lines_per_request"], u["collect_log_bytes_per_request"])
+    level = "debug_" if w.log_level == "DEBUG" else ""
+    logs("collect", requests, u[f"collect_{level}log_lines_per_request"], u[f"collect_{level}log_bytes_per_request"])
 
     # --- fetch: HTTP API or function URL → Lambda → DynamoDB
     fetches = w.fetches_per_second * 86400 * month
     mix = {k: v for k, v in w.fetch_mix.items() if v}
-    level = "debug_" if w.log_level == "DEBUG" else ""
 
     def mixed(key: str) -> float:
         return sum(share * u[f"fetch_{kind}_{key}"] for kind, share in mix.items())
