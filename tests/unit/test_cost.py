@@ -30,7 +30,7 @@ def results(tmp_path: Path) -> Path:
     """The real result files, with round figures where the hand computation below uses them."""
     out = tmp_path / "results"
     out.mkdir()
-    for name in ("assemble.json", "ingest.json", "serve.json", "units.json"):
+    for name in ("assemble.json", "ingest.json", "units.json"):
         shutil.copy(RESULTS / name, out / name)
     units = json.loads((out / "units.json").read_text())
     units["collect"]["event_type_shares"] = {"identify": 0.2, "page": 0.5, "track": 0.3}
@@ -109,7 +109,7 @@ def test_a_full_build_over_the_lambda_limit_is_flagged(results: Path) -> None:
         96 * 30 * math.ceil(seconds * 1000) / 1000 * 4.0 * 0.0000166667)
 
 
-@pytest.mark.parametrize("name", ["assemble.json", "ingest.json", "serve.json", "units.json"])
+@pytest.mark.parametrize("name", ["assemble.json", "ingest.json", "units.json"])
 def test_a_missing_result_file_names_the_benchmark_to_run(results: Path, name: str) -> None:
     (results / name).unlink()
     with pytest.raises(ConfigError) as err:

@@ -40,7 +40,6 @@ AUDIT_FLUSH_SECONDS = 0.5
 BENCHMARKS = {
     "assemble.json": ".venv/bin/python bench/assemble.py",
     "ingest.json": ".venv/bin/python bench/ingest.py",
-    "serve.json": ".venv/bin/python bench/serve.py",
     "units.json": ".venv/bin/python bench/units.py",
 }
 
@@ -130,7 +129,7 @@ class Units:
 
 def load_units(results: Path) -> Units:
     """Read every per-unit figure the model needs from ``results`` (``bench/results``)."""
-    files = {name: _read_json(results, name) for name in ("assemble.json", "ingest.json", "serve.json", "units.json")}
+    files = {name: _read_json(results, name) for name in BENCHMARKS}
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
 
@@ -159,7 +158,6 @@ def load_units(results: Path) -> Units:
     take("ingest_events_per_s", "ingest.json", "ingest_events_per_s")
     take("ingest_batch_size", "ingest.json", "sqs", "batch_size")
     take("ingest_payload_limit_bytes", "ingest.json", "sqs", "payload_limit_bytes")
-    take("serve_handler_get_mean_ms", "serve.json", "handler_overhead", "get", "mean_ms")
 
     u = "units.json"
     for key in ("cpu_s_per_million_events", "event_bytes_mean", "sqs_payload_bytes_per_event",
@@ -418,19 +416,19 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
     tail_bytes = (events / month * tail_share * u["collect_tail_items_per_tail_event"]
                   * u["collect_tail_item_bytes_mean"] * _ttl_days()) if w.live_tail else 0.0
     table_gb = (w.profiles * u["build_item_bytes_per_profile"] + tail_bytes) / 1e9
-    add("DynamoDB", "storage", "table storage", table_gb, "GB-month", "dynamodb_storage_gb_month")
-    add("DynamoDB", "storage", "point-in-time recovery", table_gb, "GB-month", "dynamodb_pitr_gb_month")
+    add("DynamoDB", "(storage)", "table storage", table_gb, "GB-month", "dynamodb_storage_gb_month")
+    add("DynamoDB", "(storage)", "point-in-time recovery", table_gb, "GB-month", "dynamodb_pitr_gb_month")
     lake_gb = records / month * w.retention_days * u["ingest_data_bytes_per_event"] * size_scale / 1e9
-    add("S3", "storage", "lakehouse storage", lake_gb, "GB-month", "s3_storage_gb_month")
+    add("S3", "(storage)", "lakehouse storage", lake_gb, "GB-month", "s3_storage_gb_month")
     stored_logs = sum(log_gb.values()) / month * w.log_retention_days * u["logs_gzip_ratio"]
-    add("CloudWatch Logs", "storage", "log storage", stored_logs, "GB-month", "cloudwatch_logs_storage_gb_month")
-    add("Secrets Manager", "storage", "PII hash key", 1, "secret-month", "secrets_manager_secret_month")
+    add("CloudWatch Logs", "(storage)", "log storage", stored_logs, "GB-month", "cloudwatch_logs_storage_gb_month")
+    add("Secrets Manager", "(storage)", "PII hash key", 1, "secret-month", "secrets_manager_secret_month")
 
     # --- X-Ray: Tracing is Active on every function; the default rule samples 1/s + 5 % of the rest
     rate = (requests + fetches + invocations + builds) / (86400 * month)
     reservoir, share = p.metering("xray_reservoir_per_second"), p.metering("xray_sampling_rate")
     traces = (min(rate, reservoir) + share * max(0.0, rate - reservoir)) * 86400 * month
-    add("X-Ray", "all", "traces recorded", traces, "traces", "xray_trace_recorded")
+    add("X-Ray", "(all functions)", "traces recorded", traces, "traces", "xray_trace_recorded")
 
     assumptions = [
         f"a month is {month} days; prices: {p.region}, as of {p.as_of} ({p.path}); no free tier",
