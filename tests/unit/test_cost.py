@@ -148,6 +148,9 @@ def test_bad_workload_values_are_one_line_errors(results: Path, capsys: pytest.C
     assert err == "error: fetch_mix: unknown kind 'bogus'; kinds: fields, full, text, recent"
     assert cli.main(["cost", "--results", str(results), "--fetch-mix", "fields=0.5"]) == 2
     assert "fetch_mix: shares must add up to 1" in capsys.readouterr().err
+    assert cli.main(["cost", "--results", str(results), "--tail-types", "track,trak"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: tail_types: 'trak' is not an event type; types: track, "
+                                               "identify, page, screen, group, alias")
 
 
 def test_json_output_totals_its_lines(results: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from customer_context.errors import ConfigError
+from customer_context.models.tracking import EVENT_TYPES
 
 PRICES_FILE = Path(__file__).with_name("prices_us_east_1.yaml")
 DAYS_PER_MONTH = 30
@@ -336,6 +337,9 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
     chunk = p.metering("sqs_request_chunk_bytes")
     add("SQS", "collect", "SendMessageBatch", requests * math.ceil(message_bytes / chunk), "requests", "sqs_request")
     tail_types = w.tail_types if w.tail_types is not None else _spec_tail_types()
+    for event_type in tail_types:
+        if event_type not in EVENT_TYPES:
+            raise ConfigError(f"tail_types: {event_type!r} is not an event type; types: {', '.join(EVENT_TYPES)}")
     tail_share = sum(u.values.get(f"event_type_share_{t}", 0.0) for t in tail_types)
     if w.live_tail and tail_share:
         tail_events = events * tail_share
