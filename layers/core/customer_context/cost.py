@@ -243,11 +243,11 @@ def memory_mb(template: dict[str, Any]) -> dict[str, float]:
 
 def load_template(path: Path) -> dict[str, Any]:
     """template.yaml with its intrinsic tags kept as plain data."""
-    from customer_context.local.template import _Loader
+    from customer_context.local.template import read_template
 
     if not path.is_file():
         raise ConfigError(f"{path}: template not found (run from the repository, or pass --template)")
-    return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    return read_template(path)
 
 
 @dataclass
@@ -439,7 +439,8 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
         f"collect: {w.events_per_request:g} events a request, {w.event_bytes:g} bytes each; every request goes "
         "through the HTTP API",
         f"live tail: {'on' if w.live_tail else 'off'}, types {', '.join(tail_types)} "
-        f"({tail_share:.0%} of events at the measured type mix)",
+        f"({tail_share:.0%} of events at the measured type mix), items kept {_ttl_days():g} days "
+        "(CUSTOMER_CONTEXT_RECENT_EVENTS_TTL_SECONDS)",
         f"fetch: {w.fetches_per_second:g}/s through {w.serving}, mix "
         + ", ".join(f"{k} {v:.0%}" for k, v in mix.items()) + f"; log level {w.log_level}",
         f"each store or queue round trip adds {w.store_latency_ms:g} ms to a function's billed duration",
