@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BENCH_LOCK) $(BIN)/python bench/assemble.py --sizes $(BENCH_SIZES) $(BENCH_ASSEMBLE_FLAGS)
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/units.py
 	if [ -f bench/load.py ]; then $(BIN)/python bench/load.py; fi
 	if [ -f bench/package.py ]; then $(BIN)/python bench/package.py; fi
 	$(BIN)/python bench/report.py

@@ -533,6 +533,7 @@ EXAMPLES = {
     "check": ["customer-context check my-context.yaml"],
     "fit-scores": ["customer-context fit-scores customers.csv"],
     "openapi": ["customer-context openapi fetch_context > fetch_context.json"],
+    "cost": ["customer-context cost", "customer-context cost --json"],
 }
 
 
@@ -673,6 +674,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit BG/NBD + Gamma-Gamma on a CSV (frequency, recency, T[, monetary_value])")
     fit.add_argument("file", help="CSV, one row per customer")
     fit.set_defaults(func=cmd_fit_scores)
+
+    from customer_context import cost
+
+    cost_cmd = sub.add_parser("cost", help="monthly AWS cost of a workload, per service and function, from the "
+                                           "benchmark results and a dated price table")
+    cost.add_arguments(cost_cmd)
+    cost_cmd.set_defaults(func=cost.run)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document of an HTTP function")
     openapi.add_argument("function", choices=["collect", "fetch_context", "query_context", "regulate"],

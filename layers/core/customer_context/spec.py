@@ -367,9 +367,13 @@ class EventTimes(_Model):
 class RecentEvents(_Model):
     """The tail of raw events kept in each snapshot."""
 
-    limit: int = Field(default=20, ge=0, le=200)
-    types: list[str] = Field(default_factory=lambda: ["track", "page", "screen"])
-    max_chars: int = Field(default=300, ge=50, description="Each event's properties JSON is cut to this length.")
+    limit: int = Field(default=20, ge=0, le=200, description="Most recent events a snapshot shows; 0 turns the "
+                       "section and collect's live tail off.")
+    types: list[str] = Field(default_factory=lambda: ["track", "page", "screen"], description="Event types shown; "
+                             "collect also writes each accepted event of these types to the live tail, one "
+                             "DynamoDB write a tail item (the largest cost per event: `customer-context cost`).")
+    max_chars: int = Field(default=300, ge=50, description="Each event's properties JSON is cut to this length "
+                           "(a live-tail item under 1 KB is one write unit).")
 
 
 class Section(_Model):

@@ -36,6 +36,11 @@ def template() -> dict[str, Any]:
     return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
 
 
+def read_template(path: Path) -> dict[str, Any]:
+    """A template file, its intrinsic tags kept as plain data (``!Ref X`` → ``{"Ref": "X"}``)."""
+    return yaml.load(path.read_text(), Loader=_Loader)  # type: ignore[no-any-return]  # noqa: S506 - SafeLoader subclass
+
+
 def resource_properties(name: str) -> dict[str, Any]:
     """The Properties of one resource."""
     return template()["Resources"][name]["Properties"]  # type: ignore[no-any-return]
