@@ -81,6 +81,25 @@ def compute_features(files: list[str], out: Path) -> dict[str, Any]:
     return {"features_sql_s": round(time.perf_counter() - t0, 3), "feature_rows": rows, "as_of": as_of}
 
 
+def widen(features_file: Path, customers: int) -> int:
+    """Copies of the feature rows under new customer ids (``<id>~<n>``) until there are ``customers`` rows:
+    an online store of that size, the values those of real feature rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(features_file)
+    parts, n, copy = [table], table.num_rows, 1
+    while n < customers:
+        part = table.slice(0, min(table.num_rows, customers - n))
+        ids = pc.binary_join_element_wise(part["customer_id"], pa.scalar(f"~{copy}"), "")
+        parts.append(part.set_column(part.schema.get_field_index("customer_id"), "customer_id", ids))
+        n += part.num_rows
+        copy += 1
+    pq.write_table(pa.concat_tables(parts), features_file)
+    return n
+
+
 def make_repo(repo: Path, online_store: dict[str, Any] | None = None) -> Path:
     """A feature repo: feature_store.yaml (online store swapped if given) and features.py."""
     import yaml
@@ -191,6 +210,8 @@ def main() -> int:
     parser.add_argument("--dynamodb", action="store_true", help="also DynamoDB online store on moto's server")
     parser.add_argument("--dynamodb-rows", type=int, default=5_000, help="rows materialized into DynamoDB")
     parser.add_argument("--dynamodb-lookups", type=int, default=500)
+    parser.add_argument("--min-customers", type=int, default=0,
+                        help="copy the feature rows under new customer ids until the online store holds this many")
     parser.add_argument("events", nargs="+", help="the events Parquet files")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -205,6 +226,8 @@ def main() -> int:
     log(f"features SQL over {len(args.events)} Parquet file(s) …")
     feats = compute_features(args.events, features_file)
     sql_peak = peak_rss_mb()
+    if args.min_customers > feats["feature_rows"]:
+        feats["feature_rows"] = widen(features_file, args.min_customers)
     os.environ["FEAST_PEER_FEATURES"] = str(features_file)
     log(f"{feats['feature_rows']:,} feature rows in {feats['features_sql_s']} s; apply + materialize (SQLite) …")
     store, defs, timings = apply_and_materialize(repo, feats["as_of"])

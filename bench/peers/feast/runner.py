@@ -46,7 +46,7 @@ def ensure_venv() -> Path:
 
 
 def run_peer(files: list[str], work: Path, *, lookups: int = 3000, dynamodb: bool = False,
-             timeout_s: float = 1200) -> dict[str, Any]:
+             timeout_s: float = 1200, min_customers: int = 0) -> dict[str, Any]:
     """Feast over ``files`` in a child process: its JSON, or ``{"error": ...}`` (timeout, crash)."""
     python = ensure_venv()
     work.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,8 @@ def run_peer(files: list[str], work: Path, *, lookups: int = 3000, dynamodb: boo
     cmd = [str(python), str(HERE / "peer.py"), "--work", str(work), "--lookups", str(lookups)]
     if dynamodb:
         cmd.append("--dynamodb")
+    if min_customers:
+        cmd += ["--min-customers", str(min_customers)]
     cmd.append(f"@{listing.name}")
     env = dict(os.environ, PYTHONWARNINGS="ignore", FEAST_USAGE="False")
     env.pop("PYTHONPATH", None)
