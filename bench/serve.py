@@ -254,6 +254,8 @@ def _fair_handler(store_path: Path, customers: int) -> tuple[Any, list[str]]:
     from customer_context.stores import factory
 
     factory.context_store = lambda: store  # type: ignore[assignment]
+    factory.context_service.cache_clear()  # built over an earlier store by an earlier measurement
+    factory.consumers.cache_clear()
     return app, users
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from customer_context.stores.context_store import MemoryContextStore
+from customer_context.stores.context_store import SUPPRESSION_PARTITIONS, MemoryContextStore
 
 
 class _Items(MutableMapping[tuple[str, str], dict[str, Any]]):
@@ -80,3 +80,10 @@ class SqliteContextStore(MemoryContextStore):
         rows = self.items.db.execute(  # type: ignore[attr-defined]
             "SELECT item FROM items WHERE pk = ? AND sk > ? ORDER BY sk DESC LIMIT ?", (pk, after or "", max(limit, 1)))
         return [json.loads(r[0]) for r in rows]
+
+    def deleted_identifiers(self) -> set[str]:
+        """Keyed hashes filed by ``suppress_with_delete`` (the suppression partitions only, by key)."""
+        marks = ",".join("?" * len(SUPPRESSION_PARTITIONS))
+        rows = self.items.db.execute(  # type: ignore[attr-defined]
+            f"SELECT item FROM items WHERE pk IN ({marks})", SUPPRESSION_PARTITIONS)  # noqa: S608 - placeholders
+        return {i["sk"] for i in (json.loads(r[0]) for r in rows) if i.get("delete")}
