@@ -5,7 +5,9 @@ Ingest is measured as deployed: the ingest handler, once per SQS event Lambda wo
 template's BatchSize, and at most 6 MB of event per invocation), so one Iceberg commit per table per
 invocation; and, for the stages, all messages in one invocation. Two floors: pyarrow writing the
 same Arrow rows as Parquet (the issue's floor), and the least work from the queue's JSON bodies to
-those columns (orjson decoding, no validation) plus that write, which shows what JSON costs.
+those columns plus that write: the fastest of several candidates measured in the run (an orjson loop
+to the columns, orjson rows through ``from_pylist``, ``pyarrow.json`` on the concatenated bodies), which
+shows what JSON costs; ``ingest_vs_floor`` is the floor's time over ingest's.
 
 Run with ``make bench`` (or ``python bench/ingest.py [--events N]``); writes
 ``bench/results/ingest.json``. Never a timed assertion in a test: the machines are shared and
@@ -125,10 +127,63 @@ def _json_floor(messages: list[str], schema: Any) -> Any:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
+def _pyarrow_json(messages: list[str]) -> Any:
+    """pyarrow.json reading the concatenated bodies (one per line), the envelopes' events flattened into one
+    table: Arrow infers the objects' types (properties, traits, context become structs), less work than
+    our columns (JSON text), so a floor at least as strict."""
     import io
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.json as pj
+
+    ndjson = "\n".join(messages).encode()
+    read = pj.read_json(io.BytesIO(ndjson), read_options=pj.ReadOptions(block_size=max(map(len, messages)) + 1))
+    events = pc.list_flatten(read["events"])
+    return pa.Table.from_struct_array(events)
+
+
+def _orjson_pylist(messages: list[str], schema: Any) -> Any:
+    """orjson decoding, one dict per event with our columns, ``pa.Table.from_pylist``."""
+    import orjson
+    import pyarrow as pa
+
+    objects = ("properties", "traits", "context", "integrations")
+    rows = []
+    for body in messages:
+        for e in orjson.loads(body)["events"]:
+            row = {f.name: e.get(f.name) for f in schema if f.name not in objects}
+            row.update(message_id=e.get("messageId"), user_id=e.get("userId"), anonymous_id=e.get("anonymousId"),
+                       timestamp=e.get("timestamp") or e.get("receivedAt"), received_at=e.get("receivedAt"),
+                       source_id=e.get("sourceId"), original_timestamp=e.get("originalTimestamp"),
+                       sent_at=e.get("sentAt"))
+            for k in objects:
+                row[k] = None if e.get(k) is None else orjson.dumps(e[k]).decode()
+            rows.append(row)
+    strings = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema])
+    table = pa.Table.from_pylist(rows, schema=strings)
+    return table.cast(schema)
+
+
+def _floor_candidates(messages: list[str], schema: Any, work: Path, runs: int) -> dict[str, dict[str, Any]]:
+    """Each candidate's best time from the queue bodies to a zstd Parquet file (or why it failed)."""
+    import pyarrow.parquet as pq
+
+    makers = {"orjson_loop_to_columns": lambda: _json_floor(messages, schema),
+              "orjson_rows_from_pylist": lambda: _orjson_pylist(messages, schema),
+              "pyarrow_json": lambda: _pyarrow_json(messages)}
+    out: dict[str, dict[str, Any]] = {}
+    for name, make in makers.items():
+        try:
+            best, _ = _best_of(runs, lambda make=make: pq.write_table(make(), work / "floor.parquet",
+                                                                      compression="zstd"))
+            out[name] = {"best_s": round(best, 4), "rows": pq.read_metadata(work / "floor.parquet").num_rows}
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot read these bodies is reported
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return out
+
+
+def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from customer_context.collect.ingest import IngestBatch
     from customer_context.collect.service import Limits, TrackingRequest, collect
@@ -222,17 +277,13 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
 
         parquet_s, parquet_runs = _best_of(runs, run_parquet)
 
-        # 4. stricter floor: the queue bodies to the same columns with the least work (orjson), then Parquet
-        def run_json_floor() -> None:
-            pq.write_table(_json_floor(messages, table.schema), work / "json-floor.parquet", compression="zstd")
-
-        json_floor_s, _ = _best_of(runs, run_json_floor)
-
-        # pyarrow.json on the same bodies, for reference (it infers nested structs, not our columns)
-        ndjson = "\n".join(messages).encode()
-        t0 = time.perf_counter()
-        pj.read_json(io.BytesIO(ndjson), read_options=pj.ReadOptions(block_size=max(map(len, messages)) + 1))
-        pyarrow_json_s = time.perf_counter() - t0
+        # 4. the floor: the fastest known way from the same queue bodies to Parquet, measured here, best of
+        #    ``runs`` each, taking the fastest candidate that succeeds
+        floor_candidates = _floor_candidates(messages, table.schema, work, runs)
+        floor_name = min((k for k, v in floor_candidates.items() if "best_s" in v),
+                         key=lambda k: floor_candidates[k]["best_s"])
+        json_floor_s = floor_candidates[floor_name]["best_s"]
+        pyarrow_json_s = floor_candidates["pyarrow_json"].get("best_s", float("nan"))
     finally:
         os.environ.pop("CUSTOMER_CONTEXT_DATA_DIR", None)
         shutil.rmtree(work, ignore_errors=True)
@@ -258,10 +309,14 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
         "ingest_one_commit_events_per_s": round(n / one_commit_s),
         "raw_parquet_write_events_per_s": round(n / parquet_s),
         "json_to_parquet_floor_events_per_s": round(n / json_floor_s),
+        "floor": {"fastest": floor_name, "candidates": floor_candidates},
+        "ingest_vs_floor": round(json_floor_s / ingest_s, 3),
+        "ingest_one_commit_vs_floor": round(json_floor_s / one_commit_s, 3),
         "ingest_vs_raw_parquet": round(parquet_s / ingest_s, 3),
         "ingest_one_commit_vs_raw_parquet": round(parquet_s / one_commit_s, 3),
         "ingest_vs_json_to_parquet_floor": round(json_floor_s / ingest_s, 3),
-        "target": "ingest >= 50 % of raw Parquet write speed (issue 5)",
+        "target": "ingest >= 80 % of the floor's throughput (ingest_vs_floor >= 0.8): the fastest measured way from "
+                  "the same SQS bodies to Parquet",
         "breakdown_s": {
             "collect_best": round(collect_s, 4),
             "collect_median": round(statistics.median(collect_runs), 4),
@@ -272,7 +327,7 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
             "raw_parquet_best": round(parquet_s, 4),
             "raw_parquet_median": round(statistics.median(parquet_runs), 4),
             "json_to_parquet_floor_best": round(json_floor_s, 4),
-            "pyarrow_json_read_once": round(pyarrow_json_s, 4),
+            "pyarrow_json_to_parquet_best": round(pyarrow_json_s, 4),
         },
     }
 
@@ -287,10 +342,12 @@ def main() -> int:
     print(f"ingest benchmark: {args.events:,} events, best of {args.runs} …", flush=True)
     result = {
         "benchmark": "ingest",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **bench(args.events, args.batch_size, args.runs),
     }
+    result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -5,7 +5,8 @@ through the environment:
 
 * ``LOAD_EVENTS``: a JSON-lines file of demo events (``customer_context.demo``), cycled through;
 * ``LOAD_WRITE_KEY``, ``LOAD_RUN_ID`` (prefix of every messageId), ``LOAD_USER_RATE`` (requests
-  per second of one user), ``LOAD_BATCH_SHARE`` (share of requests sent to ``/v1/batch``);
+  per second of one user), ``LOAD_BATCH_SHARE`` (share of requests sent to ``/v1/batch``),
+  ``LOAD_BATCH_EVENTS`` (events per batch: ``5-25`` or a fixed ``20``);
 * ``LOAD_ACKED`` / ``LOAD_UNCERTAIN``: where the messageIds of acknowledged requests, and of
   requests whose answer never came or was an error, are written (a line per request: the time
   of the answer, then the messageIds).
@@ -35,6 +36,7 @@ from locust.exception import StopUser
 RUN = os.environ.get("LOAD_RUN_ID", "load")
 USER_RATE = float(os.environ.get("LOAD_USER_RATE", "2"))
 BATCH_SHARE = float(os.environ.get("LOAD_BATCH_SHARE", "0.5"))
+BATCH_EVENTS = tuple(int(n) for n in os.environ.get("LOAD_BATCH_EVENTS", "5-25").split("-"))  # "20" or "5-25"
 AUTH = "Basic " + base64.b64encode(f"{os.environ.get('LOAD_WRITE_KEY', '')}:".encode()).decode()
 LIBRARIES = ({"name": "analytics-python", "version": "2.3.4"}, {"name": "rudder-analytics-python", "version": "2.1.4"})
 
@@ -115,7 +117,7 @@ class CollectUser(FastHttpUser):
     def send(self) -> None:
         library = random.choice(LIBRARIES)
         if random.random() < BATCH_SHARE:
-            batch = [_next_event() for _ in range(random.randint(5, 25))]
+            batch = [_next_event() for _ in range(random.randint(BATCH_EVENTS[0], BATCH_EVENTS[-1]))]
             sent_at = _now()
             for event in batch:
                 event.setdefault("context", {})["library"] = library

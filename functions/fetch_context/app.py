@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
+from customer_context.api import authenticate_consumer, consumer_api, docs_on_demand, json_response, raw_body
 from customer_context.observability import logger, metrics
 from customer_context.serve import models
 from customer_context.stores import factory
@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field
 
 app = consumer_api("customer-context fetch API",
                    "Customer context for AI: any identifier → snapshot + live events, JSON or prompt text; agent tools")
-app.enable_swagger(path="/docs/context")
+_docs = docs_on_demand(app, "/docs/context")
 
 
 @functools.cache
@@ -221,5 +221,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     No X-Ray SDK here (see ``customer_context.observability``): Lambda's active tracing still
     records each invocation.
     """
+    _docs(event)
     refused = authenticate_consumer(app, event)
     return refused if refused is not None else app.resolve(event, context)

@@ -181,6 +181,15 @@ class Journal:
         return self._reply(start_response, status, headers, out)
 
     def _sqs(self, environ: dict[str, Any], start_response: Callable[..., Any], action: str) -> Iterable[bytes]:
+        if action == "ReceiveMessage":
+            # a receive may long-poll for seconds: holding the lock through it would hold every send back as
+            # long (and the poll would never see them). What it received is noted before the reply, so no delete
+            # of those messages can come first; sends and deletes keep their order under the lock.
+            status, headers, out, body = self._call(environ)
+            if status.startswith("200"):
+                with self._sqs_lock:
+                    self._note_sqs(action, json.loads(body or b"{}"), json.loads(out or b"{}"))
+            return self._reply(start_response, status, headers, out)
         with self._sqs_lock:
             status, headers, out, body = self._call(environ)
             if status.startswith("200"):

@@ -1,6 +1,6 @@
 """The SQS → Lambda event source mapping, as AWS runs it, for the local stack.
 
-Polls the queue, gathers up to ``batch_size`` messages within ``batch_window`` seconds, invokes
+Polls the queue, gathers up to ``batch_size`` messages (and 6 MB) within ``batch_window`` seconds, invokes
 the handler with the exact SQS event shape, deletes the messages that succeeded, and leaves the
 ones reported in ``batchItemFailures`` (or all, if the handler raised) to become visible again;
 the queue's redrive policy moves repeat failures to the dead-letter queue.
@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from customer_context.observability import logger
+
+# Lambda's synchronous invocation payload limit: the event source mapping never delivers more at once
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -49,7 +52,7 @@ class SqsTrigger:
         sqs: A boto3 SQS client.
         queue_url: The queue to poll.
         handler: Called with the SQS event; returns ``{"batchItemFailures": [...]}`` or raises.
-        batch_size: At most this many messages per invocation (AWS: 1–10 for standard queues).
+        batch_size: At most this many messages per invocation (AWS: up to 10,000 with a batching window).
         batch_window: Seconds to gather a batch (AWS's MaximumBatchingWindowInSeconds).
     """
 
@@ -79,22 +82,30 @@ class SqsTrigger:
         self._thread.join(timeout=30)
 
     def _receive(self) -> list[dict[str, Any]]:
+        """One batch: waits up to a second for a first message, then gathers until ``batch_size`` messages,
+        ``MAX_PAYLOAD_BYTES`` of bodies or ``batch_window`` seconds after the first (as AWS batches)."""
         messages: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.batch_window
-        while len(messages) < self.batch_size and not self._stop.is_set():
-            wait = 1 if not messages else 0
+        size = 0
+        deadline = 0.0
+        while len(messages) < self.batch_size and size < MAX_PAYLOAD_BYTES and not self._stop.is_set():
             got = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
-                WaitTimeSeconds=wait,
+                WaitTimeSeconds=0 if messages else 1,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            messages.extend(got)
             if not messages:
-                return []
-            if time.monotonic() >= deadline or not got:
+                if not got:
+                    return []
+                deadline = time.monotonic() + self.batch_window
+            messages.extend(got)
+            size += sum(len(m["Body"]) for m in got)
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
+            if not got:  # the queue is empty for now: look again shortly, until the window closes
+                time.sleep(min(0.05, left))
         return messages
 
     def poll_once(self) -> int:

@@ -30,6 +30,13 @@ CONFIG_FILE = "config.toml"
 STATE_FILE = "stack.json"
 
 
+def ingest_batch_size() -> int:
+    """BatchSize of the ingest function's SQS event source in template.yaml."""
+    from customer_context.local.template import template
+
+    return int(template()["Resources"]["IngestFunction"]["Properties"]["Events"]["Queue"]["Properties"]["BatchSize"])
+
+
 def load_write_keys(data_dir: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
     """Write keys for the local stack, and where they came from.
 
@@ -225,8 +232,11 @@ class LocalStack:
 
         from customer_context.local import lambda_runtime
 
+        # as many messages per invocation as the template's event source mapping delivers: one Iceberg commit
+        # per batch, not per ten messages (each commit rewrites the table's metadata)
         self._trigger = SqsTrigger(sqs, queue_url, lambda event: lambda_runtime.invoke("ingest", event, 300),
-                                   batch_window=self.batch_window, region=LOCAL_REGION)
+                                   batch_size=ingest_batch_size(), batch_window=self.batch_window,
+                                   region=LOCAL_REGION)
         self._trigger.start()
         self._stopping = threading.Event()
         if self.build_interval > 0:
