@@ -448,7 +448,7 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
         f"{'every kept event' if w.build_reads == 'all' else 'the new events'}; "
         f"{w.changed_share:.1%} of {w.profiles:,} profiles change per build",
         f"events and serving audit records kept {w.retention_days:g} days in S3; logs kept "
-        f"{w.log_retention_days:g} days (the template sets no retention: they never expire)",
+        f"{w.log_retention_days:g} days (the template's LogRetentionDays, default 30)",
         f"the serving audit adds one record per fetch to ingest and the lakehouse; "
         f"{w.catalog_requests_per_commit:g} catalog requests per Iceberg commit",
     ]
