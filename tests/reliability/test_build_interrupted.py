@@ -34,8 +34,9 @@ class FlakyStore(MemoryContextStore):
 
 
 def _content(store: MemoryContextStore) -> dict[Any, Any]:
-    # the build times, and the landing marker's generation (a new id per build), differ between the two runs
-    return {key: {k: v for k, v in item.items() if k not in ("built_at", "doc", "generation")} | (
+    # the build times (built_at; changed_at, when each field last changed), and the landing marker's generation
+    # (a new id per build), differ between the two runs
+    return {key: {k: v for k, v in item.items() if k not in ("built_at", "changed_at", "doc", "generation")} | (
         {"hash": item["content_hash"]} if "content_hash" in item else {})
         for key, item in store.items.items()}
 

@@ -277,9 +277,10 @@ def _customers(prefix: str, users: range, orders: int = 1, days_ago: float = 3) 
 
 
 def _state(store: Any, with_docs: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every item of the table; without the build times and the landing marker's generation (a new id per
-    build) (and, unless asked, the documents: their content is compared through ``content_hash``)."""
-    drop = {"built_at", "generation"} | (set() if with_docs else {"doc"})
+    """Every item of the table; without the build times (``built_at``, and ``changed_at``: when each field last
+    changed) and the landing marker's generation (a new id per build) (and, unless asked, the documents: their
+    content is compared through ``content_hash``)."""
+    drop = {"built_at", "changed_at", "generation"} | (set() if with_docs else {"doc"})
     items: dict[tuple[str, str], dict[str, Any]] = {}
     kwargs: dict[str, Any] = {}
     while True:
