@@ -115,6 +115,26 @@ def test_audit_trail_joins_each_record_to_the_version_it_served(lakehouse: Any) 
     assert third["served"]["built_at"] == answered[2]["json"]["freshness"]["built_at"]
 
 
+def test_reads_through_replay_are_in_the_serving_audit(lakehouse: Any) -> None:
+    """History, replay and identity hand out what fetch does (values, identifiers): a key must not be able to
+    read a customer through them without leaving an audit record, or the audit no longer says who saw what."""
+    _, service, _, _ = _three_builds(lakehouse)
+    before = len(service.audit.pending())  # the fetches made after each build
+    replay.replay(service, lakehouse, TRAITS_ONLY, "user_id", "ada", version=2)
+    replay.history(service, lakehouse, TRAITS_ONLY, "email", "ada@example.com")
+    replay.identity(service, lakehouse, TRAITS_ONLY, "user_id", "ada")
+    records = {r["via"]: r for r in service.audit.pending()[before:]}
+    assert set(records) == {"replay", "history", "identity"}, records
+    assert all(r["consumer"] == "traits-only" and r["profile_id"] == records["replay"]["profile_id"]
+               for r in records.values())
+    assert records["replay"]["snapshot_version"] == 2
+    assert "traits.orders_90d" in records["replay"]["fields"] and records["history"]["fields"] == ["traits.orders_90d"]
+    # the identifiers are the whole of `profile` in this spec: recorded as fetch records them
+    assert (records["identity"]["sections"], records["identity"]["fields"]) in (([], ["profile.identifiers"]),
+                                                                                (["profile"], []))
+    assert "ada" not in json.dumps(list(records.values()))  # names and keyed tokens, never values
+
+
 def test_identity_graph_shows_edges_and_a_refused_edge(lakehouse: Any) -> None:
     store = MemoryContextStore()
     write_events(lakehouse, [

@@ -1,15 +1,14 @@
 """The serving audit: who was served what about which customer, and when — never the values.
 
-Every fetch, batch lookup, tool call and named query adds a record (consumer, via, profile,
-identifier used, sections and field paths returned, snapshot version, status). The identifier is
-kept as the PII policy's keyed token of its lookup form (:meth:`PiiPolicy.audit_value`), never in the
-clear: a lookup by a deleted customer's email leaves no copy of it (``customer-context audit`` hashes
-its query the same way); a ``profile_id`` is kept as it is. Records are
-buffered in the container and sent to the events queue in one message per batch by a background
-thread, off the response's critical path; ingest writes them to the ``serving_audit`` Iceberg table
-(one commit per batch, like events). A container keeps at most ``flush_seconds`` of records in
-memory; each invocation first flushes what an earlier one left, so only a container reclaimed
-within that window can lose its last records.
+Every fetch, batch lookup, tool call, named query and replay read (history, replay, identity) adds a record
+(consumer, via, profile, identifier used, sections and field paths returned, snapshot version, status). The
+identifier is kept as the PII policy's keyed token of its lookup form (:meth:`PiiPolicy.audit_value`), never
+in the clear: a lookup by a deleted customer's email leaves no copy of it (``customer-context audit`` hashes
+its query the same way); a ``profile_id`` is kept as it is. Records are buffered in the container and sent
+to the events queue in one message per batch by a background thread, off the response's critical path;
+ingest writes them to the ``serving_audit`` Iceberg table (one commit per batch, like events). A container
+keeps at most ``flush_seconds`` of records in memory; each invocation first flushes what an earlier one
+left, so only a container reclaimed within that window can lose its last records.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type
     """
     _reads(consumer)
     budget = budget or QueryBudget()
-    _, pid = _profile(service, id_type, id_value)
+    identifier, pid = _profile(service, id_type, id_value)
     versions = snapshot_versions(lakehouse, pid, budget)
     out, previous, last_changed = [], None, {}
     for row in versions:
@@ -151,6 +151,13 @@ def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type
                     "content_hash": row["content_hash"], "changed": changed, "values": _numbers(consumer, doc)})
         previous = doc
     out.reverse()
+    # the values it returns are served like fetch's: the serving audit records them (names, never values)
+    served: dict[str, dict[str, Any]] = {}
+    for version in out:
+        for path in version["values"]:
+            section, name = path.split(".", 1)
+            served.setdefault(section, {})[name] = True
+    service._audit(consumer, "history", identifier, pid, served, versions[-1] if versions else None, 200)
     cat = service.catalog
     descriptions = {**{s: d for s, d in cat.section_descriptions.items() if consumer.allows_any_of(s)},
                     **{p: f.description for p, f in cat.fields.items() if consumer.allows(p)}}
@@ -222,6 +229,7 @@ def replay(service: ContextService, lakehouse: Any, consumer: Consumer, id_type:
     then.clock = lambda: when
     want_tail = "recent_events" in selection.sections
     body = then.assemble(row, pid, identifier, consumer, selection, [] if want_tail else None)
+    service._audit(consumer, "replay", identifier, pid, body["context"], row, 200)  # what fetch would record
     headers = {"X-Context-Version": str(row["version"]), "X-Context-Built-At": str(row["built_at"]),
                "Cache-Control": "private, max-age=60"}
     if fmt == "json":
@@ -300,7 +308,7 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
 
     budget = budget or QueryBudget()
     clock = _Clock(budget)
-    _, pid = _profile(service, id_type, id_value)
+    identifier, pid = _profile(service, id_type, id_value)
     rows = _read(lakehouse, "identity_graph", EqualTo("profile_id", pid), clock)
     mine = {(r["identifier_type"], r["identifier_value"]) for r in rows}
     values = sorted({v for _, v in mine})
@@ -328,6 +336,7 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
             refused.append({"a": list(inside), "b": [outside[0], outside[1] if reveal or outside in mine else None],
                             "source": row["source"], "first_seen": _iso(row["first_seen"]),
                             "reason": row["reason"] if reveal else _rule_only(row["reason"])})
+    service._audit(consumer, "identity", identifier, pid, {"profile": {"identifiers": True}}, None, 200)
     return {"profile_id": pid, "nodes": nodes, "edges": list(edges.values()), "refused": refused[: budget.max_rows],
             "built_at": _iso(rows[0]["built_at"]) if rows else None}
 
