@@ -160,3 +160,58 @@ def test_json_output_totals_its_lines(results: Path, capsys: pytest.CaptureFixtu
     assert out["total_usd"] == pytest.approx(sum(out["by_function_usd"].values()), abs=0.05)
     assert out["workload"]["fetches_per_second"] == 100 and out["workload"]["profiles"] == 1_000_000
     assert out["prices_as_of"] and out["region"] == "us-east-1"
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--events-per-day", "nan"], "error: events_per_day: must be a finite number, got nan"),
+    (["--fetches-per-second", "inf"], "error: fetches_per_second: must be a finite number, got inf"),
+    (["--fetch-mix", "fields=2,full=-1"], "error: fetch_mix: the share of fields must be between 0 and 1, got 2.0"),
+    (["--fetch-mix", "fields=nan,full=nan,text=nan,recent=nan"],
+     "error: fetch_mix: the share of fields must be between 0 and 1, got nan"),
+    (["--fetch-mix", ""], "error: fetch_mix: empty, while fetches_per_second is not 0; give kind=share pairs, "
+                          "e.g. fields=0.5,full=0.5"),
+    (["--template", "{tmp}/not-yaml.yaml"], "error: {tmp}/not-yaml.yaml: not valid YAML (mapping values are not "
+                                            "allowed here at line 1, column 5)"),
+    (["--template", "{tmp}/other.yaml"], "error: template: no usable Globals.Function (pass --template the project's "
+                                         "template.yaml)"),
+    (["--prices", "README.md"], "error: README.md: not valid YAML (mapping values are not allowed here at line 6, "
+                                "column 100)"),
+])
+def test_odd_numbers_and_files_are_one_line_errors(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   args: list[str], error: str) -> None:
+    """Not-a-number, infinite or negative shares and a file that is not the template: one line, exit status 2
+    (they were tracebacks, or a bill priced on nan)."""
+    (tmp_path / "not-yaml.yaml").write_text("a: b: c\n")
+    (tmp_path / "other.yaml").write_text("Globals: 3\n")
+    assert cli.main(["cost", "--results", str(results), *(a.format(tmp=tmp_path) for a in args)]) == 2
+    assert capsys.readouterr().err.strip() == error.format(tmp=tmp_path)
+
+
+def test_a_malformed_fetch_mix_is_a_usage_error(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["cost", "--results", str(results), "--fetch-mix", "fields"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --fetch-mix: 'fields' is not kind=share" in err and "Traceback" not in err
+
+
+def test_malformed_result_and_price_files_are_one_line_errors(results: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    units = json.loads((results / "units.json").read_text())
+    units["collect"]["cpu_s_per_million_events"] = "fast"
+    (results / "units.json").write_text(json.dumps(units))
+    assert cli.main(["cost", "--results", str(results)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: bench/results/units.json: 'collect.cpu_s_per_million_events' is not a number ('fast'); run the units "
+        "benchmark (.venv/bin/python bench/units.py) again")
+    shutil.copy(RESULTS / "units.json", results / "units.json")
+    (results / "assemble.json").write_text(json.dumps({"results": []}))
+    assert cli.main(["cost", "--results", str(results)]) == 2
+    assert "'results' is not a list of measured sizes" in capsys.readouterr().err
+    shutil.copy(RESULTS / "assemble.json", results / "assemble.json")
+    for body, error in [("region: x\nas_of: y\nprices: []\nmetering: {}\n", "prices must be a map of name to entry"),
+                        ("region: x\nas_of: y\nprices: {}\nmetering: {}\n", "needs a numeric value")]:
+        (tmp_path / "prices.yaml").write_text(body)
+        assert cli.main(["cost", "--results", str(results), "--prices", str(tmp_path / "prices.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and error in err, err

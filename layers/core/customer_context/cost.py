@@ -18,6 +18,7 @@ assumption: single-digit milliseconds in-region; the benchmarks' stores run on l
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -73,6 +74,8 @@ class Workload:
         for name in ("events_per_day", "event_bytes", "events_per_request", "profiles", "fetches_per_second",
                      "build_every_minutes", "retention_days", "log_retention_days", "store_latency_ms",
                      "catalog_requests_per_commit"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name}: must be a finite number, got {getattr(self, name)}")
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be 0 or more, got {getattr(self, name)}")
         if self.events_per_request < 1:
@@ -84,6 +87,12 @@ class Workload:
         unknown = set(self.fetch_mix) - set(FETCH_KINDS)
         if unknown:
             raise ConfigError(f"fetch_mix: unknown kind {sorted(unknown)[0]!r}; kinds: {', '.join(FETCH_KINDS)}")
+        for kind, share in self.fetch_mix.items():
+            if not 0 <= share <= 1:  # also refuses nan
+                raise ConfigError(f"fetch_mix: the share of {kind} must be between 0 and 1, got {share}")
+        if not self.fetch_mix and self.fetches_per_second:
+            raise ConfigError("fetch_mix: empty, while fetches_per_second is not 0; give kind=share pairs, e.g. "
+                              "fields=0.5,full=0.5")
         if self.fetch_mix and abs(sum(self.fetch_mix.values()) - 1) > 1e-6:
             raise ConfigError(f"fetch_mix: shares must add up to 1, got {sum(self.fetch_mix.values()):g}")
         if self.build_reads not in ("all", "new"):
@@ -136,13 +145,18 @@ def load_units(results: Path) -> Units:
 
     def take(key: str, name: str, *path: str) -> Any:
         value = _get(files[name], name, *path)
-        if isinstance(value, int | float):
-            values[key] = float(value)
-            sources[key] = f"{name}: {'.'.join(path)}"
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"bench/results/{name}: {'.'.join(path)!r} is not a number ({value!r}); run the "
+                              f"{name.removesuffix('.json')} benchmark ({BENCHMARKS[name]}) again")
+        values[key] = float(value)
+        sources[key] = f"{name}: {'.'.join(path)}"
         return value
 
     # build: the largest measured size (full build) gives seconds per million events read
     sizes = _get(files["assemble.json"], "assemble.json", "results")
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(r, dict) for r in sizes):
+        raise ConfigError(f"bench/results/assemble.json: 'results' is not a list of measured sizes; run the assemble "
+                          f"benchmark ({BENCHMARKS['assemble.json']}) again")
     largest = max(sizes, key=lambda r: r.get("events") or 0)
     index = sizes.index(largest)
     for key, field_name in (("build_events_measured", "events"), ("build_wall_s_measured", "build_wall_s"),
@@ -169,6 +183,9 @@ def load_units(results: Path) -> Units:
     for key in ("log_lines_per_request", "log_bytes_per_request"):
         take(f"collect_debug_{key}", u, "collect", "debug", key)
     shares = _get(files[u], u, "collect", "event_type_shares")
+    if not isinstance(shares, dict) or not all(isinstance(v, int | float) for v in shares.values()):
+        raise ConfigError(f"bench/results/{u}: 'collect.event_type_shares' is not a map of event type to share; "
+                          f"run the units benchmark ({BENCHMARKS[u]}) again")
     for event_type, share in shares.items():
         values[f"event_type_share_{event_type}"] = float(share)
         sources[f"event_type_share_{event_type}"] = f"units.json: collect.event_type_shares.{event_type}"
@@ -201,11 +218,16 @@ class Prices:
     path: str
 
     def price(self, name: str) -> float:
-        entry = self.table[name]
+        entry = self.table.get(name)
+        if entry is None:
+            raise ConfigError(f"{self.path}: no prices.{name}")
         return float(entry["price"]) / float(entry.get("per", 1))
 
     def metering(self, name: str) -> float:
-        return float(self.meter[name]["value"])
+        entry = self.meter.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
+            raise ConfigError(f"{self.path}: metering.{name} needs a numeric value")
+        return float(entry["value"])
 
 
 def load_prices(path: Path | None = None) -> Prices:
@@ -216,10 +238,13 @@ def load_prices(path: Path | None = None) -> Prices:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     for key in ("region", "as_of", "prices", "metering"):
         if not isinstance(data, dict) or key not in data:
             raise ConfigError(f"{path}: no {key!r}")
+    for key in ("prices", "metering"):
+        if not isinstance(data[key], dict):
+            raise ConfigError(f"{path}: {key} must be a map of name to entry")
     for name, entry in data["prices"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("price"), int | float) or not entry.get("source"):
             raise ConfigError(f"{path}: prices.{name} needs a numeric price and a source")
@@ -228,16 +253,25 @@ def load_prices(path: Path | None = None) -> Prices:
 
 
 def memory_mb(template: dict[str, Any]) -> dict[str, float]:
-    """Memory of each function (MB), from template.yaml (a parameter's default where it is a Ref)."""
-    default = template["Globals"]["Function"].get("MemorySize", 128)
+    """Memory of each function (MB), from template.yaml (a parameter's default where it is a Ref).
+
+    Raises:
+        ConfigError: not the project's template (names what is missing).
+    """
     out: dict[str, float] = {}
     names = {"CollectFunction": "collect", "IngestFunction": "ingest", "BuildContextFunction": "build_context",
              "FetchContextFunction": "fetch_context"}
-    for resource, function in names.items():
-        size = template["Resources"][resource]["Properties"].get("MemorySize", default)
-        if isinstance(size, dict) and "Ref" in size:
-            size = template["Parameters"][size["Ref"]]["Default"]
-        out[function] = float(size)
+    where = "Globals.Function"
+    try:
+        default = template["Globals"]["Function"].get("MemorySize", 128)
+        for resource, function in names.items():
+            where = f"Resources.{resource}.Properties.MemorySize"
+            size = template["Resources"][resource]["Properties"].get("MemorySize", default)
+            if isinstance(size, dict) and "Ref" in size:
+                size = template["Parameters"][size["Ref"]]["Default"]
+            out[function] = float(size)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ConfigError(f"template: no usable {where} (pass --template the project's template.yaml)") from None
     return out
 
 
@@ -247,7 +281,17 @@ def load_template(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise ConfigError(f"{path}: template not found (run from the repository, or pass --template)")
-    return read_template(path)
+    try:
+        return read_template(path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 @dataclass
@@ -488,15 +532,16 @@ def render(est: Estimate, units: Units) -> str:
 
 
 def _mix(text: str) -> dict[str, float]:
+    """``--fetch-mix``'s value (argparse reports a bad one as a usage error, exit status 2)."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, share = part.partition("=")
         try:
             out[name.strip()] = float(share)
         except ValueError:
-            raise ConfigError(f"--fetch-mix: {part!r} is not kind=share (e.g. fields=0.5,full=0.5)") from None
+            raise argparse.ArgumentTypeError(f"{part!r} is not kind=share (e.g. fields=0.5,full=0.5)") from None
         if not sep:
-            raise ConfigError(f"--fetch-mix: {part!r} is not kind=share (e.g. fields=0.5,full=0.5)")
+            raise argparse.ArgumentTypeError(f"{part!r} is not kind=share (e.g. fields=0.5,full=0.5)")
     return out
 
 
