@@ -230,3 +230,20 @@ def test_keys_on_an_aws_table(aws: str, tmp_path: Path, capsys: pytest.CaptureFi
                               text=True, env=env, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith(f"error: --table {table}: {reason}"), proc.stderr
+
+
+def test_a_missing_lakehouse_is_exit_status_2_and_a_nameless_key_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/local-stack.md: a data dir that does not exist is bad input (2), said in one line; a key made with
+    an empty --consumer would be served and audited under no name; `keys create` says which keys read the audit."""
+    for command in (["sql", "select 1"], ["replay", "--identifier", "user_id:u1"], ["plans", "report"]):
+        assert main([*command, "--data-dir", str(tmp_path / "nothing")]) == 2, command
+        assert capsys.readouterr().err == (f"error: no lakehouse at {tmp_path / 'nothing'} yet: start "
+                                           "`customer-context serve` and send events, or pass --data-dir\n")
+    assert main(["keys", "create", "--consumer", " ", "--sections", "traits", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --consumer: empty")
+    assert not (tmp_path / "config.toml").exists()
+    assert main(["keys", "create", "--consumer", "ops", "--sections", "*", "--audit", "--data-dir",
+                 str(tmp_path)]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["audit"] is True and created["admin"] is False

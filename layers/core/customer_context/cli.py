@@ -27,11 +27,13 @@ def _pii_key(data_dir: Path) -> str:
 
 def _lakehouse(data_dir: Path) -> Any:
     from customer_context.config import Settings
+    from customer_context.errors import ConfigError
     from customer_context.stores.iceberg import Lakehouse
 
     if not (data_dir / "catalog.db").exists() and os.environ.get("CUSTOMER_CONTEXT_CATALOG_TYPE", "sql") == "sql":
-        raise SystemExit(f"error: no lakehouse at {data_dir} yet: start `customer-context serve` and send events, "
-                         "or pass --data-dir")
+        # bad input: exit status 2, as docs/local-stack.md says (main prints the line)
+        raise ConfigError(f"no lakehouse at {data_dir} yet: start `customer-context serve` and send events, "
+                          "or pass --data-dir")
     env = dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))
     return Lakehouse.from_settings(Settings.from_env(env))
 
@@ -385,6 +387,9 @@ def _keys(args: argparse.Namespace) -> int:
         sections = [s for v in args.sections or [] for s in v.split(",") if s]
         fields = [f for v in args.fields or [] for f in v.split(",") if f]
         queries = [q for v in args.queries for q in v.split(",") if q] if args.queries else None
+        if not args.consumer.strip():
+            print("error: --consumer: empty; name the consumer (logs and the serving audit show it)", file=sys.stderr)
+            return 2
         if not sections and not fields and not args.admin:
             print("error: give --sections and/or --fields (use --sections '*' for everything), or --admin",
                   file=sys.stderr)
@@ -408,7 +413,8 @@ def _keys(args: argparse.Namespace) -> int:
         where = "the context table" if data_dir is None else f"{data_dir}/config.toml" + (
             " and the running local stack" if store is not None else "")
         print(json.dumps({"consumer": args.consumer, "key": key, "sections": item["sections"],
-                          "fields": item["fields"], "queries": item["queries"], "stored_in": where}, indent=1))
+                          "fields": item["fields"], "queries": item["queries"], "admin": bool(item["admin"]),
+                          "audit": bool(item.get("audit")), "stored_in": where}, indent=1))
         print("Keep the key now: only its SHA-256 is stored.", file=sys.stderr)
         return 0
     if args.action == "list":
