@@ -113,6 +113,12 @@ def test_sql_athena_without_region_or_credentials_says_what_to_set(tmp_path: Pat
                                     env=_no_aws_env(tmp_path, AWS_DEFAULT_REGION="eu-west-1"), timeout=60)
     assert no_credentials.returncode == 2 and "Traceback" not in no_credentials.stderr
     assert no_credentials.stderr.startswith("error: no AWS credentials"), no_credentials.stderr
+    # AWS_DEFAULT_REGION set but empty (`export AWS_DEFAULT_REGION=`): botocore builds no endpoint from it
+    for command in (["sql", "select 1", "--athena"], ["keys", "list", "--table", "cc-context"]):
+        empty = subprocess.run([*CLI, *command], capture_output=True, text=True,
+                               env=_no_aws_env(tmp_path, AWS_DEFAULT_REGION=""), timeout=60)
+        assert empty.returncode == 2 and len(empty.stderr.splitlines()) == 1, empty.stderr
+        assert empty.stderr.startswith("error: ") and "set AWS_DEFAULT_REGION to a region" in empty.stderr
 
 
 def test_version_and_an_example_in_every_help() -> None:

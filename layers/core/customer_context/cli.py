@@ -329,13 +329,18 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
     """Where consumer keys go: the AWS table (``--table`` or CUSTOMER_CONTEXT_CONTEXT_TABLE without a
     local stack), else the local config file (and the running local stack, if any)."""
+    from customer_context.errors import ConfigError
     from customer_context.stores import factory
 
     data_dir = _data_dir(args)
     if args.table:
         os.environ["CUSTOMER_CONTEXT_CONTEXT_TABLE"] = args.table
         factory.reset()
-        return factory.context_store(), None
+        try:
+            return factory.context_store(), None
+        except ValueError as exc:  # an empty or malformed region: botocore builds no endpoint from it
+            raise ConfigError(f"--table {args.table}: {factory.explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to "
+                              "a region such as eu-west-1)") from None
     running = _running_stack(data_dir)
     if running is not None:
         os.environ.update(running["environment"])

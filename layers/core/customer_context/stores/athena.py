@@ -79,7 +79,11 @@ def query(sql: str, target: AthenaTarget, client: Any = None, poll_seconds: floa
     from customer_context.stores import factory
 
     try:
-        athena = client or factory.boto_client("athena")
+        try:
+            athena = client or factory.boto_client("athena")
+        except ValueError as exc:  # an empty or malformed region: botocore builds no endpoint from it
+            raise ConfigError(f"{factory.explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to a region such as "
+                              "eu-west-1)") from None
         started = athena.start_query_execution(
             QueryString=with_views(sql), WorkGroup=target.workgroup,
             QueryExecutionContext={"Database": target.database, "Catalog": target.catalog})
