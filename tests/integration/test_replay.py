@@ -133,6 +133,10 @@ def test_reads_through_replay_are_in_the_serving_audit(lakehouse: Any) -> None:
     assert (records["identity"]["sections"], records["identity"]["fields"]) in (([], ["profile.identifiers"]),
                                                                                 (["profile"], []))
     assert "ada" not in json.dumps(list(records.values()))  # names and keyed tokens, never values
+    # nothing served, nothing recorded: a profile id with no history (never built, or deleted)
+    replay.history(service, lakehouse, TRAITS_ONLY, "profile_id", "p_nobody")
+    replay.identity(service, lakehouse, TRAITS_ONLY, "profile_id", "p_nobody")
+    assert "p_nobody" not in json.dumps(service.audit.pending())
 
 
 def test_identity_graph_shows_edges_and_a_refused_edge(lakehouse: Any) -> None:

@@ -151,13 +151,15 @@ def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type
                     "content_hash": row["content_hash"], "changed": changed, "values": _numbers(consumer, doc)})
         previous = doc
     out.reverse()
-    # the values it returns are served like fetch's: the serving audit records them (names, never values)
+    # the values it returns are served like fetch's: the serving audit records them (names, never values);
+    # nothing served (no version: never built, or deleted), nothing recorded
     served: dict[str, dict[str, Any]] = {}
     for version in out:
         for path in version["values"]:
             section, name = path.split(".", 1)
             served.setdefault(section, {})[name] = True
-    service._audit(consumer, "history", identifier, pid, served, versions[-1] if versions else None, 200)
+    if versions:
+        service._audit(consumer, "history", identifier, pid, served, versions[-1], 200)
     cat = service.catalog
     descriptions = {**{s: d for s, d in cat.section_descriptions.items() if consumer.allows_any_of(s)},
                     **{p: f.description for p, f in cat.fields.items() if consumer.allows(p)}}
@@ -336,7 +338,8 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
             refused.append({"a": list(inside), "b": [outside[0], outside[1] if reveal or outside in mine else None],
                             "source": row["source"], "first_seen": _iso(row["first_seen"]),
                             "reason": row["reason"] if reveal else _rule_only(row["reason"])})
-    service._audit(consumer, "identity", identifier, pid, {"profile": {"identifiers": True}}, None, 200)
+    if rows:
+        service._audit(consumer, "identity", identifier, pid, {"profile": {"identifiers": True}}, None, 200)
     return {"profile_id": pid, "nodes": nodes, "edges": list(edges.values()), "refused": refused[: budget.max_rows],
             "built_at": _iso(rows[0]["built_at"]) if rows else None}
 
