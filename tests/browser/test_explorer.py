@@ -198,3 +198,31 @@ def test_a_scoped_key_sees_only_its_fields(world: dict[str, Any], browser: Any) 
     assert changed and all("traits.plan" not in c and "profile.identifiers" not in c for c in changed)
     tab.shot("scoped")
     tab.close()
+
+
+def test_hostile_values_are_shown_as_text_and_a_broken_link_is_said(world: dict[str, Any], browser: Any) -> None:
+    """Identifiers, traits and event names written as markup render as text (no element, no script runs); a
+    link whose identifier is not valid URL encoding says so instead of stopping the page's script."""
+    stack = world["stack"]
+    hostile = "<img src=x onerror=alert(1)>"
+    _send(stack, {"type": "identify", "userId": hostile, "anonymousId": '"><svg onload=alert(2)>',
+                  "traits": {"name": "<script>alert(3)</script>", "plan": hostile}},
+          {"type": "track", "userId": hostile, "event": hostile, "properties": {"note": "<b>bold</b>"}})
+    stack.build()
+    tab = Explorer(browser, stack.url, "hostile")
+    dialogs: list[str] = []
+    tab.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    tab.use_key(stack.consumer_key)
+    assert tab.find("user_id", hostile).startswith("p_")
+    tab.page.wait_for_selector("#graph g.node")
+    assert tab.page.locator("#profile img, #profile script, #profile b, #profile svg[onload]").count() == 0
+    assert hostile in str(tab.page.text_content("#timeline")) and hostile in str(tab.page.text_content("#graph"))
+    assert not dialogs
+    tab.close()
+    broken = Explorer(browser, stack.url, "broken-link")
+    broken.use_key(stack.consumer_key)
+    broken.page.goto("about:blank")  # a fresh load (a change of the hash alone runs nothing)
+    broken.page.goto(f"{stack.url}/explorer#user_id:%E0%A4%A")
+    broken.page.wait_for_selector("#status.error")
+    assert "not valid" in str(broken.page.text_content("#status"))
+    broken.close()

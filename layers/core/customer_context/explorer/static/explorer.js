@@ -352,7 +352,11 @@ $("diff-form").addEventListener("submit", (event) => {
 keyState();
 if (location.hash.length > 1) {
   const [type, ...rest] = location.hash.slice(1).split(":");
-  $("id-type").value = decodeURIComponent(type);
-  $("id-value").value = decodeURIComponent(rest.join(":"));
-  if (sessionStorage.getItem(KEY)) load($("id-type").value, $("id-value").value);
+  try {
+    $("id-type").value = decodeURIComponent(type);
+    $("id-value").value = decodeURIComponent(rest.join(":"));
+    if (sessionStorage.getItem(KEY)) load($("id-type").value, $("id-value").value);
+  } catch (error) { // a link cut short or hand-edited: say so instead of stopping the page
+    status("the link's identifier is not valid (" + error.message + "): type it in above", true);
+  }
 }
