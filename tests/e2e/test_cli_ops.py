@@ -253,3 +253,25 @@ def test_a_missing_lakehouse_is_exit_status_2_and_a_nameless_key_is_refused(
                  str(tmp_path)]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["audit"] is True and created["admin"] is False
+
+
+def test_every_help_example_parses_and_names_what_the_packaged_spec_has(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A user copies the examples --help ends with: each must be accepted as written (`maintain --retain 0` was
+    refused when run, below the one-hour floor) and `load` must name a record table the packaged spec declares."""
+    import re
+    import shlex
+
+    from customer_context.cli import EXAMPLES, build_parser
+    from customer_context.spec import load_spec
+
+    for name, lines in EXAMPLES.items():
+        for line in lines:
+            argv = shlex.split(re.sub(r"<[^>]+>", "PLACEHOLDER", line.split(" > ")[0]))[1:]
+            args = build_parser().parse_args(argv)
+            if name == "load":
+                assert args.table in load_spec().record_tables, line
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["maintain", "--retain", "0"])
+    assert refused.value.code == 2
+    assert "argument --retain: 0 is below the floor of 3600 seconds" in capsys.readouterr().err

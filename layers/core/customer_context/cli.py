@@ -517,6 +517,20 @@ def _port(text: str) -> int:
     return port
 
 
+def _retain(text: str) -> int:
+    """``maintain --retain``: seconds, at least the floor maintenance keeps (said at parse time, one line)."""
+    from customer_context.config import MIN_RETENTION_SECONDS
+
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if seconds < MIN_RETENTION_SECONDS:
+        raise argparse.ArgumentTypeError(f"{seconds} is below the floor of {MIN_RETENTION_SECONDS} seconds (a "
+                                         "commit or read in flight could lose the files it started from)")
+    return seconds
+
+
 # The examples each command's --help ends with.
 EXAMPLES = {
     "serve": ["customer-context serve", "customer-context serve --port 9000 --data-dir /tmp/cc",
@@ -527,13 +541,13 @@ EXAMPLES = {
     "demo": ["customer-context demo", "customer-context demo --customers 200 --data-dir /tmp/demo"],
     "build": ["customer-context build", "customer-context build --dry-run --show 2",
               "customer-context build --full"],
-    "load": ["customer-context load customers.csv --table customers",
-             "customer-context load orders.jsonl.gz --table orders --partial"],
+    "load": ["customer-context load contacts.csv --table crm_contacts",
+             "customer-context load tickets.jsonl.gz --table support_tickets --partial"],
     "audit": ["customer-context audit --identifier email:ada@example.com",
               "customer-context audit --identifier user_id:u1 --json"],
     "replay": ["customer-context replay --identifier email:ada@example.com",
                "customer-context replay --identifier user_id:u1 --at 2026-12-01T09:30 --format text"],
-    "maintain": ["customer-context maintain", "customer-context maintain --min-files 4 --retain 0"],
+    "maintain": ["customer-context maintain", "customer-context maintain --min-files 4 --retain 3600"],
     "plans": ["customer-context plans report", "customer-context plans report --json"],
     "keys": ["customer-context keys create --consumer support-bot --sections '*'",
              "customer-context keys create --consumer agent --sections traits --queries orders_in_period",
@@ -639,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     maintain = sub.add_parser("maintain", help="compact small files, expire old snapshots, remove orphan files")
     maintain.add_argument("--min-files", type=int, help="compact partitions with at least this many files")
-    maintain.add_argument("--retain", type=int, help="seconds of snapshots and unreferenced files to keep "
+    maintain.add_argument("--retain", type=_retain, help="seconds of snapshots and unreferenced files to keep "
                           "(at least 3600: a commit or read in flight keeps its files)")
     maintain.add_argument("--data-dir", help=f"state folder (default {DEFAULT_DATA_DIR})")
     maintain.set_defaults(func=cmd_maintain)
