@@ -5,14 +5,14 @@ version it served; the identity graph shows its edges and refusals; a deletion l
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from customer_context.assemble.build import build_context
 from customer_context.collect.ingest import Rows, audit_row, write_rows
 from customer_context.collect.pii import PiiPolicy
-from customer_context.errors import Forbidden, NotFound
+from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.govern.regulations import new_regulation, run_job, suppress
 from customer_context.serve import replay
 from customer_context.serve.audit import AuditLog
@@ -137,6 +137,21 @@ def test_reads_through_replay_are_in_the_serving_audit(lakehouse: Any) -> None:
     replay.history(service, lakehouse, TRAITS_ONLY, "profile_id", "p_nobody")
     replay.identity(service, lakehouse, TRAITS_ONLY, "profile_id", "p_nobody")
     assert "p_nobody" not in json.dumps(service.audit.pending())
+
+
+def test_odd_times_are_one_line_requests_errors() -> None:
+    """`at` as users write it: far past and future and offsets parse; garbage is a 400 naming `at`; an offset
+    whose '+' the URL turned into a space says how to write it."""
+    assert replay.parse_at("0001-01-01T00:00:00+14:00") == datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    assert replay.parse_at("9999-12-31T23:59:59-14:00") is not None and replay.parse_at("") is None
+    for garbage in ("yesterday", "2026-13-01", "2026-11-24T12:00:00+24:00", "\x00", "1e10"):
+        with pytest.raises(InvalidRequest, match="^at: expected an ISO-8601 time") as err:
+            replay.parse_at(garbage)
+        assert "%2B" not in err.value.message
+    with pytest.raises(InvalidRequest) as err:
+        replay.parse_at("2026-11-24T12:00:00 01:00")
+    assert err.value.message.endswith("(a '+' in a URL query is a space: write 2026-11-24T12:00:00%2B01:00, or the "
+                                      "time in UTC with Z)")
 
 
 def test_identity_graph_shows_edges_and_a_refused_edge(lakehouse: Any) -> None:

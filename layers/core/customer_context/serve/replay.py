@@ -202,7 +202,11 @@ def parse_at(text: str | None) -> datetime | None:
         return None
     value = _parse_time(text)
     if value is None:
-        raise InvalidRequest(f"at: expected an ISO-8601 time such as 2026-11-24T12:00:00Z, got {text!r}",
+        # a '+' written in a URL's query arrives as a space: say so rather than only "not a time"
+        plus = re.fullmatch(r"(.+\d) (\d\d:?\d\d)", text)
+        hint = (f" (a '+' in a URL query is a space: write {plus[1]}%2B{plus[2]}, or the time in UTC with Z)"
+                if plus and _parse_time(f"{plus[1]}+{plus[2]}") else "")
+        raise InvalidRequest(f"at: expected an ISO-8601 time such as 2026-11-24T12:00:00Z, got {text!r}{hint}",
                              details=[{"field": "at", "reason": "expected an ISO-8601 time"}])
     return value
 
