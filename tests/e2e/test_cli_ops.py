@@ -275,3 +275,11 @@ def test_every_help_example_parses_and_names_what_the_packaged_spec_has(
         build_parser().parse_args(["maintain", "--retain", "0"])
     assert refused.value.code == 2
     assert "argument --retain: 0 is below the floor of 3600 seconds" in capsys.readouterr().err
+
+
+def test_audit_of_an_unknown_identifier_type_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`audit --identifier emial:ada@example.com` answered "nothing served about …" (exit 0): a typo read as a
+    customer nobody was served about."""
+    assert main(["audit", "--identifier", "emial:ada@example.com", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --identifier: unknown type 'emial'; valid: user_id, email, phone, "
+                                       "crm_id, anonymous_id, profile_id\n")

@@ -152,11 +152,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not sep or not value:
         print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
         return 2
+    spec = load_spec(args.spec)
+    types = [*spec.identifiers.types, "profile_id"]
+    if id_type not in types:  # else it answered "nothing served", as if the customer had been asked about by no one
+        print(f"error: --identifier: unknown type {id_type!r}; valid: {', '.join(types)}", file=sys.stderr)
+        return 2
     lakehouse = _lakehouse(_data_dir(args))
     if "serving_audit" not in lakehouse.table_names():
         print("nothing served yet")
         return 0
-    spec = load_spec(args.spec)
     key = _pii_key(_data_dir(args))
     try:
         policy = PiiPolicy(spec, key)
