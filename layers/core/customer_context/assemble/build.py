@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble import attribution, compiler
 from customer_context.assemble.compiler import ident, lit
+from customer_context.models.events import BUILD_EVENT_COLUMNS
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
 from customer_context.stores.context_store import (
@@ -76,9 +77,7 @@ if TYPE_CHECKING:
 
     from customer_context.stores.iceberg import Lakehouse
 
-EVENT_BASE_COLUMNS = ("message_id", "type", "event", "user_id", "anonymous_id", "previous_id", "timestamp",
-                      "received_at", "name", "category", "page_url", "page_path", "page_title", "properties",
-                      "traits")
+EVENT_BASE_COLUMNS = BUILD_EVENT_COLUMNS
 SECTION_DROP_ORDER = ("recent_events", "interactions", "records", "traits", "scores")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from customer_context.identifiers import normalize_sql
+from customer_context.models.events import EVENT_CONTENT, NAMEABLE_EVENT_COLUMNS
 from customer_context.spec import (
     NUMERIC_KINDS,
     Condition,
@@ -26,11 +27,7 @@ from customer_context.spec import (
 )
 
 # Columns of `events` a trait may name directly (not JSON).
-EVENT_COLUMNS = frozenset({
-    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id", "timestamp",
-    "source_id", "channel", "ip", "user_agent", "locale", "library_name", "library_version", "name", "category",
-    "page_url", "page_path", "page_title", "page_referrer", "page_search",
-})
+EVENT_COLUMNS = NAMEABLE_EVENT_COLUMNS
 _JSON_ROOTS = {"properties": "properties", "traits": "traits", "context": "context"}
 _KEY = re.compile(r"^[A-Za-z0-9_$-]+$")
 
@@ -78,14 +75,8 @@ def event_value(path: str) -> str:
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
 
 
-# An event's content: what two copies of one messageId must agree on to be the same event. A retry's copy
-# differs only in what collect stamps (receivedAt, the skew-corrected timestamp, sentAt, the request's ip).
-EVENT_CONTENT = ("type", "event", "user_id", "anonymous_id", "previous_id", "name", "category", "page_url",
-                 "page_path", "page_title", "properties", "traits")
-
-
 def event_content_sql() -> str:
-    """SQL: a digest of an event's content (:data:`EVENT_CONTENT`)."""
+    """SQL: a digest of an event's content (:data:`customer_context.models.events.EVENT_CONTENT`)."""
     return "md5(to_json({" + ", ".join(f"{lit(c)}: {ident(c)}" for c in EVENT_CONTENT) + "}))"
 
 
