@@ -54,6 +54,7 @@ from customer_context.stores.context_store import (
     Refused,
     SnapshotItem,
 )
+from customer_context.trait_kinds import TRAIT_KINDS
 
 # Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
 EVENTS_PER_SLICE = 1_000_000
@@ -612,8 +613,7 @@ def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     for name in spec.traits:
         column = f"{ident(name)}"
         if name in queries.zero_default:
-            default = {"exists": "FALSE", "unique_list": "[]"}.get(spec.traits[name].kind, "0")
-            select.append(f"coalesce({column}, {default}) AS {column}")
+            select.append(f"coalesce({column}, {TRAIT_KINDS[spec.traits[name].kind].zero}) AS {column}")
         else:
             select.append(column)
     joins = " ".join(f"LEFT JOIN {t} USING (profile_id)" for t in parts)
