@@ -526,8 +526,8 @@ def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: i
         con.execute("DROP TABLE events_chunk")
         con.execute("CREATE VIEW events_sliced AS " + " UNION ALL ".join(
             f"SELECT CAST({i} AS INTEGER) AS _slice, * FROM events_s{i}" for i in range(slices)))
-    for table in ("event_slice", "events_unique") + (("event_consent",) if spec.consent else ()):
-        con.execute(f"DROP TABLE {table}")
+    for done_with in ("event_slice", "events_unique") + (("event_consent",) if spec.consent else ()):
+        con.execute(f"DROP TABLE {done_with}")
     con.execute("CHECKPOINT")
     con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (_slice) FROM events_sliced")
     if spec.consent:
