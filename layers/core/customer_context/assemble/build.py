@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from customer_context.assemble import identity as identity_resolution
 from customer_context.assemble.duckdb_engine import DuckDBEngine
 from customer_context.assemble.engine import BuildEngine, EventsRead, Suppressions, TraitCounts
 from customer_context.assemble.lander import SECTION_DROP_ORDER, Lander, fit_to_budget
@@ -244,7 +245,7 @@ def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
 
 
 @dataclass(frozen=True)
-class Read:
+class ReadResult:
     """The read stage's result: the events read, and the clock windows and scores are relative to."""
 
     events: EventsRead
@@ -252,17 +253,17 @@ class Read:
 
 
 def _read(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, built_at: datetime,
-          as_of: datetime | None) -> Read:
+          as_of: datetime | None) -> ReadResult:
     """Events and record tables into the engine."""
     events = engine.load_events(lakehouse, spec)
     engine.load_records(lakehouse, spec)
     # Windows and scores are relative to the data's clock (rounded down to the spec's resolution),
     # not the wall clock: a rebuild with no new data yields the same content, hence lands nothing.
-    return Read(events, as_of or _floor(events.data_as_of or built_at, spec.snapshot.clock_resolution))
+    return ReadResult(events, as_of or _floor(events.data_as_of or built_at, spec.snapshot.clock_resolution))
 
 
 @dataclass(frozen=True)
-class Identity:
+class IdentityResult:
     """The identity stage's result: the resolved graph (identifier → profile) and the edges refused, as the
     commit writes them, and the profiles' count and slices."""
 
@@ -277,25 +278,24 @@ class Identity:
 
 
 def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guard: Suppressions, events: int,
-              built_at: datetime) -> Identity:
+              built_at: datetime) -> IdentityResult:
     """Resolve identities (:mod:`customer_context.assemble.identity`) on the engine's identifiers and give every
     row its profile."""
     import pyarrow as pa
 
-    from customer_context.assemble import identity
-
     inputs = engine.identity_inputs(spec, guard)
-    config = identity.IdentityConfig(
-        rules={name: identity.IdentifierRule(name, rule.priority, rule.limit)
+    config = identity_resolution.IdentityConfig(
+        rules={name: identity_resolution.IdentifierRule(name, rule.priority, rule.limit)
                for name, rule in spec.identifiers.types.items()},
         blocked_values=tuple(spec.identifiers.blocked_values),
         max_identifiers_per_profile=spec.identifiers.max_identifiers_per_profile,
     )
-    result = identity.resolve(identity.nodes_from_arrow(inputs.nodes), identity.edges_from_arrow(inputs.edges),
-                              config, _previous_identity(lakehouse))
+    result = identity_resolution.resolve(
+        identity_resolution.nodes_from_arrow(inputs.nodes), identity_resolution.edges_from_arrow(inputs.edges),
+        config, _previous_identity(lakehouse))
     suppressed = inputs.suppressed
     del inputs
-    graph = identity.result_to_arrow(result)
+    graph = identity_resolution.result_to_arrow(result)
     slices = max(1, -(-events // EVENTS_PER_SLICE))
     profiles = engine.assign_profiles(graph, slices)
     # kept as Arrow until the commit; the result's Python objects are let go
@@ -309,7 +309,7 @@ def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guar
     del edges_refused
     del result
     engine.attribute_rows(spec, slices)
-    return Identity(graph, rejected, graph.num_rows, profiles, slices, rejected.num_rows, merged, suppressed)
+    return IdentityResult(graph, rejected, graph.num_rows, profiles, slices, rejected.num_rows, merged, suppressed)
 
 
 def _traits(engine: BuildEngine, spec: ContextSpec, clock: datetime) -> TraitCounts:
@@ -362,7 +362,7 @@ def _store_out_of_step(engine: BuildEngine, lakehouse: Lakehouse, lander: Lander
 
 
 @dataclass(frozen=True)
-class Snapshots:
+class SnapshotsResult:
     """The snapshots stage's result: what was rendered and landed, and the rendering's own time."""
 
     changed_profiles: int
@@ -373,7 +373,7 @@ class Snapshots:
 
 
 def _snapshots(engine: BuildEngine, lander: Lander, history: _History | None, spec: ContextSpec, slices: int,
-               built_at: datetime, data_as_of: datetime | None, everything: bool) -> Snapshots:
+               built_at: datetime, data_as_of: datetime | None, everything: bool) -> SnapshotsResult:
     """Each slice of profiles (by hash) is rendered once into a small table of contents and hashes; only the
     changed ones (or ``everything``) become documents, streamed to the store and to the history's data files.
     What changed is decided in the engine against the previous build's state: only changed documents and moved
@@ -408,11 +408,11 @@ def _snapshots(engine: BuildEngine, lander: Lander, history: _History | None, sp
         if history is not None:
             history.abandon()
         raise
-    return Snapshots(engine.changed_profiles(), written, truncated, rendering, rendering_cpu)
+    return SnapshotsResult(engine.changed_profiles(), written, truncated, rendering, rendering_cpu)
 
 
 @dataclass(frozen=True)
-class Landed:
+class LandingResult:
     """The landing stage's result (besides the snapshots): aliases written, items deleted, the generation."""
 
     aliases: int
@@ -420,7 +420,7 @@ class Landed:
     generation: str
 
 
-def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool) -> Landed:
+def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool) -> LandingResult:
     """Aliases of new or moved identifiers; orphan aliases and merged-away profiles deleted; the landing marker
     (not in a dry run)."""
     aliases = lander.aliases(engine.moved_aliases(everything))
@@ -433,10 +433,10 @@ def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool
     generation = uuid.uuid4().hex
     if commit:
         lander.mark(generation)
-    return Landed(aliases, deleted, generation)
+    return LandingResult(aliases, deleted, generation)
 
 
-def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identity: Identity,
+def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identity: IdentityResult,
             scores: dict[str, Any], built_at: datetime, generation: str) -> None:
     """The Iceberg state, after landing: history, identity graph, refused edges, a refit, profile state."""
     import pyarrow as pa
@@ -676,8 +676,8 @@ def _build_once(
     order, each timed and reported."""
     built_at = datetime.now(UTC)
     report = BuildReport(built_at=built_at.isoformat(), dry_run=not commit)
+    engine = engine_type(memory_limit)  # made (its libraries imported) before the stages' clock starts
     stages = _Stages(report, progress)
-    engine = engine_type(memory_limit)
     try:
         read = _read(engine, lakehouse, spec, built_at, as_of)
         data_as_of = read.events.data_as_of
