@@ -53,7 +53,7 @@ def test_a_trait_cannot_be_named_profile_id() -> None:
 
 
 def test_every_table_the_build_creates_is_reserved() -> None:
-    source = (Path(__file__).parents[2] / "layers/core/customer_context/assemble/build.py").read_text()
+    source = (Path(__file__).parents[2] / "layers/core/customer_context/assemble/duckdb_engine.py").read_text()
     created = set(re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?(?:TABLE|VIEW) ([a-z_]+)\b(?!\{)", source))
     created |= set(re.findall(r"\(\"(prev_[a-z]+)\", \"[a-z_]+\"", source))  # CREATE TABLE {view} of these
     assert created, "the pattern must find the build's tables"

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from customer_context.errors import ConfigError
+from customer_context.trait_kinds import RECORD_KINDS, TRAIT_KINDS, TraitKindName
 
 DEFAULT_SPEC = Path(__file__).with_name("context.yaml")
 # A spec is a few kilobytes; a bound keeps a hostile or broken file from costing minutes and gigabytes.
@@ -222,20 +223,12 @@ class EventFilter(_Model):
         return data
 
 
-EVENT_KINDS = ("count", "sum", "avg", "min", "max", "first_value", "last_value", "first_time", "last_time",
-               "most_frequent", "unique_list", "unique_count", "exists")
-VALUE_KINDS = ("sum", "avg", "min", "max", "first_value", "last_value", "most_frequent", "unique_list", "unique_count")
-NUMERIC_KINDS = ("sum", "avg", "min", "max")
-RECORD_KINDS = ("count", "sum", "avg", "min", "max", "first_value", "last_value", "exists", "unique_list")
-
-
 class Trait(_Model):
     """A computed trait. ``table: events`` (default) aggregates events of the profile; a record
     table name aggregates that table's rows of the profile; ``kind: sql`` runs your DuckDB SQL."""
 
     description: str = Field(min_length=1, description="What the value means; shown to the AI.")
-    kind: Literal["count", "sum", "avg", "min", "max", "first_value", "last_value", "first_time", "last_time",
-                  "most_frequent", "unique_list", "unique_count", "exists", "sql"]
+    kind: TraitKindName  # customer_context/trait_kinds.py: what each kind is and where it is allowed
     table: str = "events"
     property: str | None = Field(
         default=None,
@@ -263,13 +256,16 @@ class Trait(_Model):
             return self
         if self.sql:
             raise ValueError("sql: only allowed when kind is sql")
-        if self.kind in VALUE_KINDS and not self.property:
+        kind = TRAIT_KINDS[self.kind]
+        if kind.needs_property and not self.property:
             raise ValueError(f"property: required for kind {self.kind}")
         if self.table != "events":
-            if self.kind not in RECORD_KINDS:
+            if not kind.on_records:
                 raise ValueError(f"kind: {self.kind} is not available on record tables ({', '.join(RECORD_KINDS)})")
             if self.where is not None and not (isinstance(self.where, dict)):
                 raise ValueError("where: on a record table, give column: value pairs")
+        elif not kind.on_events:
+            raise ValueError(f"kind: {self.kind} is not available on events")
         elif isinstance(self.where, dict):
             raise ValueError("where: on events, give type / event / properties")
         return self

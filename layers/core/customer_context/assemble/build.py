@@ -27,6 +27,11 @@ sample of landed snapshots and aliases (two batch reads). A store that lost item
 restarted, a table restored from a backup or recreated) gets every current snapshot and alias
 landed again (``relanded`` in the report says why); ``reland=True`` forces it.
 
+The stages are the functions below (``_read`` … ``_commit``), each with explicit inputs and a typed result;
+they compute through a :class:`~customer_context.assemble.engine.BuildEngine` (the engine that owns the build's
+working data, its connection and its SQL dialect: :class:`~customer_context.assemble.duckdb_engine.DuckDBEngine`)
+and write to the serving store through a :class:`~customer_context.assemble.lander.Lander`.
+
 A dry run (``commit=False``) lands into the store it is given (the CLI gives an in-memory one) and
 commits nothing to the lakehouse: the next real build sees exactly what it would have seen.
 """
@@ -36,34 +41,27 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from customer_context.assemble import attribution, compiler
-from customer_context.assemble.compiler import ident, lit
+from customer_context.assemble import identity as identity_resolution
+from customer_context.assemble.duckdb_engine import DuckDBEngine
+from customer_context.assemble.engine import BuildEngine, EventsRead, Suppressions, TraitCounts
+from customer_context.assemble.lander import SECTION_DROP_ORDER, Lander, fit_to_budget
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
-from customer_context.stores.context_store import (
-    BOOKKEEPING_KEYS,
-    FIELD_SECTIONS,
-    ContextStore,
-    Refused,
-    SnapshotItem,
-)
+from customer_context.stores.context_store import ContextStore
+
+__all__ = ["SECTION_DROP_ORDER", "BuildReport", "build_context", "fit_to_budget"]
 
 # Documents are rendered and landed in slices of profiles, one per this many events, to bound a build's memory.
 EVENTS_PER_SLICE = 1_000_000
-# Events are read into DuckDB (and compressed) this many at a time.
-EVENTS_PER_LOAD = 1_000_000
 # Landed snapshots and aliases a build reads back from the store to check it still holds what was landed.
 LANDING_SAMPLE = 32
 # The profile_state snapshot property naming the landing generation of the build that committed it.
 LANDING_GENERATION = "landing-generation"
-# Hex digits of a field value's MD5 kept in profile_state to tell the next build whether the field changed.
-FIELD_HASH_CHARS = 16
 # Builds that start again because a deletion job finished while they read (govern/fence.py).
 BUILD_ATTEMPTS = 3
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
@@ -71,15 +69,9 @@ HISTORY_ROW_GROUP_BYTES = 64 << 20
 HISTORY_FILE_BYTES = 1 << 30
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
 
     from customer_context.stores.iceberg import Lakehouse
-
-EVENT_BASE_COLUMNS = ("message_id", "type", "event", "user_id", "anonymous_id", "previous_id", "timestamp",
-                      "received_at", "name", "category", "page_url", "page_path", "page_title", "properties",
-                      "traits")
-SECTION_DROP_ORDER = ("recent_events", "interactions", "records", "traits", "scores")
 
 
 @dataclass
@@ -241,259 +233,6 @@ def _floor(when: datetime, resolution: str) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
-    return con.sql(sql).fetchall()[0][0]
-
-
-def _event_columns(spec: ContextSpec) -> list[str]:
-    text = json.dumps(spec.model_dump(mode="json"))
-    columns = list(EVENT_BASE_COLUMNS)
-    if "context." in text or "externalIds." in text or spec.consent:
-        columns.append("context")
-    return columns
-
-
-def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, Iterator[pa.Table]]:
-    """The events table's columns as Arrow tables of about ``EVENTS_PER_LOAD`` rows, whole data files each,
-    read one chunk ahead in a thread (pyiceberg's own batch reader reads every file at once)."""
-    import pyarrow as pa
-
-    if not lakehouse.exists("events"):
-        schema = lakehouse.arrow_schema("events")
-        return pa.schema([schema.field(c) for c in columns]), iter(())
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
-
-    scan = lakehouse.catalog.load_table((lakehouse.namespace, "events")).scan(selected_fields=tuple(columns))
-    projected = scan.projection()
-    target = schema_to_pyarrow(projected)
-    reader = ArrowScan(scan.table_metadata, scan.io, projected, scan.row_filter, scan.case_sensitive)
-    groups: list[list[Any]] = [[]]
-    rows = 0
-    for task in scan.plan_files():
-        if rows >= EVENTS_PER_LOAD:
-            groups.append([])
-            rows = 0
-        groups[-1].append(task)
-        rows += task.file.record_count
-
-    def read(tasks: list[Any]) -> pa.Table:
-        return pa.Table.from_batches([b.cast(target) for b in reader.to_record_batches(tasks)], target)
-
-    def chunks() -> Iterator[pa.Table]:
-        with ThreadPoolExecutor(1) as pool:
-            ahead = pool.submit(read, groups[0])
-            for tasks in groups[1:]:
-                chunk = ahead.result()
-                ahead = pool.submit(read, tasks)
-                yield chunk
-                del chunk
-            yield ahead.result()
-
-    return target, chunks()
-
-
-def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec,
-                     report: BuildReport) -> None:
-    """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
-    ``message_id`` (:func:`compiler.first_copy_order`: the first received copy wins), plus ``ev``, a BIGINT key
-    the build joins on, and ``time_flag`` (:func:`_flag_times`). Sets the report's ``events``,
-    ``conflicting_message_ids`` and ``flagged_times``.
-
-    The events are loaded a chunk of files at a time, each chunk compressed right away (checkpoint of
-    the compressed in-memory database): neither an Arrow copy of all the events nor the whole
-    uncompressed table is ever held.
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    schema, chunks = _event_chunks(lakehouse, _event_columns(spec))
-    con.register("events_chunk", pa.Table.from_pylist([], schema=schema.append(pa.field("ev", pa.int64()))))
-    con.execute("CREATE TABLE events_unique AS SELECT *, NULL::VARCHAR AS time_flag FROM events_chunk")
-    con.unregister("events_chunk")
-    total = 0
-    for chunk in chunks:
-        chunk = chunk.append_column("ev", pa.array(np.arange(total, total + chunk.num_rows, dtype=np.int64)))
-        total += chunk.num_rows
-        con.register("events_chunk", chunk)
-        con.execute("INSERT INTO events_unique SELECT *, NULL FROM events_chunk")
-        con.unregister("events_chunk")
-        del chunk
-        con.execute("CHECKPOINT")
-    pa.default_memory_pool().release_unused()
-    # Duplicates: candidates by a hash of message_id (a small aggregate), then exact per candidate.
-    con.execute("CREATE TEMP TABLE dup_hashes AS SELECT hash(message_id) AS h FROM events_unique "
-                "GROUP BY ALL HAVING count(*) > 1")
-    if _scalar(con, "SELECT count(*) FROM dup_hashes"):
-        con.execute(f"CREATE TEMP TABLE dup_copies AS SELECT ev, message_id, received_at, "
-                    f"{compiler.event_content_sql()} AS content FROM events_unique "
-                    "WHERE hash(message_id) IN (SELECT h FROM dup_hashes)")
-        report.conflicting_message_ids = int(_scalar(
-            con, "SELECT count(*) FROM (SELECT message_id FROM dup_copies GROUP BY message_id "
-                 "HAVING count(DISTINCT content) > 1)"))
-        con.execute("DELETE FROM events_unique WHERE ev IN (SELECT ev FROM dup_copies QUALIFY row_number() OVER "
-                    f"(PARTITION BY message_id ORDER BY {compiler.first_copy_order('content')}) > 1)")
-        con.execute("DROP TABLE dup_copies")
-        if report.conflicting_message_ids:
-            logger.warning("messageIds sent with different contents: the first received copy is kept",
-                           extra={"conflicting_message_ids": report.conflicting_message_ids})
-    con.execute("DROP TABLE dup_hashes")
-    report.events = int(_scalar(con, "SELECT count(*) FROM events_unique"))
-    report.flagged_times = _flag_times(con, spec)
-
-
-def _flag_times(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> dict[str, int]:
-    """The event-time rule (``spec.event_times``): an event dated more than ``future_margin`` after it was
-    received (``future``), or before ``earliest`` (``before_earliest``), gets that ``time_flag`` and its
-    ``received_at`` as its time, so a wrong clock moves no window, first or last time, or score. The stored event
-    keeps what was sent. Returns the flagged events per reason (those there are)."""
-    times = spec.event_times
-    future = f"timestamp > received_at + INTERVAL {duration_seconds(times.future_margin)} SECOND"
-    old = f"timestamp < TIMESTAMPTZ {lit(times.earliest.isoformat() + ' 00:00:00+00')}"
-    counts = con.sql(f"SELECT count(*) FILTER (WHERE {future}), count(*) FILTER (WHERE {old}) "
-                     "FROM events_unique").fetchall()[0]
-    flagged = {reason: int(n) for reason, n in zip(("future", "before_earliest"), counts, strict=True) if n}
-    if flagged:
-        con.execute(f"UPDATE events_unique SET time_flag = CASE WHEN {future} THEN 'future' "
-                    f"ELSE 'before_earliest' END, timestamp = received_at WHERE {future} OR {old}")
-        logger.warning("events with an untrusted time: their received time is used", extra=flagged)
-    return flagged
-
-
-def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> None:
-    from customer_context.assemble.records import read_record_table
-
-    for name, table in spec.record_tables.items():
-        data = read_record_table(lakehouse, name, table)  # with the spec's columns, even before a load evolves it
-        con.register(f"{name}_arrow", data)
-        con.execute(f"CREATE TABLE {ident(name)} AS SELECT * FROM {ident(name + '_arrow')}")
-        con.unregister(f"{name}_arrow")
-
-
-def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec,
-                     guard: Any = None) -> tuple[pa.Table, pa.Table, int]:
-    """Nodes and deduplicated star edges, from events and record rows (without what ``guard`` says a
-    deletion suppressed); and how many suppressed identifiers were left out."""
-    types = spec.identifiers.types
-    # one row per event with an identifier: the event's identifiers sorted, the most important first
-    con.execute(f"CREATE TABLE event_ids AS SELECT ev, timestamp, type, ids FROM (SELECT ev, timestamp, type, "
-                f"{compiler.event_identifiers_sql(spec)} AS ids FROM events_unique) WHERE len(ids) > 0")
-    con.execute("CHECKPOINT")
-    # star edges: each event's most important identifier to every other one on it
-    edge_sql = [
-        "SELECT a.t AS a_type, a.v AS a_value, x.t AS b_type, x.v AS b_value, timestamp AS first_seen, "
-        "'event:' || type AS source FROM (SELECT ids[1] AS a, unnest(ids[2:]) AS x, timestamp, type FROM event_ids) "
-        "WHERE NOT (x.t = a.t AND x.v = a.v)"
-    ]
-    node_sql = ["SELECT x.t AS type, x.v AS value, timestamp AS first_seen FROM "
-                "(SELECT unnest(ids) AS x, timestamp FROM event_ids)"]
-    # alias: previousId → userId; previousId is a user id when one is known by that value, else a device id
-    user_rule, anon_rule = types["user_id"], types["anonymous_id"]
-    prev = compiler.normalize_sql("previous_id", anon_rule)
-    user = compiler.normalize_sql("user_id", user_rule)
-    con.execute(
-        f"CREATE TABLE alias_edges AS SELECT CASE WHEN {prev} IN (SELECT x.v FROM (SELECT unnest(ids) AS x "
-        "FROM event_ids) WHERE x.t = 'user_id') THEN 'user_id' ELSE 'anonymous_id' END AS a_type, "
-        f"{prev} AS a_value, 'user_id' AS b_type, {user} AS b_value, timestamp AS first_seen, 'event:alias' AS source "
-        f"FROM events_unique WHERE type = 'alias' AND {prev} IS NOT NULL AND {user} IS NOT NULL")
-    edge_sql.append("SELECT * FROM alias_edges")
-    node_sql.append("SELECT a_type, a_value, first_seen FROM alias_edges")
-    node_sql.append("SELECT b_type, b_value, first_seen FROM alias_edges")
-    for name, table in spec.record_tables.items():
-        if not table.identifiers:
-            continue
-        rid = f"{name}__ids"
-        con.execute(f"CREATE TABLE {ident(rid)} AS {compiler.record_identifier_sql(spec, name, table)}")
-        edge_sql.append(
-            f"SELECT a.t, a.v, e.id_type, e.id_value, e.updated_at, {lit('record:' + name)} "
-            f"FROM {ident(rid)} e JOIN (SELECT row_key, arg_min(id_type, (priority, id_type, id_value)) AS t, "
-            f"arg_min(id_value, (priority, id_type, id_value)) AS v FROM {ident(rid)} GROUP BY row_key) a "
-            f"USING (row_key) WHERE NOT (e.id_type = a.t AND e.id_value = a.v)")
-        node_sql.append(f"SELECT id_type, id_value, updated_at FROM {ident(rid)}")
-    suppressed = _drop_suppressed(con, spec, guard) if guard is not None and guard.deleted else 0
-    edges = con.sql(
-        "SELECT a_type, a_value, b_type, b_value, min(first_seen) AS first_seen, arg_min(source, first_seen) AS source "
-        f"FROM ({' UNION ALL '.join(edge_sql)}) WHERE first_seen IS NOT NULL GROUP BY a_type, a_value, b_type, b_value"
-    ).to_arrow_table()
-    nodes = con.sql(
-        f"SELECT type, value, min(first_seen) AS first_seen FROM ({' UNION ALL '.join(node_sql)}) "
-        "WHERE first_seen IS NOT NULL GROUP BY type, value"
-    ).to_arrow_table()
-    return nodes, edges, suppressed
-
-
-def _drop_suppressed(con: duckdb.DuckDBPyConnection, spec: ContextSpec, guard: Any) -> int:
-    """Leave out what deletions suppressed, as the deletion job decides what is a customer's: a row whose
-    most important identifier is suppressed is nobody's (no identifier of it joins anything, nobody is
-    served it); in other rows a suppressed identifier is ignored. Returns how many identifiers were."""
-    record_ids = [ident(f"{n}__ids") for n, t in spec.record_tables.items() if t.identifiers]
-    seen = con.sql(" UNION ".join([
-        "SELECT DISTINCT x.t AS t, x.v AS v FROM (SELECT unnest(ids) AS x FROM event_ids)",
-        "SELECT a_type, a_value FROM alias_edges", "SELECT b_type, b_value FROM alias_edges",
-        *(f"SELECT id_type, id_value FROM {rid}" for rid in record_ids)])).fetchall()
-    gone = sorted(f"{t}\x00{v}" for t, v in guard.suppressed(seen))
-    if not gone:
-        return 0
-    params = {"gone": gone}
-    key = "x.t || chr(0) || x.v"
-    con.execute("DELETE FROM event_ids WHERE list_contains($gone, ids[1].t || chr(0) || ids[1].v)", params)
-    con.execute(f"UPDATE event_ids SET ids = list_filter(ids, lambda x: NOT list_contains($gone, {key})) "
-                f"WHERE len(list_filter(ids, lambda x: list_contains($gone, {key}))) > 0", params)
-    con.execute("DELETE FROM alias_edges WHERE list_contains($gone, a_type || chr(0) || a_value) "
-                "OR list_contains($gone, b_type || chr(0) || b_value)", params)
-    for rid in record_ids:
-        con.execute(f"DELETE FROM {rid} WHERE row_key IN (SELECT row_key FROM {rid} GROUP BY row_key HAVING "
-                    "list_contains($gone, arg_min(id_type || chr(0) || id_value, (priority, id_type, id_value))))",
-                    params)
-        con.execute(f"DELETE FROM {rid} WHERE list_contains($gone, id_type || chr(0) || id_value)", params)
-    return len(gone)
-
-
-def _register_previous(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse) -> None:
-    """prev_state (profile_state) and prev_ids (identity_graph) of the last build, possibly empty.
-
-    A profile is in prev_state once, at its highest version, whatever the table holds (a state written
-    before a ``sql`` trait was checked for one row per profile held many rows per profile)."""
-    for view, table, columns, keep in (
-        ("prev_state", "profile_state", "profile_id, version, content_hash, built_at, field_hashes, changed_at",
-         "QUALIFY row_number() OVER (PARTITION BY profile_id ORDER BY version DESC, built_at DESC) = 1"),
-        ("prev_ids", "identity_graph", "identifier_type, identifier_value, profile_id", ""),
-    ):
-        wanted = columns.split(", ")
-        if lakehouse.exists(table):
-            # a table made before a column was added reads it as NULL (the commit evolves the table)
-            present = [c for c in wanted if c in lakehouse.columns(table)]
-            columns = ", ".join(c if c in present else f"CAST(NULL AS VARCHAR) AS {c}" for c in wanted)
-            con.register(f"{view}_arrow", lakehouse.scan(table, selected_fields=tuple(present)))
-        else:
-            import pyarrow as pa
-
-            schema = lakehouse.arrow_schema(table)
-            con.register(f"{view}_arrow", pa.Table.from_pylist(
-                [], schema=pa.schema([schema.field(c) for c in wanted])))
-        con.execute(f"CREATE TABLE {view} AS SELECT {columns} FROM {view}_arrow {keep}")
-        con.unregister(f"{view}_arrow")
-
-
-def _store_out_of_step(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, store: ContextStore) -> str | None:
-    """Why the store may not hold what the last build landed (so everything must land again), or ``None``."""
-    if not _scalar(con, "SELECT count(*) FROM prev_state"):
-        return None  # nothing landed yet: everything is new anyway
-    table = lakehouse.table("profile_state")
-    snapshot = table.current_snapshot()
-    landed = snapshot.summary.additional_properties.get(LANDING_GENERATION) if snapshot and snapshot.summary else None
-    marker = store.get_landing_marker()
-    if landed is not None and marker != landed:
-        return ("the serving store has no landing marker (emptied, recreated or restarted)" if marker is None
-                else "the serving store's landing marker is not the last build's (restored, or a landing interrupted)")
-    sample = con.sql(f"SELECT profile_id, content_hash FROM prev_state USING SAMPLE {LANDING_SAMPLE} ROWS").fetchall()
-    aliases = con.sql("SELECT identifier_type, identifier_value, profile_id FROM prev_ids "
-                      f"USING SAMPLE {LANDING_SAMPLE} ROWS").fetchall()
-    missing = store.missing(dict(sample), aliases)
-    return f"the serving store lost items: {missing}" if missing else None
-
-
 def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
     """The last build's identity graph as Arrow (resolve reads it column-wise; no per-row objects)."""
     if not lakehouse.exists("identity_graph"):
@@ -502,125 +241,223 @@ def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
         "identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen"))
 
 
-def _slice_sql(slices: int, column: str = "profile_id") -> str:
-    """The slice of a profile (0 … slices - 1): profiles are rendered and landed a slice at a time."""
-    return f"hash({column}) % {slices}" if slices > 1 else "0"
+# The stages, in order. Each takes what it needs and returns what the next ones use.
 
 
-def _profile_events(con: duckdb.DuckDBPyConnection, spec: ContextSpec, slices: int) -> None:
-    """events_profiled / <table>_profiled: every row with the profile of its most important identifier.
+@dataclass(frozen=True)
+class ReadResult:
+    """The read stage's result: the events read, and the clock windows and scores are relative to."""
 
-    The events are copied once more, with their profile and its slice, each slice's rows in a table of
-    their own (a scan of one slice reads only them), compressed as they go: ``events_sliced`` (a table,
-    or the union of the slices' tables), and ``events_profiled``, it without the slice column.
-    """
-    # each event's profile: its most important identifier's that has one (the rule deletion uses too)
-    attribution.attribute(con, "event_ids", "ev", "id_map", "event_profile")
-    con.execute("DROP TABLE event_ids")
-    consent, consent_join = "", ""
-    if spec.consent:
-        # each event's consent per category (NULL: it says nothing), from the context the SDKs send
-        cols = ", ".join(f"{compiler.consent_sql(c.ids)} AS {ident('consent_' + n)}" for n, c in spec.consent.items())
-        con.execute(f"CREATE TABLE event_consent AS SELECT ev, {cols} FROM events_unique "
-                    "WHERE context LIKE '%onsent%'")
-        consent, consent_join = ", c.* EXCLUDE (ev)", " LEFT JOIN event_consent c USING (ev)"
-    con.execute("CREATE TEMP TABLE event_slice AS SELECT ev, profile_id, _slice FROM event_profile "
-                "JOIN profiles USING (profile_id)")
-    con.execute("DROP TABLE event_profile")
-    select = (f"SELECT p._slice, p.profile_id, e.* EXCLUDE (ev){consent} FROM events_unique e JOIN event_slice p "
-              f"USING (ev){consent_join}")
-    if slices == 1:
-        con.execute(f"CREATE TABLE events_sliced AS {select}")
-    else:
-        # One table per slice, filled in one pass over the events (a range of ``ev`` at a time: the rows are
-        # stored in ``ev`` order, so each range reads only its row groups). Joining all the events once per
-        # slice instead would read and decompress every event ``slices`` times. ``events_sliced`` is their
-        # union; a filter on ``_slice`` reads only that slice's table.
-        con.execute(f"CREATE TEMP TABLE events_chunk AS {select} LIMIT 0")
-        for i in range(slices):
-            con.execute(f"CREATE TABLE events_s{i} AS SELECT * EXCLUDE (_slice) FROM events_chunk")
-        last = _scalar(con, "SELECT max(ev) FROM events_unique")
-        for lo in range(0, (last or 0) + 1, EVENTS_PER_LOAD):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE events_chunk AS {select} "
-                        f"WHERE e.ev >= {lo} AND e.ev < {lo + EVENTS_PER_LOAD}")
-            for i in range(slices):
-                con.execute(f"INSERT INTO events_s{i} SELECT * EXCLUDE (_slice) FROM events_chunk WHERE _slice = {i}")
-            con.execute("CHECKPOINT")
-        con.execute("DROP TABLE events_chunk")
-        con.execute("CREATE VIEW events_sliced AS " + " UNION ALL ".join(
-            f"SELECT CAST({i} AS INTEGER) AS _slice, * FROM events_s{i}" for i in range(slices)))
-    for table in ("event_slice", "events_unique") + (("event_consent",) if spec.consent else ()):
-        con.execute(f"DROP TABLE {table}")
-    con.execute("CHECKPOINT")
-    con.execute("CREATE VIEW events_profiled AS SELECT * EXCLUDE (_slice) FROM events_sliced")
-    if spec.consent:
-        latest = ", ".join(f"arg_max({ident('consent_' + n)}, timestamp) FILTER (WHERE {ident('consent_' + n)} "
-                           f"IS NOT NULL) AS {ident('consent_' + n)}" for n in spec.consent)
-        con.execute(f"CREATE TABLE profile_consent AS SELECT profile_id, {latest} FROM events_profiled "
-                    "GROUP BY profile_id")
-    for name, table in spec.record_tables.items():
-        key = " || '|' || ".join(f"CAST({ident(k)} AS VARCHAR)" for k in table.primary_key)
-        if table.identifiers:
-            con.execute(f"CREATE TEMP TABLE _row_ids AS {attribution.record_ids_sql(name + '__ids')}")
-            attribution.attribute(con, "_row_ids", "row_key", "id_map", "_row_owner")
-            con.execute(
-                f"CREATE TABLE {ident(name + '_profiled')} AS SELECT p.profile_id, r.* FROM {ident(name)} r "
-                f"JOIN _row_owner p ON p.row_key = {key}")
-            con.execute("DROP TABLE _row_owner")
-            con.execute("DROP TABLE _row_ids")
-        else:
-            con.execute(f"CREATE TABLE {ident(name + '_profiled')} AS SELECT NULL::VARCHAR AS profile_id, * "
-                        f"FROM {ident(name)} WHERE FALSE")
+    events: EventsRead
+    clock: datetime
 
 
-def _compute_traits(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime,
-                    report: BuildReport) -> list[str]:
-    """Create table ``traits`` (profile_id + one column per trait); returns the trait names. The values traits
-    met and could not read are counted in the report (``invalid_values``, ``unconverted_values``)."""
-    queries = compiler.compile_traits(spec)
-    as_of_sql = lit(as_of)
-    parts = []
-    for i, (source, sql) in enumerate(queries.grouped.items()):
-        con.execute(f"CREATE TABLE traits_g{i} AS {sql.replace('$as_of', as_of_sql)}")
-        parts.append(f"traits_g{i}")
-        counted = queries.counts.get(source, ())
-        if counted:
-            sums = con.sql(f"SELECT {', '.join(f'sum({ident(c)})' for c, _, _ in counted)} FROM traits_g{i}"
-                           ).fetchall()[0]
-            for (_, trait, what), n in zip(counted, sums, strict=True):
-                if n:
-                    (report.invalid_values if what == "invalid" else report.unconverted_values)[trait] = int(n)
-    if report.invalid_values or report.unconverted_values:
+def _read(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, built_at: datetime,
+          as_of: datetime | None) -> ReadResult:
+    """Events and record tables into the engine."""
+    events = engine.load_events(lakehouse, spec)
+    engine.load_records(lakehouse, spec)
+    # Windows and scores are relative to the data's clock (rounded down to the spec's resolution),
+    # not the wall clock: a rebuild with no new data yields the same content, hence lands nothing.
+    return ReadResult(events, as_of or _floor(events.data_as_of or built_at, spec.snapshot.clock_resolution))
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    """The identity stage's result: the resolved graph (identifier → profile) and the edges refused, as the
+    commit writes them, and the profiles' count and slices."""
+
+    graph: pa.Table
+    rejected: pa.Table
+    identifiers: int
+    profiles: int
+    slices: int
+    rejected_edges: int
+    merged_profiles: int
+    suppressed_identifiers: int
+
+
+def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guard: Suppressions, events: int,
+              built_at: datetime) -> IdentityResult:
+    """Resolve identities (:mod:`customer_context.assemble.identity`) on the engine's identifiers and give every
+    row its profile."""
+    import pyarrow as pa
+
+    inputs = engine.identity_inputs(spec, guard)
+    config = identity_resolution.IdentityConfig(
+        rules={name: identity_resolution.IdentifierRule(name, rule.priority, rule.limit)
+               for name, rule in spec.identifiers.types.items()},
+        blocked_values=tuple(spec.identifiers.blocked_values),
+        max_identifiers_per_profile=spec.identifiers.max_identifiers_per_profile,
+    )
+    result = identity_resolution.resolve(
+        identity_resolution.nodes_from_arrow(inputs.nodes), identity_resolution.edges_from_arrow(inputs.edges),
+        config, _previous_identity(lakehouse))
+    suppressed = inputs.suppressed
+    del inputs
+    graph = identity_resolution.result_to_arrow(result)
+    slices = max(1, -(-events // EVENTS_PER_SLICE))
+    profiles = engine.assign_profiles(graph, slices)
+    # kept as Arrow until the commit; the result's Python objects are let go
+    edges_refused = result.rejected_edges
+    rejected = pa.Table.from_pydict({
+        **{k: [getattr(e, k) for e, _ in edges_refused] for k in ("a_type", "a_value", "b_type", "b_value",
+                                                                  "first_seen", "source")},
+        "reason": [r for _, r in edges_refused], "built_at": [built_at] * len(edges_refused),
+    }, schema=lakehouse.arrow_schema("identity_rejected_edges"))
+    merged = len(result.merged)
+    del edges_refused
+    del result
+    engine.attribute_rows(spec, slices)
+    return IdentityResult(graph, rejected, graph.num_rows, profiles, slices, rejected.num_rows, merged, suppressed)
+
+
+def _traits(engine: BuildEngine, spec: ContextSpec, clock: datetime) -> TraitCounts:
+    """Every trait (:mod:`customer_context.assemble.compiler`); returns the values traits could not read."""
+    counts = engine.compute_traits(spec, clock)
+    if counts.invalid or counts.unconverted:
         logger.warning("trait values left out: not numbers under the numeric rule, or in a currency the trait's "
-                       "unit cannot be converted from", extra={"invalid_values": report.invalid_values,
-                                                               "unconverted_values": report.unconverted_values})
-    from customer_context.errors import ConfigError
+                       "unit cannot be converted from", extra={"invalid_values": counts.invalid,
+                                                               "unconverted_values": counts.unconverted})
+    return counts
 
-    for i, (name, sql) in enumerate(queries.separate.items()):
-        try:
-            con.execute(f"CREATE TABLE traits_s{i} AS SELECT profile_id, value AS {ident(name)} FROM ("
-                        f"{sql.replace('$as_of', as_of_sql)})")
-        except Exception as exc:
-            raise ConfigError(f"traits.{name}: the SQL failed: {exc}") from None
-        # one value per profile, or every profile's document would repeat (checked before anything is written)
-        many = con.sql(f"SELECT profile_id, count(*) FROM traits_s{i} WHERE profile_id IS NOT NULL "
-                       "GROUP BY profile_id HAVING count(*) > 1 LIMIT 1").fetchall()
-        if many:
-            raise ConfigError(f"traits.{name}: the SQL returned {many[0][1]:,} rows for one profile "
-                              f"({many[0][0]}); a trait has one value per profile: group by profile_id")
-        parts.append(f"traits_s{i}")
-    select = ["p.profile_id"]
-    for name in spec.traits:
-        column = f"{ident(name)}"
-        if name in queries.zero_default:
-            default = {"exists": "FALSE", "unique_list": "[]"}.get(spec.traits[name].kind, "0")
-            select.append(f"coalesce({column}, {default}) AS {column}")
-        else:
-            select.append(column)
-    joins = " ".join(f"LEFT JOIN {t} USING (profile_id)" for t in parts)
-    con.execute(f"CREATE TABLE traits AS SELECT {', '.join(select)}, p._slice FROM profiles p {joins} "
-                "ORDER BY p._slice")
-    return list(spec.traits)
+
+def _scores(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, clock: datetime, built_at: datetime,
+            full: bool) -> dict[str, Any]:
+    """BG/NBD and Gamma-Gamma (:mod:`customer_context.assemble.scores`); returns the report's ``scores``."""
+    models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
+    if full:
+        models.fresh = False  # refitted now; older parameters stay the fallback if the fit fails
+    return _compute_scores(engine, spec, clock, models)
+
+
+def _relanded(engine: BuildEngine, lakehouse: Lakehouse, lander: Lander, *, full: bool, reland: bool,
+              commit: bool) -> str | None:
+    """Read what the last build landed into the engine; returns why everything must land again, if it must."""
+    landed = engine.load_previous(lakehouse)
+    if full:
+        return "a full build"
+    if reland:
+        return "asked for (reland)"
+    if commit:
+        return _store_out_of_step(engine, lakehouse, lander, landed)
+    return None
+
+
+def _store_out_of_step(engine: BuildEngine, lakehouse: Lakehouse, lander: Lander, landed: int) -> str | None:
+    """Why the store may not hold what the last build landed (so everything must land again), or ``None``."""
+    if not landed:
+        return None  # nothing landed yet: everything is new anyway
+    table = lakehouse.table("profile_state")
+    snapshot = table.current_snapshot()
+    generation = (snapshot.summary.additional_properties.get(LANDING_GENERATION) if snapshot and snapshot.summary
+                  else None)
+    marker = lander.marker()
+    if generation is not None and marker != generation:
+        return ("the serving store has no landing marker (emptied, recreated or restarted)" if marker is None
+                else "the serving store's landing marker is not the last build's (restored, or a landing interrupted)")
+    sample = engine.landed_sample(LANDING_SAMPLE)
+    missing = lander.missing(sample.snapshots, sample.aliases)
+    return f"the serving store lost items: {missing}" if missing else None
+
+
+@dataclass(frozen=True)
+class SnapshotsResult:
+    """The snapshots stage's result: what was rendered and landed, and the rendering's own time."""
+
+    changed_profiles: int
+    items_written: int
+    truncated_profiles: int
+    seconds: float
+    cpu_seconds: float
+
+
+def _snapshots(engine: BuildEngine, lander: Lander, history: _History | None, spec: ContextSpec, slices: int,
+               built_at: datetime, data_as_of: datetime | None, everything: bool) -> SnapshotsResult:
+    """Each slice of profiles (by hash) is rendered once into a small table of contents and hashes; only the
+    changed ones (or ``everything``) become documents, streamed to the store and to the history's data files.
+    What changed is decided in the engine against the previous build's state: only changed documents and moved
+    identifiers ever reach Python."""
+    import pyarrow.compute as pc
+
+    written = truncated = 0
+    rendering = rendering_cpu = 0.0
+    try:
+        for i in range(slices):
+            t0, c0 = time.perf_counter(), time.process_time()
+            engine.render_slice(spec, i, slices, built_at)
+            rendering += time.perf_counter() - t0
+            rendering_cpu += time.process_time() - c0
+            for batch in engine.slice_documents(spec.snapshot.max_bytes, built_at, data_as_of, everything):
+                landed = lander.documents(batch)
+                written += landed.written
+                truncated += landed.truncated
+                if history is not None:
+                    # the history holds each version once: what lands again unchanged is not repeated
+                    changed = batch.column(5)
+                    if everything and not pc.all(changed).as_py():
+                        history.write(batch.filter(changed),
+                                      [d for d, c in zip(landed.docs, changed.to_pylist(), strict=True) if c]
+                                      if landed.docs is not None else None)
+                    else:
+                        history.write(batch, landed.docs)
+            engine.drop_slice()
+        if history is not None:
+            history.close()
+    except BaseException:
+        if history is not None:
+            history.abandon()
+        raise
+    return SnapshotsResult(engine.changed_profiles(), written, truncated, rendering, rendering_cpu)
+
+
+@dataclass(frozen=True)
+class LandingResult:
+    """The landing stage's result (besides the snapshots): aliases written, items deleted, the generation."""
+
+    aliases: int
+    deleted: int
+    generation: str
+
+
+def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool) -> LandingResult:
+    """Aliases of new or moved identifiers; orphan aliases and merged-away profiles deleted; the landing marker
+    (not in a dry run)."""
+    aliases = lander.aliases(engine.moved_aliases(everything))
+    deleted = lander.delete_aliases(engine.orphan_aliases())
+    deleted += lander.delete_snapshots(engine.merged_profiles())
+    if lander.refused:
+        quarantined = lander.quarantined()
+        logger.warning("items the serving store cannot hold were quarantined",
+                       extra={"quarantined": len(quarantined), "first": quarantined[0]})
+    generation = uuid.uuid4().hex
+    if commit:
+        lander.mark(generation)
+    return LandingResult(aliases, deleted, generation)
+
+
+def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identity: IdentityResult,
+            scores: dict[str, Any], built_at: datetime, generation: str) -> None:
+    """The Iceberg state, after landing: history, identity graph, refused edges, a refit, profile state."""
+    import pyarrow as pa
+
+    history.commit()
+    graph_rows = identity.graph.append_column(
+        "built_at", pa.repeat(pa.scalar(built_at, pa.timestamp("us", "UTC")), identity.graph.num_rows))
+    lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
+    del graph_rows
+    lakehouse.overwrite("identity_rejected_edges", identity.rejected)
+    if scores.get("refitted"):
+        model = {k: v for k, v in scores.items() if k in ("bgnbd", "gamma_gamma", "buyers", "repeat_buyers")}
+        model["fitted_at"] = built_at.isoformat()
+        lakehouse.append("score_models", pa.Table.from_pylist(
+            [{"fitted_at": built_at, "model": json.dumps(model)}], schema=lakehouse.arrow_schema("score_models")))
+    state = engine.profile_state(built_at)
+    # a state table made before fields were tracked gains their columns; rows are written with the table's
+    # own field ids (an evolved table's may differ from the declared ones)
+    lakehouse.add_missing_columns("profile_state")
+    lakehouse.overwrite("profile_state", state.cast(lakehouse.table("profile_state").schema().as_arrow()),
+                        {LANDING_GENERATION: generation})
 
 
 @dataclass
@@ -677,9 +514,10 @@ def _fit_or_keep(name: str, fit: Callable[[], Any], make: Callable[..., Any], mo
         return None
 
 
-def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: datetime,
+
+def _compute_scores(engine: BuildEngine, spec: ContextSpec, as_of: datetime,
                     previous: _Models | None = None) -> dict[str, Any]:
-    """Create table ``scores``; returns the parameters used (refitted, or reused from ``previous``),
+    """The engine's table of scores; returns the parameters used (refitted, or reused from ``previous``),
     or why scores were skipped.
 
     Parameters younger than ``refit_every`` are reused. A fit the data does not allow (an optimiser
@@ -691,46 +529,18 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
     import pyarrow as pa
 
     previous = previous or _Models()
-    empty = "CREATE TABLE scores AS SELECT profile_id, NULL::DOUBLE AS churn_risk, NULL::DOUBLE AS p_alive, " \
-            "NULL::DOUBLE AS expected_orders, NULL::DOUBLE AS ltv, NULL::INTEGER AS repeat_purchases, _slice " \
-            "FROM profiles ORDER BY _slice"
     if not spec.scores.enabled:
-        con.execute(empty)
+        engine.store_scores(None)
         return {"skipped": "scores.enabled is false"}
-    # Each purchase's revenue under the numeric rule, in the base currency. A customer is fitted only on inputs
-    # the models can take: every purchase with a trusted time and a positive revenue. Anyone else is left out of
-    # both fits (their own scores null, counted in the report), so one bad customer changes nobody else's scores.
-    revenue = compiler.amount(spec, compiler.event_value(f"properties.{spec.scores.revenue_property}"),
-                              spec.currency.base, compiler.event_value(spec.currency.property))
-    con.execute(
-        "CREATE TEMP TABLE score_purchases AS SELECT profile_id, date_trunc('day', timestamp) AS day, "
-        f"time_flag IS NOT NULL AS flagged, {revenue.exact} AS rev FROM events_profiled "
-        f"WHERE type = 'track' AND event = {lit(spec.scores.purchase_event)}")
-    con.execute("CREATE TEMP TABLE score_buyers AS SELECT profile_id, bool_or(flagged) AS flagged_time, "
-                "bool_or(rev IS NULL OR rev <= 0) AS invalid_revenue FROM score_purchases GROUP BY profile_id")
-    left_out = dict(zip(("invalid_revenue", "flagged_time"), (int(n) for n in con.sql(
-        "SELECT count(*) FILTER (WHERE invalid_revenue), count(*) FILTER (WHERE flagged_time) FROM score_buyers"
-    ).fetchall()[0]), strict=True))
-    left_out = {reason: n for reason, n in left_out.items() if n}
-    summary = con.sql(
-        "WITH daily AS (SELECT profile_id, day, sum(rev) AS rev FROM score_purchases WHERE profile_id IN "
-        "(SELECT profile_id FROM score_buyers WHERE NOT flagged_time AND NOT invalid_revenue) GROUP BY ALL) "
-        "SELECT profile_id, count(*) - 1 AS frequency, "
-        "date_diff('second', min(day), max(day)) / 86400.0 AS recency, "
-        f"greatest(date_diff('second', min(day), {lit(as_of)}) / 86400.0, date_diff('second', min(day), max(day)) "
-        "/ 86400.0) AS T, "
-        "CAST(CASE WHEN count(*) > 1 THEN (sum(rev) - arg_min(rev, day)) / (count(*) - 1) ELSE 0 END AS DOUBLE) "
-        "AS monetary FROM daily GROUP BY profile_id ORDER BY profile_id"  # a fixed order: the fit sums in it
-    ).fetchnumpy()
-    con.execute("DROP TABLE score_purchases")
-    con.execute("DROP TABLE score_buyers")
+    purchases = engine.purchase_summary(spec, as_of)
+    summary, left_out = purchases.columns, purchases.left_out
     if left_out:
         logger.warning("customers left out of the score fits: a purchase with an untrusted time, or a revenue "
                        "that is not a positive number in the base currency", extra=left_out)
     n = len(summary["profile_id"])
     repeaters = int((summary["frequency"] > 0).sum()) if n else 0
     if n < spec.scores.min_customers or repeaters < 2:
-        con.execute(empty)
+        engine.store_scores(None)
         return {"skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
                            f"({spec.scores.min_customers}) or no repeat buyers", **({"left_out": left_out}
                                                                                       if left_out else {})}
@@ -756,7 +566,7 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
         # a refit is recorded (and reused by the next builds) only when BG/NBD itself was fitted now
         result["refitted"] = bg is not None and "bgnbd_not_refitted" not in result
     if bg is None:
-        con.execute(empty)
+        engine.store_scores(None)
         return {**result, "skipped": result["bgnbd_skipped"]}
     result["bgnbd"] = dict(bg.__dict__)
     result["gamma_gamma"] = dict(gg.__dict__) if gg is not None else {"skipped": result.get("gamma_gamma_skipped",
@@ -786,176 +596,8 @@ def _compute_scores(con: duckdb.DuckDBPyConnection, spec: ContextSpec, as_of: da
         "repeat_purchases": freq.astype("int32"),
     }
     # NaN (no estimate) becomes null
-    table = pa.table({k: pa.array(v, from_pandas=True) for k, v in columns.items()})
-    con.register("scores_arrow", table)
-    con.execute("CREATE TABLE scores AS SELECT p.profile_id, s.churn_risk, s.p_alive, s.expected_orders, s.ltv, "
-                "s.repeat_purchases, p._slice FROM profiles p LEFT JOIN scores_arrow s USING (profile_id) "
-                "ORDER BY p._slice")
-    con.unregister("scores_arrow")
+    engine.store_scores(pa.table({k: pa.array(v, from_pandas=True) for k, v in columns.items()}))
     return result
-
-
-def _shown(column: str, kind: str) -> str:
-    """A record column as shown in snapshots (timestamps as ISO-8601 UTC)."""
-    return compiler.iso_time(ident(column)) if kind == "timestamp" else ident(column)
-
-
-def _snapshot_sql(spec: ContextSpec, bucket: tuple[int, int] | None = None) -> str:
-    """SQL rendering every profile's content (``profile_id, content_hash, content``): the document
-    without its build times (:func:`_doc_sql` adds them).
-
-    ``bucket = (i, n)`` limits it to the profiles of slice i of n (:func:`_slice_sql`), every
-    per-profile source filtered the same way, so a large build renders in n bounded slices.
-    """
-    i, n = bucket or (0, 1)
-    pred = f"{_slice_sql(n)} = {i}" if n > 1 else "TRUE"
-    sliced = f"_slice = {i}" if n > 1 else "TRUE"
-    horizon = spec.scores.horizon
-    def granted(category: str) -> str:
-        return compiler.consent_granted_sql(spec, category, f"pc.{ident('consent_' + category)}")
-
-    def gated(category: str | None, expr: str) -> str:
-        return f"CASE WHEN {granted(category)} THEN {expr} END" if category else expr
-
-    trait_fields = ", ".join(f"{lit(name)}, {gated(trait.consent, f't.{ident(name)}')}"
-                             for name, trait in spec.traits.items()) or "'none', NULL"
-    recent = spec.snapshot.recent_events
-    types = ", ".join(lit(t) for t in recent.types) or "''"
-    record_tables = [n for n, t in spec.record_tables.items() if not t.interactions]
-    interaction_tables = [(n, t) for n, t in spec.record_tables.items() if t.interactions]
-    ctes = [
-        f"recent AS (SELECT profile_id, max_by({{'type': type, 'event': event, 'name': name, "
-        f"'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%gZ'), 'page_path': page_path, "
-        f"'properties': left(properties, {recent.max_chars})}}, (timestamp, message_id), {max(recent.limit, 1)}) "
-        "AS events "
-        f"FROM events_sliced WHERE type IN ({types}) AND {sliced} GROUP BY profile_id)",
-    ]
-    record_parts = []
-    for name in record_tables:
-        table = spec.record_tables[name]
-        cols = ", ".join(f"{lit(c)}: {_shown(c, kind)}" for c, kind in table.columns.items())
-        order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
-        ctes.append(f"rec_{name} AS (SELECT profile_id, max_by({{{cols}}}, ({order})) AS row "
-                    f"FROM {ident(name + '_profiled')} WHERE {pred} GROUP BY profile_id)")
-        record_parts.append((name, f"rec_{name}"))
-    inter_parts = []
-    for name, table in interaction_tables:
-        assert table.interactions
-        cols = ", ".join(
-            f"{lit(c)}: " + (f"left({ident(c)}, {table.interactions.max_chars})"
-                             if c == table.interactions.text_column else _shown(c, kind))
-            for c, kind in table.columns.items() if c not in table.identifiers.values())
-        order = ", ".join(ident(c) for c in (table.updated_at, *table.primary_key))
-        ctes.append(f"int_{name} AS (SELECT profile_id, max_by({{'table': {lit(name)}, {cols}}}, "
-                    f"({order}), {table.interactions.keep}) AS items "
-                    f"FROM {ident(name + '_profiled')} WHERE {pred} GROUP BY profile_id)")
-        inter_parts.append(f"int_{name}")
-    records_obj = ("json_object(" + ", ".join(f"{lit(n)}, {alias}.row" for n, alias in record_parts) + ")"
-                   if record_parts else "json_object()")
-    inter_list = ("list_concat(" + ", ".join(f"coalesce({a}.items, [])" for a in inter_parts) + ")"
-                  if len(inter_parts) > 1 else (f"coalesce({inter_parts[0]}.items, [])" if inter_parts else "[]"))
-    sections = {
-        "profile": "json_object('identifiers', ids.identifiers" + (
-            ", 'consent', json_object(" + ", ".join(f"{lit(n)}, {granted(n)}" for n in spec.consent) + "))"
-            if spec.consent else ")"),
-        "scores": f"json_object('churn_risk', s.churn_risk, 'p_alive', s.p_alive, 'expected_orders_{horizon}', "
-                  f"s.expected_orders, 'ltv_{horizon}', s.ltv, 'repeat_purchases', s.repeat_purchases)",
-        "traits": f"json_object({trait_fields})",
-        "records": records_obj,
-        "interactions": f"to_json({inter_list})",
-        "recent_events": f"to_json(coalesce(recent.events, {'[]' if recent.limit else '[]'}))",
-    }
-    content = ", ".join(f"{lit(sec.name)}, {gated(sec.consent, sections[sec.name])}" for sec in spec.snapshot.sections)
-    joins = " ".join(f"LEFT JOIN {alias} USING (profile_id)" for _, alias in record_parts)
-    joins += " " + " ".join(f"LEFT JOIN {a} USING (profile_id)" for a in inter_parts)
-    return (
-        f"WITH {', '.join(ctes)}, content AS (SELECT p.profile_id, json_object('profile_id', p.profile_id, "
-        f"{content}) AS content FROM (SELECT profile_id FROM profiles WHERE {sliced}) p "
-        f"LEFT JOIN (SELECT profile_id, identifiers FROM profile_identifiers WHERE {sliced}) ids USING (profile_id) "
-        f"LEFT JOIN (SELECT * FROM traits WHERE {sliced}) t USING (profile_id) "
-        f"LEFT JOIN (SELECT * FROM scores WHERE {sliced}) s USING (profile_id) "
-        f"LEFT JOIN recent USING (profile_id) {joins}"
-        f"{' LEFT JOIN profile_consent pc USING (profile_id)' if spec.consent else ''}) "
-        f"SELECT profile_id, md5(content) AS content_hash, content FROM content"
-    )
-
-
-def _field_changes_sql(built_at: datetime) -> str:
-    """Per profile of ``slice_docs`` whose content changed (or whose state predates field tracking):
-    ``field_hashes`` and ``changed_at``, JSON objects keyed by field path (``traits.plan``, ``records.crm`` …;
-    list sections whole, as :func:`customer_context.serve.replay.changed_fields` compares them).
-
-    A field keeps its previous time when its value's hash is the previous one, and gets this build's time
-    otherwise (a new profile: every field). A field it had no hash of counts as ``null`` before, as the
-    history's comparison has it (so a field that was always ``null`` never changed: its time is ``null``). A
-    profile whose previous state has no hashes (written before fields were tracked) gets ``null`` times: when
-    those fields changed is unknown here (the history knows).
-    """
-    import hashlib
-
-    null_hash = hashlib.md5(b"null", usedforsecurity=False).hexdigest()[:FIELD_HASH_CHARS]
-    by_field = ", ".join(lit(s) for s in FIELD_SECTIONS)
-    skip = ", ".join(lit(k) for k in BOOKKEEPING_KEYS)
-    return (
-        "WITH need AS (SELECT profile_id, content, known, prev_hashes, prev_changed_at FROM slice_docs "
-        "WHERE changed OR (known AND prev_hashes IS NULL)), "
-        "parts AS (SELECT n.profile_id, j.key AS section, j.value AS value FROM need n, json_each(n.content) j "
-        f"WHERE j.key NOT IN ({skip})), "
-        "fields AS (SELECT p.profile_id, p.section || '.' || f.key AS path, f.value AS value "
-        f"FROM parts p, json_each(p.value) f WHERE p.section IN ({by_field}) AND json_type(p.value) = 'OBJECT' "
-        "UNION ALL SELECT profile_id, section AS path, value FROM parts "
-        f"WHERE NOT (section IN ({by_field}) AND json_type(value) IN ('OBJECT', 'NULL'))), "
-        "prev_h AS (SELECT n.profile_id, j.key AS path, j.value ->> '$' AS h FROM need n, json_each(n.prev_hashes) j), "
-        "prev_t AS (SELECT n.profile_id, j.key AS path, j.value ->> '$' AS at "
-        "FROM need n, json_each(n.prev_changed_at) j), "
-        f"timed AS (SELECT f.profile_id, f.path, left(md5(CAST(f.value AS VARCHAR)), {FIELD_HASH_CHARS}) AS h, "
-        f"CASE WHEN coalesce(ph.h, {lit(null_hash)}) = left(md5(CAST(f.value AS VARCHAR)), {FIELD_HASH_CHARS}) "
-        "THEN pt.at "
-        f"WHEN n.known AND n.prev_hashes IS NULL THEN NULL ELSE {lit(built_at.isoformat())} END AS at "
-        "FROM fields f JOIN need n USING (profile_id) LEFT JOIN prev_h ph USING (profile_id, path) "
-        "LEFT JOIN prev_t pt USING (profile_id, path)) "
-        "SELECT n.profile_id, "
-        "to_json(map_from_entries(coalesce(list((t.path, t.h) ORDER BY t.path) FILTER (WHERE t.path IS NOT NULL), "
-        "[]))) AS field_hashes, "
-        "to_json(map_from_entries(coalesce(list((t.path, t.at) ORDER BY t.path) FILTER (WHERE t.path IS NOT NULL), "
-        "[]))) AS changed_at "
-        "FROM need n LEFT JOIN timed t USING (profile_id) GROUP BY n.profile_id"
-    )
-
-
-def _doc_sql(built_at: datetime, data_as_of: datetime | None) -> str:
-    """The served document: ``content`` with the build times appended, as ``json_merge_patch(content,
-    {built_at, data_as_of})`` would write it (no ``data_as_of`` when unknown), without parsing it again."""
-    times = {"built_at": built_at.isoformat(), "data_as_of": data_as_of.isoformat() if data_as_of else None}
-    tail = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in times.items() if v is not None) + "}"
-    return f"concat(left(content, -1), {lit(tail)})"
-
-
-def fit_to_budget(doc: str, max_bytes: int, order: tuple[str, ...] = SECTION_DROP_ORDER) -> tuple[str, list[str]]:
-    """Cut a snapshot to ``max_bytes``: halve list sections from the least important, then drop
-    whole sections; what was cut is listed under ``truncated``. Never drops the profile."""
-    if len(doc.encode()) <= max_bytes:
-        return doc, []
-    data = json.loads(doc)
-    cut: list[str] = []
-
-    def size() -> int:
-        return len(json.dumps({**data, "truncated": cut}, separators=(",", ":")).encode())
-
-    for section in order:
-        value = data.get(section)
-        while isinstance(value, list) and value and size() > max_bytes:
-            kept = len(value) // 2
-            cut.append(f"{section}: kept {kept} of {len(value)}")
-            value = value[:kept]
-            data[section] = value
-        if size() > max_bytes and section in data:
-            cut.append(f"{section}: dropped")
-            data.pop(section)
-        if size() <= max_bytes:
-            break
-    data["truncated"] = cut
-    return json.dumps(data, separators=(",", ":")), cut
 
 
 def build_context(
@@ -970,6 +612,7 @@ def build_context(
     reland: bool = False,
     full: bool = False,
     pii_key: str = "",
+    engine_type: Callable[[str | None], BuildEngine] = DuckDBEngine,
 ) -> BuildReport:
     """Run one build. See the module docstring for the stages.
 
@@ -991,6 +634,8 @@ def build_context(
         full: Recompute from scratch: score parameters refitted whatever their age, and everything landed
             again (``reland``).
         pii_key: The PII hash key (suppressed identifiers are stored as keyed hashes).
+        engine_type: Makes the engine the build computes with, given ``memory_limit``
+            (:class:`~customer_context.assemble.engine.BuildEngine`; default: an in-memory DuckDB).
 
     Returns:
         The report.
@@ -1002,7 +647,8 @@ def build_context(
         guard = LandingGuard(store, pii_key, on_wait=lambda: progress and progress("waiting for a deletion job"))
         try:
             return _build_once(lakehouse, store, spec, guard, as_of=as_of, progress=progress,
-                               memory_limit=memory_limit, commit=commit, reland=reland, full=full)
+                               memory_limit=memory_limit, commit=commit, reland=reland, full=full,
+                               engine_type=engine_type)
         except DeletionRaced:
             if attempt == BUILD_ATTEMPTS - 1:
                 raise
@@ -1024,233 +670,72 @@ def _build_once(
     commit: bool = True,
     reland: bool = False,
     full: bool = False,
+    engine_type: Callable[[str | None], BuildEngine] = DuckDBEngine,
 ) -> BuildReport:
-    """One attempt of :func:`build_context` (raises ``DeletionRaced`` when it must start again)."""
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from customer_context import identifiers
-    from customer_context.assemble import identity
-
+    """One attempt of :func:`build_context` (raises ``DeletionRaced`` when it must start again): the stages in
+    order, each timed and reported."""
     built_at = datetime.now(UTC)
     report = BuildReport(built_at=built_at.isoformat(), dry_run=not commit)
+    engine = engine_type(memory_limit)  # made (its libraries imported) before the stages' clock starts
     stages = _Stages(report, progress)
-    con = duckdb.connect()
-    identifiers.register(con)  # the Python form of the identifier normalisations SQL cannot say exactly
-    # tables are compressed at each checkpoint (a fifth of their plain in-memory size)
-    con.execute("ATTACH ':memory:' AS build (COMPRESS)")
-    con.execute("USE build")
-    if memory_limit:
-        con.execute(f"SET memory_limit = {lit(memory_limit)}")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = false")  # lets DuckDB stream large results in less memory
-    import tempfile
-
-    # an in-memory database spills to disk only where told (Lambda: /tmp, sized by EphemeralStorage)
-    con.execute(f"SET temp_directory = {lit(str(Path(tempfile.gettempdir()) / 'customer-context-duckdb'))}")
     try:
-        _register_events(con, lakehouse, spec, report)
-        _register_records(con, lakehouse, spec)
-        max_received = _scalar(con, "SELECT max(received_at) FROM events_unique")
-        data_as_of = max_received.astimezone(UTC) if max_received else None
+        read = _read(engine, lakehouse, spec, built_at, as_of)
+        data_as_of = read.events.data_as_of
+        report.events = read.events.events
+        report.conflicting_message_ids = read.events.conflicting_message_ids
+        report.flagged_times = read.events.flagged_times
         report.data_as_of = data_as_of.isoformat() if data_as_of else None
-        # Windows and scores are relative to the data's clock (rounded down to the spec's resolution),
-        # not the wall clock: a rebuild with no new data yields the same content, hence lands nothing.
-        clock = as_of or _floor(data_as_of or built_at, spec.snapshot.clock_resolution)
-        report.as_of = clock.isoformat()
+        report.as_of = read.clock.isoformat()
         stages.done("read", f"{report.events:,} events")
 
-        nodes, edges, report.suppressed_identifiers = _identity_inputs(con, spec, guard)
-        config = identity.IdentityConfig(
-            rules={name: identity.IdentifierRule(name, rule.priority, rule.limit)
-                   for name, rule in spec.identifiers.types.items()},
-            blocked_values=tuple(spec.identifiers.blocked_values),
-            max_identifiers_per_profile=spec.identifiers.max_identifiers_per_profile,
-        )
-        result = identity.resolve(identity.nodes_from_arrow(nodes), identity.edges_from_arrow(edges), config,
-                                  _previous_identity(lakehouse))
-        del nodes, edges
-        graph = identity.result_to_arrow(result)
-        con.register("id_map", graph)
-        slices = max(1, -(-report.events // EVENTS_PER_SLICE))
-        # each profile's slice, kept (like traits and scores) in slice order: a slice's rows are read alone
-        con.execute(f"CREATE TABLE profiles AS SELECT profile_id, CAST({_slice_sql(slices)} AS INTEGER) AS _slice "
-                    "FROM (SELECT DISTINCT profile_id FROM id_map) ORDER BY _slice")
-        report.identifiers = graph.num_rows
-        report.profiles = int(_scalar(con, "SELECT count(*) FROM profiles"))
-        report.rejected_edges = len(result.rejected_edges)
-        report.merged_profiles = len(result.merged)
-        # kept as Arrow until the commit; the result's Python objects are let go
-        edges_refused = result.rejected_edges
-        rejected = pa.Table.from_pydict({
-            **{k: [getattr(e, k) for e, _ in edges_refused] for k in ("a_type", "a_value", "b_type", "b_value",
-                                                                      "first_seen", "source")},
-            "reason": [r for _, r in edges_refused], "built_at": [built_at] * len(edges_refused),
-        }, schema=lakehouse.arrow_schema("identity_rejected_edges"))
-        del edges_refused
-        del result
-        _profile_events(con, spec, slices)
+        identity = _identity(engine, lakehouse, spec, guard, report.events, built_at)
+        report.suppressed_identifiers = identity.suppressed_identifiers
+        report.identifiers = identity.identifiers
+        report.profiles = identity.profiles
+        report.rejected_edges = identity.rejected_edges
+        report.merged_profiles = identity.merged_profiles
         stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
                                 f"{report.rejected_edges:,} edges refused")
 
-        _compute_traits(con, spec, clock, report)
+        counts = _traits(engine, spec, read.clock)
+        report.invalid_values, report.unconverted_values = counts.invalid, counts.unconverted
         stages.done("traits", f"{len(spec.traits)} traits")
-        models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
-        if full:
-            models.fresh = False  # refitted now; older parameters stay the fallback if the fit fails
-        report.scores = _compute_scores(con, spec, clock, models)
+        report.scores = _scores(engine, lakehouse, spec, read.clock, built_at, full)
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
-        # Each slice of profiles (by hash) is rendered once into a small table of contents and hashes; only
-        # the changed ones become documents, streamed to the store and to the history's data files. What
-        # changed is decided in DuckDB against the previous build's state: only changed documents and
-        # moved identifiers ever reach Python.
-        _register_previous(con, lakehouse)
-        if full:
-            report.relanded = "a full build"
-        elif reland:
-            report.relanded = "asked for (reland)"
-        elif commit:
-            report.relanded = _store_out_of_step(con, lakehouse, store)
+        lander = Lander(store, built_at.isoformat(), report.data_as_of, spec.snapshot.max_bytes)
+        report.relanded = _relanded(engine, lakehouse, lander, full=full, reland=reland, commit=commit)
         if report.relanded:
             logger.warning("landing every snapshot and alias again", extra={"reason": report.relanded})
-        everything = "TRUE" if report.relanded else "FALSE"
-        con.execute(
-            "CREATE TABLE profile_identifiers AS SELECT profile_id, any_value(_slice) AS _slice, "
-            "to_json(map_from_entries(list_sort(list((identifier_type, vals))))) AS identifiers FROM ("
-            "SELECT profile_id, identifier_type, list_sort(list(identifier_value)) AS vals FROM id_map "
-            "GROUP BY ALL) JOIN profiles USING (profile_id) GROUP BY profile_id ORDER BY _slice")
-        con.execute("CREATE TABLE docs (profile_id VARCHAR, content_hash VARCHAR, version BIGINT, changed BOOLEAN, "
-                    "field_hashes VARCHAR, changed_at VARCHAR)")
+        everything = bool(report.relanded)
         if commit:
             guard.enter()  # from here to the commit, no deletion job runs (and none finished since the start)
         history = _History(lakehouse, built_at, data_as_of) if commit else None
-        refused: list[Refused] = []
-        max_bytes = spec.snapshot.max_bytes
-        built_iso = built_at.isoformat()
-        rendering = rendering_cpu = 0.0
-        try:
-            for i in range(slices):
-                t0, c0 = time.perf_counter(), time.process_time()
-                # a new content is a new version; an unchanged one keeps its version (and lands only when
-                # everything lands again)
-                con.execute(
-                    "CREATE TEMP TABLE slice_docs AS SELECT *, CASE WHEN changed THEN coalesce(prev_version, 0) + 1 "
-                    "ELSE prev_version END AS version FROM (SELECT d.profile_id, d.content_hash, d.content, "
-                    "s.version AS prev_version, s.content_hash IS DISTINCT FROM d.content_hash AS changed, "
-                    "s.profile_id IS NOT NULL AS known, s.field_hashes AS prev_hashes, "
-                    "s.changed_at AS prev_changed_at "
-                    f"FROM ({_snapshot_sql(spec, (i, slices))}) d LEFT JOIN prev_state s USING (profile_id))")
-                # when each field last changed: recomputed for the changed profiles only, carried for the others
-                con.execute(f"CREATE TEMP TABLE slice_fields AS {_field_changes_sql(built_at)}")
-                con.execute("CREATE TEMP TABLE slice_all AS SELECT d.*, CASE WHEN f.profile_id IS NULL THEN "
-                            "d.prev_hashes ELSE f.field_hashes END AS field_hashes, CASE WHEN f.profile_id IS NULL "
-                            "THEN d.prev_changed_at ELSE f.changed_at END AS changed_at "
-                            "FROM slice_docs d LEFT JOIN slice_fields f USING (profile_id)")
-                con.execute("INSERT INTO docs SELECT profile_id, content_hash, version, changed, field_hashes, "
-                            "changed_at FROM slice_all")
-                rendering += time.perf_counter() - t0
-                rendering_cpu += time.process_time() - c0
-                reader = con.sql(f"SELECT profile_id, version, content_hash, doc, strlen(doc) > {max_bytes} AS over, "
-                                 f"changed, changed_at FROM (SELECT *, {_doc_sql(built_at, data_as_of)} AS doc "
-                                 f"FROM slice_all WHERE changed OR {everything})").to_arrow_reader(5000)
-                for batch in reader:
-                    pids, versions, hashes, docs = (batch.column(c).to_pylist() for c in range(4))
-                    times = batch.column(6).to_pylist()
-                    cut_docs = False
-                    for n in (pc.indices_nonzero(batch.column(4)).to_pylist() if pc.any(batch.column(4)).as_py()
-                              else ()):
-                        docs[n], cut = fit_to_budget(docs[n], max_bytes)
-                        report.truncated_profiles += bool(cut)
-                        cut_docs = True
-                    report.items_written += store.put_snapshots(
-                        (SnapshotItem(pid, doc, content_hash, version, built_iso, report.data_as_of, changed_at)
-                         for pid, version, content_hash, doc, changed_at
-                         in zip(pids, versions, hashes, docs, times, strict=True)),
-                        refused)
-                    if history is not None:
-                        # the history holds each version once: what lands again unchanged is not repeated
-                        changed = batch.column(5)
-                        if report.relanded and not pc.all(changed).as_py():
-                            history.write(batch.filter(changed),
-                                          [d for d, c in zip(docs, changed.to_pylist(), strict=True) if c]
-                                          if cut_docs else None)
-                        else:
-                            history.write(batch, docs if cut_docs else None)
-                del reader
-                con.execute("DROP TABLE slice_all")
-                con.execute("DROP TABLE slice_fields")
-                con.execute("DROP TABLE slice_docs")
-            if history is not None:
-                history.close()
-        except BaseException:
-            if history is not None:
-                history.abandon()
-            raise
-        report.changed_profiles = int(_scalar(con, "SELECT count(*) FROM docs WHERE changed"))
-        stages.record("snapshots", rendering, rendering_cpu, f"{report.profiles:,} documents rendered"
-                      + (f" in {slices} slices" if slices > 1 else ""))
+        rendered = _snapshots(engine, lander, history, spec, identity.slices, built_at, data_as_of, everything)
+        report.changed_profiles = rendered.changed_profiles
+        report.items_written += rendered.items_written
+        report.truncated_profiles = rendered.truncated_profiles
+        stages.record("snapshots", rendered.seconds, rendered.cpu_seconds, f"{report.profiles:,} documents rendered"
+                      + (f" in {identity.slices} slices" if identity.slices > 1 else ""))
 
-        def rows(sql: str) -> Any:
-            for batch in con.sql(sql).to_arrow_reader(50_000):
-                yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
-
-        aliases = store.put_aliases(rows(
-            "SELECT m.identifier_type, m.identifier_value, m.profile_id FROM id_map m LEFT JOIN prev_ids p "
-            "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value "
-            f"WHERE p.profile_id IS DISTINCT FROM m.profile_id OR {everything}"), refused)
-        report.items_written += aliases
-        deleted = store.delete_aliases(rows(
-            "SELECT p.identifier_type, p.identifier_value FROM prev_ids p ANTI JOIN id_map m "
-            "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value"))
-        deleted += store.delete_snapshots(r[0] for r in rows(
-            "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM profiles) "
-            "ORDER BY 1"))
-        report.items_deleted += deleted
-        report.quarantined = [r.to_dict() for r in refused]
-        if refused:
-            logger.warning("items the serving store cannot hold were quarantined",
-                           extra={"quarantined": len(refused), "first": report.quarantined[0]})
-        generation = uuid.uuid4().hex
-        if commit:
-            store.put_landing_marker(generation)
-        stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {aliases:,} aliases written, "
-                               f"{deleted:,} items deleted"
-                    + (f", {len(refused):,} quarantined" if refused else "")
+        landed = _landing(engine, lander, everything, commit)
+        report.items_written += landed.aliases
+        report.items_deleted += landed.deleted
+        report.quarantined = lander.quarantined()
+        refused = len(report.quarantined)
+        stages.done("landing", f"{report.changed_profiles:,} changed snapshots, {landed.aliases:,} aliases written, "
+                               f"{landed.deleted:,} items deleted"
+                    + (f", {refused:,} quarantined" if refused else "")
                     + (f"; everything landed again: {report.relanded}" if report.relanded else ""))
         if not commit:
             stages.done("commit", "skipped: dry run")
             return report
 
         assert history is not None
-        history.commit()
-        graph_rows = graph.append_column("built_at", pa.repeat(pa.scalar(built_at, pa.timestamp("us", "UTC")),
-                                                               graph.num_rows))
-        lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
-        del graph_rows
-        lakehouse.overwrite("identity_rejected_edges", rejected)
-        if report.scores.get("refitted"):
-            model = {k: v for k, v in report.scores.items() if k in ("bgnbd", "gamma_gamma", "buyers",
-                                                                     "repeat_buyers")}
-            model["fitted_at"] = built_at.isoformat()
-            lakehouse.append("score_models", pa.Table.from_pylist(
-                [{"fitted_at": built_at, "model": json.dumps(model)}], schema=lakehouse.arrow_schema("score_models")))
-        state = con.sql(
-            f"SELECT d.profile_id, d.version, d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} "
-            "ELSE s.built_at END AS built_at, d.field_hashes, d.changed_at FROM docs d "
-            "LEFT JOIN prev_state s USING (profile_id)"
-        ).to_arrow_table()
-        # a state table made before fields were tracked gains their columns; rows are written with the table's
-        # own field ids (an evolved table's may differ from the declared ones)
-        lakehouse.add_missing_columns("profile_state")
-        lakehouse.overwrite("profile_state", state.cast(lakehouse.table("profile_state").schema().as_arrow()),
-                            {LANDING_GENERATION: generation})
+        _commit(engine, lakehouse, history, identity, report.scores, built_at, landed.generation)
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report
     finally:
         guard.exit()
-        con.close()
-
-
+        engine.close()

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from customer_context.identifiers import normalize_sql
+from customer_context.models.events import EVENT_CONTENT, NAMEABLE_EVENT_COLUMNS
 from customer_context.spec import (
-    NUMERIC_KINDS,
     Condition,
     ContextSpec,
     EventFilter,
@@ -24,13 +24,10 @@ from customer_context.spec import (
     duration_seconds,
     is_currency,
 )
+from customer_context.trait_kinds import TRAIT_KINDS, Aggregate
 
 # Columns of `events` a trait may name directly (not JSON).
-EVENT_COLUMNS = frozenset({
-    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id", "timestamp",
-    "source_id", "channel", "ip", "user_agent", "locale", "library_name", "library_version", "name", "category",
-    "page_url", "page_path", "page_title", "page_referrer", "page_search",
-})
+EVENT_COLUMNS = NAMEABLE_EVENT_COLUMNS
 _JSON_ROOTS = {"properties": "properties", "traits": "traits", "context": "context"}
 _KEY = re.compile(r"^[A-Za-z0-9_$-]+$")
 
@@ -78,14 +75,8 @@ def event_value(path: str) -> str:
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
 
 
-# An event's content: what two copies of one messageId must agree on to be the same event. A retry's copy
-# differs only in what collect stamps (receivedAt, the skew-corrected timestamp, sentAt, the request's ip).
-EVENT_CONTENT = ("type", "event", "user_id", "anonymous_id", "previous_id", "name", "category", "page_url",
-                 "page_path", "page_title", "properties", "traits")
-
-
 def event_content_sql() -> str:
-    """SQL: a digest of an event's content (:data:`EVENT_CONTENT`)."""
+    """SQL: a digest of an event's content (:data:`customer_context.models.events.EVENT_CONTENT`)."""
     return "md5(to_json({" + ", ".join(f"{lit(c)}: {ident(c)}" for c in EVENT_CONTENT) + "}))"
 
 
@@ -217,38 +208,6 @@ def event_filter(where: EventFilter | None, window_s: int | None, as_of: str = "
     return " AND ".join(parts) if parts else "TRUE"
 
 
-def _aggregate(kind: str, value: str | None, amount: Amount | None, cond: str, time_col: str, limit: int) -> str:
-    """One FILTER-ed aggregate (``amount``: the value under the numeric rule, for the numeric kinds)."""
-    nn = f"{cond} AND {value} IS NOT NULL" if value else cond
-    match kind:
-        case "count":
-            return f"count(*) FILTER (WHERE {cond})"
-        case "exists":
-            return f"coalesce(count(*) FILTER (WHERE {cond}) > 0, FALSE)"
-        case "sum" | "avg":
-            # exact decimal sums: a DOUBLE sum depends on the order parallel threads add in, which
-            # flips the last rounded digit between builds and re-lands unchanged customers
-            assert amount is not None
-            return (f"CAST(round({kind}({amount.exact}) FILTER (WHERE {cond} AND {amount.exact} IS NOT NULL), 4) "
-                    "AS DOUBLE)")
-        case "min" | "max":
-            assert amount is not None
-            return f"round({kind}({amount.number}) FILTER (WHERE {cond} AND {amount.number} IS NOT NULL), 4)"
-        case "first_value":
-            return f"arg_min({value}, ({time_col}, {value})) FILTER (WHERE {nn})"
-        case "last_value":
-            return f"arg_max({value}, ({time_col}, {value})) FILTER (WHERE {nn})"
-        case "first_time":
-            return iso_time(f"min({time_col}) FILTER (WHERE {cond})")
-        case "last_time":
-            return iso_time(f"max({time_col}) FILTER (WHERE {cond})")
-        case "unique_count":
-            return f"count(DISTINCT {value}) FILTER (WHERE {nn})"
-        case "unique_list":
-            return f"list_slice(list_sort(list_distinct(list({value}) FILTER (WHERE {nn}))), 1, {limit})"
-    raise SpecCompileError(f"kind {kind!r} cannot be an aggregate")
-
-
 @dataclass(frozen=True)
 class TraitQueries:
     """The SQL computing every trait: one grouped scan per source plus the special ones."""
@@ -269,9 +228,10 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
     separate: dict[str, str] = {}
     zero: list[str] = []
     for name, trait in spec.traits.items():
-        if trait.kind in ("count", "exists", "unique_count", "unique_list"):
+        kind = TRAIT_KINDS[trait.kind]
+        if kind.zero is not None:
             zero.append(name)
-        if trait.kind == "sql":
+        if kind.sql is None:  # the spec's own query
             assert trait.sql
             separate[name] = trait.sql.strip().rstrip(";")
             continue
@@ -297,9 +257,9 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
             parts.append(consent_granted_sql(spec, trait.consent, ident('consent_' + trait.consent)))
         plain = " AND ".join(parts) or "TRUE"
         cond = " AND ".join([*parts, *(c for c, _ in numeric)]) or "TRUE"
-        if trait.kind in NUMERIC_KINDS and value is None:
+        if kind.numeric and value is None:
             raise SpecCompileError(f"traits.{name}: property required")
-        figure = amount(spec, value, trait.unit, currency) if trait.kind in NUMERIC_KINDS and value else None
+        figure = amount(spec, value, trait.unit, currency) if kind.numeric and value else None
         cols = grouped_cols.setdefault(source, [])
         # what the trait met and could not read, counted per profile in the grouped scan (the build report sums)
         invalid = [not_a_number(expr) for expr in numbers_read] + ([figure.invalid] if figure else [])
@@ -307,10 +267,12 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
             column = f"_invalid_{name}"
             cols.append(f"count(*) FILTER (WHERE {plain} AND ({' OR '.join(invalid)})) AS {ident(column)}")
             counts.setdefault(source, []).append((column, name, "invalid"))
-        if trait.kind == "most_frequent":
-            separate[name] = _most_frequent(source, value, cond)  # type: ignore[arg-type]
+        sql = kind.sql(Aggregate(value, figure.number if figure else None, figure.exact if figure else None, cond,
+                                 time_col, trait.limit, source, iso_time))
+        if kind.own_query:
+            separate[name] = sql
             continue
-        cols.append(f"{_aggregate(trait.kind, value, figure, cond, time_col, trait.limit)} AS {ident(name)}")
+        cols.append(f"{sql} AS {ident(name)}")
         if figure is not None and is_currency(trait.unit):
             column = f"_unconverted_{name}"
             cols.append(f"count(*) FILTER (WHERE {cond} AND {figure.unconverted}) AS {ident(column)}")
@@ -320,16 +282,6 @@ def compile_traits(spec: ContextSpec) -> TraitQueries:
         for source, cols in grouped_cols.items() if cols
     }
     return TraitQueries(grouped, separate, tuple(zero), {k: tuple(v) for k, v in counts.items()})
-
-
-def _most_frequent(source: str, value: str, cond: str) -> str:
-    """Segment's rule: the most frequent value seen at least twice; ties → alphabetical first."""
-    return (
-        f"SELECT profile_id, arg_min(v, (-n, v)) AS value FROM ("
-        f"SELECT profile_id, {value} AS v, count(*) AS n FROM {source} "
-        f"WHERE {cond} AND {value} IS NOT NULL GROUP BY ALL HAVING count(*) >= 2"
-        f") GROUP BY profile_id"
-    )
 
 
 def consent_granted_sql(spec: ContextSpec, category: str, consent: str) -> str:

@@ -19,6 +19,7 @@ import orjson
 from customer_context import strict_json
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
+from customer_context.models import events as events_columns
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
 from customer_context.stores.blobs import BlobStore
 
@@ -30,14 +31,8 @@ _MAPPED = frozenset({
 _PAGE_FIELDS = ("url", "path", "title", "referrer", "search")
 _PAGE_NAMES = tuple((part, f"page.{part}") for part in _PAGE_FIELDS)
 
-#: The columns of an ``events`` row, in the table's schema order (tests/unit/test_ingest_fast_path.py
-#: checks them against stores/tables.py).
-EVENT_COLUMNS = (
-    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id", "timestamp",
-    "original_timestamp", "sent_at", "received_at", "source_id", "channel", "ip", "request_ip", "user_agent",
-    "locale", "library_name", "library_version", "name", "category", *(f"page_{part}" for part in _PAGE_FIELDS),
-    "properties", "traits", "context", "integrations", "extra",
-)
+#: The columns of an ``events`` row, in the table's schema order (defined in customer_context/models/events.py).
+EVENT_COLUMNS = events_columns.EVENT_COLUMNS
 
 # Where orjson writes a float differently from ``json`` (Python's repr): below 1e-4, e.g. 1e-05 is
 # written 0.00001 and 7e-09 as 7e-9. Other floats, and every other plain JSON value, come out the same.

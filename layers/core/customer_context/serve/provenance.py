@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from customer_context.spec import ContextSpec
+from customer_context.trait_kinds import TRAIT_KINDS
 
 
 def _trait(spec: ContextSpec, name: str) -> dict[str, Any]:
@@ -32,7 +33,8 @@ def _trait(spec: ContextSpec, name: str) -> dict[str, Any]:
     if trait is None:
         return {"from": "trait", "trait": name}
     definition = trait.model_dump(mode="json", by_alias=True, exclude_none=True,
-                                  exclude={"description", "limit"} if trait.kind != "unique_list" else {"description"})
+                                  exclude={"description"} if TRAIT_KINDS[trait.kind].uses_limit
+                                  else {"description", "limit"})
     return {"from": "trait", "trait": name, "definition": definition}
 
 

@@ -24,6 +24,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from customer_context.models.events import EVENTS
+
 
 def _s(field_id: int, name: str, doc: str, required: bool = False) -> NestedField:
     return NestedField(field_id, name, StringType(), required=required, doc=doc)
@@ -33,39 +35,11 @@ def _t(field_id: int, name: str, doc: str, required: bool = False) -> NestedFiel
     return NestedField(field_id, name, TimestamptzType(), required=required, doc=doc)
 
 
-EVENTS_SCHEMA = Schema(
-    _s(1, "message_id", "Unique event id (client's messageId, or derived from the content)", True),
-    _s(2, "type", "track | identify | page | screen | group | alias", True),
-    _s(3, "event", "Event name (track)"),
-    _s(4, "user_id", "userId"),
-    _s(5, "anonymous_id", "anonymousId"),
-    _s(6, "group_id", "groupId (group)"),
-    _s(7, "previous_id", "previousId (alias)"),
-    _t(8, "timestamp", "When it happened, corrected for client clock skew", True),
-    _t(9, "original_timestamp", "Client clock when it happened"),
-    _t(10, "sent_at", "Client clock when it was sent"),
-    _t(11, "received_at", "Server clock when collect received it", True),
-    _s(12, "source_id", "Source whose write key sent it", True),
-    _s(13, "channel", "server | browser | mobile …"),
-    _s(14, "ip", "context.ip (the request's address when the client sent none)"),
-    _s(15, "request_ip", "Address the request came from"),
-    _s(16, "user_agent", "context.userAgent"),
-    _s(17, "locale", "context.locale"),
-    _s(18, "library_name", "context.library.name"),
-    _s(19, "library_version", "context.library.version"),
-    _s(20, "name", "Page or screen name"),
-    _s(21, "category", "Page or screen category"),
-    _s(22, "page_url", "properties.url or context.page.url"),
-    _s(23, "page_path", "properties.path or context.page.path"),
-    _s(24, "page_title", "properties.title or context.page.title"),
-    _s(25, "page_referrer", "properties.referrer or context.page.referrer"),
-    _s(26, "page_search", "properties.search or context.page.search"),
-    _s(27, "properties", "properties as JSON text"),
-    _s(28, "traits", "traits (or context.traits) as JSON text"),
-    _s(29, "context", "context as JSON text"),
-    _s(30, "integrations", "integrations as JSON text"),
-    _s(31, "extra", "Unknown top-level fields as JSON text"),
-)
+# the columns are defined in customer_context/models/events.py (field id = position + 1)
+EVENTS_SCHEMA = Schema(*(
+    (_t if column.timestamp else _s)(position, column.name, column.doc, column.required)
+    for position, column in enumerate(EVENTS, 1)
+))
 
 REJECTED_SCHEMA = Schema(
     _s(1, "rejection_id", "Deterministic id of the rejection (dedupe key)", True),
