@@ -208,3 +208,15 @@ def test_requests_the_validation_reads_otherwise_go_to_the_resolver(fetch_app: A
     event = _event("api", "$default", "GET", "user_id", "u_000001", pairs, {"authorization": "Bearer ck_full"})
     assert authenticate_consumer(fetch_app.app, event) is None
     assert fetch_app._direct_context(event) is None
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_if_none_match_star_gives_304_for_a_known_customer(fetch_app: Any, direct: bool) -> None:
+    # Given a request for a known customer with If-None-Match: * (any current representation, RFC 9110)
+    event = _event("api", "$default", "GET", "user_id", "u_000001", [], {"authorization": "Bearer ck_full",
+                                                                         "if-none-match": "*"})
+    # Then it is not sent again, either way; an unknown customer is still 404
+    assert _call(fetch_app, event, direct)[0]["statusCode"] == 304
+    event = _event("api", "$default", "GET", "user_id", "nobody", [], {"authorization": "Bearer ck_full",
+                                                                       "if-none-match": "*"})
+    assert _call(fetch_app, event, direct)[0]["statusCode"] == 404

@@ -352,7 +352,8 @@ class ContextService:
         etag = self._etag(snapshot, pid if snapshot else None, selection, consumer, tail,
                           f"{fmt}:{budget if fmt == 'text' else ''}" + (":verbose" if verbose else ""))
         headers = {"ETag": etag, "Cache-Control": f"private, max-age={self.options.cache_max_age}"}
-        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+        tags = [t.strip() for t in if_none_match.split(",")] if if_none_match else []
+        if etag in tags or "*" in tags:  # "*": any current representation (RFC 9110 13.1.2)
             self._audit(consumer, via, identifier, pid if snapshot else None, None, snapshot, 304)
             return FetchResult(304, None, etag, headers)
         body = self.assemble(snapshot, pid if snapshot else None, identifier, consumer, selection, tail)
