@@ -110,6 +110,15 @@ def table() -> str:
                          f"{fp['features']} features, SQLite: p50 {feast['p50_ms']} ms, p99 {feast['p99_ms']} ms"
                          + (f"; DynamoDB on moto: p50 {dyn['p50_ms']} ms" if dyn else "")
                          + f" | Feast's time ÷ ours: {fp['fetch_vs_feast']['p50_ms']} (p50), aim ≥ 3 |")
+        fair = serve.get("fetch_vs_feast_fair", {})
+        if fair.get("ours_overhead") and fair.get("overhead_p99_ratio"):
+            mine, whole, feast = fair["ours_overhead"], fair["ours_in_process"], fair["feast"]["online"]
+            lines.append(f"| fetch handler in-process over SQLite, {fair['customers']:,} customers, "
+                         f"{fair['features']} trait fields: overhead (all but store reads) / whole | "
+                         f"p50 {mine['p50_ms']} / {whole['p50_ms']} ms, p99 {mine['p99_ms']} / {whole['p99_ms']} ms | "
+                         f"Feast get_online_features, same store kind and size: p50 {feast['p50_ms']} ms, p99 "
+                         f"{feast['p99_ms']} ms | Feast's p99 ÷ our overhead p99: {fair['overhead_p99_ratio']} "
+                         f"(whole handler {fair['whole_handler_p99_ratio']}), aim ≥ 3 |")
         # --- end Feast peer ---
     notes = []
     if ingest:
