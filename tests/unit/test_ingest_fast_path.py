@@ -201,3 +201,24 @@ def test_an_event_without_message_id_is_rejected_and_the_rest_commits(lakehouse:
     assert written == {"events": 2 - plain, "rejected_events": 2}
     reasons = [r["reason"] for r in lakehouse.scan("rejected_events").to_pylist()]
     assert reasons == ["messageId: missing (not stamped by collect)"] * 2
+
+
+def test_the_collector_is_paused_for_a_batch_and_restored_after() -> None:
+    import gc
+
+    from customer_context.collect.ingest import collector_paused
+
+    assert gc.isenabled()
+    try:
+        # Given the collector on: paused inside, on again after, even when the batch fails
+        with pytest.raises(RuntimeError), collector_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("append failed")
+        assert gc.isenabled()
+        # Given it off already (a caller's choice): still off after
+        gc.disable()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
