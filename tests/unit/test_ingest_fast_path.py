@@ -222,3 +222,21 @@ def test_the_collector_is_paused_for_a_batch_and_restored_after() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_events_tables_are_the_same_whatever_the_order_of_the_tables_columns() -> None:
+    import pyarrow as pa
+    from customer_context.collect.ingest import _events_table
+
+    # Given rows as tuples, and the table's schema as created and with its columns in another order
+    batch = IngestBatch(spool=None)
+    batch.add(envelope.body_of([envelope.dumps({"type": "track", "event": "Order Completed", "userId": f"u{n}",
+                                                "messageId": f"m{n}", "properties": {"n": n}, **STAMPED})
+                                for n in range(3)], []))
+    schema = TABLES["events"].schema.as_arrow()
+    reordered = pa.schema(list(reversed(list(schema))))
+    # Then both ways of building the table (one struct array, or column by column) hold the same rows
+    same_order, other_order = _events_table(batch.events, schema), _events_table(batch.events, reordered)
+    assert other_order.schema.names == reordered.names
+    assert other_order.select(schema.names).equals(same_order)
+    assert same_order.column("user_id").to_pylist() == ["u0", "u1", "u2"]
