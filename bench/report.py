@@ -35,8 +35,9 @@ def table() -> str:
         floor = (f"; least work from the queue JSON to the same columns + that write: "
                  f"{ingest['json_to_parquet_floor_events_per_s']:,} events/s"
                  if ingest.get("json_to_parquet_floor_events_per_s") else "")
-        ratio = (f" ({ingest['ingest_vs_json_to_parquet_floor']:.2f} of the JSON floor)"
-                 if ingest.get("ingest_vs_json_to_parquet_floor") else "")
+        ratio = (f" ({ingest['ingest_vs_json_to_parquet_floor']:.2f} of the JSON floor"
+                 + (f", {ingest['ingest_vs_floor_cpu']:.2f} in CPU" if ingest.get("ingest_vs_floor_cpu") else "")
+                 + ")" if ingest.get("ingest_vs_json_to_parquet_floor") else "")
         lines.append(f"| ingest: {how} | {ingest['ingest_events_per_s']:,} events/s "
                      f"| raw pyarrow Parquet write of the same rows: {ingest['raw_parquet_write_events_per_s']:,} "
                      f"events/s{floor} | {ingest['ingest_vs_raw_parquet']:.3f} of the raw floor{ratio}; aim ≥ 0.5 |")
@@ -110,6 +111,18 @@ def table() -> str:
                          f"{fp['features']} features, SQLite: p50 {feast['p50_ms']} ms, p99 {feast['p99_ms']} ms"
                          + (f"; DynamoDB on moto: p50 {dyn['p50_ms']} ms" if dyn else "")
                          + f" | Feast's time ÷ ours: {fp['fetch_vs_feast']['p50_ms']} (p50), aim ≥ 3 |")
+        fair = serve.get("fetch_vs_feast_fair", {})
+        if fair.get("ours_overhead") and fair.get("overhead_p99_ratio"):
+            mine, whole, feast = fair["ours_overhead"], fair["ours_in_process"], fair["feast"]["online"]
+            lines.append(f"| fetch handler in-process over SQLite, {fair['customers']:,} customers, "
+                         f"{fair['features']} trait fields: overhead (all but store reads) / whole | "
+                         f"p50 {mine['p50_ms']} / {whole['p50_ms']} ms, p99 {mine['p99_ms']} / {whole['p99_ms']} ms | "
+                         f"Feast get_online_features, same store kind and size: p50 {feast['p50_ms']} ms, p99 "
+                         f"{feast['p99_ms']} ms | Feast's p99 ÷ our overhead p99: {fair['overhead_p99_ratio']} "
+                         f"(whole handler {fair['whole_handler_p99_ratio']})"
+                         + (f"; per-call CPU time: p99 {fair['overhead_p99_ratio_cpu']}, p50 "
+                            f"{fair['overhead_p50_ratio_cpu']}" if fair.get("overhead_p99_ratio_cpu") else "")
+                         + ", aim ≥ 3 |")
         # --- end Feast peer ---
     notes = []
     if ingest:

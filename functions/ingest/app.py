@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context.collect.ingest import IngestBatch
+from customer_context.collect.ingest import IngestBatch, collector_paused
 from customer_context.observability import logger, metrics, tracer
 from customer_context.stores import factory
 
@@ -31,7 +31,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     def record_handler(record: SQSRecord) -> None:
         batch.add(record.body)
 
-    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)
-    batch.commit(factory.lakehouse())
+    with collector_paused():
+        response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                            context=context)
+        batch.commit(factory.lakehouse())
     return response

@@ -201,3 +201,42 @@ def test_an_event_without_message_id_is_rejected_and_the_rest_commits(lakehouse:
     assert written == {"events": 2 - plain, "rejected_events": 2}
     reasons = [r["reason"] for r in lakehouse.scan("rejected_events").to_pylist()]
     assert reasons == ["messageId: missing (not stamped by collect)"] * 2
+
+
+def test_the_collector_is_paused_for_a_batch_and_restored_after() -> None:
+    import gc
+
+    from customer_context.collect.ingest import collector_paused
+
+    assert gc.isenabled()
+    try:
+        # Given the collector on: paused inside, on again after, even when the batch fails
+        with pytest.raises(RuntimeError), collector_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("append failed")
+        assert gc.isenabled()
+        # Given it off already (a caller's choice): still off after
+        gc.disable()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_events_tables_are_the_same_whatever_the_order_of_the_tables_columns() -> None:
+    import pyarrow as pa
+    from customer_context.collect.ingest import _events_table
+
+    # Given rows as tuples, and the table's schema as created and with its columns in another order
+    batch = IngestBatch(spool=None)
+    batch.add(envelope.body_of([envelope.dumps({"type": "track", "event": "Order Completed", "userId": f"u{n}",
+                                                "messageId": f"m{n}", "properties": {"n": n}, **STAMPED})
+                                for n in range(3)], []))
+    schema = TABLES["events"].schema.as_arrow()
+    reordered = pa.schema(list(reversed(list(schema))))
+    # Then both ways of building the table (one struct array, or column by column) hold the same rows
+    same_order, other_order = _events_table(batch.events, schema), _events_table(batch.events, reordered)
+    assert other_order.schema.names == reordered.names
+    assert other_order.select(schema.names).equals(same_order)
+    assert same_order.column("user_id").to_pylist() == ["u0", "u1", "u2"]

@@ -165,3 +165,72 @@ def raw_body(event: dict[str, Any]) -> bytes:
         except (binascii.Error, ValueError):
             raise InvalidRequest("body: marked base64-encoded but is not base64") from None
     return body.encode("utf-8", errors="surrogateescape")
+
+
+# --- routes answered without the resolver (its per-request routing, middleware chain and pydantic validation
+# cost about as much as the request itself); each caller checks that both give the same responses ---
+
+def route_of(app: APIGatewayHttpResolver, event: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, str]] | None:
+    """The function ``app`` would route an HTTP API event to, with its raw path arguments, found as the resolver
+    finds it (its own patterns, in its order, on the path without the stage); ``None`` for an event the
+    resolver alone should answer: no route, or no plain method, stage and path."""
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or app._strip_prefixes:
+        return None
+    http, stage, path = context.get("http"), context.get("stage"), event.get("rawPath")
+    method = http.get("method") if isinstance(http, dict) else None
+    if not (isinstance(method, str) and isinstance(stage, str) and isinstance(path, str)):
+        return None
+    if stage != "$default":
+        path = path[len(stage) + 1:]
+    method = method.upper()
+    for route in (*app._static_routes, *app._dynamic_routes):
+        if route.method == method and (match := route.rule.match(path)):
+            return route.func, match.groupdict()
+    return None
+
+
+def plain_query(event: dict[str, Any], names: tuple[str, ...]) -> dict[str, str] | None:
+    """The query parameters ``names`` of an HTTP API event, as the resolver's validation receives them, when
+    the request is plain: string query values and headers, string cookies, no multi-value fields, none of
+    ``names`` repeated (the resolver hands a repeated one over as a list). ``None`` otherwise: the resolver
+    answers such a request."""
+    from urllib.parse import parse_qs
+
+    query = event.get("queryStringParameters") or {}
+    raw = event.get("rawQueryString")
+    headers = event.get("headers")
+    cookies = event.get("cookies") or []
+    if (not isinstance(query, dict) or not isinstance(headers, dict) or not isinstance(cookies, list)
+            or event.get("multiValueQueryStringParameters") or event.get("multiValueHeaders")
+            or (raw and not isinstance(raw, str))):
+        return None
+    for values in (query.values(), headers.values(), cookies):
+        if not all(isinstance(v, str) for v in values):
+            return None
+    if raw:
+        given = [pair.partition("=")[0] for pair in raw.split("&") if pair]
+        if len(set(given)) != len(given) or any("%" in n or "+" in n for n in given):  # as the resolver parses it
+            repeated = {n for n, v in parse_qs(raw, keep_blank_values=True).items() if len(v) > 1}
+            if not repeated.isdisjoint(names):
+                return None
+    return {name: query[name] for name in names if name in query}
+
+
+def handled_error(app: APIGatewayHttpResolver, exc: Exception) -> Response:
+    """The response ``app``'s registered error handlers give ``exc`` (re-raised when none does)."""
+    handler = app.exception_handler_manager.lookup_exception_handler(type(exc))
+    if handler is None:
+        raise exc
+    return handler(exc)  # type: ignore[no-any-return]
+
+
+def http_api_response(response: Response) -> dict[str, Any]:
+    """The payload 2.0 response the resolver builds from ``response`` on a route without CORS, compression or
+    cache-control settings (what Powertools' ``ResponseBuilder.build`` then does)."""
+    body: Any = response.body
+    if isinstance(body, bytes):
+        response.base64_encoded, body = True, base64.b64encode(body).decode()
+    headers = {k: v if isinstance(v, str) else ", ".join(v) for k, v in response.headers.items() if v is not None}
+    return {"statusCode": response.status_code, "body": body, "isBase64Encoded": response.base64_encoded,
+            "headers": headers, "cookies": [str(c) for c in response.cookies]}

@@ -14,7 +14,6 @@ where the object holds a body of the first form. Events keep the Segment spec's 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +38,6 @@ class Envelope:
     #: Decoded by orjson: only plain JSON values (no NaN/Infinity, no lone surrogates, every integer
     #: within 64 bits), which orjson serialises back exactly as ``json`` would (see ``ingest``).
     plain: bool = False
-
-
-# A run of 19 digits may be an integer beyond 64 bits, which orjson turns into a float: such bodies
-# are decoded by ``json`` (a long id inside a string only costs that slower path). Found by mapping
-# digits to "0" and everything else to "x" (bytes.translate and ``in`` run at memory speed; a regular
-# expression took longer than decoding the body).
-_DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))
-_LONG_DIGITS = b"0" * 19
 
 
 def dumps(value: Any) -> str:
@@ -120,24 +111,9 @@ def loads(body: str | bytes) -> Envelope:
 
 
 def _decode(body: str | bytes) -> tuple[Any, bool]:
-    """The decoded body, and whether orjson decoded it (its values are then plain JSON).
-
-    orjson is several times faster than ``json`` on queue messages; whatever it refuses (NaN,
-    Infinity, lone surrogates, huge numbers, another encoding than UTF-8) or might read differently
-    (integers beyond 64 bits) is decoded by ``json`` exactly as before, errors included.
-    """
-    import orjson  # here, not at the top: collect (a serving function) imports this module, never decodes
-
+    """The decoded body, and whether orjson decoded it (:func:`customer_context.strict_json.decode`)."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        raw = body.encode() if isinstance(body, str) else bytes(body)  # valid UTF-8: orjson read it
-        if _LONG_DIGITS not in raw.translate(_DIGITS_ONLY):
-            return data, True
-    try:
-        return json.loads(body), False
+        return strict_json.decode(body)
     except (ValueError, RecursionError) as exc:
         raise PoisonMessage(f"message body is not JSON: {exc}") from None
 

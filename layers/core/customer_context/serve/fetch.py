@@ -9,12 +9,12 @@ the live tail newer than the snapshot (one Query, two when the identifier is not
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from customer_context import strict_json
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog, normalize_identifier
 from customer_context.serve.consumers import Consumer
@@ -114,23 +114,6 @@ def select(cat: Catalog, consumer: Consumer, fields: str | Sequence[str] | None,
     return Selection(whole_sections, tuple(dict.fromkeys(f for f in want_fields if f not in cat.sections)))
 
 
-def _get_path(doc: dict[str, Any], path: str) -> tuple[bool, Any]:
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _set_path(out: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = out
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -180,6 +163,24 @@ class ContextService:
         self.identifier_types = (*spec.identifiers.types, PROFILE_ID)
         self._pii = pii
         self.audit = audit
+        self._selections: dict[tuple[Consumer, str | None, str | None], Selection] = {}
+        self._direct_fields: dict[str, frozenset[str]] = {}
+        self._paths: dict[Selection, tuple[tuple[str, ...], ...]] = {}
+
+    def _select(self, consumer: Consumer, fields: str | Sequence[str] | None,
+                sections: str | Sequence[str] | None) -> Selection:
+        """:func:`select`, remembered per consumer and query text (a few hundred at most; a refused selection
+        is never remembered, so it is refused with its reason every time)."""
+        if not (isinstance(fields, str | None) and isinstance(sections, str | None)):
+            return select(self.catalog, consumer, fields, sections)
+        key = (consumer, fields, sections)
+        hit = self._selections.get(key)
+        if hit is None:
+            hit = select(self.catalog, consumer, fields, sections)
+            if len(self._selections) >= 512:
+                self._selections.clear()
+            self._selections[key] = hit
+        return hit
 
     # -- resolution ------------------------------------------------------------------------------
     def identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
@@ -213,12 +214,29 @@ class ContextService:
         for section in selection.sections:
             if section in doc and consumer.allows_section(section):
                 out[section] = doc[section]
-        for path in selection.fields:
-            if path.split(".", 1)[0] in selection.sections:
-                continue
-            found, value = _get_path(doc, path)
-            _set_path(out, path, value if found else None)
+        for parts in self._field_paths(selection):  # as _get_path, then _set_path (a missing value is None)
+            node: Any = doc
+            for part in parts:
+                if not isinstance(node, dict) or part not in node:
+                    node = None
+                    break
+                node = node[part]
+            target = out
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = node
         return out
+
+    def _field_paths(self, selection: Selection) -> tuple[tuple[str, ...], ...]:
+        """The selection's fields outside its whole sections, split at their dots (remembered per selection, as
+        :meth:`_select`)."""
+        hit = self._paths.get(selection)
+        if hit is None:
+            hit = tuple(tuple(p.split(".")) for p in selection.fields if p.split(".", 1)[0] not in selection.sections)
+            if len(self._paths) >= 512:
+                self._paths.clear()
+            self._paths[selection] = hit
+        return hit
 
     def _tail(self, pid: str | None, identifier: tuple[str, str] | None, after: str | None) -> list[dict[str, Any]]:
         """Events newer than the snapshot, newest first, deduplicated by message id."""
@@ -236,7 +254,7 @@ class ContextService:
             if message_id in seen:
                 continue
             seen.add(message_id)
-            event = json.loads(item["event"])
+            event = strict_json.decode(item["event"])[0]
             event["received_at"] = received_at
             event["source"] = "live"
             events.append(event)
@@ -257,7 +275,7 @@ class ContextService:
     def assemble(self, snapshot: dict[str, Any] | None, pid: str | None, identifier: tuple[str, str],
                  consumer: Consumer, selection: Selection, tail: list[dict[str, Any]] | None) -> dict[str, Any]:
         """The JSON body for one customer (``snapshot`` None: known from live events only)."""
-        doc = json.loads(snapshot["doc"]) if snapshot else {}
+        doc = strict_json.decode(snapshot["doc"])[0] if snapshot else {}
         context = self._context(doc, selection, consumer)
         sources: dict[str, Any] = {"snapshot": sorted(context)} if snapshot else {"snapshot": []}
         gate = next((sec.consent for sec in self.spec.snapshot.sections if sec.name == "recent_events"), None)
@@ -321,7 +339,7 @@ class ContextService:
         if budget < 50 or budget > 100_000:
             raise InvalidRequest("max_tokens: expected an integer from 50 to 100000",
                                  details=[{"field": "max_tokens", "reason": "expected an integer from 50 to 100000"}])
-        selection = select(self.catalog, consumer, fields, sections)
+        selection = self._select(consumer, fields, sections)
         identifier = self.identifier(id_type, id_value)
         pid = identifier[1] if identifier[0] == PROFILE_ID else self.store.resolve(*identifier)
         snapshot = self.store.get_snapshot(pid) if pid else None
@@ -334,7 +352,8 @@ class ContextService:
         etag = self._etag(snapshot, pid if snapshot else None, selection, consumer, tail,
                           f"{fmt}:{budget if fmt == 'text' else ''}" + (":verbose" if verbose else ""))
         headers = {"ETag": etag, "Cache-Control": f"private, max-age={self.options.cache_max_age}"}
-        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+        tags = [t.strip() for t in if_none_match.split(",")] if if_none_match else []
+        if etag in tags or "*" in tags:  # "*": any current representation (RFC 9110 13.1.2)
             self._audit(consumer, via, identifier, pid if snapshot else None, None, snapshot, 304)
             return FetchResult(304, None, etag, headers)
         body = self.assemble(snapshot, pid if snapshot else None, identifier, consumer, selection, tail)
@@ -356,7 +375,9 @@ class ContextService:
             return
         sections, fields = [], []
         for section, data in (context or {}).items():
-            cat_fields = {f.path for f in self.catalog.fields_of(section)}
+            cat_fields = self._direct_fields.get(section)
+            if cat_fields is None:
+                cat_fields = self._direct_fields[section] = frozenset(f.path for f in self.catalog.fields_of(section))
             if isinstance(data, dict) and cat_fields and set(f"{section}.{k}" for k in data) < cat_fields:
                 fields += [f"{section}.{k}" for k in data]
             else:
