@@ -66,3 +66,13 @@ def test_the_function_url_still_needs_a_consumer_key(served: Any) -> None:
     assert lambda_runtime.invoke("fetch_context", event)["statusCode"] == 401
     event["headers"]["authorization"] = "Bearer ck_not_a_key"
     assert lambda_runtime.invoke("fetch_context", event)["statusCode"] == 401
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_other_methods_through_the_function_url_are_refused_not_errors(served: Any, method: str) -> None:
+    # The URL forwards any method (API Gateway routes only GET here): the handler must refuse it, not fail
+    url_event = load_event("fetch_context_function_url.json")
+    url_event["requestContext"]["http"]["method"] = method
+    answer = lambda_runtime.invoke("fetch_context", url_event)
+    assert answer["statusCode"] in (404, 405), answer
+    assert json.loads(answer["body"])["message"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from customer_context import strict_json
@@ -87,6 +88,14 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     def _too_deep(exc: RecursionError) -> Response:
         # json.loads of a body nested thousands of levels deep (request validation parses it)
         return json_response(400, {"code": "invalid_request", "message": "body: JSON nested too deeply"})
+
+    @app.not_found
+    def _no_route(exc: NotFoundError) -> Response:
+        # A Lambda function URL forwards any method and path (API Gateway only the declared routes); without
+        # this the catch-all below would answer a request for no route with a 500
+        event = app.current_event
+        return json_response(404, {"code": "not_found",
+                                   "message": f"no route {event.http_method} {event.path}"})
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
