@@ -18,7 +18,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context import api
-from customer_context.api import authenticate_consumer, consumer_api, docs_on_demand, json_response, raw_body
+from customer_context.api import (
+    authenticate_consumer,
+    consumer_api,
+    context_response,
+    docs_on_demand,
+    json_response,
+    raw_body,
+)
 from customer_context.observability import logger, metrics
 from customer_context.serve import models
 from customer_context.stores import factory
@@ -138,12 +145,7 @@ def _context_response(consumer: Any, identifier_type: str, identifier_value: str
     result = factory.context_service().fetch(
         unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=fmt,
         max_tokens=max_tokens, if_none_match=if_none_match, verbose=verbose)
-    if result.status == 304:
-        return Response(status_code=304, body="", headers=result.headers)
-    if result.is_text:
-        return Response(status_code=200, content_type="text/plain; charset=utf-8", body=result.body,
-                        headers=result.headers)
-    return json_response(200, result.body, result.headers)  # type: ignore[arg-type]
+    return context_response(result)
 
 
 @app.post(

@@ -9,6 +9,7 @@ on the first query (this function runs in the analytics image), not at import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -17,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from customer_context import strict_json
-from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
+from customer_context.api import authenticate_consumer, consumer_api, context_response, json_response, raw_body
 from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
@@ -99,6 +100,12 @@ _TYPE = Annotated[str, Path(description="user_id, email, anonymous_id, … or pr
 _VALUE = Annotated[str, Path(description="The identifier")]
 
 
+def _replay_read(read: Callable[..., dict[str, Any]], identifier_type: str, identifier_value: str) -> Response:
+    """One of serve.replay's reads (history, audit_trail, identity) for the customer in the path, as JSON."""
+    return json_response(200, read(factory.context_service(), factory.lakehouse(), app.context["consumer"],
+                                   unquote(identifier_type), unquote(identifier_value), _budget()))
+
+
 @app.get(
     "/v1/context/<identifier_type>/<identifier_value>/history",
     summary="One customer's snapshot versions and the fields each build changed",
@@ -111,9 +118,7 @@ _VALUE = Annotated[str, Path(description="The identifier")]
 def get_history(identifier_type: _TYPE, identifier_value: _VALUE):  # noqa: ANN201 - Powertools reads return annotations
     from customer_context.serve import replay
 
-    body = replay.history(factory.context_service(), factory.lakehouse(), app.context["consumer"],
-                          unquote(identifier_type), unquote(identifier_value), _budget())
-    return json_response(200, body)
+    return _replay_read(replay.history, identifier_type, identifier_value)
 
 
 @app.get(
@@ -142,10 +147,7 @@ def get_replay(  # noqa: ANN201 - Powertools reads return annotations as respons
                            unquote(identifier_type), unquote(identifier_value), at=replay.parse_at(at),
                            version=version, fields=fields, sections=sections, fmt=format, max_tokens=max_tokens,
                            budget=_budget())
-    if result.is_text:
-        return Response(status_code=200, content_type="text/plain; charset=utf-8", body=result.body,
-                        headers=result.headers)
-    return json_response(200, result.body, result.headers)  # type: ignore[arg-type]
+    return context_response(result)
 
 
 @app.get(
@@ -160,9 +162,7 @@ def get_replay(  # noqa: ANN201 - Powertools reads return annotations as respons
 def get_audit(identifier_type: _TYPE, identifier_value: _VALUE):  # noqa: ANN201 - Powertools reads return annotations
     from customer_context.serve import replay
 
-    body = replay.audit_trail(factory.context_service(), factory.lakehouse(), app.context["consumer"],
-                              unquote(identifier_type), unquote(identifier_value), _budget())
-    return json_response(200, body)
+    return _replay_read(replay.audit_trail, identifier_type, identifier_value)
 
 
 @app.get(
@@ -178,9 +178,7 @@ def get_audit(identifier_type: _TYPE, identifier_value: _VALUE):  # noqa: ANN201
 def get_identity(identifier_type: _TYPE, identifier_value: _VALUE):  # noqa: ANN201 - Powertools reads return annotations
     from customer_context.serve import replay
 
-    body = replay.identity(factory.context_service(), factory.lakehouse(), app.context["consumer"],
-                           unquote(identifier_type), unquote(identifier_value), _budget())
-    return json_response(200, body)
+    return _replay_read(replay.identity, identifier_type, identifier_value)
 
 
 @app.get("/explorer", include_in_schema=False)

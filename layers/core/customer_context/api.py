@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -18,6 +18,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from customer_context import strict_json
 from customer_context.errors import CustomerContextError, InvalidRequest
 from customer_context.observability import logger
+
+if TYPE_CHECKING:
+    from customer_context.serve.fetch import FetchResult
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -28,6 +31,16 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
         body=strict_json.dumps(body, separators=(",", ":")),
         headers=headers,
     )
+
+
+def context_response(result: FetchResult) -> Response:
+    """A fetched (or replayed) context as its response: 304 without a body, prompt text, or JSON."""
+    if result.status == 304:
+        return Response(status_code=304, body="", headers=result.headers)
+    if result.is_text:
+        return Response(status_code=200, content_type="text/plain; charset=utf-8", body=result.body,
+                        headers=result.headers)
+    return json_response(200, result.body, result.headers)  # type: ignore[arg-type]
 
 
 def log_error(message: str, exc: CustomerContextError) -> None:
