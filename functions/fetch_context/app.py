@@ -17,10 +17,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.api import authenticate_consumer, consumer_api, docs_on_demand, json_response, raw_body
 from customer_context.observability import logger, metrics
 from customer_context.serve import models
-from customer_context.stores import factory
 from pydantic import ConfigDict, Field
 
 app = consumer_api("customer-context fetch API",
@@ -127,7 +127,7 @@ def get_context(
 ):  # noqa: ANN201 - Powertools reads return annotations as response models
     consumer = app.context["consumer"]
     # the resolver hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)
-    result = factory.context_service().fetch(
+    result = wiring.context_service().fetch(
         unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=format,
         max_tokens=max_tokens, if_none_match=_headers().get("if-none-match"), verbose=verbose)
     if result.status == 304:
@@ -148,7 +148,7 @@ def get_context(
 )
 def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads return annotations as response models
     consumer = app.context["consumer"]
-    body = factory.context_service().fetch_many(
+    body = wiring.context_service().fetch_many(
         [i.model_dump() for i in request.identifiers], consumer, fields=request.fields, sections=request.sections)
     return json_response(200, body)
 
@@ -168,7 +168,7 @@ def get_tools(
     from customer_context.serve.tools import tool_definitions
 
     consumer = app.context["consumer"]
-    return json_response(200, tool_definitions(factory.context_service().spec, consumer, style))
+    return json_response(200, tool_definitions(wiring.context_service().spec, consumer, style))
 
 
 @app.post(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.local.routes import ROUTES
 from customer_context.local.template import resource_properties
-from customer_context.stores import factory
 from customer_context.stores.sql import query
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +111,7 @@ def test_segment_short_paths_are_the_long_ones(stack: Any) -> None:
     assert requests.post(f"{stack.url}/v1/b", json=batch, auth=("wk_web", ""), timeout=30).json()["accepted"] == 1
     # Then each landed as its long path's type
     assert stack.wait_for_ingest(60)
-    _, rows = query(factory.lakehouse(), "select message_id, type from events where message_id like 'short-%'")
+    _, rows = query(wiring.lakehouse(), "select message_id, type from events where message_id like 'short-%'")
     assert dict(rows) == {"short-t": "track", "short-i": "identify", "short-p": "page", "short-s": "screen",
                           "short-g": "group", "short-a": "alias", "short-b": "track"}
 

@@ -373,12 +373,12 @@ def test_json_records_with_duplicate_or_missing_keys_are_rejected(lakehouse: Any
 
 
 def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lakehouse: Any) -> None:
+    from customer_context import wiring
     from customer_context.local import lambda_runtime
     from customer_context.local.aws_events import s3_object_created
-    from customer_context.stores import factory
 
     # Given a truncated gzip, a file for a table the spec does not declare, and a file with one bad row
-    s3 = factory.boto_client("s3")
+    s3 = wiring.boto_client("s3")
     s3.create_bucket(Bucket="drops")
     files = {"imports/crm_contacts/": b"",  # a folder created in the S3 console: ignored
              "imports/crm_contacts/cut.csv.gz": gzip.compress(CRM * 100)[:-10],

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from customer_context import strict_json
+from customer_context import strict_json, wiring
 from customer_context.api import json_response
 from customer_context.assemble.build import build_context
 from customer_context.collect import envelope
@@ -23,7 +23,6 @@ from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import ContextService
 from customer_context.serve.mcp import handle_mcp
 from customer_context.spec import DEFAULT_SPEC, parse_spec
-from customer_context.stores import factory
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 from customer_context.stores.keys import StaticWriteKeys
 from customer_context.stores.queue import MemoryEventQueue
@@ -157,7 +156,7 @@ def test_every_answer_is_strict_json(traits: dict[str, Any], scores: dict[str, f
     store.put_snapshots([SnapshotItem("p1", doc, "h", 1, "2026-11-24T12:00:00+00:00", None)])
     store.put_aliases([("user_id", "u1", "p1")])
     service = ContextService(store, parse_spec(DEFAULT_SPEC.read_text()))
-    monkeypatch.setattr(factory, "context_service", lambda: service)
+    monkeypatch.setattr(wiring, "context_service", lambda: service)
     # When it is fetched, fetched in a batch, and read through MCP
     one = json_response(200, service.fetch("user_id", "u1", EVERYONE).body).body
     many = json_response(200, service.fetch_many([{"type": "user_id", "value": "u1"}], EVERYONE)).body

@@ -258,14 +258,7 @@ def cmd_build(args: argparse.Namespace) -> int:
               "`customer-context serve` (it builds on a timer too), or pass --dry-run to build without landing",
               file=sys.stderr)
         return 2
-    if running is not None and not args.dry_run:
-        from customer_context.stores import factory
-
-        os.environ.update(running["environment"])
-        factory.reset()
-        store = factory.context_store()
-    else:
-        store = MemoryContextStore()
+    store = _running_stack_store(running) if running is not None and not args.dry_run else MemoryContextStore()
     report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
                            commit=not args.dry_run, reland=args.reland, full=args.full,
                            pii_key=_pii_key(data_dir))
@@ -275,6 +268,19 @@ def cmd_build(args: argparse.Namespace) -> int:
             if item["sk"] == "snapshot":
                 print(json.dumps(json.loads(item["doc"]), indent=1))
     return 0
+
+
+def _running_stack_store(running: dict[str, Any]) -> Any:
+    """The context store of a running local stack: its settings go to the composition root as a value, and
+    boto3's own ``AWS_*`` variables (the stack's endpoint on loopback) to the environment, where boto3 reads
+    them."""
+    from customer_context import wiring
+    from customer_context.config import Settings
+
+    environment = running["environment"]
+    os.environ.update({name: value for name, value in environment.items() if name.startswith("AWS_")})
+    wiring.configure(Settings.from_env({**os.environ, **environment}))
+    return wiring.context_store()
 
 
 def _running_stack(data_dir: Path) -> dict[str, Any] | None:
@@ -327,18 +333,15 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
     """Where consumer keys go: the AWS table (``--table`` or CUSTOMER_CONTEXT_CONTEXT_TABLE without a
     local stack), else the local config file (and the running local stack, if any)."""
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     data_dir = _data_dir(args)
     if args.table:
-        os.environ["CUSTOMER_CONTEXT_CONTEXT_TABLE"] = args.table
-        factory.reset()
-        return factory.context_store(), None
+        wiring.configure(wiring.settings().model_copy(update={"context_table": args.table}))
+        return wiring.context_store(), None
     running = _running_stack(data_dir)
     if running is not None:
-        os.environ.update(running["environment"])
-        factory.reset()
-        return factory.context_store(), data_dir
+        return _running_stack_store(running), data_dir
     return None, data_dir
 
 
@@ -350,7 +353,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from customer_context.errors import StoreUnavailable
-    from customer_context.stores.factory import explain_aws_problem
+    from customer_context.stores.aws import explain_aws_problem
 
     try:
         return _keys(args)

@@ -20,7 +20,7 @@ from customer_context import strict_json
 from customer_context.collect import envelope
 from customer_context.errors import PoisonMessage
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
-from customer_context.stores.blobs import BlobStore
+from customer_context.ports import BlobStore
 
 _MAPPED = frozenset({
     "messageId", "type", "event", "userId", "anonymousId", "groupId", "previousId", "timestamp",

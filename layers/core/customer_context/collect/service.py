@@ -30,9 +30,7 @@ from customer_context.collect import envelope
 from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
-from customer_context.stores.blobs import BlobStore
-from customer_context.stores.keys import WriteKeyStore
-from customer_context.stores.queue import EventQueue
+from customer_context.ports import BlobStore, EventQueue, WriteKeyStore
 
 BATCH_ENDPOINTS = frozenset({"batch", "import"})
 _NAMESPACE = uuid.UUID("6f1c1f4e-9d43-4d9e-8d1e-3b4f2a9c7e11")

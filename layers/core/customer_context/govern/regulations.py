@@ -202,7 +202,7 @@ def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
 
 def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
     """Other customers' served snapshots and live tails that mention her, scrubbed; returns items rewritten."""
-    from customer_context.stores.context_store import RecentEvent, SnapshotItem, recent_pk
+    from customer_context.ports import RecentEvent, SnapshotItem, TailOwner
 
     written = 0
     for pid in sorted(profiles):
@@ -213,15 +213,15 @@ def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
                                                          item.get("data_as_of"), item.get("changed_at"))])
         # their live tail: under the profile, and under each identifier (events from before it had a profile)
         listed = (json.loads(item["doc"]).get("profile") or {}).get("identifiers") or {} if item else {}
-        partitions = [recent_pk(pid)] + [recent_pk(identifier=(t, v)) for t, values in listed.items()
-                                         for v in (values if isinstance(values, list) else [values])]
+        owners: list[TailOwner] = [pid] + [(t, v) for t, values in listed.items()
+                                           for v in (values if isinstance(values, list) else [values])]
         tail = []
-        for pk in partitions:
-            for event in store.recent(pk, None, 10_000):
+        for owner in owners:
+            for event in store.recent(owner, None, 10_000):
                 text = target.scrub_json(event["event"])
                 if text != event["event"]:
                     received_at, _, message_id = str(event["sk"]).partition("#")
-                    tail.append(RecentEvent(event["pk"], received_at, message_id, text, int(event["expires_at"])))
+                    tail.append(RecentEvent(owner, received_at, message_id, text, int(event["expires_at"])))
         written += store.put_recent(tail) if tail else 0
     return written
 

@@ -20,7 +20,6 @@ from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog, norm
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
-from customer_context.stores.context_store import recent_pk
 
 PROFILE_ID = "profile_id"
 MAX_BATCH = 100
@@ -226,9 +225,9 @@ class ContextService:
         after = _tail_key_after(after)
         items: list[dict[str, Any]] = []
         if pid:
-            items += self.store.recent(recent_pk(pid), after, limit)
+            items += self.store.recent(pid, after, limit)
         if identifier and identifier[0] != PROFILE_ID:
-            items += self.store.recent(recent_pk(identifier=identifier), after, limit)
+            items += self.store.recent(identifier, after, limit)
         seen: set[str] = set()
         events = []
         for item in sorted(items, key=lambda i: i["sk"], reverse=True):

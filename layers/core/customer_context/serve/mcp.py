@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer_context import __version__, strict_json
+from customer_context import __version__, strict_json, wiring
 from customer_context.errors import CustomerContextError
-from customer_context.stores import factory
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 # JSON-RPC messages one POST may carry (a batch): each tool call may run a named query for seconds
@@ -42,7 +41,7 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
     method, msg_id, params = message["method"], message.get("id"), message.get("params") or {}
     if "id" not in message:  # a notification: nothing to answer
         return None
-    service = factory.context_service()
+    service = wiring.context_service()
     if method == "initialize":
         asked = params.get("protocolVersion") if isinstance(params, dict) else None
         version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]

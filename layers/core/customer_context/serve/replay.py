@@ -35,10 +35,10 @@ from datetime import datetime
 from typing import Any
 
 from customer_context.errors import BudgetExceeded, Forbidden, InvalidRequest, NotFound
+from customer_context.ports import BOOKKEEPING_KEYS, FIELD_SECTIONS
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import PROFILE_ID, ContextService, FetchResult, _parse_time, select
 from customer_context.serve.named_queries import QueryBudget
-from customer_context.stores.context_store import BOOKKEEPING_KEYS, FIELD_SECTIONS
 
 _EDGE = re.compile(r"^edge (?P<source>\S+) with (?P<type>[^:]+):(?P<value>.*?) at (?P<at>\d{4}-\d\d-\d\dT\S+?)"
                    r"(?:, via (?P<via_type>[^:]+):(?P<via_value>.*))?$")

@@ -72,14 +72,14 @@ def query(sql: str, target: AthenaTarget, client: Any = None, poll_seconds: floa
 
     Raises:
         InvalidRequest: Athena failed, cancelled or refused the query (the reason is Athena's).
-        ConfigError: No region or credentials (see :func:`customer_context.stores.factory.explain_aws_problem`).
+        ConfigError: No region or credentials (see :func:`customer_context.stores.aws.explain_aws_problem`).
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from customer_context.stores import factory
+    from customer_context.stores import aws
 
     try:
-        athena = client or factory.boto_client("athena")
+        athena = client or aws.boto_client("athena")
         started = athena.start_query_execution(
             QueryString=with_views(sql), WorkGroup=target.workgroup,
             QueryExecutionContext={"Database": target.database, "Catalog": target.catalog})
@@ -123,4 +123,4 @@ def query(sql: str, target: AthenaTarget, client: Any = None, poll_seconds: floa
         raise InvalidRequest(f"Athena: {error.get('Code', 'error')}: {error.get('Message', exc)} "
                                 f"(workgroup {target.workgroup}, database {target.database})") from exc
     except BotoCoreError as exc:
-        raise ConfigError(factory.explain_aws_problem(exc)) from exc
+        raise ConfigError(aws.explain_aws_problem(exc)) from exc
