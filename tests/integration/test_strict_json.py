@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from customer_context import strict_json, wiring
+from customer_context import envelope, strict_json, wiring
 from customer_context.api import json_response
 from customer_context.assemble.build import build_context
-from customer_context.collect import envelope
 from customer_context.collect.ingest import rows_from_message
 from customer_context.collect.service import Limits, TrackingRequest, collect
 from customer_context.serve.consumers import Consumer

@@ -7,8 +7,7 @@ from typing import Any
 
 
 def test_a_send_is_not_held_back_by_a_long_poll_in_flight(local_stack: Any) -> None:
-    from customer_context import wiring
-    from customer_context.collect import envelope
+    from customer_context import envelope, wiring
 
     sqs = wiring.boto_client("sqs")
     # Given a receive long-polling the empty dead-letter queue for 5 s

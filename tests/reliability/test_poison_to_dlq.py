@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from customer_context import wiring
-from customer_context.collect import envelope
+from customer_context import envelope, wiring
 
 from tests.helpers.accounting import assert_accounted
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import botocore.endpoint
 import pytest
-from customer_context import wiring
-from customer_context.collect import envelope
+from customer_context import envelope, wiring
 from customer_context.errors import StoreUnavailable
 from customer_context.local import lambda_runtime
 from customer_context.local.sqs_trigger import sqs_event

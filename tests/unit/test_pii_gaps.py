@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from customer_context.collect import envelope
+from customer_context import envelope
 from customer_context.collect.pii import PiiPolicy
 from customer_context.collect.service import collect
 from customer_context.govern.regulations import new_regulation, suppress

@@ -700,11 +700,11 @@ def ensure_record_table(lakehouse: Lakehouse, name: str, table: RecordTable) -> 
 def _raw(values: Any, table: RecordTable, guarded: bool) -> str:
     """What ``rejected_records.raw`` keeps of a record (JSON text). With a PII policy on the table
     only declared columns are kept (the policy applied to them)."""
-    from customer_context.collect.ingest import _json_text
+    from customer_context.strict_json import column_text
 
     if guarded:
         values = {k: v for k, v in values.items() if k in table.columns}
-    return _json_text({k: v.reason if isinstance(v, _Bad) else v for k, v in values.items()}) or "{}"
+    return column_text({k: v.reason if isinstance(v, _Bad) else v for k, v in values.items()}) or "{}"
 
 
 def _rows(parsed: ParsedFile, name: str, table: RecordTable, partial: bool, pii: Any | None,

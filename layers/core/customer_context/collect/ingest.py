@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from customer_context import strict_json
-from customer_context.collect import envelope
+from customer_context import envelope, strict_json
 from customer_context.errors import PoisonMessage
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
 from customer_context.ports import BlobStore
+from customer_context.strict_json import column_text
 
 _MAPPED = frozenset({
     "messageId", "type", "event", "userId", "anonymousId", "groupId", "previousId", "timestamp",
@@ -45,25 +45,12 @@ _ORJSON_SMALL_FLOAT = b"0.0000"
 _ORJSON_SHORT_EXPONENT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
 
 
-def _json_text(value: Any) -> str | None:
-    """Strict JSON text of a value (events holding a non-finite number are rejected before; in a rejected
-    event's raw text such a number is written as null)."""
-    if value is None:
-        return None
-    text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: keep them escaped, still valid JSON
-        text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
-    return text
-
-
 def _plain_json_text(value: Any) -> str | None:
-    """:func:`_json_text` of a value decoded by orjson (see ``envelope.Envelope.plain``), by orjson.
+    """:func:`column_text` of a value decoded by orjson (see ``envelope.Envelope.plain``), by orjson.
 
     Such values hold only dicts with str keys, lists, str without lone surrogates, 64-bit ints,
     finite floats, bools and None; for those orjson writes the same text as ``json``, except floats
-    below 1e-4, which go through :func:`_json_text` (as does anything orjson refuses, e.g. nesting
+    below 1e-4, which go through :func:`column_text` (as does anything orjson refuses, e.g. nesting
     deeper than it writes).
     """
     if value is None:
@@ -71,9 +58,9 @@ def _plain_json_text(value: Any) -> str | None:
     try:
         out = orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return _json_text(value)
+        return column_text(value)
     if _ORJSON_SMALL_FLOAT in out or (b"e-" in out and _ORJSON_SHORT_EXPONENT.search(out) is not None):
-        return _json_text(value)
+        return column_text(value)
     return out.decode()
 
 
@@ -181,7 +168,7 @@ def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
     """An ``events`` row as a tuple in :data:`EVENT_COLUMNS` order (see :func:`event_to_row`).
 
     Fields are checked in a fixed order, so the first problem found (the rejection's reason) does
-    not depend on ``text`` and ``dump``, which must behave as :func:`_str` and :func:`_json_text`.
+    not depend on ``text`` and ``dump``, which must behave as :func:`_str` and :func:`column_text`.
     ``plain``: the event was decoded by orjson (see ``envelope.Envelope.plain``).
     """
     if not (plain and _plainly_valid(event, seen)):
@@ -249,14 +236,14 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: The event cannot be stored; the message names the field.
     """
-    return dict(zip(EVENT_COLUMNS, _event_values(event, _str, _json_text, {}), strict=True))
+    return dict(zip(EVENT_COLUMNS, _event_values(event, _str, column_text, {}), strict=True))
 
 
 def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """A ``rejected_events`` row from a rejection record (see :mod:`envelope`)."""
     raw = rec.get("raw")
-    raw_text = raw if isinstance(raw, str) else _json_text(raw) or "null"
-    raw_text = _json_text(json.loads(raw_text)) if not raw_text.isascii() else raw_text
+    raw_text = raw if isinstance(raw, str) else column_text(raw) or "null"
+    raw_text = column_text(json.loads(raw_text)) if not raw_text.isascii() else raw_text
     reason = reason or str(rec.get("reason") or "unknown")
     stage = stage or str(rec.get("stage") or "collect")
     received = rec.get("receivedAt")
@@ -277,7 +264,7 @@ def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str 
         "source_id": str(source_id) if source_id is not None else None,
         "reason": reason,
         "stage": stage,
-        "message_id": _json_text(message_id) if isinstance(message_id, dict | list) else (
+        "message_id": column_text(message_id) if isinstance(message_id, dict | list) else (
             str(message_id) if message_id is not None else None),
         "request_id": str(rec["requestId"]) if rec.get("requestId") else None,
         "raw": raw_text,
@@ -342,7 +329,7 @@ def _message_rows(body: str | bytes, spool: BlobStore | None,
         _suppressed_out(env, keep)
     # orjson-decoded messages hold plain JSON only: their strings need no Unicode check and orjson
     # writes their JSON columns (same text as json, see _plain_json_text)
-    text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, _json_text)
+    text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, column_text)
     seen: dict[str, datetime] = {}
     values: list[tuple[Any, ...]] = []
     rows = Rows()
@@ -352,7 +339,7 @@ def _message_rows(body: str | bytes, spool: BlobStore | None,
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             ctx = event if isinstance(event, dict) else {}
             rows.rejected.append(rejection_row(
-                {"raw": _json_text(event), "receivedAt": ctx.get("receivedAt"), "sourceId": ctx.get("sourceId"),
+                {"raw": column_text(event), "receivedAt": ctx.get("receivedAt"), "sourceId": ctx.get("sourceId"),
                  "messageId": ctx.get("messageId")},
                 stage="ingest", reason=str(exc) or type(exc).__name__))
     for rec in env.rejected:

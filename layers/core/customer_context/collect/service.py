@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from customer_context import strict_json
-from customer_context.collect import envelope
+from customer_context import envelope, strict_json
 from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event

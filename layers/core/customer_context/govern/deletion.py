@@ -37,7 +37,7 @@ from typing import Any
 
 from customer_context.assemble import attribution
 from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
 
 MIN_TEXT = 5      # shortest value cut out of a longer text

@@ -135,7 +135,7 @@ def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[in
     rewritten)."""
     import pyarrow as pa
 
-    from customer_context.collect import envelope
+    from customer_context import envelope
     from customer_context.collect.ingest import event_to_row, rejection_row
 
     removed = rewritten = 0

@@ -32,7 +32,7 @@ from typing import Any
 
 from customer_context.assemble.attribution import event_identifiers
 from customer_context.errors import ConfigError
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
 
 # collect stamps receivedAt when a request arrives and checks suppressions a little later; clocks of two

@@ -90,7 +90,7 @@ class AuditLog:
             with self._lock:
                 self._buffer[:0] = records
             return 0
-        from customer_context.collect.envelope import audit_body
+        from customer_context.envelope import audit_body
 
         try:
             bodies = [audit_body(records[i:i + MAX_RECORDS_PER_MESSAGE])

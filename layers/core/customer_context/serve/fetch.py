@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
-from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog, normalize_identifier
+from customer_context.identifiers import normalize_identifier
+from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
