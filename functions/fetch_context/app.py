@@ -185,7 +185,7 @@ def post_mcp():  # noqa: ANN201 - Powertools reads return annotations as respons
 
     event = app.current_event
     status, body, headers = handle_mcp(raw_body(event.raw_event), _headers(), app.context["consumer"],
-                                     base_url=_base_url())
+                                     context_service=wiring.context_service, base_url=_base_url())
     if body is None:
         return Response(status_code=status, body="", headers=headers)
     return json_response(status, body, headers)

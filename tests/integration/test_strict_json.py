@@ -131,7 +131,7 @@ def test_request_bodies_with_non_json_numbers_are_refused() -> None:
     with pytest.raises(ValueError, match=r"b\[1\]: Infinity is not a JSON number"):
         strict_json.loads('{"b": [1, 1e999]}')
     status, body, _ = handle_mcp(b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": Infinity}}', {},
-                                 EVERYONE)
+                                 EVERYONE, context_service=wiring.context_service)
     assert status == 400 and "not a JSON number" in strict(json.dumps(body))["error"]["message"]
 
 
@@ -155,14 +155,13 @@ def test_every_answer_is_strict_json(traits: dict[str, Any], scores: dict[str, f
     store.put_snapshots([SnapshotItem("p1", doc, "h", 1, "2026-11-24T12:00:00+00:00", None)])
     store.put_aliases([("user_id", "u1", "p1")])
     service = ContextService(store, parse_spec(DEFAULT_SPEC.read_text()))
-    monkeypatch.setattr(wiring, "context_service", lambda: service)
     # When it is fetched, fetched in a batch, and read through MCP
     one = json_response(200, service.fetch("user_id", "u1", EVERYONE).body).body
     many = json_response(200, service.fetch_many([{"type": "user_id", "value": "u1"}], EVERYONE)).body
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "get_customer_context", "arguments": {"identifier_type": "user_id",
                                                                       "identifier_value": "u1", "format": "json"}}}
-    status, answer, _ = handle_mcp(json.dumps(call).encode(), {}, EVERYONE)
+    status, answer, _ = handle_mcp(json.dumps(call).encode(), {}, EVERYONE, context_service=lambda: service)
     # Then every answer parses as strict JSON, the MCP tool's text included
     assert status == 200
     for text in (one, many, json_response(200, answer).body):

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+
 from customer_context import envelope, strict_json
 from customer_context.errors import PoisonMessage
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
@@ -431,6 +432,7 @@ class IngestBatch:
     def commit(self, lakehouse: Any) -> dict[str, int]:
         """Append everything gathered: one commit per table. Logs and emits metrics."""
         from aws_lambda_powertools.metrics import MetricUnit
+
         from customer_context.observability import logger, metrics
 
         written = _append(lakehouse, self.tables(lakehouse), "ingest")
