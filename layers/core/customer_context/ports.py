@@ -192,6 +192,10 @@ class Landing(Protocol):
         """What the store lacks of a landing (snapshot content hashes, aliases), or ``None``."""
 
 
+class ServingStore(SnapshotStore, AliasResolution, RecentTailStore, Protocol):
+    """What fetch reads: snapshots, identifiers, live tails."""
+
+
 class ContextStore(SnapshotStore, AliasResolution, RecentTailStore, ConsumerKeys, SuppressionStore, RegulationStore,
                    Landing, Protocol):
     """Every role of the serving store together: what a landing or a deletion job, which touch all of
@@ -226,6 +230,27 @@ class WriteKeyStore(Protocol):
 
     def source_for(self, write_key: str) -> str | None:
         """The source id of ``write_key``, or ``None`` when the key is unknown."""
+
+
+class TailRecorder(Protocol):
+    """Files accepted events in the live tail (serve's ``RecentTail``, called by collect)."""
+
+    def record(self, events: Iterable[JsonObject]) -> int:
+        """File events; returns the items written."""
+
+
+# for a message's events, whether each is kept
+EventVerdicts = Callable[[list[Any]], list[bool]]
+
+
+class SuppressionCheck(Protocol):
+    """Whether events carry a suppressed identifier (govern's ``Suppressions``, called by collect and ingest)."""
+
+    def apply(self, events: list[Any]) -> list[bool]:
+        """For each event: whether it is kept; kept events lose the suppressed values they carry (in place)."""
+
+    def queued_before(self) -> EventVerdicts:
+        """For ingest: the verdict of :meth:`apply` for events received before the latest suppression."""
 
 
 class Lakehouse(Protocol):

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyiceberg.schema import Schema
 
-    from customer_context.stores.iceberg import Lakehouse
+    from customer_context.ports import Lakehouse
     from customer_context.stores.tables import TableDef
 
 IMPORTS_PREFIX = "imports/"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from customer_context.errors import PoisonMessage
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
 from customer_context.ports import BlobStore
 from customer_context.strict_json import column_text
+
+if TYPE_CHECKING:
+    from customer_context.ports import Lakehouse, SuppressionCheck
 
 _MAPPED = frozenset({
     "messageId", "type", "event", "userId", "anonymousId", "groupId", "previousId", "timestamp",
@@ -375,14 +378,14 @@ def _events_table(values: list[tuple[Any, ...]], schema: Any) -> Any:
     return pa.Table.from_arrays([pa.array(columns[position[f.name]], type=f.type) for f in schema], schema=schema)
 
 
-def _pylist_tables(lakehouse: Any, named: tuple[tuple[str, list[dict[str, Any]]], ...]) -> list[tuple[str, Any]]:
+def _pylist_tables(lakehouse: Lakehouse, named: tuple[tuple[str, list[dict[str, Any]]], ...]) -> list[tuple[str, Any]]:
     """The Arrow table of each named list of row dicts that has rows (in the table's schema)."""
     import pyarrow as pa
 
     return [(name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))) for name, items in named if items]
 
 
-def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
+def _append(lakehouse: Lakehouse, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
     written: dict[str, int] = {}
     for name, data in tables:
         lakehouse.append(name, data, properties={"writer": writer, "rows": str(data.num_rows)})
@@ -390,7 +393,7 @@ def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[
     return written
 
 
-def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[str, int]:
+def write_rows(lakehouse: Lakehouse, rows: Rows, *, writer: str = "ingest") -> dict[str, int]:
     """Append the rows: one commit per table that has rows.
 
     Returns:
@@ -407,7 +410,7 @@ class IngestBatch:
     Events are kept as tuples and become Arrow columns directly at commit (no per-row dicts).
     """
 
-    def __init__(self, spool: BlobStore | None, suppressions: Any | None = None) -> None:
+    def __init__(self, spool: BlobStore | None, suppressions: SuppressionCheck | None = None) -> None:
         self.spool = spool
         # events collect queued before a suppression was filed are checked again (one GetItem per batch)
         self._keep = suppressions.queued_before() if suppressions is not None else None
@@ -423,13 +426,13 @@ class IngestBatch:
         self.others.audit.extend(rows.audit)
         self.messages += 1
 
-    def tables(self, lakehouse: Any) -> list[tuple[str, Any]]:
+    def tables(self, lakehouse: Lakehouse) -> list[tuple[str, Any]]:
         """The Arrow table of each table that has rows, in commit order."""
         events = [("events", _events_table(self.events, lakehouse.arrow_schema("events")))] if self.events else []
         return events + _pylist_tables(lakehouse, (("rejected_events", self.others.rejected),
                                                    ("serving_audit", self.others.audit)))
 
-    def commit(self, lakehouse: Any) -> dict[str, int]:
+    def commit(self, lakehouse: Lakehouse) -> dict[str, int]:
         """Append everything gathered: one commit per table. Logs and emits metrics."""
         from aws_lambda_powertools.metrics import MetricUnit
 

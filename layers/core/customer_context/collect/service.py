@@ -23,13 +23,16 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context import envelope, strict_json
 from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
 from customer_context.ports import BlobStore, EventQueue, WriteKeyStore
+
+if TYPE_CHECKING:
+    from customer_context.ports import SuppressionCheck, TailRecorder
 
 BATCH_ENDPOINTS = frozenset({"batch", "import"})
 _NAMESPACE = uuid.UUID("6f1c1f4e-9d43-4d9e-8d1e-3b4f2a9c7e11")
@@ -262,10 +265,10 @@ def collect(
     spool: BlobStore | None,
     limits: Limits,
     spool_prefix: str = "spool/",
-    recent: Any | None = None,
+    recent: TailRecorder | None = None,
     plans: Any | None = None,
     pii: Any | None = None,
-    suppressions: Any | None = None,
+    suppressions: SuppressionCheck | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 

@@ -19,12 +19,16 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import InvalidRequest, NotFound
 from customer_context.govern.suppression import suppression_hash
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.ports import BlobStore, ContextStore, RegulationStore, ServingStore
+    from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 # RudderStack's `users` keys → our identifier types (other keys are taken as type names)
 USER_KEYS = {"userId": "user_id", "anonymousId": "anonymous_id", "email": "email", "phone": "phone"}
@@ -68,7 +72,8 @@ def parse_request(body: Any, spec: ContextSpec) -> tuple[str, list[tuple[str, st
     return kind, identifiers
 
 
-def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> tuple[set[str], set[tuple[str, str]]]:
+def expand(store: ServingStore, service: Any, identifiers: Iterable[tuple[str, str]]
+           ) -> tuple[set[str], set[tuple[str, str]]]:
     """The profiles of the identifiers and every identifier of those profiles (lookup-normalised)."""
     profiles: set[str] = set()
     found: set[tuple[str, str]] = set()
@@ -87,7 +92,8 @@ def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> 
     return profiles, found
 
 
-def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], consumer: str) -> dict[str, Any]:
+def new_regulation(store: RegulationStore, kind: str, identifiers: list[tuple[str, str]], consumer: str
+                   ) -> dict[str, Any]:
     """Record a regulation (status ``pending``) and return it."""
     regulation = {"id": "reg_" + uuid.uuid4().hex[:20], "regulationType": kind, "status": "pending",
                   "requested_by": consumer, "created_at": datetime.now(UTC).isoformat(),
@@ -96,7 +102,7 @@ def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], co
     return regulation
 
 
-def suppress(store: Any, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+def suppress(store: ContextStore, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
     """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
     returns the regulation updated.
 
@@ -129,7 +135,7 @@ def _counted(regulation: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[int, int]:
+def _scrub_spool(blobs: BlobStore, prefix: str, cleaner: Any, target: Any) -> tuple[int, int]:
     """Spooled events (claim checks in S3): hers are emptied out of their object (a message still queued
     for it then lands nothing), others' are scrubbed of her values. Returns (events removed, objects
     rewritten)."""
@@ -177,7 +183,7 @@ def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[in
     return removed, rewritten
 
 
-def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
+def _drop_imports(blobs: BlobStore, prefix: str, target: Any) -> int:
     """Record drop files that mention her are deleted: their rows are in the record tables already, where
     the job removed or scrubbed them. Returns how many."""
     import gzip
@@ -200,7 +206,7 @@ def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
     return removed
 
 
-def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
+def _scrub_served(store: ContextStore, target: Any, profiles: Iterable[str]) -> int:
     """Other customers' served snapshots and live tails that mention her, scrubbed; returns items rewritten."""
     from customer_context.ports import RecentEvent, SnapshotItem, TailOwner
 
@@ -226,8 +232,8 @@ def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
     return written
 
 
-def delete_everywhere(lakehouse: Any, store: Any, spec: ContextSpec, regulation: dict[str, Any],
-                      progress: Any = None, *, pii: Any = None, blobs: Any = None,
+def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation: dict[str, Any],
+                      progress: Any = None, *, pii: Any = None, blobs: BlobStore | None = None,
                       spool_prefix: str = "spool/", imports_prefix: str = "imports/") -> dict[str, int]:
     """The deletion job's work (:mod:`customer_context.govern.deletion`); returns rows or items per place."""
     from customer_context.govern.deletion import Cleaner, Target
@@ -258,8 +264,8 @@ def delete_everywhere(lakehouse: Any, store: Any, spec: ContextSpec, regulation:
     return counts
 
 
-def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str, *, pii: Any = None,
-            blobs: Any = None, spool_prefix: str = "spool/") -> dict[str, Any]:
+def run_job(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation_id: str, *, pii: Any = None,
+            blobs: BlobStore | None = None, spool_prefix: str = "spool/") -> dict[str, Any]:
     """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason).
 
     The job holds the landing fence while it works and counts itself in the deletion generation before

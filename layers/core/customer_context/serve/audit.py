@@ -18,9 +18,12 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.observability import logger
+
+if TYPE_CHECKING:
+    from customer_context.ports import EventQueue
 
 MAX_RECORDS_PER_MESSAGE = 200
 
@@ -42,7 +45,7 @@ class AuditLog:
         pii: The PII policy whose keyed hash stands for identifiers (none, or no key: they are not kept).
     """
 
-    def __init__(self, queue: Any | None, flush_seconds: float = 0.5, pii: Any | None = None) -> None:
+    def __init__(self, queue: EventQueue | None, flush_seconds: float = 0.5, pii: Any | None = None) -> None:
         self.queue = queue
         self.pii = pii
         self.flush_seconds = flush_seconds

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.identifiers import normalize_identifier
@@ -21,6 +21,9 @@ from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.ports import ServingStore
 
 PROFILE_ID = "profile_id"
 MAX_BATCH = 100
@@ -169,7 +172,7 @@ class ContextService:
         clock: Returns "now" (tests pass a fixed one).
     """
 
-    def __init__(self, store: Any, spec: ContextSpec, options: ServeOptions | None = None,
+    def __init__(self, store: ServingStore, spec: ContextSpec, options: ServeOptions | None = None,
                  clock: Callable[[], datetime] | None = None, pii: Any | None = None,
                  audit: Any | None = None) -> None:
         self.store = store

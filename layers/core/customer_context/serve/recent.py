@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from customer_context.assemble.attribution import event_identifiers
-from customer_context.ports import RecentEvent, RecentTailStore, TailOwner
+from customer_context.ports import RecentEvent, ServingStore, TailOwner
 from customer_context.spec import ContextSpec
 
 
@@ -52,7 +52,7 @@ class RecentTail:
         ttl_seconds: How long an item lives (DynamoDB TTL); 0 disables the tail.
     """
 
-    def __init__(self, store: RecentTailStore, spec: ContextSpec, ttl_seconds: int) -> None:
+    def __init__(self, store: ServingStore, spec: ContextSpec, ttl_seconds: int) -> None:
         self.store = store
         self.spec = spec
         self.ttl_seconds = ttl_seconds
