@@ -68,20 +68,19 @@ def test_responses_carry_the_configured_cors_headers(stack: Any) -> None:
     assert "access-control-allow-origin" not in requests.get(f"{stack.url}/docs/collect", timeout=30).headers
 
 
-def test_allowed_origins_are_configurable(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_origins_are_configurable(stack: Any) -> None:
     import threading
 
-    from customer_context.config import get_settings
+    from customer_context import wiring
     from customer_context.local.http_server import LocalHttpApi
 
     # Given the local HTTP API (in front of the same handlers) started with two allowed origins
-    monkeypatch.setenv("CUSTOMER_CONTEXT_CORS_ALLOW_ORIGINS", "https://www.example.com, https://shop.example.com")
-    get_settings.cache_clear()
+    origins = "https://www.example.com, https://shop.example.com"
+    wiring.configure(wiring.settings().model_copy(update={"cors_allow_origins": origins}))
     try:
         api = LocalHttpApi()
     finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+        wiring.reload_from_environment()
     threading.Thread(target=api.serve_forever, daemon=True).start()
     try:
         allowed = _preflight(f"{api.url}/v1/page", origin="https://shop.example.com")
