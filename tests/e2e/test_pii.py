@@ -99,8 +99,8 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
 
 
 def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
-    from customer_context.collect.pii import PiiPolicy
     from customer_context.errors import ConfigError
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import parse_spec
 
     with pytest.raises(ConfigError, match="CUSTOMER_CONTEXT_PII_HASH_KEY"):
@@ -111,7 +111,7 @@ def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
 
 
 def test_hashing_normalises_identifiers_as_lookups_do_and_never_hashes_a_blank() -> None:
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import parse_spec
 
     policy = PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "k")

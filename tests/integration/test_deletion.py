@@ -11,8 +11,8 @@ from typing import Any
 
 from customer_context.assemble.build import build_context
 from customer_context.assemble.records import load_file
-from customer_context.collect.pii import PiiPolicy
 from customer_context.govern.regulations import new_regulation, run_job, suppress
+from customer_context.pii import PiiPolicy
 from customer_context.serve.fetch import ContextService
 from customer_context.spec import DEFAULT_SPEC, parse_spec
 from customer_context.stores.context_store import MemoryContextStore

@@ -403,7 +403,7 @@ def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lake
 
 @pytest.mark.parametrize("action", ["hash", "drop"])
 def test_an_unreadable_record_keeps_no_raw_text_when_the_table_has_a_pii_policy(lakehouse: Any, action: str) -> None:
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
 
     # Given a PII policy on the CRM's full_name, and a row whose quoting is broken
     data = yaml.safe_load(DEFAULT_SPEC.read_text())

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from customer_context.assemble.build import build_context
 from customer_context.collect.ingest import Rows, audit_row, write_rows
-from customer_context.collect.pii import PiiPolicy
 from customer_context.errors import Forbidden, NotFound
 from customer_context.govern.regulations import new_regulation, run_job, suppress
+from customer_context.pii import PiiPolicy
 from customer_context.serve import replay
 from customer_context.serve.audit import AuditLog
 from customer_context.serve.consumers import Consumer

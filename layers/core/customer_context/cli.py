@@ -141,8 +141,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Who was served what about one customer (serving_audit), newest first."""
-    from customer_context.collect.pii import PiiPolicy
     from customer_context.errors import ConfigError
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import load_spec
     from customer_context.stores.sql import connect
 
@@ -183,7 +183,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """A customer's snapshot history, or their context as fetch answered it at ``--at``."""
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.serve import replay
     from customer_context.serve.consumers import Consumer
     from customer_context.serve.fetch import ContextService
@@ -313,7 +313,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 2
     path = Path(args.file)
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
 
     spec = _checked_spec(args.spec, lakehouse)
     key = _pii_key(data_dir)

@@ -232,6 +232,13 @@ class WriteKeyStore(Protocol):
         """The source id of ``write_key``, or ``None`` when the key is unknown."""
 
 
+class IdentifierLookup(Protocol):
+    """An identifier as stored and looked up (serve's ``ContextService``, called by regulations)."""
+
+    def identifier(self, id_type: str, id_value: str) -> tuple[str, str]:
+        """``(type, value)`` normalised, and hashed where the PII policy hashes."""
+
+
 class TailRecorder(Protocol):
     """Files accepted events in the live tail (serve's ``RecentTail``, called by collect)."""
 

@@ -22,9 +22,9 @@ from customer_context.config import Settings, get_settings, use_settings
 from customer_context.stores.aws import boto_client
 
 if TYPE_CHECKING:
-    from customer_context.collect.pii import PiiPolicy
     from customer_context.collect.plans import TrackingPlans
     from customer_context.govern.suppression import Suppressions
+    from customer_context.pii import PiiPolicy
     from customer_context.ports import ContextStore
     from customer_context.serve.audit import AuditLog
     from customer_context.serve.consumers import ConsumerAuthenticator
@@ -156,7 +156,7 @@ def pii_key() -> str:
 @lru_cache(maxsize=1)
 def pii_policy() -> PiiPolicy:
     """The spec's PII policy with the configured hash key."""
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import load_spec
 
     return PiiPolicy(load_spec(), pii_key())

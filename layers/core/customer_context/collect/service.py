@@ -32,6 +32,8 @@ from customer_context.models.tracking import parse_timestamp, validate_event
 from customer_context.ports import BlobStore, EventQueue, WriteKeyStore
 
 if TYPE_CHECKING:
+    from customer_context.collect.plans import TrackingPlans
+    from customer_context.pii import PiiPolicy
     from customer_context.ports import SuppressionCheck, TailRecorder
 
 BATCH_ENDPOINTS = frozenset({"batch", "import"})
@@ -266,8 +268,8 @@ def collect(
     limits: Limits,
     spool_prefix: str = "spool/",
     recent: TailRecorder | None = None,
-    plans: Any | None = None,
-    pii: Any | None = None,
+    plans: TrackingPlans | None = None,
+    pii: PiiPolicy | None = None,
     suppressions: SuppressionCheck | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
@@ -284,7 +286,7 @@ def collect(
             since the events are safely queued and a retry would only duplicate them.
         plans: The sources' tracking plans (:class:`customer_context.collect.plans.TrackingPlans`):
             a violation rejects the event with the schema error, or flags it in ``context.violationErrors``.
-        pii: The PII policy (:class:`customer_context.collect.pii.PiiPolicy`), applied to every event,
+        pii: The PII policy (:class:`customer_context.pii.PiiPolicy`), applied to every event,
             accepted or rejected, before it is queued.
         suppressions: Suppressed identifiers (:class:`customer_context.govern.suppression.Suppressions`):
             their events are acknowledged like the others and dropped before queueing.

@@ -27,7 +27,8 @@ from customer_context.observability import logger
 from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:
-    from customer_context.ports import BlobStore, ContextStore, RegulationStore, ServingStore
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import BlobStore, ContextStore, IdentifierLookup, RegulationStore, ServingStore
     from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 # RudderStack's `users` keys → our identifier types (other keys are taken as type names)
@@ -72,7 +73,7 @@ def parse_request(body: Any, spec: ContextSpec) -> tuple[str, list[tuple[str, st
     return kind, identifiers
 
 
-def expand(store: ServingStore, service: Any, identifiers: Iterable[tuple[str, str]]
+def expand(store: ServingStore, service: IdentifierLookup, identifiers: Iterable[tuple[str, str]]
            ) -> tuple[set[str], set[tuple[str, str]]]:
     """The profiles of the identifiers and every identifier of those profiles (lookup-normalised)."""
     profiles: set[str] = set()
@@ -102,7 +103,7 @@ def new_regulation(store: RegulationStore, kind: str, identifiers: list[tuple[st
     return regulation
 
 
-def suppress(store: ContextStore, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+def suppress(store: ContextStore, service: IdentifierLookup, regulation: dict[str, Any], key: str) -> dict[str, Any]:
     """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
     returns the regulation updated.
 
@@ -233,7 +234,7 @@ def _scrub_served(store: ContextStore, target: Any, profiles: Iterable[str]) -> 
 
 
 def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation: dict[str, Any],
-                      progress: Any = None, *, pii: Any = None, blobs: BlobStore | None = None,
+                      progress: Any = None, *, pii: PiiPolicy | None = None, blobs: BlobStore | None = None,
                       spool_prefix: str = "spool/", imports_prefix: str = "imports/") -> dict[str, int]:
     """The deletion job's work (:mod:`customer_context.govern.deletion`); returns rows or items per place."""
     from customer_context.govern.deletion import Cleaner, Target
@@ -264,8 +265,9 @@ def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: Co
     return counts
 
 
-def run_job(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation_id: str, *, pii: Any = None,
-            blobs: BlobStore | None = None, spool_prefix: str = "spool/") -> dict[str, Any]:
+def run_job(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation_id: str, *,
+            pii: PiiPolicy | None = None, blobs: BlobStore | None = None, spool_prefix: str = "spool/"
+            ) -> dict[str, Any]:
     """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason).
 
     The job holds the landing fence while it works and counts itself in the deletion generation before

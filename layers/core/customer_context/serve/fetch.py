@@ -23,7 +23,9 @@ from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:
+    from customer_context.pii import PiiPolicy
     from customer_context.ports import ServingStore
+    from customer_context.serve.audit import AuditLog
 
 PROFILE_ID = "profile_id"
 MAX_BATCH = 100
@@ -173,8 +175,8 @@ class ContextService:
     """
 
     def __init__(self, store: ServingStore, spec: ContextSpec, options: ServeOptions | None = None,
-                 clock: Callable[[], datetime] | None = None, pii: Any | None = None,
-                 audit: Any | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, pii: PiiPolicy | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.store = store
         self.spec = spec
         self.catalog = catalog(spec)

@@ -18,6 +18,7 @@ from customer_context import __version__, strict_json
 from customer_context.errors import CustomerContextError
 
 if TYPE_CHECKING:
+    from customer_context.serve.consumers import Consumer
     from customer_context.serve.fetch import ContextService
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
@@ -36,7 +37,7 @@ def _result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
 
-def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_url: str | None,
+def _dispatch(message: Any, consumer: Consumer, auth_headers: dict[str, str], base_url: str | None,
               context_service: Callable[[], ContextService]) -> dict[str, Any] | None:
     from customer_context.serve.tools import call_tool, tool_definitions
 
@@ -74,7 +75,7 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
     return _error(msg_id, METHOD_NOT_FOUND, f"method {method!r} is not supported by this server")
 
 
-def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *,
+def handle_mcp(body: bytes, headers: dict[str, str], consumer: Consumer, *,
                context_service: Callable[[], ContextService], base_url: str | None = None
                ) -> tuple[int, dict[str, Any] | list[Any] | None, dict[str, str]]:
     """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers).
