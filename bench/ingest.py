@@ -204,11 +204,11 @@ def _floor_candidates(messages: list[str], schema: Any, work: Path, runs: int) -
 
 def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
+    from customer_context import wiring
     from customer_context.collect.ingest import IngestBatch
     from customer_context.collect.service import Limits, TrackingRequest, collect
     from customer_context.config import Settings
     from customer_context.local import lambda_runtime
-    from customer_context.stores import factory
     from customer_context.stores.iceberg import Lakehouse
     from customer_context.stores.keys import StaticWriteKeys
     from customer_context.stores.queue import MemoryEventQueue
@@ -245,23 +245,24 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
         #     Lambda would deliver (BatchSize from template.yaml, 6 MB payload cap): one commit per invocation
         production: list[float] = []
         production_cpu: list[float] = []
-        os.environ["CUSTOMER_CONTEXT_DATA_DIR"] = str(work / "warm-up")
-        factory.reset()  # a warm container: handler imported, catalog open, one small batch done
+
+        def use_lake(data: Path) -> None:
+            wiring.configure(Settings.from_env({**os.environ, "CUSTOMER_CONTEXT_DATA_DIR": str(data)}))
+
+        use_lake(work / "warm-up")  # a warm container: handler imported, catalog open, one small batch done
         lambda_runtime.invoke("ingest", _invocations(messages[:1], 1)[0], timeout_s=300)
         for _ in range(runs):
-            data = work / f"lake-{time.perf_counter_ns()}"
-            os.environ["CUSTOMER_CONTEXT_DATA_DIR"] = str(data)
-            factory.reset()
-            factory.lakehouse().table("events")
+            use_lake(work / f"lake-{time.perf_counter_ns()}")
+            wiring.lakehouse().table("events")
             t0, c0 = time.perf_counter(), time.process_time()
             for event in invocations:
                 result = lambda_runtime.invoke("ingest", event, timeout_s=300)
                 assert result == {"batchItemFailures": []}, result
             production.append(time.perf_counter() - t0)
             production_cpu.append(time.process_time() - c0)
-        ingested = factory.lakehouse().scan("events", selected_fields=("message_id",)).num_rows
+        ingested = wiring.lakehouse().scan("events", selected_fields=("message_id",)).num_rows
         assert ingested == len(events), (ingested, len(events))
-        factory.reset()
+        wiring.reload_from_environment()
         ingest_s = min(production)
 
         # 2b. ingest of all messages in one invocation (one commit), by stage
@@ -312,7 +313,6 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
         json_floor_s = floor_candidates[floor_name]["best_s"]
         pyarrow_json_s = floor_candidates["pyarrow_json"].get("best_s", float("nan"))
     finally:
-        os.environ.pop("CUSTOMER_CONTEXT_DATA_DIR", None)
         shutil.rmtree(work, ignore_errors=True)
 
     n = len(events)

@@ -238,7 +238,7 @@ def hold(stack: Any, rate: float, seconds: float, workdir: Path, pool: Path, dra
     """``seconds`` at ``rate``, then drain ingest and account for every event acknowledged by this
     stack (``earlier_ids``: the warm-up's and the ramp's)."""
     sys.path.insert(0, str(ROOT))
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     from tests.helpers.accounting import assert_accounted, landed
 
@@ -246,7 +246,7 @@ def hold(stack: Any, rate: float, seconds: float, workdir: Path, pool: Path, dra
     started = time.monotonic()
     drained = stack.wait_for_ingest(drain_timeout)
     drain_s = time.monotonic() - started
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     events, rejected = landed(lakehouse)
     acked = set(step["_acked"]) | set(earlier_ids)
     raw_rows = lakehouse.scan("events").num_rows if "events" in lakehouse.table_names() else 0

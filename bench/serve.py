@@ -60,19 +60,19 @@ def _fetch_handler(doc: str) -> Any:
     """The real fetch handler over an in-memory store holding one customer (``doc``) and the sample
     events' consumer key."""
     sys.path.insert(0, str(ROOT))
+    from customer_context import wiring
     from customer_context.local.lambda_runtime import load_module
     from customer_context.serve.consumers import consumer_item, hash_key
-    from customer_context.stores import factory
     from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 
     store = MemoryContextStore()
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
     store.put_snapshots([SnapshotItem("p1", doc, "h", 1, "2026-11-24T12:00:00+00:00", "2026-11-24T11:59:00+00:00")])
     store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1")])
-    if hasattr(factory.context_store, "cache_clear"):  # not yet swapped for a memory store by an earlier call
-        factory.reset()
-    factory.context_store = lambda: store  # type: ignore[assignment]
-    factory.write_keys = lambda: None  # type: ignore[assignment]
+    if hasattr(wiring.context_store, "cache_clear"):  # not yet swapped for a memory store by an earlier call
+        wiring.reload_from_environment()
+    wiring.context_store = lambda: store  # type: ignore[assignment]
+    wiring.write_keys = lambda: None  # type: ignore[assignment]
     return load_module("fetch_context")
 
 
@@ -251,11 +251,11 @@ def _fair_handler(store_path: Path, customers: int) -> tuple[Any, list[str]]:
                                           "2026-11-24T12:00:00+00:00", "2026-11-24T11:59:00+00:00") for u in chunk])
         store.put_aliases([("user_id", u, f"p{u}") for u in chunk])
     app = _fetch_handler(_doc())  # loads the handler; then point it at the SQLite store
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    factory.context_store = lambda: store  # type: ignore[assignment]
-    factory.context_service.cache_clear()  # built over an earlier store by an earlier measurement
-    factory.consumers.cache_clear()
+    wiring.context_store = lambda: store  # type: ignore[assignment]
+    wiring.context_service.cache_clear()  # built over an earlier store by an earlier measurement
+    wiring.consumers.cache_clear()
     return app, users
 
 
@@ -321,9 +321,9 @@ def feast_fair(requests_n: int, customers: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="cc-bench-fair-"))
     try:
         app, users = _fair_handler(work / "ours.sqlite", customers)
-        from customer_context.stores import factory
+        from customer_context import wiring
 
-        clock = _StoreClock(factory.context_store())
+        clock = _StoreClock(wiring.context_store())
         base = json.loads((ROOT / "events" / "fetch_context_get.json").read_text())
         fields = ",".join(f"traits.{t}" for t in FEAST_TRAITS)
         rng = random.Random(5)

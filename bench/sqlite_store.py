@@ -16,7 +16,8 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from customer_context.stores.context_store import SUPPRESSION_PARTITIONS, MemoryContextStore
+from customer_context.ports import TailOwner
+from customer_context.stores.context_store import SUPPRESSION_PARTITIONS, MemoryContextStore, tail_pk
 
 
 class _Items(MutableMapping[tuple[str, str], dict[str, Any]]):
@@ -75,10 +76,11 @@ class SqliteContextStore(MemoryContextStore):
         self.writes += len(batch)
         return len(batch)
 
-    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+    def recent(self, owner: TailOwner, after: str | None, limit: int) -> list[dict[str, Any]]:
         """Newest first, by key range."""
         rows = self.items.db.execute(  # type: ignore[attr-defined]
-            "SELECT item FROM items WHERE pk = ? AND sk > ? ORDER BY sk DESC LIMIT ?", (pk, after or "", max(limit, 1)))
+            "SELECT item FROM items WHERE pk = ? AND sk > ? ORDER BY sk DESC LIMIT ?",
+            (tail_pk(owner), after or "", max(limit, 1)))
         return [json.loads(r[0]) for r in rows]
 
     def deleted_identifiers(self) -> set[str]:

@@ -189,17 +189,17 @@ def _setup(tmp: Path) -> str:
         "POWERTOOLS_SERVICE_NAME": "customer-context", "POWERTOOLS_METRICS_NAMESPACE": "CustomerContext",
     })
     os.environ.pop("AWS_PROFILE", None)
+    from customer_context import wiring
     from customer_context.local.template import resource_properties
-    from customer_context.stores import factory
 
-    factory.reset()
-    queue = factory.boto_client("sqs").create_queue(QueueName="units-events")["QueueUrl"]
+    wiring.reload_from_environment()
+    queue = wiring.boto_client("sqs").create_queue(QueueName="units-events")["QueueUrl"]
     os.environ["CUSTOMER_CONTEXT_QUEUE_URL"] = queue
     props = resource_properties("ContextTable")
-    factory.boto_client("dynamodb").create_table(
+    wiring.boto_client("dynamodb").create_table(
         TableName="units-context", KeySchema=props["KeySchema"], AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode="PAY_PER_REQUEST")
-    factory.reset()
+    wiring.reload_from_environment()
     return queue
 
 
@@ -225,9 +225,9 @@ def _fetch_event(id_type: str, value: str, query: str) -> dict[str, Any]:
 
 
 def _drain(queue: str) -> list[dict[str, Any]]:
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     out: list[dict[str, Any]] = []
     while True:
         got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
@@ -286,12 +286,12 @@ def _send(batches: list[list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
+    from customer_context import wiring
     from customer_context.demo.generate import DemoConfig, generate_events
     from customer_context.local import lambda_runtime
     from customer_context.local.sqs_trigger import sqs_event
     from customer_context.observability import logger
     from customer_context.serve.consumers import consumer_item, hash_key
-    from customer_context.stores import factory
 
     with tempfile.TemporaryDirectory(prefix="cc-bench-units-") as tmp:
         queue = _setup(Path(tmp))
@@ -376,7 +376,7 @@ def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
         rebuild["items_per_changed_profile"] = round(rebuild["items_written"] / changed, 3) if changed else None
 
         # fetch: a consumer allowed everything, a customer the build knows by email
-        store = factory.context_store()
+        store = wiring.context_store()
         store.put_consumer(hash_key(CONSUMER_KEY), consumer_item("units", ["*"], []))
         email = next(t["email"] for e in events for t in [e.get("context", {}).get("traits") or e.get("traits") or {}]
                      if isinstance(t, dict) and t.get("email"))
@@ -391,7 +391,7 @@ def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
                 with captured_logs():
                     warm = lambda_runtime.invoke("fetch_context", event)
                 assert warm["statusCode"] == 200, warm
-                factory.audit_log().flush()
+                wiring.audit_log().flush()
                 CALLS.reset()
                 cpu, body = 0.0, 0
                 with captured_logs() as logs:
@@ -400,7 +400,7 @@ def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
                         answer = lambda_runtime.invoke("fetch_context", event)
                         cpu += time.thread_time() - start
                         body += len(answer.get("body") or "")
-                factory.audit_log().flush()  # this kind's audit records, counted with it
+                wiring.audit_log().flush()  # this kind's audit records, counted with it
                 lines = _lines(logs.getvalue())
                 figures = {"log_lines_per_request": round(len(lines) / fetches, 3),
                            "log_bytes_per_request": round(sum(len(x.encode()) + 1 for x in lines) / fetches, 1)}
@@ -420,8 +420,8 @@ def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
         logger.setLevel("INFO")
         from customer_context.serve.audit import MAX_RECORDS_PER_MESSAGE
 
-        factory.audit_log().flush()
-        factory.reset()
+        wiring.audit_log().flush()
+        wiring.reload_from_environment()
         raw = "".join(LOG_TEXT).encode()
         logs_stored = {"raw_bytes": len(raw), "gzip_bytes": len(gzip.compress(raw)),
                        "gzip_ratio": round(len(gzip.compress(raw)) / max(1, len(raw)), 3)}

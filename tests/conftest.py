@@ -35,28 +35,28 @@ def load_event(name: str) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     """Every test starts with no cached settings or stores."""
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    factory.reset()
+    wiring.reload_from_environment()
     yield
-    factory.reset()
+    wiring.reload_from_environment()
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """monkeypatch, with the settings cache cleared after each change by the caller's use of factory.reset()."""
+    """monkeypatch; after changing variables the caller runs `wiring.reload_from_environment()`."""
     return monkeypatch
 
 
 @pytest.fixture
 def lakehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A real lakehouse: SqlCatalog on SQLite with a file:// warehouse under tmp_path."""
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CUSTOMER_CONTEXT_CATALOG_TYPE", "sql")
-    factory.reset()
-    return factory.lakehouse()
+    wiring.reload_from_environment()
+    return wiring.lakehouse()
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point boto3 at moto's server with dummy credentials."""
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -85,7 +85,7 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    factory.reset()
+    wiring.reload_from_environment()
     return moto_url
 
 

@@ -10,11 +10,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.assemble.build import build_context
 from customer_context.config import get_settings
 from customer_context.observability import logger, metrics, tracer
 from customer_context.spec import load_spec
-from customer_context.stores import factory
 
 
 @logger.inject_lambda_context
@@ -24,10 +24,10 @@ from customer_context.stores import factory
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     """Scheduled (or manually invoked) build."""
     logger.info("build triggered", extra={"source": event.source, "detail_type": event.detail_type, "time": event.time})
-    report = build_context(factory.lakehouse(), factory.context_store(), load_spec(),
+    report = build_context(wiring.lakehouse(), wiring.context_store(), load_spec(),
                            progress=lambda line: logger.info(line),
                            memory_limit=get_settings().build_memory_limit or None,
-                           pii_key=factory.pii_key())
+                           pii_key=wiring.pii_key())
     metrics.add_metric(name="ProfilesBuilt", unit=MetricUnit.Count, value=report.profiles)
     metrics.add_metric(name="SnapshotsChanged", unit=MetricUnit.Count, value=report.changed_profiles)
     metrics.add_metric(name="ItemsWritten", unit=MetricUnit.Count, value=report.items_written)

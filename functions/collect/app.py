@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.api import json_response, raw_body, register_error_handlers
 from customer_context.collect.openapi import (
     BEACON_PATH,
@@ -27,7 +28,6 @@ from customer_context.collect.sdk_settings import rudderstack_source_config, seg
 from customer_context.collect.service import Limits, TrackingRequest, collect, write_key_from_header
 from customer_context.config import get_settings
 from customer_context.observability import logger, metrics, tracer
-from customer_context.stores import factory
 
 app = APIGatewayHttpResolver(enable_validation=True)
 app.configure_openapi(
@@ -61,15 +61,15 @@ def _collect(path: str):  # type: ignore[no-untyped-def]
     )
     result = collect(
         request,
-        write_keys=factory.write_keys(),
-        queue=factory.event_queue(),
-        spool=factory.spool(),
+        write_keys=wiring.write_keys(),
+        queue=wiring.event_queue(),
+        spool=wiring.spool(),
         limits=Limits(settings.max_request_bytes, settings.max_event_bytes, settings.queue_max_message_bytes),
         spool_prefix=settings.spool_prefix,
-        recent=factory.recent_tail(),
-        plans=factory.tracking_plans(),
-        pii=factory.pii_policy(),
-        suppressions=factory.suppressions(),
+        recent=wiring.recent_tail(),
+        plans=wiring.tracking_plans(),
+        pii=wiring.pii_policy(),
+        suppressions=wiring.suppressions(),
     )
     metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(result.rejections))
@@ -99,13 +99,13 @@ def get_source_config():  # type: ignore[no-untyped-def]
     """RudderStack's ``configUrl``: the write key's source, with no destinations."""
     key = write_key_from_header(_headers().get("authorization")) or app.current_event.get_query_string_value(
         "writeKey")
-    return json_response(200, rudderstack_source_config(key or "", source_of(factory.write_keys(), key)))
+    return json_response(200, rudderstack_source_config(key or "", source_of(wiring.write_keys(), key)))
 
 
 @app.get(SEGMENT_SETTINGS_PATH.replace("{writeKey}", "<writeKey>"), **settings_docs(SEGMENT_SETTINGS_PATH))
 def get_segment_settings(writeKey: str):  # type: ignore[no-untyped-def]  # noqa: N803 - the path's name
     """Segment's ``cdnURL``: send to this API (the host and path prefix this request came to)."""
-    source_of(factory.write_keys(), writeKey)
+    source_of(wiring.write_keys(), writeKey)
     event = app.current_event
     prefix = event.raw_event.get("rawPath", "").rsplit("/v1/projects/", 1)[0]
     protocol = _headers().get("x-forwarded-proto", "https")

@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context import api
+from customer_context import api, wiring
 from customer_context.api import (
     authenticate_consumer,
     consumer_api,
@@ -28,7 +28,6 @@ from customer_context.api import (
 )
 from customer_context.observability import logger, metrics
 from customer_context.serve import models
-from customer_context.stores import factory
 from pydantic import ConfigDict, Field
 
 app = consumer_api("customer-context fetch API",
@@ -142,7 +141,7 @@ def _context_response(consumer: Any, identifier_type: str, identifier_value: str
                       if_none_match: str | None) -> Response:
     """What ``GET /v1/context/…`` answers, whichever way it was reached (the resolver, or :func:`_direct_context`)."""
     # the route hands over the raw path segment: undo its percent-encoding once (Ada%40x.com → Ada@x.com)
-    result = factory.context_service().fetch(
+    result = wiring.context_service().fetch(
         unquote(identifier_type), unquote(identifier_value), consumer, fields=fields, sections=sections, fmt=fmt,
         max_tokens=max_tokens, if_none_match=if_none_match, verbose=verbose)
     return context_response(result)
@@ -158,7 +157,7 @@ def _context_response(consumer: Any, identifier_type: str, identifier_value: str
 )
 def batch_context(request: BatchRequest):  # noqa: ANN201 - Powertools reads return annotations as response models
     consumer = app.context["consumer"]
-    body = factory.context_service().fetch_many(
+    body = wiring.context_service().fetch_many(
         [i.model_dump() for i in request.identifiers], consumer, fields=request.fields, sections=request.sections)
     return json_response(200, body)
 
@@ -178,7 +177,7 @@ def get_tools(
     from customer_context.serve.tools import tool_definitions
 
     consumer = app.context["consumer"]
-    return json_response(200, tool_definitions(factory.context_service().spec, consumer, style))
+    return json_response(200, tool_definitions(wiring.context_service().spec, consumer, style))
 
 
 @app.post(
@@ -195,7 +194,7 @@ def post_mcp():  # noqa: ANN201 - Powertools reads return annotations as respons
 
     event = app.current_event
     status, body, headers = handle_mcp(raw_body(event.raw_event), _headers(), app.context["consumer"],
-                                     base_url=_base_url())
+                                     context_service=wiring.context_service, base_url=_base_url())
     if body is None:
         return Response(status_code=status, body="", headers=headers)
     return json_response(status, body, headers)

@@ -14,9 +14,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.collect.ingest import IngestBatch, collector_paused
 from customer_context.observability import logger, metrics, tracer
-from customer_context.stores import factory
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -26,7 +26,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """SQS event source entry point."""
-    batch = IngestBatch(spool=factory.spool(), suppressions=factory.suppressions())
+    batch = IngestBatch(spool=wiring.spool(), suppressions=wiring.suppressions())
 
     def record_handler(record: SQSRecord) -> None:
         batch.add(record.body)
@@ -34,5 +34,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     with collector_paused():
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
-        batch.commit(factory.lakehouse())
+        batch.commit(wiring.lakehouse())
     return response

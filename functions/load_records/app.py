@@ -13,10 +13,10 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.assemble.records import load_file
 from customer_context.observability import logger, metrics, tracer
 from customer_context.spec import load_spec
-from customer_context.stores import factory
 
 
 @logger.inject_lambda_context
@@ -29,8 +29,8 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     for record in event.records:
         # S3 notifications carry the key URL-encoded (spaces as +)
         bucket, key = record.s3.bucket.name, unquote_plus(record.s3.get_object.key)
-        data = factory.blobs(bucket).get(key)
-        report = load_file(factory.lakehouse(), load_spec(), key, data, pii=factory.pii_policy())
+        data = wiring.blobs(bucket).get(key)
+        report = load_file(wiring.lakehouse(), load_spec(), key, data, pii=wiring.pii_policy())
         metrics.add_metric(name="RecordsLoaded", unit=MetricUnit.Count, value=report.loaded)
         metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=report.rejected)
         if report.refused:

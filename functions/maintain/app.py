@@ -10,10 +10,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.config import get_settings
 from customer_context.govern.maintain import maintain
 from customer_context.observability import logger, metrics
-from customer_context.stores import factory
 
 
 @logger.inject_lambda_context
@@ -22,7 +22,7 @@ from customer_context.stores import factory
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     """Scheduled (or manually invoked) maintenance of every lakehouse table."""
     settings = get_settings()
-    report = maintain(factory.lakehouse(), min_files=settings.compact_min_files,
+    report = maintain(wiring.lakehouse(), min_files=settings.compact_min_files,
                       retain_seconds=settings.snapshot_retention_seconds, progress=lambda line: logger.info(line))
     metrics.add_metric(name="PartitionsCompacted", unit=MetricUnit.Count,
                        value=sum(r.get("partitions", 0) for r in report.values()))

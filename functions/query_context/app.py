@@ -17,12 +17,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from customer_context import strict_json
+from customer_context import strict_json, wiring
 from customer_context.api import authenticate_consumer, consumer_api, context_response, json_response, raw_body
 from customer_context.config import get_settings
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
-from customer_context.stores import factory
 
 app = consumer_api("customer-context query API",
                    "Named, parameterised queries over one customer's lakehouse rows, under budgets")
@@ -52,7 +51,7 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     from customer_context.serve.named_queries import QueryBudget, query_reveals, run_named_query, snapshot_identifiers
 
     consumer = app.context["consumer"]
-    service = factory.context_service()
+    service = wiring.context_service()
     query = service.spec.queries.get(name)
     if query is not None and not consumer.allows_query(name, query_reveals(service.spec, query)):
         raise Forbidden(f"query {name!r} is outside the scope of consumer {consumer.name!r}: it reveals "
@@ -71,9 +70,9 @@ def run_query(  # noqa: ANN201 - Powertools reads return annotations as response
     snapshot = service.store.get_snapshot(profile_id)
     if snapshot is None:
         raise NotFound(f"profile {profile_id!r} has no built context: nothing to query")
-    result = run_named_query(factory.lakehouse(), service.spec, name, profile_id, params, budget,
+    result = run_named_query(wiring.lakehouse(), service.spec, name, profile_id, params, budget,
                              snapshot_identifiers(snapshot), generation=service.store.deletion_generation())
-    factory.audit_log().record(consumer=consumer.name, via=f"query:{name}",
+    wiring.audit_log().record(consumer=consumer.name, via=f"query:{name}",
                                identifier=service.identifier(unquote(identifier_type), unquote(identifier_value)),
                                profile_id=profile_id,
                                fields=[f"param:{p}" for p in sorted(params)] if isinstance(params, dict) else [],
@@ -102,7 +101,7 @@ _VALUE = Annotated[str, Path(description="The identifier")]
 
 def _replay_read(read: Callable[..., dict[str, Any]], identifier_type: str, identifier_value: str) -> Response:
     """One of serve.replay's reads (history, audit_trail, identity) for the customer in the path, as JSON."""
-    return json_response(200, read(factory.context_service(), factory.lakehouse(), app.context["consumer"],
+    return json_response(200, read(wiring.context_service(), wiring.lakehouse(), app.context["consumer"],
                                    unquote(identifier_type), unquote(identifier_value), _budget()))
 
 
@@ -143,7 +142,7 @@ def get_replay(  # noqa: ANN201 - Powertools reads return annotations as respons
 ):
     from customer_context.serve import replay
 
-    result = replay.replay(factory.context_service(), factory.lakehouse(), app.context["consumer"],
+    result = replay.replay(wiring.context_service(), wiring.lakehouse(), app.context["consumer"],
                            unquote(identifier_type), unquote(identifier_value), at=replay.parse_at(at),
                            version=version, fields=fields, sections=sections, fmt=format, max_tokens=max_tokens,
                            budget=_budget())

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from customer_context import wiring
 from customer_context.api import authenticate_consumer, consumer_api, json_response, raw_body
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.observability import logger, metrics
-from customer_context.stores import factory
 
 app = consumer_api("customer-context regulation API",
                    "Suppress a customer's future events, or delete them everywhere (RudderStack-style regulations)")
@@ -79,13 +79,13 @@ def post_regulation():  # noqa: ANN201 - Powertools reads return annotations as 
         body = json.loads(raw_body(app.current_event.raw_event) or b"null")
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
-    service = factory.context_service()
+    service = wiring.context_service()
     kind, identifiers = parse_request(body, service.spec)
-    store = factory.context_store()
+    store = wiring.context_store()
     regulation = suppress(store, service, new_regulation(store, kind, identifiers, consumer.name),
-                          factory.pii_key())
+                          wiring.pii_key())
     if kind == "suppress_with_delete":
-        regulation["job"] = factory.start_regulation_job(regulation["id"])
+        regulation["job"] = wiring.start_regulation_job(regulation["id"])
     profiles = regulation.get("profiles")
     logger.info("regulation filed", extra={"regulation_id": regulation["id"], "type": kind,
                                           "profiles": profiles if isinstance(profiles, int) else len(profiles or [])})
@@ -102,7 +102,7 @@ def get_regulation(  # noqa: ANN201 - Powertools reads return annotations as res
     regulation_id: Annotated[str, Path(description="The id POST returned")],
 ):
     _admin()
-    regulation = factory.context_store().get_regulation(regulation_id)
+    regulation = wiring.context_store().get_regulation(regulation_id)
     if regulation is None:
         raise NotFound(f"no regulation {regulation_id!r}")
     return json_response(200, regulation)
@@ -121,10 +121,10 @@ def get_tracking_plans():  # noqa: ANN201 - Powertools reads return annotations 
     from customer_context.govern.plans_report import violations
 
     _admin()
-    spec = factory.context_service().spec
+    spec = wiring.context_service().spec
     plans = {source: plan.model_dump(mode="json", exclude_defaults=True)
              for source, plan in spec.tracking_plans.items()}
-    return json_response(200, {"plans": plans, "violations": violations(factory.lakehouse())})
+    return json_response(200, {"plans": plans, "violations": violations(wiring.lakehouse())})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
@@ -135,7 +135,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         from customer_context.govern.regulations import run_job
         from customer_context.spec import load_spec
 
-        return run_job(factory.lakehouse(), factory.context_store(), load_spec(), str(event["regulation_id"]),
-                       **factory.regulation_job_options())
+        return run_job(wiring.lakehouse(), wiring.context_store(), load_spec(), str(event["regulation_id"]),
+                       **wiring.regulation_job_options())
     refused = authenticate_consumer(app, event)
     return refused if refused is not None else app.resolve(event, context)

@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from customer_context import wiring
 from customer_context.collect.sdk_settings import rudderstack_source_config, segment_settings
 from customer_context.local.template import resource_properties
-from customer_context.stores import factory
 from customer_context.stores.sql import query
 
 from tests.browser.sdk_page import (
@@ -235,7 +235,7 @@ class Runs:
         deadline = time.monotonic() + timeout
         while True:
             self.stack.wait_for_ingest(30)
-            lakehouse = factory.lakehouse()
+            lakehouse = wiring.lakehouse()
             if "events" in lakehouse.table_names():
                 aid = run.anonymous_id.replace("'", "''")
                 columns, rows = query(lakehouse, f"select * from events_unique where anonymous_id = '{aid}'")

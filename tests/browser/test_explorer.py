@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.serve.consumers import consumer_item, hash_key, new_key
-from customer_context.stores import factory
 
 from tests.browser.sdk_page import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import REPO
@@ -62,9 +62,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stack.build()
         _send(stack, {"type": "track", "userId": "ada", "event": "Viewed Help"})  # after the build: live
         scoped = new_key()
-        factory.context_store().put_consumer(hash_key(scoped), consumer_item("support", [], ["traits.orders_90d"]))
+        wiring.context_store().put_consumer(hash_key(scoped), consumer_item("support", [], ["traits.orders_90d"]))
         agent = new_key()
-        factory.context_store().put_consumer(hash_key(agent), consumer_item("agent-under-test", ["*"], []))
+        wiring.context_store().put_consumer(hash_key(agent), consumer_item("agent-under-test", ["*"], []))
         yield {"stack": stack, "scoped": scoped, "agent": agent}
 
 
@@ -171,7 +171,7 @@ def test_the_audit_lists_a_fetch_made_here_with_the_version_it_served(world: dic
                             headers={"authorization": f"Bearer {world['agent']}"})
     assert answered.status_code == 200
     # the audit reaches the lakehouse through the queue and ingest
-    factory.audit_log().wait_flushed()
+    wiring.audit_log().wait_flushed()
     assert stack.wait_for_ingest(60)
     tab = Explorer(browser, stack.url, "audit")
     tab.use_key(stack.consumer_key)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.local.routes import ROUTES
 from customer_context.local.template import resource_properties
-from customer_context.stores import factory
 from customer_context.stores.sql import query
 
 pytestmark = pytest.mark.e2e
@@ -68,20 +68,19 @@ def test_responses_carry_the_configured_cors_headers(stack: Any) -> None:
     assert "access-control-allow-origin" not in requests.get(f"{stack.url}/docs/collect", timeout=30).headers
 
 
-def test_allowed_origins_are_configurable(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_origins_are_configurable(stack: Any) -> None:
     import threading
 
-    from customer_context.config import get_settings
+    from customer_context import wiring
     from customer_context.local.http_server import LocalHttpApi
 
     # Given the local HTTP API (in front of the same handlers) started with two allowed origins
-    monkeypatch.setenv("CUSTOMER_CONTEXT_CORS_ALLOW_ORIGINS", "https://www.example.com, https://shop.example.com")
-    get_settings.cache_clear()
+    origins = "https://www.example.com, https://shop.example.com"
+    wiring.configure(wiring.settings().model_copy(update={"cors_allow_origins": origins}))
     try:
         api = LocalHttpApi()
     finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+        wiring.reload_from_environment()
     threading.Thread(target=api.serve_forever, daemon=True).start()
     try:
         allowed = _preflight(f"{api.url}/v1/page", origin="https://shop.example.com")
@@ -111,7 +110,7 @@ def test_segment_short_paths_are_the_long_ones(stack: Any) -> None:
     assert requests.post(f"{stack.url}/v1/b", json=batch, auth=("wk_web", ""), timeout=30).json()["accepted"] == 1
     # Then each landed as its long path's type
     assert stack.wait_for_ingest(60)
-    _, rows = query(factory.lakehouse(), "select message_id, type from events where message_id like 'short-%'")
+    _, rows = query(wiring.lakehouse(), "select message_id, type from events where message_id like 'short-%'")
     assert dict(rows) == {"short-t": "track", "short-i": "identify", "short-p": "page", "short-s": "screen",
                           "short-g": "group", "short-a": "alias", "short-b": "track"}
 

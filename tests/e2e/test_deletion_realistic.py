@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.serve.consumers import consumer_item, hash_key
-from customer_context.stores import factory
 
 from tests.helpers.residue import search_dynamodb, search_files, search_s3
 
@@ -53,10 +53,10 @@ def _everywhere(stack: Any, values: list[str]) -> list[str]:
     """Every place a value is found: every file of the data dir, decoded, every item, every object."""
     from customer_context.local.stack import CONTEXT_TABLE, SPOOL_BUCKET
 
-    assert factory.audit_log().wait_flushed(30) and stack.wait_for_ingest(120)
+    assert wiring.audit_log().wait_flushed(30) and stack.wait_for_ingest(120)
     return ([str(h) for h in search_files(stack.data_dir, values)]
-            + [str(h) for h in search_dynamodb(factory.boto_client("dynamodb"), CONTEXT_TABLE, values)]
-            + [str(h) for h in search_s3(factory.boto_client("s3"), SPOOL_BUCKET, values)])
+            + [str(h) for h in search_dynamodb(wiring.boto_client("dynamodb"), CONTEXT_TABLE, values)]
+            + [str(h) for h in search_s3(wiring.boto_client("s3"), SPOOL_BUCKET, values)])
 
 
 def _world(stack: Any) -> None:
@@ -102,7 +102,7 @@ def _world(stack: Any) -> None:
 def _state(stack: Any) -> dict[str, Any]:
     """Everything the test compares before and after: other customers' contexts, and every events row."""
     contexts = {u: _get(stack, f"/v1/context/user_id/{u}").json()["context"] for u in OTHERS}
-    rows = {r["message_id"]: r for r in factory.lakehouse().scan("events").to_pylist()}
+    rows = {r["message_id"]: r for r in wiring.lakehouse().scan("events").to_pylist()}
     return {"contexts": contexts, "rows": rows}
 
 
@@ -112,7 +112,7 @@ def test_deleting_her_leaves_nothing_of_her_and_everyone_else_as_they_were(stack
     from customer_context.spec import load_spec
     from customer_context.stores.iceberg import Lakehouse
 
-    store = factory.context_store()
+    store = wiring.context_store()
     store.put_consumer(hash_key("ck_dpo"), consumer_item("dpo", [], [], admin=True))
     _world(stack)
     stack.build()

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import DEFAULT_SPEC, parse_spec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st

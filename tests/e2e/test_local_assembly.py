@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.stores import factory
+from customer_context import wiring
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_records_and_build_land_snapshots_in_dynamodb(local_stack: Any) -> None:
     # When the schedule fires
     report = local_stack.build()
     # Then every identifier resolves to one snapshot in DynamoDB with the traits and the CRM row
-    store = factory.context_store()
+    store = wiring.context_store()
     profile = store.resolve("email", "zoe@example.com")
     assert profile is not None
     for id_type, value in (("user_id", "cust-1"), ("anonymous_id", "dev-1"), ("crm_id", "C-9")):
@@ -67,7 +67,7 @@ def test_maintenance_beside_the_running_stack_does_not_stop_ingest(local_stack: 
     assert report["events"]["partitions"] == 1 and report["events"]["orphans_removed"] >= 1
     # Then the next events still land, nothing goes to the dead-letter queue
     send("after")
-    users = {r["user_id"] for r in factory.lakehouse().scan("events", selected_fields=("user_id",)).to_pylist()}
+    users = {r["user_id"] for r in wiring.lakehouse().scan("events", selected_fields=("user_id",)).to_pylist()}
     assert users == {"u0", "u1", "u2", "after"}
     assert local_stack.dlq_depth() == 0
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.spec import DEFAULT_SPEC
-from customer_context.stores import factory
 
 from tests.helpers.logs import every_log_record
 
@@ -80,7 +80,7 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
     # (the capture saw the service's INFO records: it ran at the production level and below)
     assert {"collected", "ingested", "records loaded", "request failed"} <= logs.messages(logging.INFO)
     # And no table holds the raw email, the card number or the full IP address
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     for table in lakehouse.table_names():
         text = json.dumps(lakehouse.scan(table).to_pylist(), default=str).lower()
         assert "ann.lee@example.com" not in text, table
@@ -92,15 +92,15 @@ def test_hashed_email_stitches_dropped_fields_are_gone_and_logs_are_clean(stack:
     assert {e["ip"] for e in events if e["type"] == "track"} == {"127.0.0.0"}  # the request address, masked too
     # And the logs of the whole run never show an email, raw or as its hash token, nor the card or the IP
     text = logs.text.lower()
-    policy = factory.pii_policy()
+    policy = wiring.pii_policy()
     for value in ("ann.lee@example.com", UNKNOWN_EMAIL.lower(), policy.hash("ann.lee@example.com").lower(),
                   policy.hash(UNKNOWN_EMAIL).lower(), "4111111111111111", "203.0.113.77", "555 0100"):
         assert value not in text, value
 
 
 def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
-    from customer_context.collect.pii import PiiPolicy
     from customer_context.errors import ConfigError
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import parse_spec
 
     with pytest.raises(ConfigError, match="CUSTOMER_CONTEXT_PII_HASH_KEY"):
@@ -111,7 +111,7 @@ def test_a_policy_that_hashes_needs_a_key(tmp_path: Path) -> None:
 
 
 def test_hashing_normalises_identifiers_as_lookups_do_and_never_hashes_a_blank() -> None:
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import parse_spec
 
     policy = PiiPolicy(parse_spec(DEFAULT_SPEC.read_text() + POLICY), "k")

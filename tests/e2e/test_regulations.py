@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.serve.consumers import consumer_item, hash_key
-from customer_context.stores import factory
 
 from tests.helpers.residue import search_dynamodb, search_files
 
@@ -47,7 +47,7 @@ def _crowd(n: int) -> list[dict[str, Any]]:
 
 
 def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> None:
-    store = factory.context_store()
+    store = wiring.context_store()
     store.put_consumer(hash_key("ck_admin"), consumer_item("dpo", [], [], admin=True))
     auth = {"authorization": f"Bearer {stack.consumer_key}"}
     # Given a customer known through events, a rejected event, a CRM row, two builds, a fetch and live events
@@ -70,7 +70,7 @@ def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> Non
     _send(stack, [{"type": "track", "userId": GONE["user_id"], "event": "Cart Viewed"}])
     stack.build()
     assert requests.get(f"{stack.url}/v1/context/email/{GONE['email']}", headers=auth, timeout=10).status_code == 200
-    assert factory.audit_log().wait_flushed(10) and stack.wait_for_ingest(60)
+    assert wiring.audit_log().wait_flushed(10) and stack.wait_for_ingest(60)
     _send(stack, [{"type": "track", "anonymousId": GONE["anonymous_id"], "event": "Seen Again"}])  # live tail
     warehouse = stack.data_dir / "warehouse"
     assert _files_mentioning(warehouse), "the customer is in the lakehouse before the regulation"
@@ -95,7 +95,7 @@ def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> Non
     residue = _files_mentioning(warehouse)
     assert residue == [], "\n".join(residue)
     # And the DynamoDB table holds no item naming them (suppressions are kept as hashes)
-    assert [str(h) for h in search_dynamodb(factory.boto_client("dynamodb"), "customer-context-local",
+    assert [str(h) for h in search_dynamodb(wiring.boto_client("dynamodb"), "customer-context-local",
                                             [n.decode() for n in NEEDLES])] == []
     assert requests.get(f"{stack.url}/v1/context/email/{GONE['email']}", headers=auth, timeout=10).status_code == 404
     # And the other customer is untouched
@@ -107,7 +107,7 @@ def test_suppress_with_delete_removes_the_customer_everywhere(stack: Any) -> Non
                            {"type": "track", "userId": "stays", "event": "Still Here"}])
     # Then collect acknowledges all (SDKs must not retry) but keeps only the other customer's
     assert answer["accepted"] == 3
-    events = factory.lakehouse().scan("events").to_pylist()
+    events = wiring.lakehouse().scan("events").to_pylist()
     assert {e["event"] for e in events if e["user_id"] == "stays"} >= {"Still Here"}
     assert not [e for e in events if e["user_id"] == GONE["user_id"] or e["anonymous_id"] == GONE["anonymous_id"]]
 
@@ -118,7 +118,7 @@ def test_regulations_need_an_admin_key(stack: Any) -> None:
     denied = requests.post(f"{stack.url}/v1/regulations", json=body, timeout=10,
                            headers={"authorization": f"Bearer {stack.consumer_key}"})
     assert denied.status_code == 403 and "admin" in denied.json()["message"]
-    store = factory.context_store()
+    store = wiring.context_store()
     store.put_consumer(hash_key("ck_admin2"), consumer_item("dpo2", [], [], admin=True))
     bad = requests.post(f"{stack.url}/v1/regulations", json={"regulationType": "erase", "users": []}, timeout=10,
                         headers={"authorization": "Bearer ck_admin2"})
@@ -126,7 +126,7 @@ def test_regulations_need_an_admin_key(stack: Any) -> None:
 
 
 def test_tracking_plans_endpoint_is_admin_only(stack: Any) -> None:
-    store = factory.context_store()
+    store = wiring.context_store()
     store.put_consumer(hash_key("ck_admin3"), consumer_item("dpo3", [], [], admin=True))
     answer = requests.get(f"{stack.url}/v1/tracking-plans", headers={"authorization": "Bearer ck_admin3"}, timeout=30)
     assert answer.status_code == 200, answer.text

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.stores import factory
+from customer_context import wiring
 from customer_context.stores.sql import query
 
 from tests.helpers.accounting import assert_accounted
@@ -70,7 +70,7 @@ def test_python_sdk_every_call_gzip(local_stack: Any, module: str, prefix: str) 
     client.shutdown()
     assert local_stack.wait_for_ingest(60)
     # Then each landed with its typed fields
-    _check_landed(factory.lakehouse(), prefix, "test")
+    _check_landed(wiring.lakehouse(), prefix, "test")
 
 
 def test_wrong_write_key_is_401_for_the_sdk(local_stack: Any) -> None:
@@ -94,7 +94,7 @@ def test_batch_with_one_invalid_event_of_ten(local_stack: Any) -> None:
     assert response.json()["rejected"] == [
         {"index": 6, "reason": "userId or anonymousId: at least one is required", "messageId": "ten-6"}]
     assert local_stack.wait_for_ingest(60)
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     assert_accounted(lakehouse, [f"ten-{i}" for i in range(10) if i != 6], rejected_count=1)
     rejected = lakehouse.scan("rejected_events").to_pylist()[0]
     assert rejected["reason"] == "userId or anonymousId: at least one is required"
@@ -109,7 +109,7 @@ def test_sdk_retry_of_the_same_batch_yields_no_duplicates_by_message_id(local_st
     for _ in range(2):
         post(local_stack.write_key, local_stack.url, gzip=True, batch=[dict(e) for e in batch])
     assert local_stack.wait_for_ingest(60)
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     # Then both copies are stored, and reading by message_id yields each event once
     _, raw = query(lakehouse, "select count(*) from events where message_id like 'retry-%'")
     _, unique = query(lakehouse, "select count(*) from events_unique where message_id like 'retry-%'")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.serve.consumers import consumer_item, hash_key
-from customer_context.stores import factory
 
 pytestmark = pytest.mark.e2e
 
@@ -40,8 +40,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         assert stack.wait_for_ingest(60)
         stack.load_records("crm_contacts", "crm.csv", CRM)
         stack.build()
-        factory.reset()
-        store = factory.context_store()
+        wiring.reload_from_environment()
+        store = wiring.context_store()
         # a key limited to a few fields, naming a query whose answer reveals more than them
         store.put_consumer(hash_key("ck_scoped"), consumer_item(
             "support-bot", ["scores"], ["traits.orders_90d", "profile.identifiers.email"], ["orders_in_period"]))
@@ -319,16 +319,16 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert requests.post(f"{served.url}/v1/context/email/Zoe@Example.com/queries/orders_in_period", headers=auth,
                          json={"since": "2020-01-01T00:00:00Z"}, timeout=60).status_code == 200
     # When the audit buffer is flushed and ingested
-    assert factory.audit_log().wait_flushed(10)
+    assert wiring.audit_log().wait_flushed(10)
     assert served.wait_for_ingest(60)
-    rows = factory.lakehouse().scan("serving_audit").to_pylist()
+    rows = wiring.lakehouse().scan("serving_audit").to_pylist()
     pid = _get(served, "/v1/context/user_id/cust-1", served.consumer_key).json()["profile_id"]
     # the identifier is kept as the PII policy's keyed token, never in the clear (the named query's too)
     assert "zoe@example.com" not in json.dumps(rows, default=str)
-    token = factory.pii_policy().audit_value("zoe@example.com")
+    token = wiring.pii_policy().audit_value("zoe@example.com")
     queried = [r for r in rows if r["via"] == "query:orders_in_period" and r["identifier_type"] == "email"]
     assert queried and {r["identifier_value"] for r in queried} == {token}
-    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == factory.pii_policy().audit_value(
+    fetch = [r for r in rows if r["via"] == "fetch" and r["identifier_value"] == wiring.pii_policy().audit_value(
         "zoe@example.com")
              and r["fields"] == json.dumps(["traits.lifetime_revenue", "scores.churn_risk"])]
     tool = [r for r in rows if r["via"] == "tool:get_customer_context" and r["sections"] == json.dumps(["records"])]
@@ -343,7 +343,7 @@ def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: 
     assert {"fetch", "tool:get_customer_context"} <= {r["via"] for r in trail}
     # … even a lookup of nobody, kept only as a token: the CLI hashes its query the same way
     assert _get(served, "/v1/context/email/ghost@example.com", served.consumer_key).status_code == 404
-    assert factory.audit_log().wait_flushed(10) and served.wait_for_ingest(60)
+    assert wiring.audit_log().wait_flushed(10) and served.wait_for_ingest(60)
     assert main(["audit", "--identifier", "email: Ghost@Example.com", "--json",
                  "--data-dir", str(served.data_dir)]) == 0
     trail = json.loads(capsys.readouterr().out)

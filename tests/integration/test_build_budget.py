@@ -55,11 +55,11 @@ def test_a_build_rendered_in_slices_lands_the_same_documents(lakehouse: Any, tmp
     # When the same data is rendered in slices of a few events each (as a large build is)
     monkeypatch.setattr(build, "EVENTS_PER_SLICE", 5)
     sliced = MemoryContextStore()
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "other"))
-    factory.reset()
-    other = factory.lakehouse()
+    wiring.reload_from_environment()
+    other = wiring.lakehouse()
     write_events(other, [])  # an empty append creates the table
     for batch in lakehouse.scan("events").to_batches():
         other.append("events", pa.Table.from_batches([batch]))

@@ -100,11 +100,11 @@ def test_slices_render_the_same_documents_with_consent(lakehouse: Any, tmp_path:
     build_context(lakehouse, whole, spec, as_of=AS_OF)
     # When the same events are rendered a few profiles at a time
     monkeypatch.setattr(build, "EVENTS_PER_SLICE", 4)
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "other"))
-    factory.reset()
-    other = factory.lakehouse()
+    wiring.reload_from_environment()
+    other = wiring.lakehouse()
     write_events(other, events)
     sliced = MemoryContextStore()
     report = build_context(other, sliced, spec, as_of=AS_OF)

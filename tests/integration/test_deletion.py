@@ -11,8 +11,8 @@ from typing import Any
 
 from customer_context.assemble.build import build_context
 from customer_context.assemble.records import load_file
-from customer_context.collect.pii import PiiPolicy
 from customer_context.govern.regulations import new_regulation, run_job, suppress
+from customer_context.pii import PiiPolicy
 from customer_context.serve.fetch import ContextService
 from customer_context.spec import DEFAULT_SPEC, parse_spec
 from customer_context.stores.context_store import MemoryContextStore
@@ -216,10 +216,10 @@ def test_a_job_filed_while_a_build_lands_waits_for_it_then_removes_what_it_lande
 
 def test_a_named_query_answers_nothing_from_its_cache_once_she_is_deleted(
         lakehouse: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from customer_context import wiring
     from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
     from customer_context.serve.named_queries import clear_cache
-    from customer_context.stores import factory
 
     from tests.conftest import load_event
 
@@ -228,7 +228,7 @@ def test_a_named_query_answers_nothing_from_its_cache_once_she_is_deleted(
     store = MemoryContextStore()
     build_context(lakehouse, store, SPEC, as_of=AS_OF, pii_key=KEY)
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
-    monkeypatch.setattr(factory, "context_store", lambda: store)
+    monkeypatch.setattr(wiring, "context_store", lambda: store)
     event = load_event("query_context_post.json")
     pid = store.resolve("user_id", "alice")
     path = f"/v1/context/profile_id/{pid}/queries/orders_in_period"

@@ -9,9 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
+from customer_context import wiring
 from customer_context.local import lambda_runtime
 from customer_context.local.template import resource_properties
-from customer_context.stores import factory
 
 from tests.conftest import load_event
 from tests.helpers.lake import ev, write_events
@@ -29,13 +29,13 @@ def served(aws: str, lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     table = f"ctx-function-url-{uuid.uuid4().hex[:12]}"  # moto's server lives for the whole session
     props = resource_properties("ContextTable")
-    factory.boto_client("dynamodb").create_table(
+    wiring.boto_client("dynamodb").create_table(
         TableName=table, KeySchema=props["KeySchema"],
         AttributeDefinitions=props["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
     monkeypatch.setenv("CUSTOMER_CONTEXT_CONTEXT_TABLE", table)
     monkeypatch.setenv("CUSTOMER_CONTEXT_PII_HASH_KEY", "test-key")
-    factory.reset()
-    store = factory.context_store()
+    wiring.reload_from_environment()
+    store = wiring.context_store()
     write_events(lakehouse, [
         ev("identify", 3, userId="u1", traits={"email": "ada@example.com"}),
         *(ev("track", 2, userId="u1", event="Order Completed", properties={"revenue": 20 + n}) for n in range(2)),

@@ -6,24 +6,24 @@ import json
 from typing import Any
 
 import pytest
+from customer_context import wiring
 from customer_context.local import lambda_runtime
-from customer_context.stores import factory
 
 from tests.conftest import load_event
 
 
 @pytest.fixture
 def queue_url(aws: str, lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     url = sqs.create_queue(QueueName=f"q-{id(monkeypatch)}")["QueueUrl"]
     monkeypatch.setenv("CUSTOMER_CONTEXT_QUEUE_URL", url)
     monkeypatch.setenv("CUSTOMER_CONTEXT_WRITE_KEYS", "wk_sample=sample")
-    factory.reset()
+    wiring.reload_from_environment()
     return url
 
 
 def _drain(url: str) -> list[dict[str, Any]]:
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     messages: list[dict[str, Any]] = []
     while True:
         got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
@@ -78,7 +78,7 @@ def test_collect_invalid_json_sample_is_400_with_reason(queue_url: str) -> None:
 def test_collect_answers_503_when_sqs_is_down(queue_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a queue URL that does not exist (SQS answers an error for every send)
     monkeypatch.setenv("CUSTOMER_CONTEXT_QUEUE_URL", queue_url + "-gone")
-    factory.reset()
+    wiring.reload_from_environment()
     response = lambda_runtime.invoke("collect", load_event("collect_batch.json"))
     # Then the SDK is told to retry
     assert response["statusCode"] == 503 and json.loads(response["body"])["code"] == "service_unavailable"
@@ -101,17 +101,17 @@ def test_load_records_then_build_context_samples(aws: str, lakehouse: Any, monke
     # Given the bucket and object the S3 sample names (the key arrives URL-encoded) and the context table
     event = load_event("load_records_s3.json")
     bucket = event["Records"][0]["s3"]["bucket"]["name"]
-    s3 = factory.boto_client("s3")
+    s3 = wiring.boto_client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="imports/crm_contacts/crm export 2026-11-24.csv",
                   Body=b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
                        b"C-1,ada@example.com,Ada,vip,,2026-11-01T00:00:00Z\n")
     props = resource_properties("ContextTable")
-    factory.boto_client("dynamodb").create_table(
+    wiring.boto_client("dynamodb").create_table(
         TableName="ctx-samples", KeySchema=props["KeySchema"], AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode="PAY_PER_REQUEST")
     monkeypatch.setenv("CUSTOMER_CONTEXT_CONTEXT_TABLE", "ctx-samples")
-    factory.reset()
+    wiring.reload_from_environment()
     # When load_records handles the notification
     loaded = lambda_runtime.invoke("load_records", event)
     # Then the row is upserted
@@ -120,5 +120,5 @@ def test_load_records_then_build_context_samples(aws: str, lakehouse: Any, monke
     report = lambda_runtime.invoke("build_context", load_event("build_context_schedule.json"))
     # Then the record-only customer has a profile and a snapshot in DynamoDB
     assert report["profiles"] == 1 and report["items_written"] == 1 + 2
-    profile = factory.context_store().resolve("crm_id", "C-1")
-    assert profile and factory.context_store().resolve("email", "ada@example.com") == profile
+    profile = wiring.context_store().resolve("crm_id", "C-1")
+    assert profile and wiring.context_store().resolve("email", "ada@example.com") == profile

@@ -327,11 +327,11 @@ def test_a_customer_unknown_to_the_identity_graph_sees_nothing(lakehouse: Any, w
 
 
 def test_a_fresh_container_reads_record_tables_it_never_loaded(lakehouse: Any, world: dict[str, Any]) -> None:
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     # Given a new Lakehouse instance, as in a query function's first call (no record table declared on it)
-    factory.reset()
-    fresh = factory.lakehouse()
+    wiring.reload_from_environment()
+    fresh = wiring.lakehouse()
     assert fresh is not lakehouse
     # When a customer with tickets, and one with no identifier of the table's types, ask for open tickets
     ann = run_named_query(fresh, world["spec"], "open_tickets", world["ann"], {})
@@ -360,9 +360,9 @@ def test_blocked_and_unbuilt_identifiers_do_not_decide_ownership(lakehouse: Any,
 
 def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world: dict[str, Any],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context import wiring
     from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
-    from customer_context.stores import factory
 
     from tests.conftest import load_event
 
@@ -372,7 +372,7 @@ def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world
     store.put_aliases([("user_id", "u_000001", world["ann"])])
     store.items.update({k: v for k, v in world["store"].items.items() if v.get("profile_id") == world["ann"]
                         and k[1] == "snapshot"})
-    monkeypatch.setattr(factory, "context_store", lambda: store)
+    monkeypatch.setattr(wiring, "context_store", lambda: store)
     # When the handler gets the event API Gateway sends for the query route
     response = lambda_runtime.invoke("query_context", load_event("query_context_post.json"))
     # Then it answers ann's orders since the sample's date

@@ -373,12 +373,12 @@ def test_json_records_with_duplicate_or_missing_keys_are_rejected(lakehouse: Any
 
 
 def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lakehouse: Any) -> None:
+    from customer_context import wiring
     from customer_context.local import lambda_runtime
     from customer_context.local.aws_events import s3_object_created
-    from customer_context.stores import factory
 
     # Given a truncated gzip, a file for a table the spec does not declare, and a file with one bad row
-    s3 = factory.boto_client("s3")
+    s3 = wiring.boto_client("s3")
     s3.create_bucket(Bucket="drops")
     files = {"imports/crm_contacts/": b"",  # a folder created in the S3 console: ignored
              "imports/crm_contacts/cut.csv.gz": gzip.compress(CRM * 100)[:-10],
@@ -403,7 +403,7 @@ def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lake
 
 @pytest.mark.parametrize("action", ["hash", "drop"])
 def test_an_unreadable_record_keeps_no_raw_text_when_the_table_has_a_pii_policy(lakehouse: Any, action: str) -> None:
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
 
     # Given a PII policy on the CRM's full_name, and a row whose quoting is broken
     data = yaml.safe_load(DEFAULT_SPEC.read_text())

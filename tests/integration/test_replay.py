@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from customer_context.assemble.build import build_context
 from customer_context.collect.ingest import Rows, audit_row, write_rows
-from customer_context.collect.pii import PiiPolicy
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.govern.regulations import new_regulation, run_job, suppress
+from customer_context.pii import PiiPolicy
 from customer_context.serve import replay
 from customer_context.serve.audit import AuditLog
 from customer_context.serve.consumers import Consumer
@@ -200,9 +200,9 @@ def test_deletion_removes_the_history_and_the_audit(lakehouse: Any) -> None:
 
 
 def test_replay_routes_with_the_api_gateway_samples(lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context import wiring
     from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
-    from customer_context.stores import factory
 
     from tests.conftest import load_event
 
@@ -210,7 +210,7 @@ def test_replay_routes_with_the_api_gateway_samples(lakehouse: Any, monkeypatch:
     write_rows(lakehouse, Rows(audit=[audit_row(r) for r in service.audit.pending()]))
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], [], audit=True))
     monkeypatch.setenv("CUSTOMER_CONTEXT_PII_HASH_KEY", KEY)
-    monkeypatch.setattr(factory, "context_store", lambda: store)
+    monkeypatch.setattr(wiring, "context_store", lambda: store)
 
     def invoke(name: str, **query: str) -> dict[str, Any]:
         event = load_event(f"query_context_{name}.json")
@@ -294,9 +294,9 @@ class CountingStore(MemoryContextStore):
         self.reads += 1
         return super().resolve(id_type, id_value)
 
-    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:  # noqa: D102
+    def recent(self, owner: Any, after: str | None, limit: int) -> list[dict[str, Any]]:  # noqa: D102
         self.reads += 1
-        return super().recent(pk, after, limit)
+        return super().recent(owner, after, limit)
 
 
 def test_verbose_fetch_says_when_each_value_last_changed_as_the_history_does(lakehouse: Any,

@@ -54,9 +54,9 @@ def test_a_value_in_a_manifest_bound_is_found_by_record(lakehouse: Any) -> None:
 def test_dynamodb_items_and_s3_objects_are_searched(aws: str) -> None:
     import gzip
 
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    ddb, s3 = factory.boto_client("dynamodb"), factory.boto_client("s3")
+    ddb, s3 = wiring.boto_client("dynamodb"), wiring.boto_client("s3")
     ddb.create_table(TableName="residue", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                      AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                      BillingMode="PAY_PER_REQUEST")

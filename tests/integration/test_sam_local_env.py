@@ -32,8 +32,8 @@ def test_the_env_file_names_only_settings_the_template_declares() -> None:
 
 def test_the_samples_run_with_the_env_file_and_no_ssm(deployed: Deployment,  # noqa: F811
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from customer_context import wiring
     from customer_context.cli import main
-    from customer_context.stores import factory
 
     deployed_environment = deployed.environment
 
@@ -48,7 +48,7 @@ def test_the_samples_run_with_the_env_file_and_no_ssm(deployed: Deployment,  # n
     monkeypatch.setattr(deployed, "environment", with_env_file)
     # no write keys in SSM for this stack
     parameter = deployed_environment("CollectFunction")["CUSTOMER_CONTEXT_WRITE_KEYS_PARAMETER"]
-    factory.boto_client("ssm").delete_parameter(Name=parameter)
+    wiring.boto_client("ssm").delete_parameter(Name=parameter)
     status, body = deployed.http("CollectFunction", load_event("collect_batch.json"))
     assert status == 200 and body["accepted"] == 3, body
 

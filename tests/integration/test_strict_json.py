@@ -13,17 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from customer_context import strict_json
+from customer_context import envelope, strict_json, wiring
 from customer_context.api import json_response
 from customer_context.assemble.build import build_context
-from customer_context.collect import envelope
 from customer_context.collect.ingest import rows_from_message
 from customer_context.collect.service import Limits, TrackingRequest, collect
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import ContextService
 from customer_context.serve.mcp import handle_mcp
 from customer_context.spec import DEFAULT_SPEC, parse_spec
-from customer_context.stores import factory
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 from customer_context.stores.keys import StaticWriteKeys
 from customer_context.stores.queue import MemoryEventQueue
@@ -133,7 +131,7 @@ def test_request_bodies_with_non_json_numbers_are_refused() -> None:
     with pytest.raises(ValueError, match=r"b\[1\]: Infinity is not a JSON number"):
         strict_json.loads('{"b": [1, 1e999]}')
     status, body, _ = handle_mcp(b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": Infinity}}', {},
-                                 EVERYONE)
+                                 EVERYONE, context_service=wiring.context_service)
     assert status == 400 and "not a JSON number" in strict(json.dumps(body))["error"]["message"]
 
 
@@ -157,14 +155,13 @@ def test_every_answer_is_strict_json(traits: dict[str, Any], scores: dict[str, f
     store.put_snapshots([SnapshotItem("p1", doc, "h", 1, "2026-11-24T12:00:00+00:00", None)])
     store.put_aliases([("user_id", "u1", "p1")])
     service = ContextService(store, parse_spec(DEFAULT_SPEC.read_text()))
-    monkeypatch.setattr(factory, "context_service", lambda: service)
     # When it is fetched, fetched in a batch, and read through MCP
     one = json_response(200, service.fetch("user_id", "u1", EVERYONE).body).body
     many = json_response(200, service.fetch_many([{"type": "user_id", "value": "u1"}], EVERYONE)).body
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "get_customer_context", "arguments": {"identifier_type": "user_id",
                                                                       "identifier_value": "u1", "format": "json"}}}
-    status, answer, _ = handle_mcp(json.dumps(call).encode(), {}, EVERYONE)
+    status, answer, _ = handle_mcp(json.dumps(call).encode(), {}, EVERYONE, context_service=lambda: service)
     # Then every answer parses as strict JSON, the MCP tool's text included
     assert status == 200
     for text in (one, many, json_response(200, answer).body):

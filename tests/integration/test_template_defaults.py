@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.local import lambda_runtime
-from customer_context.stores import factory
 
 from tests.conftest import load_event
 from tests.helpers.faults import FaultProxy
@@ -62,7 +62,7 @@ class Deployment:
             self.monkeypatch.delenv(name)
         for name, value in self.environment(function).items():
             self.monkeypatch.setenv(name, value)
-        factory.reset()
+        wiring.reload_from_environment()
         from aws_lambda_powertools.utilities import parameters
 
         parameters.clear_caches()
@@ -144,7 +144,7 @@ def _record_lambda_invocations(deployed: Deployment) -> Callable[[], None]:
         def record(params: dict[str, Any], **_: Any) -> None:
             deployed.invocations.append(dict(params))
 
-        factory.boto_client("lambda").meta.events.register("provide-client-params.lambda.Invoke", record)
+        wiring.boto_client("lambda").meta.events.register("provide-client-params.lambda.Invoke", record)
 
     return hook
 
@@ -174,9 +174,9 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     assert status == 200 and body["accepted"] == 3
     # When ingest takes the queued messages: Iceberg tables in the Glue catalog, data files in S3
     _ingest_queue(deployed)
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     assert type(lakehouse.catalog).__name__ == "GlueCatalog"
-    glue_tables = factory.boto_client("glue").get_tables(DatabaseName="customer_context_dev")["TableList"]
+    glue_tables = wiring.boto_client("glue").get_tables(DatabaseName="customer_context_dev")["TableList"]
     assert {"events", "rejected_events"} <= {t["Name"] for t in glue_tables}
     events = lakehouse.table("events")
     assert events.location().startswith(f"s3://{STACK}-{ACCOUNT}-{REGION}/warehouse/")
@@ -184,7 +184,7 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     # And a CRM file dropped under imports/ is loaded from the S3 notification
     s3_event = load_event("load_records_s3.json")
     bucket = s3_event["Records"][0]["s3"]["bucket"]["name"] = f"{STACK}-{ACCOUNT}-{REGION}"
-    factory.boto_client("s3").put_object(
+    wiring.boto_client("s3").put_object(
         Bucket=bucket, Key="imports/crm_contacts/crm export 2026-11-24.csv",
         Body=b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n"
              b"CRM-7730,ada@example.com,Ada,vip,,2026-11-01T00:00:00Z\n")
@@ -195,8 +195,8 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     report = deployed.invoke("BuildContextFunction", schedule)
     assert report["profiles"] == 1 and report["changed_profiles"] == 1  # the CRM row joined her by email
     # Then the customer is served by email through fetch_context
-    factory.context_store().put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
-    factory.context_store().put_consumer(hash_key("ck_sample_admin_key"), consumer_item("dpo", [], [], admin=True))
+    wiring.context_store().put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("sample", ["*"], []))
+    wiring.context_store().put_consumer(hash_key("ck_sample_admin_key"), consumer_item("dpo", [], [], admin=True))
     status, served = deployed.http("FetchContextFunction", load_event("fetch_context_get.json"))
     assert status == 200 and served["context"]["traits"]["orders_90d"] == 1
     status, records = deployed.http("FetchContextFunction", _api_event(
@@ -222,20 +222,20 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     done = deployed.invoke("RegulateFunction", {**sample, "regulation_id": filed["id"]})
     # Then it is done: no row of the customer is left in the lakehouse, nothing is served
     assert done["status"] == "done", done
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     left = [r for r in lakehouse.scan("events").to_pylist() if r["user_id"] == "u_000001"]
     assert left == [] and lakehouse.scan("crm_contacts").num_rows == 0
     status, _ = deployed.http("FetchContextFunction", load_event("fetch_context_get.json"))
     assert status == 404
-    assert factory.context_store().get_snapshot(profile) is None
+    assert wiring.context_store().get_snapshot(profile) is None
     status, state = deployed.http("RegulateFunction", _api_event("regulate_get.json",
                                                                 rawPath=f"/v1/regulations/{filed['id']}"))
     assert status == 200 and state["status"] == "done"
 
     # Given a file in the events table's data folder that no snapshot references (a writer died before commit)
-    location = factory.lakehouse().table("events").location().removeprefix(f"s3://{bucket}/")
-    factory.boto_client("s3").put_object(Bucket=bucket, Key=f"{location}/data/stray.parquet", Body=b"orphan")
-    before = sorted(r["message_id"] for r in factory.lakehouse().scan("events").to_pylist())
+    location = wiring.lakehouse().table("events").location().removeprefix(f"s3://{bucket}/")
+    wiring.boto_client("s3").put_object(Bucket=bucket, Key=f"{location}/data/stray.parquet", Body=b"orphan")
+    before = sorted(r["message_id"] for r in wiring.lakehouse().scan("events").to_pylist())
     # When the Scheduler fires maintain more than the retention later
     schedule = load_event("maintain_schedule.json")
     assert schedule["source"] == "aws.scheduler" and schedule["detail"] == "{}"
@@ -243,19 +243,19 @@ def _the_chain(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     result = deployed.invoke("MaintainFunction", schedule)
     # Then every table was maintained on S3, the orphan is gone — deleted through the catalog's S3 endpoint,
     # like every other warehouse call — and no row is
-    assert set(result["tables"]) == set(factory.lakehouse().table_names())
+    assert set(result["tables"]) == set(wiring.lakehouse().table_names())
     assert result["tables"]["events"]["orphans_removed"] >= 1
     assert deployed.s3_endpoint.count("DELETE", "/data/stray.parquet") == 1
-    listed = factory.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{location}/data/")
+    listed = wiring.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{location}/data/")
     assert f"{location}/data/stray.parquet" not in {o["Key"] for o in listed.get("Contents", [])}
-    assert sorted(r["message_id"] for r in factory.lakehouse().scan("events").to_pylist()) == before
+    assert sorted(r["message_id"] for r in wiring.lakehouse().scan("events").to_pylist()) == before
 
 
 def test_a_malformed_write_keys_parameter_is_a_reason_naming_the_parameter_never_a_key(
         deployed: Deployment) -> None:
     # Given the SSM parameter holding a key without its source
     parameter = f"/{STACK}/write-keys"
-    factory.boto_client("ssm").put_parameter(Name=parameter, Type="SecureString", Overwrite=True,
+    wiring.boto_client("ssm").put_parameter(Name=parameter, Type="SecureString", Overwrite=True,
                                              Value=f"wk_live_ok=web,{WRITE_KEY}")
     # When an SDK sends events with that key
     with every_log_record() as logs:

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from customer_context import identifiers
 from customer_context.assemble.compiler import normalize_sql
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import DEFAULT_SPEC, IdentifierType, parse_spec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from customer_context.collect import envelope
+from customer_context import envelope
 from customer_context.local.sqs_trigger import sqs_event
 
 from tests.helpers.accounting import assert_accounted, landed

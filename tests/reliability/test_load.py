@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import requests
+from customer_context import wiring
 from customer_context.local import lambda_runtime
-from customer_context.stores import factory
 
 from tests.helpers.accounting import assert_accounted
 
@@ -111,7 +111,7 @@ def test_concurrent_collect_requests_each_get_their_own_answer(local_stack: Any)
     assert len(answers) == 40
     assert all(status == 200 and accepted == size for status, accepted, size in answers), answers
     assert local_stack.wait_for_ingest(60)
-    assert_accounted(factory.lakehouse(), sent, rejected_count=0)
+    assert_accounted(wiring.lakehouse(), sent, rejected_count=0)
 
 
 def test_the_load_driver_refuses_targets_that_are_not_loopback(tmp_path: Path) -> None:

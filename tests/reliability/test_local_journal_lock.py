@@ -7,10 +7,9 @@ from typing import Any
 
 
 def test_a_send_is_not_held_back_by_a_long_poll_in_flight(local_stack: Any) -> None:
-    from customer_context.collect import envelope
-    from customer_context.stores import factory
+    from customer_context import envelope, wiring
 
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     # Given a receive long-polling the empty dead-letter queue for 5 s
     polled: list[Any] = []
     poll = threading.Thread(target=lambda: polled.append(sqs.receive_message(

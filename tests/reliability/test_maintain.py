@@ -104,9 +104,9 @@ def test_maintain_handler_with_the_schedule_sample(lakehouse: Any, monkeypatch: 
     for n in range(3):
         write_events(lakehouse, [ev("track", 1, userId=f"u{n}", event="Viewed")])
     monkeypatch.setenv("CUSTOMER_CONTEXT_COMPACT_MIN_FILES", "2")
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    factory.reset()
+    wiring.reload_from_environment()
     result = lambda_runtime.invoke("maintain", load_event("maintain_schedule.json"))
     assert result["tables"]["events"]["partitions"] == 1 and result["tables"]["events"]["files_after"] == 1
 

@@ -7,15 +7,14 @@ import time
 from typing import Any
 
 import pytest
-from customer_context.collect import envelope
-from customer_context.stores import factory
+from customer_context import envelope, wiring
 
 from tests.helpers.accounting import assert_accounted
 
 
 @pytest.mark.slow
 def test_poison_message_goes_to_the_dlq_and_the_rest_lands(local_stack: Any) -> None:
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     good = [envelope.dumps({"type": "track", "event": "x", "userId": "u1", "messageId": f"ok-{i}",
                             "receivedAt": "2026-11-24T12:00:00Z", "sourceId": "test"}) for i in range(3)]
     # Given a poison message and a good one in the same queue (likely the same batch)
@@ -30,6 +29,6 @@ def test_poison_message_goes_to_the_dlq_and_the_rest_lands(local_stack: Any) -> 
     # Then it is in the DLQ, the queue is drained, and the good events landed once
     assert local_stack.dlq_depth() == 1
     assert local_stack.wait_for_ingest(30)
-    assert_accounted(factory.lakehouse(), [f"ok-{i}" for i in range(3)], rejected_count=0)
+    assert_accounted(wiring.lakehouse(), [f"ok-{i}" for i in range(3)], rejected_count=0)
     body = sqs.receive_message(QueueUrl=local_stack.dlq_url)["Messages"][0]["Body"]
     assert body == "{not an envelope"

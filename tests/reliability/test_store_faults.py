@@ -17,12 +17,11 @@ from typing import Any
 
 import botocore.endpoint
 import pytest
-from customer_context.collect import envelope
+from customer_context import envelope, wiring
 from customer_context.errors import StoreUnavailable
 from customer_context.local import lambda_runtime
 from customer_context.local.sqs_trigger import sqs_event
 from customer_context.stores import context_store as context_store_module
-from customer_context.stores import factory
 
 from tests.conftest import load_event
 from tests.helpers.accounting import assert_accounted, landed
@@ -42,8 +41,8 @@ from tests.helpers.faults import (
 STAMP = {"timestamp": "2026-11-24T11:59:00.000Z"}
 ARN = "arn:aws:sqs:us-east-1:123456789012:q"
 # botocore's ``max_attempts`` counts retries: the first attempt comes on top
-BOTOCORE_MAX_ATTEMPTS = 5 + 1  # factory.boto_client: standard mode, max_attempts 5
-DYNAMODB_MAX_ATTEMPTS = 8 + 1  # factory.context_store: standard mode, max_attempts 8
+BOTOCORE_MAX_ATTEMPTS = 5 + 1  # wiring.boto_client: standard mode, max_attempts 5
+DYNAMODB_MAX_ATTEMPTS = 8 + 1  # wiring.context_store: standard mode, max_attempts 8
 
 
 # --------------------------------------------------------------------------- S3 through botocore: the spool
@@ -52,14 +51,14 @@ DYNAMODB_MAX_ATTEMPTS = 8 + 1  # factory.context_store: standard mode, max_attem
 @pytest.fixture
 def spool(aws: str, lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """collect with a queue and a spool bucket on moto; queue messages of at most 2 KiB, so big events spool."""
-    sqs, s3 = factory.boto_client("sqs"), factory.boto_client("s3")
+    sqs, s3 = wiring.boto_client("sqs"), wiring.boto_client("s3")
     url = sqs.create_queue(QueueName=f"faults-{uuid.uuid4().hex[:12]}")["QueueUrl"]
     bucket = f"spool-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
     for name, value in {"QUEUE_URL": url, "WRITE_KEYS": "wk_faults=faults", "SPOOL_BUCKET": bucket,
                         "QUEUE_MAX_MESSAGE_BYTES": "2048", "RECENT_EVENTS_TTL_SECONDS": "0"}.items():
         monkeypatch.setenv(f"CUSTOMER_CONTEXT_{name}", value)
-    factory.reset()
+    wiring.reload_from_environment()
     return {"queue_url": url, "bucket": bucket}
 
 
@@ -81,7 +80,7 @@ def _collect(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _drain(url: str) -> list[dict[str, Any]]:
-    sqs = factory.boto_client("sqs")
+    sqs = wiring.boto_client("sqs")
     messages: list[dict[str, Any]] = []
     while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"],
                                      VisibilityTimeout=0).get("Messages", []):
@@ -92,14 +91,14 @@ def _drain(url: str) -> list[dict[str, Any]]:
 
 
 def _spooled_keys(bucket: str) -> list[str]:
-    listing = factory.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix="spool/")
+    listing = wiring.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix="spool/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
 def test_spool_writes_and_reads_through_s3_slowdown_are_retried_and_land_once(
         spool: dict[str, str], lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps = record_sleeps(monkeypatch, botocore.endpoint)
-    faults = BotoFaults(factory.boto_client("s3"))
+    faults = BotoFaults(wiring.boto_client("s3"))
     # Given S3 answering SlowDown twice, then InternalError once, to the spool's PutObject
     faults.fail("PutObject", S3_SLOW_DOWN, failures=2)
     faults.fail("PutObject", S3_INTERNAL, failures=1)
@@ -126,7 +125,7 @@ def test_collect_answers_503_and_keeps_nothing_when_s3_outlasts_the_retries(
         spool: dict[str, str], lakehouse: Any, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     sleeps = record_sleeps(monkeypatch, botocore.endpoint)
-    faults = BotoFaults(factory.boto_client("s3"))
+    faults = BotoFaults(wiring.boto_client("s3"))
     faults.fail("PutObject", S3_SLOW_DOWN)  # for as long as it takes
     events, ids = _batch("down", small=3, big=1)
     # When collect cannot spool the big event
@@ -162,7 +161,7 @@ def test_unreadable_spooled_message_is_a_batch_item_failure_and_lands_once_redel
     spooled = [m for m in messages if envelope.loads(m["Body"]).spooled is not None]
     assert len(spooled) == 1 and len(messages) >= 2
     # Given S3 failing every GetObject while ingest handles the batch
-    faults = BotoFaults(factory.boto_client("s3"))
+    faults = BotoFaults(wiring.boto_client("s3"))
     faults.fail("GetObject", S3_INTERNAL)
     result = lambda_runtime.invoke("ingest", sqs_event(messages, ARN, "us-east-1"))
     # Then only the spooled message is reported failed (SQS will redeliver it); the rest of the batch landed
@@ -184,7 +183,7 @@ def test_unreadable_spooled_message_is_a_batch_item_failure_and_lands_once_redel
 def s3_warehouse(aws: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FaultProxy]]:
     """A lakehouse whose warehouse is a bucket on moto, reached through a fault proxy on loopback."""
     bucket = f"warehouse-{uuid.uuid4().hex[:12]}"
-    factory.boto_client("s3").create_bucket(Bucket=bucket)
+    wiring.boto_client("s3").create_bucket(Bucket=bucket)
     proxy = FaultProxy(aws).start()
     monkeypatch.setenv("CUSTOMER_CONTEXT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CUSTOMER_CONTEXT_CATALOG_TYPE", "sql")
@@ -192,8 +191,8 @@ def s3_warehouse(aws: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("CUSTOMER_CONTEXT_CATALOG_PROPERTIES", json.dumps({
         "s3.endpoint": proxy.url, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
         "s3.region": "us-east-1", "s3.force-virtual-addressing": "false"}))
-    factory.reset()
-    lake = factory.lakehouse()
+    wiring.reload_from_environment()
+    lake = wiring.lakehouse()
     lake.table("events")  # the table exists before the faults, as in production
     try:
         yield lake, proxy
@@ -252,17 +251,17 @@ def _table(name: str) -> Any:
     from customer_context.local.template import resource_properties
 
     props = resource_properties("ContextTable")
-    factory.boto_client("dynamodb").create_table(
+    wiring.boto_client("dynamodb").create_table(
         TableName=name, KeySchema=props["KeySchema"], AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode="PAY_PER_REQUEST")
     return name
 
 
 def _factory_store(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
-    """The context store exactly as the functions build it (the factory's retry configuration)."""
+    """The context store exactly as the functions build it (the composition root's retry configuration)."""
     monkeypatch.setenv("CUSTOMER_CONTEXT_CONTEXT_TABLE", _table(name))
-    factory.reset()
-    return factory.context_store()
+    wiring.reload_from_environment()
+    return wiring.context_store()
 
 
 def _customers(prefix: str, users: range, orders: int = 1, days_ago: float = 3) -> list[dict[str, Any]]:
@@ -439,8 +438,8 @@ def test_fetch_answers_503_with_a_reason_when_dynamodb_throttles_reads(
 def test_a_cold_container_answers_503_when_the_consumer_lookup_is_throttled(
         serving: Any, caplog: pytest.LogCaptureFixture) -> None:
     # Given a cold container (nothing cached) and DynamoDB refusing reads for longer than the retries
-    factory.reset()
-    store = factory.context_store()
+    wiring.reload_from_environment()
+    store = wiring.context_store()
     faults = BotoFaults(store.table.meta.client)
     faults.fail("GetItem", DDB_THROUGHPUT)
     # Then the key check itself answers 503 (not 401, not 500)
@@ -477,7 +476,7 @@ def test_a_commit_cut_short_by_s3_leaves_only_orphans_that_maintenance_removes(
 
     def data_files() -> set[str]:
         prefix = "warehouse/customer_context/events/data/"
-        listing = factory.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+        listing = wiring.boto_client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
         return {o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".parquet")}
 
     # Given S3 failing every manifest upload: the data file is written, the commit can never be
@@ -519,7 +518,7 @@ def test_a_deletion_job_throttled_past_the_retries_is_recorded_failed_and_its_re
     spec = parse_spec(DEFAULT_SPEC.read_text())
     gone, stays = serving.resolve("user_id", "f1"), serving.resolve("user_id", "f2")
     assert gone and stays
-    regulation = suppress(serving, factory.context_service(),
+    regulation = suppress(serving, wiring.context_service(),
                           new_regulation(serving, "suppress_with_delete", [("user_id", "f1")], "dpo"), "test-key")
     # Given DynamoDB throttling every BatchWriteItem while the deletion job runs
     faults = BotoFaults(serving.table.meta.client)

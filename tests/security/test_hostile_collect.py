@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.stores import factory
+from customer_context import wiring
 
 from tests.helpers.accounting import assert_accounted, landed
 
@@ -376,7 +376,7 @@ def test_everything_acknowledged_is_accounted_for(stack: Any, ledger: Ledger) ->
     # When the queue is drained through ingest
     assert stack.wait_for_ingest(180), "ingest did not finish"
     assert stack.dlq_depth() == 0, "a message went to the dead-letter queue"
-    lakehouse = factory.lakehouse()
+    lakehouse = wiring.lakehouse()
     # Then every acknowledged event is in events once, every rejection in rejected_events with its reason
     assert_accounted(lakehouse, ledger.accepted, ledger.rejected)
     events, rejected = landed(lakehouse)

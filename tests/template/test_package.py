@@ -108,7 +108,7 @@ os.environ.update(CUSTOMER_CONTEXT_DATA_DIR=tempfile.mkdtemp(), CUSTOMER_CONTEXT
 from customer_context.assemble.build import build_context
 from customer_context.collect.ingest import Rows, event_to_row, write_rows
 from customer_context.spec import DEFAULT_SPEC, parse_spec
-from customer_context.stores import factory
+from customer_context import wiring
 from customer_context.stores.context_store import MemoryContextStore
 
 as_of = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -120,7 +120,7 @@ events = [ev("identify", 9, 1, userId="u1", anonymousId="a1", traits={"email": "
           ev("track", 2, 3, anonymousId="a1", event="Order Completed", properties={"revenue": 5}),
           ev("identify", 7, 4, userId="u2", anonymousId="a2"),
           ev("page", 1, 5, anonymousId="a3")]
-lake = factory.lakehouse()
+lake = wiring.lakehouse()
 write_rows(lake, Rows(events=[event_to_row(e) for e in events]))
 store = MemoryContextStore()
 report = build_context(lake, store, parse_spec(DEFAULT_SPEC.read_text()), as_of=as_of)

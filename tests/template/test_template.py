@@ -131,9 +131,9 @@ def test_failed_record_drops_and_interrupted_uploads_are_not_left_behind() -> No
 def test_context_table_from_the_template_key_schema_works_in_moto(aws: str) -> None:
     # Given the DynamoDB table exactly as the template declares it
     props = _template()["Resources"]["ContextTable"]["Properties"]
-    from customer_context.stores import factory
+    from customer_context import wiring
 
-    ddb = factory.boto_client("dynamodb")
+    ddb = wiring.boto_client("dynamodb")
     ddb.create_table(TableName="ctx-template-test", KeySchema=props["KeySchema"],
                      AttributeDefinitions=props["AttributeDefinitions"], BillingMode=props["BillingMode"])
     # Then items keyed by it can be written and read back

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from customer_context.collect import envelope
+from customer_context import envelope
 from customer_context.collect.service import Limits, TrackingRequest, collect
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge, QueueUnavailable
 from customer_context.stores.blobs import MemoryBlobStore

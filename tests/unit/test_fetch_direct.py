@@ -12,9 +12,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from customer_context import wiring
 from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
 from customer_context.serve.consumers import consumer_item, hash_key
-from customer_context.stores import factory
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,21 +53,21 @@ def fetch_app() -> Iterator[Any]:
                          SnapshotItem("p2", _doc("p2", 5), "h2", 3, "2026-11-24T12:00:00+00:00",
                                       "2026-11-24T11:59:00+00:00")])
     store.put_aliases([("email", "ada@example.com", "p1"), ("user_id", "u_000001", "p1"), ("user_id", "u2", "p2")])
-    saved = factory.context_store, os.environ.get("CUSTOMER_CONTEXT_WRITE_KEYS")
+    saved = wiring.context_store, os.environ.get("CUSTOMER_CONTEXT_WRITE_KEYS")
     os.environ["CUSTOMER_CONTEXT_WRITE_KEYS"] = "wk_sample=sample"
-    factory.reset()
-    factory.context_store = lambda: store  # type: ignore[assignment]
+    wiring.reload_from_environment()
+    wiring.context_store = lambda: store  # type: ignore[assignment]
     try:
         app = load_module("fetch_context")
-        factory.context_service().clock = lambda: NOW
+        wiring.context_service().clock = lambda: NOW
         yield app
     finally:
-        factory.context_store = saved[0]  # type: ignore[assignment]
+        wiring.context_store = saved[0]  # type: ignore[assignment]
         if saved[1] is None:
             os.environ.pop("CUSTOMER_CONTEXT_WRITE_KEYS", None)
         else:
             os.environ["CUSTOMER_CONTEXT_WRITE_KEYS"] = saved[1]
-        factory.reset()
+        wiring.reload_from_environment()
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +151,7 @@ def requests_(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
 def _call(app: Any, event: dict[str, Any], direct: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The handler's response (through the direct path when it takes the request, else forced through the
     resolver), and the audit records it left (without their random id and time)."""
-    audit = factory.context_service().audit
+    audit = wiring.context_service().audit
     audit.flush()
     before = len(audit.pending())
     original = app._direct_context

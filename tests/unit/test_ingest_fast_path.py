@@ -8,15 +8,15 @@ import math
 from typing import Any
 
 import pytest
-from customer_context.collect import envelope
+from customer_context import envelope
 from customer_context.collect.ingest import (
     EVENT_COLUMNS,
     IngestBatch,
-    _json_text,
     _plain_json_text,
     rows_from_message,
 )
 from customer_context.stores.tables import TABLES
+from customer_context.strict_json import column_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +43,7 @@ def test_a_plain_decoded_value_is_written_as_json_would(value: Any) -> None:
     if env.plain:
         # Then orjson read the same value (ints stay ints) and writes the same text as json
         assert json.dumps(env.events[0]) == json.dumps(reference)
-        assert _plain_json_text(env.events[0]) == _json_text(reference)
+        assert _plain_json_text(env.events[0]) == column_text(reference)
     # And whatever orjson cannot read exactly is read by json (NaN, Infinity, lone surrogates, big ints)
     else:
         assert json.dumps(env.events[0]) == json.dumps(reference)
@@ -152,7 +152,7 @@ def _row(event: dict[str, Any], plain: bool) -> tuple[Any, ...] | str:
 
     from customer_context.collect.ingest import _event_values, _plain_json_text, _plain_str, _str
 
-    text, dump = (_plain_str, _plain_json_text) if plain else (_str, _json_text)
+    text, dump = (_plain_str, _plain_json_text) if plain else (_str, column_text)
     try:
         return _event_values(copy.deepcopy(event), text, dump, {}, plain)
     except (ValueError, TypeError, KeyError, OverflowError) as exc:

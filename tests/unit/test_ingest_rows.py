@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from customer_context.collect import envelope
+from customer_context import envelope
 from customer_context.collect.ingest import event_to_row, rows_from_message
 from customer_context.errors import PoisonMessage
 from customer_context.stores.blobs import MemoryBlobStore

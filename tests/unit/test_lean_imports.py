@@ -56,7 +56,7 @@ def test_fetch_context_serving_requests_imports_no_analytics_package() -> None:
     code = f"""
 import importlib.util, json, sys
 sys.path.insert(0, r'{REPO}')
-from customer_context.stores import factory
+from customer_context import wiring
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
 from customer_context.serve.consumers import consumer_item, hash_key
 store = MemoryContextStore()
@@ -64,8 +64,8 @@ store.put_consumer(hash_key('ck_sample_consumer_key'), consumer_item('t', ['*'],
 store.put_snapshots([SnapshotItem('p1', json.dumps({{'profile_id': 'p1', 'traits': {{'orders_90d': 2}},
                                   'scores': {{'churn_risk': 0.1}}}}), 'h', 1, '2026-11-24T12:00:00+00:00', None)])
 store.put_aliases([('email', 'ada@example.com', 'p1'), ('user_id', 'u_000001', 'p1')])
-factory.context_store = lambda: store
-factory.write_keys = lambda: None
+wiring.context_store = lambda: store
+wiring.write_keys = lambda: None
 spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "fetch_context" / "app.py"}')
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
 from customer_context.local.lambda_runtime import LocalLambdaContext
@@ -111,10 +111,10 @@ def test_collect_serving_requests_imports_no_analytics_package() -> None:
     code = f"""
 import importlib.util, json, sys
 sys.path.insert(0, r'{REPO}')
-from customer_context.stores import factory
+from customer_context import wiring
 from customer_context.stores.queue import MemoryEventQueue
 queue = MemoryEventQueue()
-factory.event_queue = lambda: queue
+wiring.event_queue = lambda: queue
 spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "collect" / "app.py"}')
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
 from customer_context.local.lambda_runtime import LocalLambdaContext

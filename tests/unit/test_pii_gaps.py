@@ -7,11 +7,11 @@ import hashlib
 import json
 from typing import Any
 
-from customer_context.collect import envelope
-from customer_context.collect.pii import PiiPolicy
+from customer_context import envelope
 from customer_context.collect.service import collect
 from customer_context.govern.regulations import new_regulation, suppress
 from customer_context.govern.suppression import Suppressions, legacy_suppression_hash, suppression_hash
+from customer_context.pii import PiiPolicy
 from customer_context.serve.audit import AuditLog
 from customer_context.serve.fetch import ContextService
 from customer_context.spec import DEFAULT_SPEC, parse_spec

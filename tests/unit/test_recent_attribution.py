@@ -65,7 +65,7 @@ def test_an_identifier_in_traits_counts_as_the_build_counts_it() -> None:
 
 
 def test_an_event_received_in_the_millisecond_of_data_as_of_is_served_once() -> None:
-    from customer_context.stores.context_store import RecentEvent, recent_pk
+    from customer_context.ports import RecentEvent
 
     # Given a snapshot whose newest event was received at 12:00:00.123 (the build writes data_as_of with an
     # offset and microseconds; collect writes receivedAt with milliseconds and Z)
@@ -75,9 +75,9 @@ def test_an_event_received_in_the_millisecond_of_data_as_of_is_served_once() -> 
         {"type": "track", "event": "In the build"}]}), "h", 1, "2026-11-24T12:05:00+00:00",
         "2026-11-24T12:00:00.123000+00:00")])
     # and in the tail that same event, plus one received a millisecond later
-    store.put_recent([RecentEvent(recent_pk("p_ann"), "2026-11-24T12:00:00.123Z", "m1",
+    store.put_recent([RecentEvent("p_ann", "2026-11-24T12:00:00.123Z", "m1",
                                   json.dumps({"type": "track", "event": "In the build"}), 0),
-                      RecentEvent(recent_pk("p_ann"), "2026-11-24T12:00:00.124Z", "m2",
+                      RecentEvent("p_ann", "2026-11-24T12:00:00.124Z", "m2",
                                   json.dumps({"type": "track", "event": "After the build"}), 0)])
     body = ContextService(store, SPEC).fetch("user_id", "ann", EVERYTHING, sections="recent_events").body
     # Then the first is served once (from the snapshot), the second live

@@ -162,11 +162,11 @@ def authenticate_consumer(app: APIGatewayHttpResolver, event: dict[str, Any]) ->
     path = event.get("rawPath") or ""
     if path.startswith(("/docs", "/explorer")):  # the explorer's page is static: it asks for a key itself
         return None
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     try:
-        app.append_context(consumer=factory.consumers().authenticate(headers))
+        app.append_context(consumer=wiring.consumers().authenticate(headers))
     except CustomerContextError as exc:
         log_error("request refused", exc)
         return {"statusCode": exc.status, "headers": {"Content-Type": content_types.APPLICATION_JSON},

@@ -143,8 +143,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Who was served what about one customer (serving_audit), newest first."""
-    from customer_context.collect.pii import PiiPolicy
     from customer_context.errors import ConfigError
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import load_spec
     from customer_context.stores.sql import connect
 
@@ -189,7 +189,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """A customer's snapshot history, or their context as fetch answered it at ``--at``."""
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.serve import replay
     from customer_context.serve.consumers import Consumer
     from customer_context.serve.fetch import ContextService
@@ -264,14 +264,7 @@ def cmd_build(args: argparse.Namespace) -> int:
               "`customer-context serve` (it builds on a timer too), or pass --dry-run to build without landing",
               file=sys.stderr)
         return 2
-    if running is not None and not args.dry_run:
-        from customer_context.stores import factory
-
-        os.environ.update(running["environment"])
-        factory.reset()
-        store = factory.context_store()
-    else:
-        store = MemoryContextStore()
+    store = _running_stack_store(running) if running is not None and not args.dry_run else MemoryContextStore()
     report = build_context(lakehouse, store, spec, progress=lambda line: print(f"  {line}", flush=True),
                            commit=not args.dry_run, reland=args.reland, full=args.full,
                            pii_key=_pii_key(data_dir))
@@ -281,6 +274,19 @@ def cmd_build(args: argparse.Namespace) -> int:
             if item["sk"] == "snapshot":
                 print(json.dumps(json.loads(item["doc"]), indent=1))
     return 0
+
+
+def _running_stack_store(running: dict[str, Any]) -> Any:
+    """The context store of a running local stack: its settings go to the composition root as a value, and
+    boto3's own ``AWS_*`` variables (the stack's endpoint on loopback) to the environment, where boto3 reads
+    them."""
+    from customer_context import wiring
+    from customer_context.config import Settings
+
+    environment = running["environment"]
+    os.environ.update({name: value for name, value in environment.items() if name.startswith("AWS_")})
+    wiring.configure(Settings.from_env({**os.environ, **environment}))
+    return wiring.context_store()
 
 
 def _running_stack(data_dir: Path) -> dict[str, Any] | None:
@@ -313,7 +319,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 2
     path = Path(args.file)
     lakehouse = Lakehouse.from_settings(Settings.from_env(dict(os.environ, CUSTOMER_CONTEXT_DATA_DIR=str(data_dir))))
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
 
     spec = _checked_spec(args.spec, lakehouse)
     key = _pii_key(data_dir)
@@ -333,23 +339,21 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _keys_store(args: argparse.Namespace) -> tuple[Any, Path | None]:
     """Where consumer keys go: the AWS table (``--table`` or CUSTOMER_CONTEXT_CONTEXT_TABLE without a
     local stack), else the local config file (and the running local stack, if any)."""
+    from customer_context import wiring
     from customer_context.errors import ConfigError
-    from customer_context.stores import factory
+    from customer_context.stores.aws import explain_aws_problem
 
     data_dir = _data_dir(args)
     if args.table:
-        os.environ["CUSTOMER_CONTEXT_CONTEXT_TABLE"] = args.table
-        factory.reset()
+        wiring.configure(wiring.settings().model_copy(update={"context_table": args.table}))
         try:
-            return factory.context_store(), None
+            return wiring.context_store(), None
         except ValueError as exc:  # an empty or malformed region: botocore builds no endpoint from it
-            raise ConfigError(f"--table {args.table}: {factory.explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to "
+            raise ConfigError(f"--table {args.table}: {explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to "
                               "a region such as eu-west-1)") from None
     running = _running_stack(data_dir)
     if running is not None:
-        os.environ.update(running["environment"])
-        factory.reset()
-        return factory.context_store(), data_dir
+        return _running_stack_store(running), data_dir
     return None, data_dir
 
 
@@ -361,7 +365,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from customer_context.errors import StoreUnavailable
-    from customer_context.stores.factory import explain_aws_problem
+    from customer_context.stores.aws import explain_aws_problem
 
     try:
         return _keys(args)

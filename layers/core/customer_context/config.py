@@ -1,4 +1,4 @@
-"""Typed settings, read from the environment on first use (never at import time).
+"""Typed settings, read from the environment on first use (never at import time), or given as a value.
 
 Every setting is an environment variable named ``CUSTOMER_CONTEXT_<FIELD>`` (upper case). The
 README's settings table is checked against this class by a test, so the two cannot drift apart.
@@ -266,11 +266,28 @@ def parse_write_keys(spec: str, *, origin: str = "write_keys") -> dict[str, str]
     return keys
 
 
+# the value given to use_settings, if any: it wins over the environment
+_chosen: list[Settings] = []
+
+
 @lru_cache(maxsize=1)
+def _from_environment() -> Settings:
+    return Settings.from_env()
+
+
 def get_settings() -> Settings:
-    """The settings of this process, read from the environment once and cached.
+    """The settings of this process: the value given to :func:`use_settings`, else read from the environment
+    once and cached.
 
     Raises:
         ConfigError: A setting has an invalid value; the message names it.
     """
-    return Settings.from_env()
+    return _chosen[0] if _chosen else _from_environment()
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Make ``settings`` this process's settings (``None``: read the environment again on next use). Called by
+    the composition root (:func:`customer_context.wiring.configure`), which also forgets the services built
+    from the previous settings."""
+    _chosen[:] = [] if settings is None else [settings]
+    _from_environment.cache_clear()

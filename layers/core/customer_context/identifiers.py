@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from customer_context.errors import ConfigError
 
 if TYPE_CHECKING:
-    from customer_context.spec import IdentifierType
+    from customer_context.spec import ContextSpec, IdentifierType
 
 HASH_PREFIX = "h_"
 PII_TOKEN = re.compile(r"h_[0-9a-f]{40}")
@@ -113,6 +113,12 @@ def normalize(rule: IdentifierType | None, value: str) -> str | None:
     if rule is None:
         return apply(("trim",), None, value)
     return apply(rule.normalize, rule.region, value)
+
+
+def normalize_identifier(spec: ContextSpec, id_type: str, value: str) -> str | None:
+    """Normalise a value of one of the spec's identifier types as everything else does (collect, the build,
+    fetch, regulations); ``None`` when empty."""
+    return normalize(spec.identifiers.types.get(id_type), value)
 
 
 # --------------------------------------------------------------------------------------------- SQL

@@ -121,3 +121,18 @@ def loads(text: str | bytes) -> Any:
         if reason:
             raise ValueError(reason)
     return value
+
+
+def column_text(value: Any) -> str | None:
+    """The JSON text a lakehouse column holds for a value (``None`` stays ``None``): compact, strict (events
+    holding a non-finite number are rejected before; in a rejected event's raw text such a number is written
+    as null), lone surrogates kept escaped. Ingest writes event columns with it, record loading rejected
+    record values."""
+    if value is None:
+        return None
+    text = dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep them escaped, still valid JSON
+        text = dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+    return text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble.compiler import ident
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.spec import ContextSpec, Trait
+
+if TYPE_CHECKING:
+    from customer_context.ports import Lakehouse
 
 # placeholder values of each named-query parameter type, to run a query once on an empty lakehouse
 _PLACEHOLDERS = {"string": "x", "integer": 1, "number": 1.0, "boolean": True, "timestamp": "2026-01-01T00:00:00Z",
@@ -68,7 +71,7 @@ def _dry_build(spec: ContextSpec, folder: str, check: SpecCheck) -> Any:
     return lakehouse
 
 
-def _run_queries(spec: ContextSpec, lakehouse: Any, check: SpecCheck) -> None:
+def _run_queries(spec: ContextSpec, lakehouse: Lakehouse, check: SpecCheck) -> None:
     from customer_context.serve.named_queries import run_named_query
 
     for name, query in spec.queries.items():
@@ -115,7 +118,7 @@ def _undeclared_properties(spec: ContextSpec, check: SpecCheck) -> None:
                                       f"(declared: {', '.join(sorted(known)) or 'none'}) — a typo reads as null")
 
 
-def check_spec(spec: ContextSpec, lakehouse: Any | None = None) -> SpecCheck:
+def check_spec(spec: ContextSpec, lakehouse: Lakehouse | None = None) -> SpecCheck:
     """Everything a build (and a named query) would find wrong with ``spec``, without changing any data.
 
     Args:

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyiceberg.schema import Schema
 
-    from customer_context.stores.iceberg import Lakehouse
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import Lakehouse
     from customer_context.stores.tables import TableDef
 
 IMPORTS_PREFIX = "imports/"
@@ -700,14 +701,14 @@ def ensure_record_table(lakehouse: Lakehouse, name: str, table: RecordTable) -> 
 def _raw(values: Any, table: RecordTable, guarded: bool) -> str:
     """What ``rejected_records.raw`` keeps of a record (JSON text). With a PII policy on the table
     only declared columns are kept (the policy applied to them)."""
-    from customer_context.collect.ingest import _json_text
+    from customer_context.strict_json import column_text
 
     if guarded:
         values = {k: v for k, v in values.items() if k in table.columns}
-    return _json_text({k: v.reason if isinstance(v, _Bad) else v for k, v in values.items()}) or "{}"
+    return column_text({k: v.reason if isinstance(v, _Bad) else v for k, v in values.items()}) or "{}"
 
 
-def _rows(parsed: ParsedFile, name: str, table: RecordTable, partial: bool, pii: Any | None,
+def _rows(parsed: ParsedFile, name: str, table: RecordTable, partial: bool, pii: PiiPolicy | None,
           report: LoadReport, reject: Callable[[int, str, str], None]) -> list[tuple[dict[str, Any], list[str]]]:
     """Good rows (converted, with the declared columns they set) of a parsed file, in file order."""
     guarded = pii is not None and any(action != "keep" for action in table.pii.values())
@@ -801,7 +802,8 @@ def _upsert(lakehouse: Lakehouse, name: str, table: RecordTable, rows: list[tupl
 
 
 def load_file(lakehouse: Lakehouse, spec: ContextSpec, key: str, data: bytes,
-              received_at: datetime | None = None, pii: Any | None = None, partial: bool | None = None) -> LoadReport:
+              received_at: datetime | None = None, pii: PiiPolicy | None = None, partial: bool | None = None
+              ) -> LoadReport:
     """Validate and upsert one dropped file.
 
     Args:

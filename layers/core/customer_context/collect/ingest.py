@@ -15,15 +15,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from customer_context import strict_json
-from customer_context.collect import envelope
+
+from customer_context import envelope, strict_json
 from customer_context.errors import PoisonMessage
 from customer_context.models import events as events_columns
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
-from customer_context.stores.blobs import BlobStore
+from customer_context.ports import BlobStore
+from customer_context.strict_json import column_text
+
+if TYPE_CHECKING:
+    from customer_context.ports import Lakehouse, SuppressionCheck
 
 _MAPPED = frozenset({
     "messageId", "type", "event", "userId", "anonymousId", "groupId", "previousId", "timestamp",
@@ -42,25 +46,12 @@ _ORJSON_SMALL_FLOAT = b"0.0000"
 _ORJSON_SHORT_EXPONENT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
 
 
-def _json_text(value: Any) -> str | None:
-    """Strict JSON text of a value (events holding a non-finite number are rejected before; in a rejected
-    event's raw text such a number is written as null)."""
-    if value is None:
-        return None
-    text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: keep them escaped, still valid JSON
-        text = strict_json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
-    return text
-
-
 def _plain_json_text(value: Any) -> str | None:
-    """:func:`_json_text` of a value decoded by orjson (see ``envelope.Envelope.plain``), by orjson.
+    """:func:`column_text` of a value decoded by orjson (see ``envelope.Envelope.plain``), by orjson.
 
     Such values hold only dicts with str keys, lists, str without lone surrogates, 64-bit ints,
     finite floats, bools and None; for those orjson writes the same text as ``json``, except floats
-    below 1e-4, which go through :func:`_json_text` (as does anything orjson refuses, e.g. nesting
+    below 1e-4, which go through :func:`column_text` (as does anything orjson refuses, e.g. nesting
     deeper than it writes).
     """
     if value is None:
@@ -68,9 +59,9 @@ def _plain_json_text(value: Any) -> str | None:
     try:
         out = orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return _json_text(value)
+        return column_text(value)
     if _ORJSON_SMALL_FLOAT in out or (b"e-" in out and _ORJSON_SHORT_EXPONENT.search(out) is not None):
-        return _json_text(value)
+        return column_text(value)
     return out.decode()
 
 
@@ -178,7 +169,7 @@ def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
     """An ``events`` row as a tuple in :data:`EVENT_COLUMNS` order (see :func:`event_to_row`).
 
     Fields are checked in a fixed order, so the first problem found (the rejection's reason) does
-    not depend on ``text`` and ``dump``, which must behave as :func:`_str` and :func:`_json_text`.
+    not depend on ``text`` and ``dump``, which must behave as :func:`_str` and :func:`column_text`.
     ``plain``: the event was decoded by orjson (see ``envelope.Envelope.plain``).
     """
     if not (plain and _plainly_valid(event, seen)):
@@ -246,14 +237,14 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: The event cannot be stored; the message names the field.
     """
-    return dict(zip(EVENT_COLUMNS, _event_values(event, _str, _json_text, {}), strict=True))
+    return dict(zip(EVENT_COLUMNS, _event_values(event, _str, column_text, {}), strict=True))
 
 
 def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """A ``rejected_events`` row from a rejection record (see :mod:`envelope`)."""
     raw = rec.get("raw")
-    raw_text = raw if isinstance(raw, str) else _json_text(raw) or "null"
-    raw_text = _json_text(json.loads(raw_text)) if not raw_text.isascii() else raw_text
+    raw_text = raw if isinstance(raw, str) else column_text(raw) or "null"
+    raw_text = column_text(json.loads(raw_text)) if not raw_text.isascii() else raw_text
     reason = reason or str(rec.get("reason") or "unknown")
     stage = stage or str(rec.get("stage") or "collect")
     received = rec.get("receivedAt")
@@ -274,7 +265,7 @@ def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str 
         "source_id": str(source_id) if source_id is not None else None,
         "reason": reason,
         "stage": stage,
-        "message_id": _json_text(message_id) if isinstance(message_id, dict | list) else (
+        "message_id": column_text(message_id) if isinstance(message_id, dict | list) else (
             str(message_id) if message_id is not None else None),
         "request_id": str(rec["requestId"]) if rec.get("requestId") else None,
         "raw": raw_text,
@@ -339,7 +330,7 @@ def _message_rows(body: str | bytes, spool: BlobStore | None,
         _suppressed_out(env, keep)
     # orjson-decoded messages hold plain JSON only: their strings need no Unicode check and orjson
     # writes their JSON columns (same text as json, see _plain_json_text)
-    text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, _json_text)
+    text, dump = (_plain_str, _plain_json_text) if env.plain else (_str, column_text)
     seen: dict[str, datetime] = {}
     values: list[tuple[Any, ...]] = []
     rows = Rows()
@@ -349,7 +340,7 @@ def _message_rows(body: str | bytes, spool: BlobStore | None,
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             ctx = event if isinstance(event, dict) else {}
             rows.rejected.append(rejection_row(
-                {"raw": _json_text(event), "receivedAt": ctx.get("receivedAt"), "sourceId": ctx.get("sourceId"),
+                {"raw": column_text(event), "receivedAt": ctx.get("receivedAt"), "sourceId": ctx.get("sourceId"),
                  "messageId": ctx.get("messageId")},
                 stage="ingest", reason=str(exc) or type(exc).__name__))
     for rec in env.rejected:
@@ -388,14 +379,14 @@ def _events_table(values: list[tuple[Any, ...]], schema: Any) -> Any:
     return pa.Table.from_arrays([pa.array(columns[position[f.name]], type=f.type) for f in schema], schema=schema)
 
 
-def _pylist_tables(lakehouse: Any, named: tuple[tuple[str, list[dict[str, Any]]], ...]) -> list[tuple[str, Any]]:
+def _pylist_tables(lakehouse: Lakehouse, named: tuple[tuple[str, list[dict[str, Any]]], ...]) -> list[tuple[str, Any]]:
     """The Arrow table of each named list of row dicts that has rows (in the table's schema)."""
     import pyarrow as pa
 
     return [(name, pa.Table.from_pylist(items, schema=lakehouse.arrow_schema(name))) for name, items in named if items]
 
 
-def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
+def _append(lakehouse: Lakehouse, tables: list[tuple[str, Any]], writer: str) -> dict[str, int]:
     written: dict[str, int] = {}
     for name, data in tables:
         lakehouse.append(name, data, properties={"writer": writer, "rows": str(data.num_rows)})
@@ -403,7 +394,7 @@ def _append(lakehouse: Any, tables: list[tuple[str, Any]], writer: str) -> dict[
     return written
 
 
-def write_rows(lakehouse: Any, rows: Rows, *, writer: str = "ingest") -> dict[str, int]:
+def write_rows(lakehouse: Lakehouse, rows: Rows, *, writer: str = "ingest") -> dict[str, int]:
     """Append the rows: one commit per table that has rows.
 
     Returns:
@@ -438,7 +429,7 @@ class IngestBatch:
     Events are kept as tuples and become Arrow columns directly at commit (no per-row dicts).
     """
 
-    def __init__(self, spool: BlobStore | None, suppressions: Any | None = None) -> None:
+    def __init__(self, spool: BlobStore | None, suppressions: SuppressionCheck | None = None) -> None:
         self.spool = spool
         # events collect queued before a suppression was filed are checked again (one GetItem per batch)
         self._keep = suppressions.queued_before() if suppressions is not None else None
@@ -454,15 +445,16 @@ class IngestBatch:
         self.others.audit.extend(rows.audit)
         self.messages += 1
 
-    def tables(self, lakehouse: Any) -> list[tuple[str, Any]]:
+    def tables(self, lakehouse: Lakehouse) -> list[tuple[str, Any]]:
         """The Arrow table of each table that has rows, in commit order."""
         events = [("events", _events_table(self.events, lakehouse.arrow_schema("events")))] if self.events else []
         return events + _pylist_tables(lakehouse, (("rejected_events", self.others.rejected),
                                                    ("serving_audit", self.others.audit)))
 
-    def commit(self, lakehouse: Any) -> dict[str, int]:
+    def commit(self, lakehouse: Lakehouse) -> dict[str, int]:
         """Append everything gathered: one commit per table. Logs and emits metrics."""
         from aws_lambda_powertools.metrics import MetricUnit
+
         from customer_context.observability import logger, metrics
 
         written = _append(lakehouse, self.tables(lakehouse), "ingest")

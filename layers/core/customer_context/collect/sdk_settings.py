@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from customer_context.errors import AuthenticationError
-from customer_context.stores.keys import WriteKeyStore
+from customer_context.ports import WriteKeyStore
 
 #: The ``workspaceId`` RudderStack's SDK keeps in its state (it only reports it, with errors we turn off).
 WORKSPACE_ID = "customer-context"

@@ -23,16 +23,18 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from customer_context import strict_json
-from customer_context.collect import envelope
+from customer_context import envelope, strict_json
 from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
-from customer_context.stores.blobs import BlobStore
-from customer_context.stores.keys import WriteKeyStore
-from customer_context.stores.queue import EventQueue
+from customer_context.ports import BlobStore, EventQueue, WriteKeyStore
+
+if TYPE_CHECKING:
+    from customer_context.collect.plans import TrackingPlans
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import SuppressionCheck, TailRecorder
 
 BATCH_ENDPOINTS = frozenset({"batch", "import"})
 _NAMESPACE = uuid.UUID("6f1c1f4e-9d43-4d9e-8d1e-3b4f2a9c7e11")
@@ -265,10 +267,10 @@ def collect(
     spool: BlobStore | None,
     limits: Limits,
     spool_prefix: str = "spool/",
-    recent: Any | None = None,
-    plans: Any | None = None,
-    pii: Any | None = None,
-    suppressions: Any | None = None,
+    recent: TailRecorder | None = None,
+    plans: TrackingPlans | None = None,
+    pii: PiiPolicy | None = None,
+    suppressions: SuppressionCheck | None = None,
 ) -> CollectResult:
     """Accept one tracking request.
 
@@ -284,7 +286,7 @@ def collect(
             since the events are safely queued and a retry would only duplicate them.
         plans: The sources' tracking plans (:class:`customer_context.collect.plans.TrackingPlans`):
             a violation rejects the event with the schema error, or flags it in ``context.violationErrors``.
-        pii: The PII policy (:class:`customer_context.collect.pii.PiiPolicy`), applied to every event,
+        pii: The PII policy (:class:`customer_context.pii.PiiPolicy`), applied to every event,
             accepted or rejected, before it is queued.
         suppressions: Suppressed identifiers (:class:`customer_context.govern.suppression.Suppressions`):
             their events are acknowledged like the others and dropped before queueing.

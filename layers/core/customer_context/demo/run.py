@@ -56,10 +56,10 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
     import requests
     from rudderstack.analytics.client import Client
 
+    from customer_context import wiring
     from customer_context.demo.generate import DemoConfig, generate_events
     from customer_context.demo.records import DemoRecords
     from customer_context.local.stack import LocalStack
-    from customer_context.stores import factory
     from customer_context.stores.sql import query
 
     data_dir = Path(data_dir).resolve()
@@ -125,7 +125,7 @@ def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = 
             _say("✗ ingest did not finish within 10 minutes")
             return 1
 
-        lakehouse = factory.lakehouse()
+        lakehouse = wiring.lakehouse()
         _say("\n▶ what landed in the lakehouse (events deduplicated by message_id):")
         _, rows = query(lakehouse, "select type, count(*) from events_unique group by 1 order by 2 desc")
         for kind, count in rows:
@@ -174,7 +174,7 @@ def _assemble(stack: Any, records: Any) -> tuple[bool, str | None]:
     Returns:
         Whether all went as expected, and the email of the customer shown.
     """
-    from customer_context.stores import factory
+    from customer_context import wiring
 
     _say("\n▶ dropping record files into s3://…/imports/ (S3 notification → load_records → Iceberg upsert)")
     for table, name, data in (("crm_contacts", "crm_export.csv", records.crm_csv()),
@@ -198,7 +198,7 @@ def _assemble(stack: Any, records: Any) -> tuple[bool, str | None]:
         _say(f"  scores: {scores.get('skipped')}")
     _say(f"  {report['items_written']:,} DynamoDB items written ({report['changed_profiles']:,} snapshots + aliases)")
 
-    store = factory.context_store()
+    store = wiring.context_store()
     open_tickets = [t for t in records.tickets if t["status"] == "open"]
     profile = store.resolve("email", open_tickets[0]["requester_email"].strip().lower()) if open_tickets else None
     if profile is None:

@@ -33,12 +33,15 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble import attribution
 from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 MIN_TEXT = 5      # shortest value cut out of a longer text
 MIN_DIGITS = 7    # shortest digits-only value (a phone) searched inside texts
@@ -228,7 +231,7 @@ def _rules(spec: ContextSpec, names: Iterable[str]) -> dict[str, TableRule]:
 class Cleaner:
     """Runs the rules over the lakehouse's tables (and rows from elsewhere) in one DuckDB connection."""
 
-    def __init__(self, lakehouse: Any, spec: ContextSpec, target: Target) -> None:
+    def __init__(self, lakehouse: IcebergLakehouse, spec: ContextSpec, target: Target) -> None:
         import duckdb
         import pyarrow as pa
 
@@ -398,7 +401,7 @@ class Cleaner:
         return others - self.target.profiles
 
 
-def drop_removed_entries(lakehouse: Any, name: str) -> None:
+def drop_removed_entries(lakehouse: IcebergLakehouse, name: str) -> None:
     """Commit a snapshot that keeps no manifest of removed files only (an empty fast append): the
     manifests a delete leaves behind list each removed file with its column bounds."""
     table = lakehouse.table(name)
@@ -426,7 +429,7 @@ def referenced_files(table: Any, live_only: bool = True) -> set[str]:
     return paths
 
 
-def purge_history(lakehouse: Any, name: str) -> int:
+def purge_history(lakehouse: IcebergLakehouse, name: str) -> int:
     """Expire every snapshot but the current one and delete the files only they referenced.
 
     Only files known to the table's history are deleted (never files of an in-flight commit).

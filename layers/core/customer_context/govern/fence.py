@@ -28,9 +28,12 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from customer_context.errors import ConfigError, DeletionRaced, FenceTimeout
+
+if TYPE_CHECKING:
+    from customer_context.ports import ContextStore, RegulationStore
 
 LEASE_SECONDS = 900.0  # a Lambda function's longest run: a dead holder's fence is free after it
 POLL_SECONDS = 0.5
@@ -47,7 +50,7 @@ class Fence:
         on_wait: Called once if the fence is taken when :meth:`acquire` starts.
     """
 
-    def __init__(self, store: Any, owner: str, lease_seconds: float = LEASE_SECONDS,
+    def __init__(self, store: RegulationStore, owner: str, lease_seconds: float = LEASE_SECONDS,
                  max_wait_seconds: float = LEASE_SECONDS + 60, on_wait: Callable[[], None] | None = None) -> None:
         self.store = store
         self.owner = owner
@@ -95,7 +98,7 @@ class LandingGuard:
         on_wait: Called if the build must wait for a deletion job to finish.
     """
 
-    def __init__(self, store: Any, key: str, on_wait: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: ContextStore, key: str, on_wait: Callable[[], None] | None = None) -> None:
         self.store = store
         self.generation = store.deletion_generation()
         self.deleted: set[str] = store.deleted_identifiers()

@@ -22,7 +22,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 DAY_MS = 86_400_000
 
@@ -61,7 +64,7 @@ def _data_files(table: Any) -> list[dict[str, Any]]:
     return [{name: task.file.partition[i] for i, name in enumerate(names)} for task in table.scan().plan_files()]
 
 
-def compact(lakehouse: Any, name: str, min_files: int = 10) -> dict[str, int]:
+def compact(lakehouse: IcebergLakehouse, name: str, min_files: int = 10) -> dict[str, int]:
     """Rewrite each partition holding at least ``min_files`` data files as one; returns counts."""
     table = lakehouse.table(name)
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -99,7 +102,7 @@ def _replaced_at(table: Any) -> dict[int, int]:
     return replaced
 
 
-def expire_snapshots(lakehouse: Any, name: str, retain_seconds: int) -> int:
+def expire_snapshots(lakehouse: IcebergLakehouse, name: str, retain_seconds: int) -> int:
     """Expire the snapshots replaced longer ago than the retention (never the current one); returns how many."""
     table = lakehouse.table(name)
     current = table.current_snapshot()
@@ -112,7 +115,7 @@ def expire_snapshots(lakehouse: Any, name: str, retain_seconds: int) -> int:
     return len(old)
 
 
-def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
+def remove_orphans(lakehouse: IcebergLakehouse, name: str, retain_seconds: int) -> int:
     """Delete files under the table's data and metadata folders that no snapshot references and that
     are older than the retention; returns how many."""
     from pyarrow import fs
@@ -146,7 +149,7 @@ def remove_orphans(lakehouse: Any, name: str, retain_seconds: int) -> int:
     return removed
 
 
-def maintain(lakehouse: Any, *, min_files: int = 10, retain_seconds: int = 7 * 86400,
+def maintain(lakehouse: IcebergLakehouse, *, min_files: int = 10, retain_seconds: int = 7 * 86400,
              progress: Callable[[str], None] | None = None) -> dict[str, dict[str, int]]:
     """Compact, expire and clean every table; returns what was done per table.
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from customer_context.stores.iceberg import Lakehouse  # queried through stores.sql
 
 PLAN_REPORT_SQL = """
 SELECT source_id, event, kind, action, count(*) AS violations FROM (
@@ -19,7 +22,7 @@ SELECT source_id, event, kind, action, count(*) AS violations FROM (
 """
 
 
-def violations(lakehouse: Any) -> list[dict[str, Any]]:
+def violations(lakehouse: Lakehouse) -> list[dict[str, Any]]:
     """Rows of ``source_id, event, kind, action, violations``, most first."""
     from customer_context.stores.sql import query
 

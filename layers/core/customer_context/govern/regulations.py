@@ -19,12 +19,17 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import InvalidRequest, NotFound
 from customer_context.govern.suppression import suppression_hash
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import BlobStore, ContextStore, IdentifierLookup, RegulationStore, ServingStore
+    from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 # RudderStack's `users` keys → our identifier types (other keys are taken as type names)
 USER_KEYS = {"userId": "user_id", "anonymousId": "anonymous_id", "email": "email", "phone": "phone"}
@@ -68,7 +73,8 @@ def parse_request(body: Any, spec: ContextSpec) -> tuple[str, list[tuple[str, st
     return kind, identifiers
 
 
-def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> tuple[set[str], set[tuple[str, str]]]:
+def expand(store: ServingStore, service: IdentifierLookup, identifiers: Iterable[tuple[str, str]]
+           ) -> tuple[set[str], set[tuple[str, str]]]:
     """The profiles of the identifiers and every identifier of those profiles (lookup-normalised)."""
     profiles: set[str] = set()
     found: set[tuple[str, str]] = set()
@@ -87,7 +93,8 @@ def expand(store: Any, service: Any, identifiers: Iterable[tuple[str, str]]) -> 
     return profiles, found
 
 
-def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], consumer: str) -> dict[str, Any]:
+def new_regulation(store: RegulationStore, kind: str, identifiers: list[tuple[str, str]], consumer: str
+                   ) -> dict[str, Any]:
     """Record a regulation (status ``pending``) and return it."""
     regulation = {"id": "reg_" + uuid.uuid4().hex[:20], "regulationType": kind, "status": "pending",
                   "requested_by": consumer, "created_at": datetime.now(UTC).isoformat(),
@@ -96,7 +103,7 @@ def new_regulation(store: Any, kind: str, identifiers: list[tuple[str, str]], co
     return regulation
 
 
-def suppress(store: Any, service: Any, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+def suppress(store: ContextStore, service: IdentifierLookup, regulation: dict[str, Any], key: str) -> dict[str, Any]:
     """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
     returns the regulation updated.
 
@@ -129,13 +136,13 @@ def _counted(regulation: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[int, int]:
+def _scrub_spool(blobs: BlobStore, prefix: str, cleaner: Any, target: Any) -> tuple[int, int]:
     """Spooled events (claim checks in S3): hers are emptied out of their object (a message still queued
     for it then lands nothing), others' are scrubbed of her values. Returns (events removed, objects
     rewritten)."""
     import pyarrow as pa
 
-    from customer_context.collect import envelope
+    from customer_context import envelope
     from customer_context.collect.ingest import event_to_row, rejection_row
 
     removed = rewritten = 0
@@ -177,7 +184,7 @@ def _scrub_spool(blobs: Any, prefix: str, cleaner: Any, target: Any) -> tuple[in
     return removed, rewritten
 
 
-def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
+def _drop_imports(blobs: BlobStore, prefix: str, target: Any) -> int:
     """Record drop files that mention her are deleted: their rows are in the record tables already, where
     the job removed or scrubbed them. Returns how many."""
     import gzip
@@ -200,9 +207,9 @@ def _drop_imports(blobs: Any, prefix: str, target: Any) -> int:
     return removed
 
 
-def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
+def _scrub_served(store: ContextStore, target: Any, profiles: Iterable[str]) -> int:
     """Other customers' served snapshots and live tails that mention her, scrubbed; returns items rewritten."""
-    from customer_context.stores.context_store import RecentEvent, SnapshotItem, recent_pk
+    from customer_context.ports import RecentEvent, SnapshotItem, TailOwner
 
     written = 0
     for pid in sorted(profiles):
@@ -213,21 +220,21 @@ def _scrub_served(store: Any, target: Any, profiles: Iterable[str]) -> int:
                                                          item.get("data_as_of"), item.get("changed_at"))])
         # their live tail: under the profile, and under each identifier (events from before it had a profile)
         listed = (json.loads(item["doc"]).get("profile") or {}).get("identifiers") or {} if item else {}
-        partitions = [recent_pk(pid)] + [recent_pk(identifier=(t, v)) for t, values in listed.items()
-                                         for v in (values if isinstance(values, list) else [values])]
+        owners: list[TailOwner] = [pid] + [(t, v) for t, values in listed.items()
+                                           for v in (values if isinstance(values, list) else [values])]
         tail = []
-        for pk in partitions:
-            for event in store.recent(pk, None, 10_000):
+        for owner in owners:
+            for event in store.recent(owner, None, 10_000):
                 text = target.scrub_json(event["event"])
                 if text != event["event"]:
                     received_at, _, message_id = str(event["sk"]).partition("#")
-                    tail.append(RecentEvent(event["pk"], received_at, message_id, text, int(event["expires_at"])))
+                    tail.append(RecentEvent(owner, received_at, message_id, text, int(event["expires_at"])))
         written += store.put_recent(tail) if tail else 0
     return written
 
 
-def delete_everywhere(lakehouse: Any, store: Any, spec: ContextSpec, regulation: dict[str, Any],
-                      progress: Any = None, *, pii: Any = None, blobs: Any = None,
+def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation: dict[str, Any],
+                      progress: Any = None, *, pii: PiiPolicy | None = None, blobs: BlobStore | None = None,
                       spool_prefix: str = "spool/", imports_prefix: str = "imports/") -> dict[str, int]:
     """The deletion job's work (:mod:`customer_context.govern.deletion`); returns rows or items per place."""
     from customer_context.govern.deletion import Cleaner, Target
@@ -258,8 +265,9 @@ def delete_everywhere(lakehouse: Any, store: Any, spec: ContextSpec, regulation:
     return counts
 
 
-def run_job(lakehouse: Any, store: Any, spec: ContextSpec, regulation_id: str, *, pii: Any = None,
-            blobs: Any = None, spool_prefix: str = "spool/") -> dict[str, Any]:
+def run_job(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation_id: str, *,
+            pii: PiiPolicy | None = None, blobs: BlobStore | None = None, spool_prefix: str = "spool/"
+            ) -> dict[str, Any]:
     """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason).
 
     The job holds the landing fence while it works and counts itself in the deletion generation before

@@ -28,12 +28,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble.attribution import event_identifiers
 from customer_context.errors import ConfigError
-from customer_context.serve.catalog import normalize_identifier
+from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.ports import EventVerdicts, SuppressionStore
 
 # collect stamps receivedAt when a request arrives and checks suppressions a little later; clocks of two
 # containers differ by less than this
@@ -67,7 +70,7 @@ class Suppressions:
         key: The PII hash key (``CUSTOMER_CONTEXT_PII_HASH_KEY``); without one only legacy items are read.
     """
 
-    def __init__(self, store: Any, spec: ContextSpec, key: str) -> None:
+    def __init__(self, store: SuppressionStore, spec: ContextSpec, key: str) -> None:
         self.store = store
         self.spec = spec
         self._key = key
@@ -92,7 +95,7 @@ class Suppressions:
         hits = self.store.suppressed(set(keyed), set(legacy))
         return {keyed.get(h) or legacy[h] for h in hits}
 
-    def queued_before(self) -> Any:
+    def queued_before(self) -> EventVerdicts:
         """For ingest: a function giving, for a message's events, whether each is kept — the verdict of
         :meth:`apply` for events received before the latest suppression (plus the margin), which collect
         may have queued before it knew; ``True`` for the others. Reads the latest suppression once."""

@@ -153,12 +153,12 @@ class LocalStack:
             ConfigError: The spec the functions would load is invalid (nothing is started: every route
                 would otherwise answer 500, and SDKs retry those forever).
         """
+        from customer_context import wiring
         from customer_context.config import Settings
         from customer_context.local.http_server import LocalHttpApi
         from customer_context.local.persistence import Journal, JournaledMotoServer
         from customer_context.local.sqs_trigger import SqsTrigger
         from customer_context.spec import load_spec
-        from customer_context.stores import factory
 
         load_spec(Settings.from_env({**os.environ, **self.environ}).spec_path or None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -196,9 +196,9 @@ class LocalStack:
             "POWERTOOLS_SERVICE_NAME": "customer-context",
             "POWERTOOLS_DEV": None,
         })
-        factory.reset()
-        sqs = factory.boto_client("sqs")
-        s3 = factory.boto_client("s3")
+        wiring.reload_from_environment()
+        sqs = wiring.boto_client("sqs")
+        s3 = wiring.boto_client("s3")
         dlq_url = sqs.create_queue(QueueName=DLQ_NAME)["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queue_url = sqs.create_queue(
@@ -212,7 +212,7 @@ class LocalStack:
         )["QueueUrl"]
         s3.create_bucket(Bucket=SPOOL_BUCKET)
         self.queue_url, self.dlq_url = queue_url, dlq_url
-        self._create_context_table(factory.boto_client("dynamodb"))
+        self._create_context_table(wiring.boto_client("dynamodb"))
         # what the last run acknowledged and governs privacy (suppressions, regulations, snapshots, queued
         # events, spooled objects) comes back before anything is served
         self.restored = self._journal.restore(sqs, s3, {QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
@@ -228,7 +228,7 @@ class LocalStack:
             "CUSTOMER_CONTEXT_PII_HASH_KEY": os.environ.get("CUSTOMER_CONTEXT_PII_HASH_KEY") or self._pii_key(),
             **self.environ,
         })
-        factory.reset()
+        wiring.reload_from_environment()
 
         from customer_context.local import lambda_runtime
 
@@ -246,7 +246,7 @@ class LocalStack:
         self.url = self._http.url
         # MCP's query tools call this API back: at this address, not whatever Host a client sends
         self._set_env({"CUSTOMER_CONTEXT_API_URL": self.url})
-        factory.reset()
+        wiring.reload_from_environment()
         threading.Thread(target=self._http.serve_forever, name="local-http-api", daemon=True).start()
         # where other processes (`customer-context build`, `keys create`) find this stack; it holds the PII
         # key and the write keys, so only its owner may read it (created 0600, never readable in between)
@@ -330,12 +330,12 @@ class LocalStack:
 
     def load_records(self, table: str, filename: str, data: bytes) -> dict[str, Any]:
         """Drop a file under imports/<table>/ and deliver the S3 notification to load_records."""
+        from customer_context import wiring
         from customer_context.local import lambda_runtime
         from customer_context.local.aws_events import s3_object_created
-        from customer_context.stores import factory
 
         key = f"imports/{table}/{filename}"
-        etag = factory.boto_client("s3").put_object(Bucket=SPOOL_BUCKET, Key=key, Body=data)["ETag"].strip('"')
+        etag = wiring.boto_client("s3").put_object(Bucket=SPOOL_BUCKET, Key=key, Body=data)["ETag"].strip('"')
         return lambda_runtime.invoke("load_records", s3_object_created(SPOOL_BUCKET, key, len(data), etag), 900)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
@@ -357,9 +357,9 @@ class LocalStack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
-        from customer_context.stores import factory
+        from customer_context import wiring
 
-        factory.reset()
+        wiring.reload_from_environment()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -393,8 +393,8 @@ class LocalStack:
 
     def dlq_depth(self) -> int:
         """Messages in the dead-letter queue."""
-        from customer_context.stores import factory
+        from customer_context import wiring
 
-        attrs = factory.boto_client("sqs").get_queue_attributes(
+        attrs = wiring.boto_client("sqs").get_queue_attributes(
             QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])

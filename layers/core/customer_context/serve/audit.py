@@ -17,14 +17,18 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.observability import logger
+
+if TYPE_CHECKING:
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import EventQueue
 
 MAX_RECORDS_PER_MESSAGE = 200
 
 
-def audit_identifier(pii: Any | None, id_type: str, lookup_value: str) -> str:
+def audit_identifier(pii: PiiPolicy | None, id_type: str, lookup_value: str) -> str:
     """What the audit keeps of an identifier: a profile id as it is, anything else as the policy's keyed
     token (empty without a key)."""
     if id_type == "profile_id":
@@ -41,7 +45,7 @@ class AuditLog:
         pii: The PII policy whose keyed hash stands for identifiers (none, or no key: they are not kept).
     """
 
-    def __init__(self, queue: Any | None, flush_seconds: float = 0.5, pii: Any | None = None) -> None:
+    def __init__(self, queue: EventQueue | None, flush_seconds: float = 0.5, pii: PiiPolicy | None = None) -> None:
         self.queue = queue
         self.pii = pii
         self.flush_seconds = flush_seconds
@@ -89,7 +93,7 @@ class AuditLog:
             with self._lock:
                 self._buffer[:0] = records
             return 0
-        from customer_context.collect.envelope import audit_body
+        from customer_context.envelope import audit_body
 
         try:
             bodies = [audit_body(records[i:i + MAX_RECORDS_PER_MESSAGE])

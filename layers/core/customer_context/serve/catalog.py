@@ -93,11 +93,3 @@ def _build(spec: ContextSpec) -> Catalog:
                         f"records.{table_name}.{column}", section, f"{column} of the latest {table_name} row")
     descriptions = {s.name: s.description for s in spec.snapshot.sections}
     return Catalog(sections, descriptions, fields)
-
-
-def normalize_identifier(spec: ContextSpec, id_type: str, value: str) -> str | None:
-    """Normalise a value of an identifier type as everything else does (:mod:`customer_context.identifiers`);
-    ``None`` when empty."""
-    from customer_context.identifiers import normalize
-
-    return normalize(spec.identifiers.types.get(id_type), value)

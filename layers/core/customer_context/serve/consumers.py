@@ -20,9 +20,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import AuthenticationError, Forbidden, InvalidRequest
+
+if TYPE_CHECKING:
+    from customer_context.ports import ConsumerKeys, WriteKeyStore
 
 KEY_PREFIX = "ck_"
 _CACHE_SECONDS = 60.0
@@ -145,7 +148,7 @@ class ConsumerAuthenticator:
         write_keys: Knows the SDK write keys, to refuse them with a clear reason.
     """
 
-    def __init__(self, store: Any, write_keys: Any | None = None) -> None:
+    def __init__(self, store: ConsumerKeys, write_keys: WriteKeyStore | None = None) -> None:
         self._store = store
         self._write_keys = write_keys
         self._cache: dict[str, tuple[float, Consumer | None]] = {}

@@ -12,15 +12,20 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context import strict_json
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
-from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog, normalize_identifier
+from customer_context.identifiers import normalize_identifier
+from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.text import inline, render_text
 from customer_context.spec import ContextSpec
-from customer_context.stores.context_store import recent_pk
+
+if TYPE_CHECKING:
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import ServingStore
+    from customer_context.serve.audit import AuditLog
 
 PROFILE_ID = "profile_id"
 MAX_BATCH = 100
@@ -152,9 +157,9 @@ class ContextService:
         clock: Returns "now" (tests pass a fixed one).
     """
 
-    def __init__(self, store: Any, spec: ContextSpec, options: ServeOptions | None = None,
-                 clock: Callable[[], datetime] | None = None, pii: Any | None = None,
-                 audit: Any | None = None) -> None:
+    def __init__(self, store: ServingStore, spec: ContextSpec, options: ServeOptions | None = None,
+                 clock: Callable[[], datetime] | None = None, pii: PiiPolicy | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.store = store
         self.spec = spec
         self.catalog = catalog(spec)
@@ -244,9 +249,9 @@ class ContextService:
         after = _tail_key_after(after)
         items: list[dict[str, Any]] = []
         if pid:
-            items += self.store.recent(recent_pk(pid), after, limit)
+            items += self.store.recent(pid, after, limit)
         if identifier and identifier[0] != PROFILE_ID:
-            items += self.store.recent(recent_pk(identifier=identifier), after, limit)
+            items += self.store.recent(identifier, after, limit)
         seen: set[str] = set()
         events = []
         for item in sorted(items, key=lambda i: i["sk"], reverse=True):

@@ -11,11 +11,15 @@ can read it and recover.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from customer_context import __version__, strict_json
 from customer_context.errors import CustomerContextError
-from customer_context.stores import factory
+
+if TYPE_CHECKING:
+    from customer_context.serve.consumers import Consumer
+    from customer_context.serve.fetch import ContextService
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 # JSON-RPC messages one POST may carry (a batch): each tool call may run a named query for seconds
@@ -33,7 +37,8 @@ def _result(msg_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
 
-def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_url: str | None) -> dict[str, Any] | None:
+def _dispatch(message: Any, consumer: Consumer, auth_headers: dict[str, str], base_url: str | None,
+              context_service: Callable[[], ContextService]) -> dict[str, Any] | None:
     from customer_context.serve.tools import call_tool, tool_definitions
 
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
@@ -42,7 +47,7 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
     method, msg_id, params = message["method"], message.get("id"), message.get("params") or {}
     if "id" not in message:  # a notification: nothing to answer
         return None
-    service = factory.context_service()
+    service = context_service()
     if method == "initialize":
         asked = params.get("protocolVersion") if isinstance(params, dict) else None
         version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
@@ -70,9 +75,11 @@ def _dispatch(message: Any, consumer: Any, auth_headers: dict[str, str], base_ur
     return _error(msg_id, METHOD_NOT_FOUND, f"method {method!r} is not supported by this server")
 
 
-def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *, base_url: str | None = None
+def handle_mcp(body: bytes, headers: dict[str, str], consumer: Consumer, *,
+               context_service: Callable[[], ContextService], base_url: str | None = None
                ) -> tuple[int, dict[str, Any] | list[Any] | None, dict[str, str]]:
-    """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers)."""
+    """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers).
+    ``context_service`` gives the fetch service, asked for only when a message needs it."""
     auth = {k: v for k, v in headers.items() if k in ("authorization", "x-api-key")}
     try:
         message = strict_json.loads(body or b"null")
@@ -82,7 +89,7 @@ def handle_mcp(body: bytes, headers: dict[str, str], consumer: Any, *, base_url:
         if len(message) > MAX_MESSAGES:
             return 400, _error(None, INVALID_REQUEST, f"a batch carries at most {MAX_MESSAGES} messages, got "
                                                       f"{len(message)}: send the rest in other requests"), {}
-        answers = [a for m in message if (a := _dispatch(m, consumer, auth, base_url)) is not None]
+        answers = [a for m in message if (a := _dispatch(m, consumer, auth, base_url, context_service)) is not None]
         return (200, answers, {}) if answers else (202, None, {})
-    answer = _dispatch(message, consumer, auth, base_url)
+    answer = _dispatch(message, consumer, auth, base_url, context_service)
     return (200, answer, {}) if answer is not None else (202, None, {})

@@ -57,6 +57,8 @@ from customer_context.spec import ContextSpec, NamedQuery
 if TYPE_CHECKING:
     import duckdb
 
+    from customer_context.ports import Lakehouse
+
 MiB = 1024 * 1024
 # event columns holding the identifiers events carry at the top level
 _EVENT_ID_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id"}
@@ -198,7 +200,7 @@ def snapshot_identifiers(snapshot: dict[str, Any] | None) -> list[tuple[str, str
     return sorted({(str(t), str(v)) for t, values in listed.items() for v in values or ()})
 
 
-def _identifiers(lakehouse: Any, profile_id: str) -> list[tuple[str, str]]:
+def _identifiers(lakehouse: Lakehouse, profile_id: str) -> list[tuple[str, str]]:
     """The customer's (type, normalised value) pairs, from the last build's identity graph."""
     from pyiceberg.expressions import EqualTo
 
@@ -249,7 +251,7 @@ def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, s
     return expr
 
 
-def _empty(lakehouse: Any, spec: ContextSpec, table: str) -> Any:
+def _empty(lakehouse: Lakehouse, spec: ContextSpec, table: str) -> Any:
     """An empty Arrow table with ``table``'s columns (a record table need not be declared on this Lakehouse)."""
     if lakehouse.exists(table):
         return lakehouse.table(table).schema().as_arrow().empty_table()
@@ -372,7 +374,7 @@ def _time_exceeded(name: str, budget: QueryBudget) -> BudgetExceeded:
                           "(narrow the parameters, or raise CUSTOMER_CONTEXT_QUERY_MAX_SECONDS)")
 
 
-def run_named_query(lakehouse: Any, spec: ContextSpec, name: str, profile_id: str, params: Any,
+def run_named_query(lakehouse: Lakehouse, spec: ContextSpec, name: str, profile_id: str, params: Any,
                     budget: QueryBudget | None = None,
                     identifiers: list[tuple[str, str]] | None = None, generation: int = 0) -> dict[str, Any]:
     """Run one named query for one customer.

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from customer_context.assemble.attribution import event_identifiers
+from customer_context.ports import RecentEvent, ServingStore, TailOwner
 from customer_context.spec import ContextSpec
-from customer_context.stores.context_store import RecentEvent, recent_pk
 
 
 def compact(event: dict[str, Any], max_chars: int) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class RecentTail:
         ttl_seconds: How long an item lives (DynamoDB TTL); 0 disables the tail.
     """
 
-    def __init__(self, store: Any, spec: ContextSpec, ttl_seconds: int) -> None:
+    def __init__(self, store: ServingStore, spec: ContextSpec, ttl_seconds: int) -> None:
         self.store = store
         self.spec = spec
         self.ttl_seconds = ttl_seconds
@@ -82,8 +82,8 @@ class RecentTail:
         for event, ids in kept:
             # the most important identifier decides, as in the build; not yet in a profile: its unknown ones
             owner = profiles.get(ids[0])
-            keys = [recent_pk(owner)] if owner else [recent_pk(identifier=i) for i in ids if i not in profiles]
+            owners: list[TailOwner] = [owner] if owner else [i for i in ids if i not in profiles]
             text = json.dumps(compact(event, config.max_chars), separators=(",", ":"), ensure_ascii=False)
-            for pk in keys:
-                items.append(RecentEvent(pk, str(event["receivedAt"]), str(event["messageId"]), text, expires))
+            for tail in owners:
+                items.append(RecentEvent(tail, str(event["receivedAt"]), str(event["messageId"]), text, expires))
         return int(self.store.put_recent(items))

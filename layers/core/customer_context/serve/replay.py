@@ -32,13 +32,16 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import BudgetExceeded, Forbidden, InvalidRequest, NotFound
+from customer_context.ports import BOOKKEEPING_KEYS, FIELD_SECTIONS
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import PROFILE_ID, ContextService, FetchResult, _parse_time, select
 from customer_context.serve.named_queries import QueryBudget
-from customer_context.stores.context_store import BOOKKEEPING_KEYS, FIELD_SECTIONS
+
+if TYPE_CHECKING:
+    from customer_context.ports import Lakehouse
 
 _EDGE = re.compile(r"^edge (?P<source>\S+) with (?P<type>[^:]+):(?P<value>.*?) at (?P<at>\d{4}-\d\d-\d\dT\S+?)"
                    r"(?:, via (?P<via_type>[^:]+):(?P<via_value>.*))?$")
@@ -57,7 +60,7 @@ class _Clock:
                                  "(raise CUSTOMER_CONTEXT_QUERY_MAX_SECONDS)")
 
 
-def _read(lakehouse: Any, table: str, row_filter: Any, clock: _Clock,
+def _read(lakehouse: Lakehouse, table: str, row_filter: Any, clock: _Clock,
           snapshot_id: int | None = None) -> list[dict[str, Any]]:
     """The rows of ``table`` matching ``row_filter`` (at an earlier snapshot of the table: ``snapshot_id``),
     refused before reading above the scan budget."""
@@ -78,7 +81,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def snapshot_versions(lakehouse: Any, profile_id: str, budget: QueryBudget | None = None) -> list[dict[str, Any]]:
+def snapshot_versions(lakehouse: Lakehouse, profile_id: str, budget: QueryBudget | None = None) -> list[dict[str, Any]]:
     """Every version of one profile's snapshot, oldest first, as the serving store held it
     (``profile_id, version, content_hash, built_at, data_as_of, doc``; times as ISO-8601 text)."""
     from pyiceberg.expressions import EqualTo
@@ -128,7 +131,7 @@ def _reads(consumer: Consumer) -> None:
         raise Forbidden(f"consumer {consumer.name!r} may read no section or field, so no history either")
 
 
-def history(service: ContextService, lakehouse: Any, consumer: Consumer, id_type: str, id_value: str,
+def history(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
             budget: QueryBudget | None = None) -> dict[str, Any]:
     """The customer's snapshot versions, newest first, each with the fields it changed and its numeric traits
     and scores (those the consumer may read); per field, the version and time it last changed; the
@@ -211,7 +214,7 @@ def parse_at(text: str | None) -> datetime | None:
     return value
 
 
-def replay(service: ContextService, lakehouse: Any, consumer: Consumer, id_type: str, id_value: str, *,
+def replay(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str, *,
            at: datetime | None = None, version: int | None = None, fields: str | Sequence[str] | None = None,
            sections: str | Sequence[str] | None = None, fmt: str = "json", max_tokens: int | None = None,
            budget: QueryBudget | None = None) -> FetchResult:
@@ -255,7 +258,7 @@ def may_audit(consumer: Consumer) -> bool:
     return consumer.admin or consumer.audit
 
 
-def audit_trail(service: ContextService, lakehouse: Any, consumer: Consumer, id_type: str, id_value: str,
+def audit_trail(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
                 budget: QueryBudget | None = None) -> dict[str, Any]:
     """Who was served what about the customer, newest first, each record joined to the version it served
     (``served``: its ``built_at`` and ``data_as_of``) and the fields returned.
@@ -297,7 +300,7 @@ def parse_joined_via(text: str) -> dict[str, Any]:
     return {"how": "kept" if (text or "").startswith("kept") else "first", "detail": text}
 
 
-def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_type: str, id_value: str,
+def identity(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
              budget: QueryBudget | None = None) -> dict[str, Any]:
     """The customer's identity graph: ``nodes`` (type, value, how it joined), ``edges`` (the two ends and the
     source that joined them: ``event:identify``, ``event:alias``, ``record:<table>`` …) and ``refused`` (edges
@@ -348,7 +351,7 @@ def identity(service: ContextService, lakehouse: Any, consumer: Consumer, id_typ
             "built_at": _iso(rows[0]["built_at"]) if rows else None}
 
 
-def _earlier_joins(lakehouse: Any, kept: set[tuple[str, str]], values: list[str],
+def _earlier_joins(lakehouse: Lakehouse, kept: set[tuple[str, str]], values: list[str],
                    clock: _Clock) -> dict[tuple[str, str], str]:
     """How identifiers "kept from previous build" first joined: each build rewrites ``identity_graph`` and
     an identifier it keeps says only that, so the table's earlier snapshots are read, newest first, until

@@ -18,12 +18,15 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import CustomerContextError, Forbidden, InvalidRequest, NotFound
 from customer_context.serve.catalog import LIST_SECTIONS, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.spec import ContextSpec
+
+if TYPE_CHECKING:
+    from customer_context.serve.fetch import ContextService
 
 CONTEXT_TOOL = "get_customer_context"
 QUERY_PREFIX = "query_"
@@ -115,7 +118,7 @@ def tool_definitions(spec: ContextSpec, consumer: Consumer, style: str = "all") 
     return {"tools": shapes[style]}
 
 
-def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service: Any, *,
+def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service: ContextService, *,
               base_url: str | None = None, auth_headers: dict[str, str] | None = None) -> Any:
     """Run one tool call; returns a JSON value or prompt text.
 

@@ -72,17 +72,17 @@ def query(sql: str, target: AthenaTarget, client: Any = None, poll_seconds: floa
 
     Raises:
         InvalidRequest: Athena failed, cancelled or refused the query (the reason is Athena's).
-        ConfigError: No region or credentials (see :func:`customer_context.stores.factory.explain_aws_problem`).
+        ConfigError: No region or credentials (see :func:`customer_context.stores.aws.explain_aws_problem`).
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from customer_context.stores import factory
+    from customer_context.stores import aws
 
     try:
         try:
-            athena = client or factory.boto_client("athena")
+            athena = client or aws.boto_client("athena")
         except ValueError as exc:  # an empty or malformed region: botocore builds no endpoint from it
-            raise ConfigError(f"{factory.explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to a region such as "
+            raise ConfigError(f"{aws.explain_aws_problem(exc)} (set AWS_DEFAULT_REGION to a region such as "
                               "eu-west-1)") from None
         started = athena.start_query_execution(
             QueryString=with_views(sql), WorkGroup=target.workgroup,
@@ -127,4 +127,4 @@ def query(sql: str, target: AthenaTarget, client: Any = None, poll_seconds: floa
         raise InvalidRequest(f"Athena: {error.get('Code', 'error')}: {error.get('Message', exc)} "
                                 f"(workgroup {target.workgroup}, database {target.database})") from exc
     except BotoCoreError as exc:
-        raise ConfigError(factory.explain_aws_problem(exc)) from exc
+        raise ConfigError(aws.explain_aws_problem(exc)) from exc

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from customer_context.stores.unavailable import translate_public_methods
-
-
-class BlobStore(Protocol):
-    """Put and get whole objects by key."""
-
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``."""
-
-    def get(self, key: str) -> bytes:
-        """Return the object under ``key``."""
-
-    def keys(self, prefix: str) -> list[str]:
-        """The keys of every object under ``prefix``."""
-
-    def delete(self, key: str) -> None:
-        """Delete the object under ``key`` (nothing if absent)."""
 
 
 @translate_public_methods("S3")
 class S3BlobStore:
     """S3 implementation over one bucket. SlowDown and 5xx are retried by botocore (standard mode, see
-    ``factory.boto_client``); still failing after that, a call raises ``StoreUnavailable`` (503)."""
+    ``customer_context.stores.aws.boto_client``); still failing after that, a call raises ``StoreUnavailable`` (503)."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client

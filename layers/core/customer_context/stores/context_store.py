@@ -47,17 +47,24 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from customer_context.errors import StoreUnavailable
+from customer_context.ports import (  # the values the ports exchange, also named here for the store's callers
+    BOOKKEEPING_KEYS,
+    FIELD_SECTIONS,
+    ContextStore,
+    RecentEvent,
+    Refused,
+    SnapshotItem,
+    TailOwner,
+)
 from customer_context.stores.unavailable import backoff, translate_public_methods
 
+__all__ = ["BOOKKEEPING_KEYS", "FIELD_SECTIONS", "ContextStore", "DynamoContextStore", "MemoryContextStore",
+           "RecentEvent", "Refused", "SnapshotItem"]
+
 SNAPSHOT_SK = "snapshot"
-# Keys of a snapshot document that are build bookkeeping, not context.
-BOOKKEEPING_KEYS = ("built_at", "data_as_of", "profile_id")
-# Sections whose fields change one by one (``traits.plan``); the others (lists) change as a whole.
-FIELD_SECTIONS = ("profile", "traits", "scores", "records")
 LANDING_KEY = {"pk": "landing", "sk": "marker"}
 # DynamoDB's limits (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)
 MAX_PARTITION_KEY_BYTES = 2048
@@ -106,145 +113,30 @@ def consumer_key(key_hash: str) -> dict[str, str]:
     return {"pk": f"consumer#{key_hash}", "sk": CONSUMER_SK}
 
 
-def recent_pk(profile_id: str | None = None, identifier: tuple[str, str] | None = None) -> str:
-    """Partition of a recent-event tail: a profile's, or an identifier's not yet in any profile."""
-    if profile_id:
-        return f"recent#p#{profile_id}"
-    assert identifier is not None
-    return f"recent#id#{identifier[0]}#{identifier[1]}"
+def tail_pk(owner: TailOwner) -> str:
+    """Partition of a live tail: a profile's, or an identifier's not yet in any profile (the store's key
+    layout: store implementations use it, the domain names a tail by its owner)."""
+    if isinstance(owner, str):
+        return f"recent#p#{owner}"
+    return f"recent#id#{owner[0]}#{owner[1]}"
 
 
-@dataclass(frozen=True)
-class RecentEvent:
-    """One event in a recent tail."""
-
-    pk: str
-    received_at: str
-    message_id: str
-    event: str  # compact JSON: type, event, name, timestamp, page_path, properties
-    expires_at: int
-
-    def to_item(self) -> dict[str, Any]:
-        """The DynamoDB item."""
-        return {"pk": self.pk, "sk": f"{self.received_at}#{self.message_id}", "event": self.event,
-                "expires_at": self.expires_at}
+def _recent_item(event: RecentEvent) -> dict[str, Any]:
+    """The DynamoDB item of a tail event."""
+    return {"pk": tail_pk(event.owner), "sk": f"{event.received_at}#{event.message_id}", "event": event.event,
+            "expires_at": event.expires_at}
 
 
-@dataclass(frozen=True)
-class SnapshotItem:
-    """One profile's snapshot as landed."""
-
-    profile_id: str
-    doc: str
-    content_hash: str
-    version: int
-    built_at: str
-    data_as_of: str | None
-    changed_at: str | None = None  # JSON: field path → when its value last changed
-
-    def to_item(self) -> dict[str, Any]:
-        """The DynamoDB item."""
-        item: dict[str, Any] = {**snapshot_key(self.profile_id), "profile_id": self.profile_id, "doc": self.doc,
-                                "content_hash": self.content_hash, "version": self.version, "built_at": self.built_at}
-        if self.data_as_of:
-            item["data_as_of"] = self.data_as_of
-        if self.changed_at:
-            item["changed_at"] = self.changed_at
-        return item
-
-
-class ContextStore(Protocol):
-    """Where snapshots and aliases are served from."""
-
-    def put_snapshots(self, items: Iterable[SnapshotItem], refused: list[Refused] | None = None) -> int:
-        """Write snapshot items; returns how many. Items the store cannot hold go to ``refused`` (without
-        it they raise :class:`~customer_context.errors.InvalidRequest`)."""
-
-    def put_aliases(self, aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None = None) -> int:
-        """Write ``(type, value, profile_id)`` alias items; returns how many (``refused`` as for snapshots)."""
-
-    def get_landing_marker(self) -> str | None:
-        """The generation of the last completed landing, or ``None``."""
-
-    def put_landing_marker(self, generation: str) -> None:
-        """Record that the landing of ``generation`` completed."""
-
-    def missing(self, snapshots: dict[str, str], aliases: list[tuple[str, str, str]]) -> str | None:
-        """Why the store does not hold these snapshots (profile id → content hash) and aliases (type, value,
-        profile id) as given, or ``None`` when it does (items it could never hold are not expected)."""
-
-    def delete_snapshots(self, profile_ids: Iterable[str]) -> int:
-        """Delete snapshot items; returns how many."""
-
-    def delete_aliases(self, identifiers: Iterable[tuple[str, str]]) -> int:
-        """Delete alias items; returns how many."""
-
-    def get_snapshot(self, profile_id: str) -> dict[str, Any] | None:
-        """A snapshot item, or ``None``."""
-
-    def resolve(self, id_type: str, id_value: str) -> str | None:
-        """The profile id of an identifier, or ``None``."""
-
-    def resolve_many(self, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """Profile ids of the identifiers that are known (one BatchGetItem per 100)."""
-
-    def get_snapshots(self, profile_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Snapshot items of the profiles that have one (one BatchGetItem per 100)."""
-
-    def put_recent(self, events: Iterable[RecentEvent]) -> int:
-        """Write recent-event items; returns how many."""
-
-    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` items of a tail, newest first, received after ``after`` (ISO time)."""
-
-    def put_consumer(self, key_hash: str, attributes: dict[str, Any]) -> None:
-        """Store a consumer key's item."""
-
-    def get_consumer(self, key_hash: str) -> dict[str, Any] | None:
-        """A consumer key's item, or ``None``."""
-
-    def list_consumers(self) -> list[dict[str, Any]]:
-        """Every consumer item (administration only: a scan)."""
-
-    def delete_consumer(self, key_hash: str) -> None:
-        """Revoke a consumer key."""
-
-    def put_suppressions(self, digests: Iterable[str], regulation_id: str, delete: bool = False) -> int:
-        """Mark identifiers suppressed, by their keyed hashes; returns how many."""
-
-    def suppressed(self, digests: Iterable[str], legacy: Iterable[str] = ()) -> set[str]:
-        """Which keyed hashes (and unkeyed ``legacy`` ones, of items written before the keyed hash) are
-        suppressed (one BatchGetItem per 100 keys)."""
-
-    def deleted_identifiers(self) -> set[str]:
-        """Keyed hashes of every identifier suppressed by ``suppress_with_delete`` (sixteen Queries)."""
-
-    def acquire_fence(self, owner: str, lease_seconds: float) -> bool:
-        """Take the landing fence if it is free or its lease ran out (one conditional write)."""
-
-    def release_fence(self, owner: str) -> None:
-        """Give the fence back if ``owner`` still holds it."""
-
-    def deletion_generation(self) -> int:
-        """How many deletion jobs have finished (a build compares it before and after its work)."""
-
-    def bump_deletion_generation(self) -> int:
-        """Count one more finished deletion job; returns the new generation."""
-
-    def note_suppression(self, at: str) -> None:
-        """Remember when identifiers were last suppressed (ISO time; ingest checks events received before)."""
-
-    def last_suppression(self) -> str | None:
-        """When identifiers were last suppressed, or ``None``."""
-
-    def put_regulation(self, regulation: dict[str, Any]) -> None:
-        """Store (or update) a regulation."""
-
-    def get_regulation(self, regulation_id: str) -> dict[str, Any] | None:
-        """A regulation, or ``None``."""
-
-    def delete_customer(self, profile_ids: Iterable[str], identifiers: Iterable[tuple[str, str]]) -> int:
-        """Delete the profiles' snapshots, the identifiers' aliases and every live-tail item of both."""
+def _snapshot_item(snapshot: SnapshotItem) -> dict[str, Any]:
+    """The DynamoDB item of a snapshot."""
+    item: dict[str, Any] = {**snapshot_key(snapshot.profile_id), "profile_id": snapshot.profile_id,
+                            "doc": snapshot.doc, "content_hash": snapshot.content_hash, "version": snapshot.version,
+                            "built_at": snapshot.built_at}
+    if snapshot.data_as_of:
+        item["data_as_of"] = snapshot.data_as_of
+    if snapshot.changed_at:
+        item["changed_at"] = snapshot.changed_at
+    return item
 
 
 def _utf8_len(text: str) -> int:
@@ -270,21 +162,6 @@ def item_problem(item: dict[str, Any]) -> str | None:
     return f"item of {size:,} bytes; DynamoDB allows {MAX_ITEM_BYTES:,}" if size > MAX_ITEM_BYTES else None
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A snapshot or alias the store cannot hold: left out of the landing, reported by the build (never the
-    identifier's value, which may be personal data)."""
-
-    kind: str  # "snapshot" or "alias"
-    profile_id: str
-    reason: str
-    identifier_type: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
 def _holdable(rows: Iterable[Any], to_item: Any, label: Any, refused: list[Refused] | None
               ) -> Iterable[dict[str, Any]]:
     """``to_item(row)`` for each row the store can hold; the others go to ``refused`` as ``label(row,
@@ -304,7 +181,7 @@ def _holdable(rows: Iterable[Any], to_item: Any, label: Any, refused: list[Refus
 
 
 def _snapshot_items(items: Iterable[SnapshotItem], refused: list[Refused] | None) -> Iterable[dict[str, Any]]:
-    return _holdable(items, SnapshotItem.to_item, lambda i, why: Refused("snapshot", i.profile_id, why), refused)
+    return _holdable(items, _snapshot_item, lambda i, why: Refused("snapshot", i.profile_id, why), refused)
 
 
 def _alias_items(aliases: Iterable[tuple[str, str, str]], refused: list[Refused] | None
@@ -456,13 +333,13 @@ class DynamoContextStore:
 
     def put_recent(self, events: Iterable[RecentEvent]) -> int:
         """BatchWriteItem puts."""
-        return self._write(puts=(e.to_item() for e in events))
+        return self._write(puts=(_recent_item(e) for e in events))
 
-    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+    def recent(self, owner: TailOwner, after: str | None, limit: int) -> list[dict[str, Any]]:
         """One Query, newest first."""
         from boto3.dynamodb.conditions import Key
 
-        condition = Key("pk").eq(pk)
+        condition = Key("pk").eq(tail_pk(owner))
         if after:
             condition = condition & Key("sk").gt(after)
         answer = self.table.query(KeyConditionExpression=condition, ScanIndexForward=False, Limit=max(limit, 1))
@@ -597,7 +474,7 @@ class DynamoContextStore:
         """BatchWriteItem deletes (live-tail keys found with a Query per partition)."""
         pids, ids = list(profile_ids), list(identifiers)
         keys = [snapshot_key(p) for p in pids] + [alias_key(t, v) for t, v in ids]
-        for pk in [recent_pk(p) for p in pids] + [recent_pk(identifier=i) for i in ids]:
+        for pk in [tail_pk(p) for p in pids] + [tail_pk(i) for i in ids]:
             keys += self._tail_keys(pk)
         return self._write(deletes=keys)
 
@@ -685,14 +562,15 @@ class MemoryContextStore:
         """Keep the items."""
         n = 0
         for event in events:
-            data = event.to_item()
+            data = _recent_item(event)
             self.items[self._key(data)] = data
             n += 1
         self.writes += n
         return n
 
-    def recent(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+    def recent(self, owner: TailOwner, after: str | None, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
+        pk = tail_pk(owner)
         rows = sorted((i for (p, s), i in self.items.items() if p == pk and (after is None or s > after)),
                       key=lambda i: i["sk"], reverse=True)
         return rows[:max(limit, 1)]
@@ -784,7 +662,7 @@ class MemoryContextStore:
         """Drop the items."""
         pids, ids = list(profile_ids), list(identifiers)
         doomed = {self._key(snapshot_key(p)) for p in pids} | {self._key(alias_key(t, v)) for t, v in ids}
-        tails = {recent_pk(p) for p in pids} | {recent_pk(identifier=i) for i in ids}
+        tails = {tail_pk(p) for p in pids} | {tail_pk(i) for i in ids}
         doomed |= {k for k in self.items if k[0] in tails}
         existing = doomed & set(self.items)
         for key in existing:

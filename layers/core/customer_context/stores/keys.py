@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from customer_context.config import Settings, parse_write_keys
 from customer_context.observability import logger
-
-
-class WriteKeyStore(Protocol):
-    """Maps a write key to its source id."""
-
-    def source_for(self, write_key: str) -> str | None:
-        """The source id of ``write_key``, or ``None`` when the key is unknown."""
 
 
 class ConfiguredWriteKeys:

@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from customer_context.errors import QueueUnavailable
 from customer_context.observability import logger
-
-
-class EventQueue(Protocol):
-    """Where collect hands accepted and rejected events."""
-
-    def send(self, bodies: list[str]) -> None:
-        """Enqueue every body or raise :class:`QueueUnavailable`."""
 
 
 class SqsEventQueue:
     """SQS implementation: SendMessageBatch in groups of ≤ 10 entries and ≤ ``max_batch_bytes``.
 
     Args:
-        client: A boto3 SQS client (built lazily by the store factory).
+        client: A boto3 SQS client (built lazily by the composition root, customer_context.wiring).
         queue_url: The queue.
         max_batch_bytes: Largest total payload of one SendMessageBatch call.
         attempts: How often entries that failed are sent again before giving up.

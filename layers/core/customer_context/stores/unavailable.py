@@ -1,7 +1,7 @@
 """Throttling and outages of the AWS stores, told apart from bugs and bad requests.
 
 botocore retries throttling and 5xx answers itself (standard mode, backoff with jitter, see
-``factory``). What is still failing after its last attempt is turned into
+``wiring``). What is still failing after its last attempt is turned into
 :class:`~customer_context.errors.StoreUnavailable` (503, ``service_unavailable``): the API answers a
 clear "retry later" instead of a 500 with a stack trace, and a batch job fails with a message that
 names the store and the error. Nothing here imports botocore (the serving functions' cold start).

@@ -127,7 +127,7 @@ class PiiPolicy:
     def lookup_value(self, id_type: str, value: str) -> str | None:
         """An identifier as it is stored and looked up: normalised as the spec says, then hashed when the
         policy hashes that identifier type anywhere (``None`` when empty after normalisation)."""
-        from customer_context.serve.catalog import normalize_identifier
+        from customer_context.identifiers import normalize_identifier
 
         out = normalize_identifier(self.spec, id_type, value)
         return self.hash(out, id_type) if out and id_type in self.hashed_types else out

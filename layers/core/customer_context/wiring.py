@@ -1,48 +1,44 @@
-"""Cached store factories: the one place that picks implementations from settings.
+"""The composition root: every service the handlers, the CLI and the local stack use, built from one
+:class:`~customer_context.config.Settings` value.
 
-Nothing here runs at import time; each store is built on first use and reused for the life of the
-container (or process). ``reset()`` forgets them (tests, and the local stack when settings change).
-boto3 honours ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``, which is how the local stack and
-the integration tests point every client at moto's server on loopback.
+This module sits above the domain packages (collect, assemble, serve, govern) and the storage classes
+(``stores``): it is the one place that picks implementations and passes each service what it needs. Nothing
+here runs at import time; each service is built on first use and reused for the life of the container (or
+process).
+
+The settings are those given to :func:`configure`, else read once from the environment (a Lambda function's
+configuration). To reconfigure a process (the CLI pointing at another table, a benchmark, a test) call
+:func:`configure` with a ``Settings`` value; :func:`reload_from_environment` is for the callers that
+configure through the environment on purpose (the local stack, which gives each emulated function the
+environment the template gives it, and tests that set environment variables).
 """
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from customer_context.config import get_settings
+from customer_context.config import Settings, get_settings, use_settings
+from customer_context.stores.aws import boto_client
 
 if TYPE_CHECKING:
+    from customer_context.collect.plans import TrackingPlans
+    from customer_context.govern.suppression import Suppressions
+    from customer_context.pii import PiiPolicy
+    from customer_context.ports import ContextStore
+    from customer_context.serve.audit import AuditLog
+    from customer_context.serve.consumers import ConsumerAuthenticator
+    from customer_context.serve.fetch import ContextService
+    from customer_context.serve.recent import RecentTail
     from customer_context.stores.blobs import S3BlobStore
     from customer_context.stores.iceberg import Lakehouse
     from customer_context.stores.keys import ConfiguredWriteKeys
     from customer_context.stores.queue import SqsEventQueue
 
 
-@cache
-def boto_client(service: str) -> Any:
-    """A boto3 client with standard-mode retries (backoff with jitter on throttling and 5xx)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=10)
-    return boto3.session.Session().client(service, config=config)
-
-
-def explain_aws_problem(exc: Exception) -> str:
-    """What a command-line user must set when boto3 cannot reach AWS (no region, no credentials), in one line."""
-    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError, ProfileNotFound
-
-    if isinstance(exc, NoRegionError):
-        return ("no AWS region: set AWS_DEFAULT_REGION (e.g. export AWS_DEFAULT_REGION=eu-west-1) or `region` in "
-                "your AWS profile (aws configure)")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return ("no AWS credentials: set AWS_PROFILE (aws configure / aws sso login) or AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY")
-    if isinstance(exc, ProfileNotFound):
-        return f"{exc}: check AWS_PROFILE against ~/.aws/config"
-    return f"cannot reach AWS: {exc}"
+def settings() -> Settings:
+    """The settings every service here is built from."""
+    return get_settings()
 
 
 @lru_cache(maxsize=1)
@@ -51,10 +47,10 @@ def event_queue() -> SqsEventQueue:
     from customer_context.errors import ConfigError
     from customer_context.stores.queue import SqsEventQueue
 
-    settings = get_settings()
-    if not settings.queue_url:
+    current = settings()
+    if not current.queue_url:
         raise ConfigError("CUSTOMER_CONTEXT_QUEUE_URL is not set: collect has nowhere to send events")
-    return SqsEventQueue(boto_client("sqs"), settings.queue_url, settings.queue_max_message_bytes)
+    return SqsEventQueue(boto_client("sqs"), current.queue_url, current.queue_max_message_bytes)
 
 
 @lru_cache(maxsize=1)
@@ -62,8 +58,8 @@ def spool() -> S3BlobStore | None:
     """The spool bucket for oversized events, or ``None`` when not configured."""
     from customer_context.stores.blobs import S3BlobStore
 
-    settings = get_settings()
-    return S3BlobStore(boto_client("s3"), settings.spool_bucket) if settings.spool_bucket else None
+    current = settings()
+    return S3BlobStore(boto_client("s3"), current.spool_bucket) if current.spool_bucket else None
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +67,7 @@ def write_keys() -> ConfiguredWriteKeys:
     """The configured write keys."""
     from customer_context.stores.keys import ConfiguredWriteKeys
 
-    return ConfiguredWriteKeys(get_settings())
+    return ConfiguredWriteKeys(settings())
 
 
 @lru_cache(maxsize=1)
@@ -79,71 +75,66 @@ def lakehouse() -> Lakehouse:
     """The Iceberg lakehouse (imports pyiceberg: analytics functions only)."""
     from customer_context.stores.iceberg import Lakehouse
 
-    return Lakehouse.from_settings(get_settings())
+    return Lakehouse.from_settings(settings())
 
 
 @lru_cache(maxsize=1)
-def context_store() -> Any:
-    """The DynamoDB context table (snapshots, aliases)."""
-    import boto3
-
+def context_store() -> ContextStore:
+    """The DynamoDB context table (snapshots, aliases, live tail, consumers, suppressions, regulations)."""
     from customer_context.errors import ConfigError
+    from customer_context.stores.aws import dynamodb_table
     from customer_context.stores.context_store import DynamoContextStore
 
-    settings = get_settings()
-    if not settings.context_table:
+    current = settings()
+    if not current.context_table:
         raise ConfigError("CUSTOMER_CONTEXT_CONTEXT_TABLE is not set: nowhere to land snapshots")
-    from botocore.config import Config
-
-    resource = boto3.session.Session().resource(
-        "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 8}))
-    return DynamoContextStore(resource.Table(settings.context_table))
+    return DynamoContextStore(dynamodb_table(current.context_table))
 
 
 @lru_cache(maxsize=1)
-def consumers() -> Any:
+def consumers() -> ConsumerAuthenticator:
     """Checks consumer keys (cached per container)."""
     from customer_context.serve.consumers import ConsumerAuthenticator
 
-    settings = get_settings()
-    known = write_keys() if settings.write_keys or settings.write_keys_parameter else None
+    current = settings()
+    known = write_keys() if current.write_keys or current.write_keys_parameter else None
     return ConsumerAuthenticator(context_store(), known)
 
 
 @lru_cache(maxsize=1)
-def context_service() -> Any:
+def context_service() -> ContextService:
     """The fetch service over the context table and the spec."""
     from customer_context.serve.fetch import ContextService, ServeOptions
     from customer_context.spec import load_spec
 
-    settings = get_settings()
+    current = settings()
     return ContextService(context_store(), load_spec(), ServeOptions(
-        stale_after_seconds=settings.stale_after_seconds, cache_max_age=settings.cache_max_age_seconds,
-        default_max_tokens=settings.default_max_tokens), pii=pii_policy(), audit=audit_log())
+        stale_after_seconds=current.stale_after_seconds, cache_max_age=current.cache_max_age_seconds,
+        default_max_tokens=current.default_max_tokens), pii=pii_policy(), audit=audit_log())
 
 
 @lru_cache(maxsize=1)
-def audit_log() -> Any:
+def audit_log() -> AuditLog:
     """The serving audit buffer (sent to the events queue; in memory only without one)."""
     from customer_context.serve.audit import AuditLog
 
-    return AuditLog(event_queue() if get_settings().queue_url else None, pii=pii_policy())
+    return AuditLog(event_queue() if settings().queue_url else None, pii=pii_policy())
 
 
 @lru_cache(maxsize=1)
-def recent_tail() -> Any:
+def recent_tail() -> RecentTail | None:
     """The live tail collect writes, or ``None`` without a context table."""
     from customer_context.serve.recent import RecentTail
     from customer_context.spec import load_spec
 
-    settings = get_settings()
-    if not settings.context_table or settings.recent_events_ttl_seconds == 0:
+    current = settings()
+    if not current.context_table or current.recent_events_ttl_seconds == 0:
         return None
-    return RecentTail(context_store(), load_spec(), settings.recent_events_ttl_seconds)
+    return RecentTail(context_store(), load_spec(), current.recent_events_ttl_seconds)
 
 
 @lru_cache(maxsize=1)
-def tracking_plans() -> Any:
+def tracking_plans() -> TrackingPlans:
     """The spec's tracking plans, compiled once per container."""
     from customer_context.collect.plans import TrackingPlans
     from customer_context.spec import load_spec
@@ -155,30 +146,29 @@ def tracking_plans() -> Any:
 def pii_key() -> str:
     """The PII hash key: the ``pii_hash_key`` setting, else the Secrets Manager secret it names (one read per
     container), else empty (no key: hash rules, suppressions and keyed audit tokens refuse to run)."""
-    settings = get_settings()
-    if settings.pii_hash_key or not settings.pii_hash_key_secret:
-        return settings.pii_hash_key
-    secret = boto_client("secretsmanager").get_secret_value(SecretId=settings.pii_hash_key_secret)
+    current = settings()
+    if current.pii_hash_key or not current.pii_hash_key_secret:
+        return current.pii_hash_key
+    secret = boto_client("secretsmanager").get_secret_value(SecretId=current.pii_hash_key_secret)
     return str(secret["SecretString"]).strip()
 
 
 @lru_cache(maxsize=1)
-def pii_policy() -> Any:
+def pii_policy() -> PiiPolicy:
     """The spec's PII policy with the configured hash key."""
-    from customer_context.collect.pii import PiiPolicy
+    from customer_context.pii import PiiPolicy
     from customer_context.spec import load_spec
 
     return PiiPolicy(load_spec(), pii_key())
 
 
 @lru_cache(maxsize=1)
-def suppressions() -> Any:
+def suppressions() -> Suppressions | None:
     """Suppressed identifiers, checked by collect (``None`` without a context table)."""
     from customer_context.govern.suppression import Suppressions
     from customer_context.spec import load_spec
 
-    settings = get_settings()
-    return Suppressions(context_store(), load_spec(), pii_key()) if settings.context_table else None
+    return Suppressions(context_store(), load_spec(), pii_key()) if settings().context_table else None
 
 
 def start_regulation_job(regulation_id: str) -> str:
@@ -187,7 +177,7 @@ def start_regulation_job(regulation_id: str) -> str:
     Returns:
         Where it runs (``lambda:<name>`` or ``thread``).
     """
-    name = get_settings().regulate_function_name
+    name = settings().regulate_function_name
     if name:
         import json
 
@@ -207,27 +197,35 @@ def start_regulation_job(regulation_id: str) -> str:
 def regulation_job_options() -> dict[str, Any]:
     """What a deletion job needs besides the lakehouse and the store: the PII policy (tokens), and the
     bucket holding the spool and the record drops."""
-    settings = get_settings()
-    return {"pii": pii_policy(), "blobs": spool(), "spool_prefix": settings.spool_prefix}
+    return {"pii": pii_policy(), "blobs": spool(), "spool_prefix": settings().spool_prefix}
 
 
 @lru_cache(maxsize=8)
-def blobs(bucket: str) -> Any:
+def blobs(bucket: str) -> S3BlobStore:
     """Objects of one S3 bucket."""
     from customer_context.stores.blobs import S3BlobStore
 
     return S3BlobStore(boto_client("s3"), bucket)
 
 
-def reset() -> None:
-    """Forget every cached store and the cached settings (the serving audit's background thread is stopped:
-    it would otherwise keep retrying a queue that the new settings may no longer name)."""
+def configure(chosen: Settings | None) -> None:
+    """Build every service from now on from ``chosen`` (``None``: from the environment, read again on first
+    use). Every cached service, client and spec is forgotten; the serving audit's background thread is
+    stopped (it would otherwise keep retrying a queue that the new settings may no longer name)."""
     from customer_context.spec import load_spec
 
     if audit_log.cache_info().currsize:
         audit_log().close()
 
-    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, get_settings, pii_key,
+    for cached in (boto_client, event_queue, spool, write_keys, lakehouse, context_store, blobs, pii_key,
                    load_spec, consumers, context_service, recent_tail, tracking_plans, pii_policy, audit_log,
                    suppressions):
         cached.cache_clear()
+    use_settings(chosen)
+
+
+def reload_from_environment() -> None:
+    """Forget every service and read the settings from the environment again: for the callers that configure
+    through environment variables on purpose (the local stack gives each emulated function the environment
+    the template gives it; tests set variables). Everything else passes a ``Settings`` to :func:`configure`."""
+    configure(None)
