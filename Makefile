@@ -39,7 +39,7 @@ serve: $(STAMP)
 	$(BIN)/customer-context serve
 
 test: $(STAMP) $(SAM_VENV)/bin/sam browser-deps
-	$(BIN)/ruff check layers functions tests bench
+	$(BIN)/ruff check layers devtools functions tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
@@ -47,7 +47,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check layers functions tests bench
+	$(BIN)/ruff check layers devtools functions tests bench
 	$(BIN)/lint-imports --no-cache
 
 # Sizes S M L (~100k, 1M, 10M events); L needs ~10 GB free and takes long on 2 cores. Assembly runs under

@@ -46,8 +46,8 @@ def generate(lake_dir: Path, size: str, seed: int = 11) -> dict[str, Any]:
     """Write generated events into a fresh lakehouse in chunks (the same rows ingest would write)."""
     import pyarrow as pa
     from customer_context.config import Settings
-    from customer_context.demo.generate import generate_events, size_config
     from customer_context.stores.iceberg import Lakehouse
+    from customer_context_devtools.demo.generate import generate_events, size_config
 
     lakehouse = Lakehouse.from_settings(Settings.from_env({"CUSTOMER_CONTEXT_DATA_DIR": str(lake_dir)}))
     schema = lakehouse.arrow_schema("events")

@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _events(n: int) -> list[dict[str, Any]]:
-    from customer_context.demo.generate import DemoConfig, generate_events
+    from customer_context_devtools.demo.generate import DemoConfig, generate_events
 
     out: list[dict[str, Any]] = []
     for event in generate_events(DemoConfig(customers=max(10, n // 10), seed=11, bad_event_rate=0.0)):
@@ -66,7 +66,7 @@ PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda: a synchronous invocation's event, whi
 
 def _sqs_batch_size() -> int:
     """BatchSize of the ingest function's SQS event source in template.yaml."""
-    from customer_context.local.template import resource_properties
+    from customer_context_devtools.local.template import resource_properties
 
     return int(resource_properties("IngestFunction")["Events"]["Queue"]["Properties"]["BatchSize"])
 
@@ -76,7 +76,7 @@ def _invocations(messages: list[str], batch_size: int) -> list[dict[str, Any]]:
     6 MB of event JSON each (Lambda passes a batch "up to the payload limit for synchronous invocation")."""
     import hashlib
 
-    from customer_context.local.sqs_trigger import sqs_event
+    from customer_context_devtools.local.sqs_trigger import sqs_event
 
     arn = "arn:aws:sqs:us-east-1:123456789012:events"
     received = [{"MessageId": f"00000000-0000-4000-8000-{i:012d}", "ReceiptHandle": f"rh-{i}", "Body": body,
@@ -208,10 +208,10 @@ def bench(n_events: int, batch_size: int, runs: int) -> dict[str, Any]:
     from customer_context.collect.ingest import IngestBatch
     from customer_context.collect.service import Limits, TrackingRequest, collect
     from customer_context.config import Settings
-    from customer_context.local import lambda_runtime
     from customer_context.stores.iceberg import Lakehouse
     from customer_context.stores.keys import StaticWriteKeys
     from customer_context.stores.queue import MemoryEventQueue
+    from customer_context_devtools.local import lambda_runtime
 
     events = _events(n_events)
     limits = Limits(10 << 20, 4 << 20, 256 * 1024)

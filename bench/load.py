@@ -3,7 +3,7 @@
     python bench/load.py [--hold 60] [--start 4] [--max-steps 6] [--step-seconds 8] [--rate R] [--out F]
 
 Traffic is SDK-shaped (``bench/load_locust.py``): half ``POST /v1/batch`` with 5-25 events, half
-one event per call on ``POST /v1/<type>``, demo events (``customer_context.demo``) each with a new
+one event per call on ``POST /v1/<type>``, demo events (``customer_context_devtools.demo``) each with a new
 unique messageId, Basic auth with a write key. Locust drives it headless, in a subprocess (gevent
 patches the interpreter it runs in; the stack runs here, in this process, in threads).
 
@@ -67,7 +67,7 @@ def assert_loopback(url: str) -> None:
 
 def write_pool(path: Path, customers: int = 2000) -> int:
     """Demo events (valid ones only) as JSON lines: the driver cycles through them."""
-    from customer_context.demo.generate import DemoConfig, generate_events
+    from customer_context_devtools.demo.generate import DemoConfig, generate_events
 
     n = 0
     with path.open("w") as fh:
@@ -180,7 +180,7 @@ def _stack(data_dir: Path, pool: Path) -> tuple[Any, list[str]]:
     import base64
     import urllib.request
 
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     started = time.monotonic()
     stack = LocalStack(data_dir, write_keys={WRITE_KEY: "load"}).start()
@@ -322,7 +322,7 @@ def main() -> None:
         "benchmark": "load",
         "machine": description,
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "target": "collect API of the local stack on 127.0.0.1 (customer_context.local.stack.LocalStack)",
+        "target": "collect API of the local stack on 127.0.0.1 (customer_context_devtools.local.stack.LocalStack)",
         "driver": {"tool": "locust (headless subprocess, FastHttpUser)", "user_requests_per_s": USER_RATE,
                    "batch_share": args.batch_share, "batch_events": args.batch_events, "event_pool": pool_size,
                    "routes": ["POST /v1/batch", "POST /v1/<type>"]},

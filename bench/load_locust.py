@@ -3,7 +3,7 @@
 Run only as ``python -m locust -f bench/load_locust.py ...`` by ``bench/load.py``, which passes
 through the environment:
 
-* ``LOAD_EVENTS``: a JSON-lines file of demo events (``customer_context.demo``), cycled through;
+* ``LOAD_EVENTS``: a JSON-lines file of demo events (``customer_context_devtools.demo``), cycled through;
 * ``LOAD_WRITE_KEY``, ``LOAD_RUN_ID`` (prefix of every messageId), ``LOAD_USER_RATE`` (requests
   per second of one user), ``LOAD_BATCH_SHARE`` (share of requests sent to ``/v1/batch``),
   ``LOAD_BATCH_EVENTS`` (events per batch: ``5-25`` or a fixed ``20``);

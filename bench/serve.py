@@ -61,9 +61,9 @@ def _fetch_handler(doc: str) -> Any:
     events' consumer key."""
     sys.path.insert(0, str(ROOT))
     from customer_context import wiring
-    from customer_context.local.lambda_runtime import load_module
     from customer_context.serve.consumers import consumer_item, hash_key
     from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+    from customer_context_devtools.local.lambda_runtime import load_module
 
     store = MemoryContextStore()
     store.put_consumer(hash_key("ck_sample_consumer_key"), consumer_item("bench", ["*"], []))
@@ -78,7 +78,7 @@ def _fetch_handler(doc: str) -> Any:
 
 def _time_handler(app: Any, event: dict[str, Any], requests_n: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Latency summary of ``requests_n`` calls (after 50 to warm up), and the last response."""
-    from customer_context.local.lambda_runtime import LocalLambdaContext
+    from customer_context_devtools.local.lambda_runtime import LocalLambdaContext
 
     context = LocalLambdaContext("fetch_context")
     for _ in range(50):  # warm
@@ -133,7 +133,7 @@ def cold_import(runs: int = 9) -> dict[str, Any]:
 def over_http(requests_n: int) -> dict[str, Any]:
     """Through the local stack: HTTP → handler → DynamoDB on moto; plus event-to-visible freshness."""
     import requests
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with tempfile.TemporaryDirectory(prefix="cc-bench-serve-") as tmp:
         stack = LocalStack(Path(tmp), write_keys={"wk_bench": "bench"}, batch_window=0.2)
@@ -282,7 +282,7 @@ class _StoreClock:
 
 def _time_fair(app: Any, sample: list[dict[str, Any]], clock: _StoreClock, requests_n: int) -> dict[str, Any]:
     """The whole handler per call, and the same calls without the time spent in store reads (the overhead)."""
-    from customer_context.local.lambda_runtime import LocalLambdaContext
+    from customer_context_devtools.local.lambda_runtime import LocalLambdaContext
 
     context = LocalLambdaContext("fetch_context")
     for e in sample[:50]:

@@ -190,7 +190,7 @@ def _setup(tmp: Path) -> str:
     })
     os.environ.pop("AWS_PROFILE", None)
     from customer_context import wiring
-    from customer_context.local.template import resource_properties
+    from customer_context_devtools.local.template import resource_properties
 
     wiring.reload_from_environment()
     queue = wiring.boto_client("sqs").create_queue(QueueName="units-events")["QueueUrl"]
@@ -204,7 +204,7 @@ def _setup(tmp: Path) -> str:
 
 
 def _collect_event(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    from customer_context.local.apigw import http_api_event
+    from customer_context_devtools.local.apigw import http_api_event
 
     body = json.dumps({"batch": batch, "sentAt": datetime.now(UTC).isoformat()}).encode()
     auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -214,7 +214,7 @@ def _collect_event(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fetch_event(id_type: str, value: str, query: str) -> dict[str, Any]:
-    from customer_context.local.apigw import http_api_event
+    from customer_context_devtools.local.apigw import http_api_event
 
     path = f"/v1/context/{id_type}/{quote(value, safe='')}"
     return http_api_event(method="GET", path=path, query=query,
@@ -242,7 +242,7 @@ def _files(warehouse: Path) -> dict[Path, int]:
 
 def _send(batches: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """collect, one invocation per batch: per-request figures."""
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     CALLS.reset()
     cpu = 0.0
@@ -287,11 +287,11 @@ def _send(batches: list[list[dict[str, Any]]]) -> dict[str, Any]:
 
 def measure(customers: int, per_request: int, fetches: int) -> dict[str, Any]:
     from customer_context import wiring
-    from customer_context.demo.generate import DemoConfig, generate_events
-    from customer_context.local import lambda_runtime
-    from customer_context.local.sqs_trigger import sqs_event
     from customer_context.observability import logger
     from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context_devtools.demo.generate import DemoConfig, generate_events
+    from customer_context_devtools.local import lambda_runtime
+    from customer_context_devtools.local.sqs_trigger import sqs_event
 
     with tempfile.TemporaryDirectory(prefix="cc-bench-units-") as tmp:
         queue = _setup(Path(tmp))

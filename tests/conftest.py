@@ -92,7 +92,7 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Iterator[Any]:
     """The embedded local stack on a free port, with write key ``wk_test`` for source ``test``."""
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     stack = LocalStack(tmp_path / "stack", write_keys={"wk_test": "test"}, visibility_timeout=2,
                        max_receive_count=3, batch_window=0.2)

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 from customer_context import wiring
 from customer_context.collect.sdk_settings import rudderstack_source_config, segment_settings
-from customer_context.local.template import resource_properties
 from customer_context.stores.sql import query
+from customer_context_devtools.local.template import resource_properties
 
 from tests.browser.sdk_page import (
     CHROMIUM,
@@ -108,7 +108,7 @@ def _fresh_settings() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     if not CHROMIUM.is_file() or not ESBUILD.is_file():
         pytest.fail(f"the browser tests need {CHROMIUM} and tests/browser/node_modules: run `make test` "
@@ -134,8 +134,8 @@ def foreign_api(stack: Any) -> Iterator[str]:
     """A second front of the same handlers whose CORS allows another origin only (as `CorsAllowOrigins` would)."""
     import threading
 
-    from customer_context.local.cors import Cors
-    from customer_context.local.http_server import LocalHttpApi
+    from customer_context_devtools.local.cors import Cors
+    from customer_context_devtools.local.http_server import LocalHttpApi
 
     api = LocalHttpApi(cors=Cors.from_template("https://www.example.com"))
     threading.Thread(target=api.serve_forever, daemon=True).start()

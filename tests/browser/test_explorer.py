@@ -46,7 +46,7 @@ def _order(user: str, order_id: str, revenue: float) -> dict[str, Any]:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Ada on her phone, signed in with her email; bob signing in on her phone later (refused: one user id per
     profile); two builds, ada's second order between them; a scoped key that reads one trait."""
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     if not CHROMIUM.is_file():
         pytest.fail(f"the browser tests need {CHROMIUM}: run `make browser-deps` (Debian's chromium)")

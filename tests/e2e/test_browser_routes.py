@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import requests
 from customer_context import wiring
-from customer_context.local.routes import ROUTES
-from customer_context.local.template import resource_properties
 from customer_context.stores.sql import query
+from customer_context_devtools.local.routes import ROUTES
+from customer_context_devtools.local.template import resource_properties
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def _fresh_settings() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("browser-routes"), write_keys={"wk_web": "web"},
                     batch_window=0.2) as running:
@@ -72,7 +72,7 @@ def test_allowed_origins_are_configurable(stack: Any) -> None:
     import threading
 
     from customer_context import wiring
-    from customer_context.local.http_server import LocalHttpApi
+    from customer_context_devtools.local.http_server import LocalHttpApi
 
     # Given the local HTTP API (in front of the same handlers) started with two allowed origins
     origins = "https://www.example.com, https://shop.example.com"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.cli import main
+from customer_context_devtools.cli import main
 
 pytestmark = pytest.mark.e2e
-CLI = [sys.executable, "-m", "customer_context.cli"]
+CLI = [sys.executable, "-m", "customer_context_devtools.cli"]
 
 
 def test_sql_over_the_lakehouse(local_stack: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +66,7 @@ def test_serve_prints_url_and_key_then_accepts_events(tmp_path: Path) -> None:
 
 
 def test_serve_generates_and_keeps_a_key_when_none_is_configured(tmp_path: Path) -> None:
-    from customer_context.local.stack import load_write_keys
+    from customer_context_devtools.local.stack import load_write_keys
 
     first, origin = load_write_keys(tmp_path, environ={})
     again, origin_again = load_write_keys(tmp_path, environ={})
@@ -249,6 +249,6 @@ def test_load_and_build_land_in_the_running_stack_and_keys_are_managed(served: A
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked"] == mine[0]["key_sha256"]
     listed = [json.loads(line) for line in _run("keys", "list", "--data-dir", str(data_dir)).stdout.splitlines()]
     assert "smoke-bot" not in {k["consumer"] for k in listed}
-    from customer_context.local.stack import load_consumers
+    from customer_context_devtools.local.stack import load_consumers
 
     assert mine[0]["key_sha256"] not in load_consumers(data_dir)  # the next `serve` does not load it either

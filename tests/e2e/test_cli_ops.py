@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.cli import main
+from customer_context_devtools.cli import main
 
 from tests.e2e.test_cli import _run, served  # noqa: F401 - served: the fixture, used by name
 
 pytestmark = pytest.mark.e2e
-CLI = [sys.executable, "-m", "customer_context.cli"]
+CLI = [sys.executable, "-m", "customer_context_devtools.cli"]
 STACK = "customer-context-dev"
 
 
@@ -122,7 +122,7 @@ def test_sql_athena_without_region_or_credentials_says_what_to_set(tmp_path: Pat
 
 
 def test_version_and_an_example_in_every_help() -> None:
-    from customer_context.cli import build_parser
+    from customer_context_devtools.cli import build_parser
 
     version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == "customer-context 0.1.0"
@@ -262,8 +262,8 @@ def test_every_help_example_parses_and_names_what_the_packaged_spec_has(
     import re
     import shlex
 
-    from customer_context.cli import EXAMPLES, build_parser
     from customer_context.spec import load_spec
+    from customer_context_devtools.cli import EXAMPLES, build_parser
 
     for name, lines in EXAMPLES.items():
         for line in lines:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.e2e
-CLI = [sys.executable, "-m", "customer_context.cli"]
+CLI = [sys.executable, "-m", "customer_context_devtools.cli"]
 BAD_SPEC = "version: 1\ntraits:\n  orders:\n    description: Orders\n    kind: bogus\n"
 
 

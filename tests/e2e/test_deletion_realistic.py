@@ -31,7 +31,7 @@ OTHERS = ["u-bob", "u-dave", "crowd-0007"]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("realistic"), write_keys={WK: "web"}, batch_window=0.2) as running:
         yield running
@@ -51,7 +51,7 @@ def _get(stack: Any, path: str, key: str | None = None) -> requests.Response:
 
 def _everywhere(stack: Any, values: list[str]) -> list[str]:
     """Every place a value is found: every file of the data dir, decoded, every item, every object."""
-    from customer_context.local.stack import CONTEXT_TABLE, SPOOL_BUCKET
+    from customer_context_devtools.local.stack import CONTEXT_TABLE, SPOOL_BUCKET
 
     assert wiring.audit_log().wait_flushed(30) and stack.wait_for_ingest(120)
     return ([str(h) for h in search_files(stack.data_dir, values)]

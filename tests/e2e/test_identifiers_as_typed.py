@@ -44,7 +44,7 @@ def _fresh_settings() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     spec = tmp_path_factory.mktemp("spec") / "context.yaml"
     spec.write_text(SPEC_TEXT)

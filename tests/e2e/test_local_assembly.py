@@ -75,7 +75,7 @@ def test_maintenance_beside_the_running_stack_does_not_stop_ingest(local_stack: 
 def test_a_stack_whose_store_was_lost_serves_every_customer_again_after_the_next_build(tmp_path: Any) -> None:
     import shutil
 
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     def stack() -> LocalStack:
         return LocalStack(tmp_path / "stack", write_keys={"wk_test": "test"}, batch_window=0.2)

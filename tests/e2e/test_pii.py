@@ -30,7 +30,7 @@ UNKNOWN_EMAIL = "Zed.Unknown@Example.com"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     spec = tmp_path_factory.mktemp("spec") / "context.yaml"
     text = DEFAULT_SPEC.read_text()

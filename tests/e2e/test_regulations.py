@@ -22,7 +22,7 @@ NEEDLES = [v.encode() for v in GONE.values()] + [b"C-GONE"]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("regulate"), write_keys={"wk": "web"}, batch_window=0.2) as running:
         yield running

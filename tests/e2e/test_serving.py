@@ -30,7 +30,7 @@ CRM = (b"contact_id,email,full_name,lifecycle_stage,account_manager,updated_at\n
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A local stack holding two built customers, plus a scoped consumer key."""
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     stack = LocalStack(tmp_path_factory.mktemp("serve"), write_keys={"wk_test": "test"}, batch_window=0.2)
     stack.start()
@@ -232,7 +232,7 @@ def test_mcp_needs_a_consumer_key(served: Any) -> None:
 
 def test_keys_cli_creates_a_scoped_key_the_api_accepts(served: Any, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     assert main(["keys", "create", "--consumer", "cli-bot", "--fields", "scores.churn_risk",
                  "--data-dir", str(served.data_dir)]) == 0
@@ -306,7 +306,7 @@ def test_an_admin_key_reads_nothing(served: Any) -> None:
 
 
 def test_fetches_and_tool_calls_are_audited_without_values(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     auth = {"authorization": f"Bearer {served.consumer_key}"}
     # Given a field-level fetch and an MCP tool call about one customer

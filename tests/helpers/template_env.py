@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from customer_context.local.template import template
+from customer_context_devtools.local.template import template
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"

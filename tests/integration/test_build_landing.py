@@ -142,8 +142,8 @@ def test_an_identifier_the_store_cannot_hold_is_quarantined_and_everything_else_
 
 def test_dynamodb_lands_the_batch_around_an_item_it_cannot_hold(aws: str) -> None:
     import boto3
-    from customer_context.local.template import resource_properties
     from customer_context.stores.context_store import Refused
+    from customer_context_devtools.local.template import resource_properties
 
     props = resource_properties("ContextTable")
     boto3.client("dynamodb").create_table(TableName="ctx-limits", KeySchema=props["KeySchema"],

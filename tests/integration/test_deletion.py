@@ -217,9 +217,9 @@ def test_a_job_filed_while_a_build_lands_waits_for_it_then_removes_what_it_lande
 def test_a_named_query_answers_nothing_from_its_cache_once_she_is_deleted(
         lakehouse: Any, tmp_path: Path, monkeypatch: Any) -> None:
     from customer_context import wiring
-    from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
     from customer_context.serve.named_queries import clear_cache
+    from customer_context_devtools.local import lambda_runtime
 
     from tests.conftest import load_event
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from customer_context import wiring
-from customer_context.local import lambda_runtime
-from customer_context.local.template import resource_properties
+from customer_context_devtools.local import lambda_runtime
+from customer_context_devtools.local.template import resource_properties
 
 from tests.conftest import load_event
 from tests.helpers.lake import ev, write_events

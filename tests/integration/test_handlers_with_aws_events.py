@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from customer_context import wiring
-from customer_context.local import lambda_runtime
+from customer_context_devtools.local import lambda_runtime
 
 from tests.conftest import load_event
 
@@ -44,7 +44,7 @@ def test_collect_batch_sample_then_ingest_lands_everything(sample: str, queue_ur
     assert body["accepted"] == 3 and body["rejected"][0]["reason"] == "event: Field required"
 
     # When ingest receives the queued messages as the SQS event source mapping delivers them
-    from customer_context.local.sqs_trigger import sqs_event
+    from customer_context_devtools.local.sqs_trigger import sqs_event
 
     messages = _drain(queue_url)
     result = lambda_runtime.invoke("ingest", sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1"))
@@ -96,7 +96,7 @@ def test_ingest_sample_reports_the_poison_message_and_lands_the_rest(lakehouse: 
 
 
 def test_load_records_then_build_context_samples(aws: str, lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from customer_context.local.template import resource_properties
+    from customer_context_devtools.local.template import resource_properties
 
     # Given the bucket and object the S3 sample names (the key arrives URL-encoded) and the context table
     event = load_event("load_records_s3.json")

@@ -361,8 +361,8 @@ def test_blocked_and_unbuilt_identifiers_do_not_decide_ownership(lakehouse: Any,
 def test_query_context_handler_with_the_api_gateway_sample(lakehouse: Any, world: dict[str, Any],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from customer_context import wiring
-    from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context_devtools.local import lambda_runtime
 
     from tests.conftest import load_event
 

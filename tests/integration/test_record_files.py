@@ -374,8 +374,8 @@ def test_json_records_with_duplicate_or_missing_keys_are_rejected(lakehouse: Any
 
 def test_the_s3_drop_handler_records_bad_files_instead_of_raising(aws: str, lakehouse: Any) -> None:
     from customer_context import wiring
-    from customer_context.local import lambda_runtime
-    from customer_context.local.aws_events import s3_object_created
+    from customer_context_devtools.local import lambda_runtime
+    from customer_context_devtools.local.aws_events import s3_object_created
 
     # Given a truncated gzip, a file for a table the spec does not declare, and a file with one bad row
     s3 = wiring.boto_client("s3")
@@ -420,7 +420,7 @@ def test_an_unreadable_record_keeps_no_raw_text_when_the_table_has_a_pii_policy(
 
 def test_the_load_command_loads_partial_files_and_refuses_with_one_line(
         tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     data_dir = str(tmp_path / "state")
     (tmp_path / "state").mkdir()  # a data dir that does not exist is refused

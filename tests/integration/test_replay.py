@@ -201,8 +201,8 @@ def test_deletion_removes_the_history_and_the_audit(lakehouse: Any) -> None:
 
 def test_replay_routes_with_the_api_gateway_samples(lakehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from customer_context import wiring
-    from customer_context.local import lambda_runtime
     from customer_context.serve.consumers import consumer_item, hash_key
+    from customer_context_devtools.local import lambda_runtime
 
     from tests.conftest import load_event
 
@@ -238,7 +238,7 @@ def test_replay_routes_with_the_api_gateway_samples(lakehouse: Any, monkeypatch:
 def test_cli_replay_prints_the_history_and_a_past_answer(lakehouse: Any, tmp_path: Any,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     _, _, _, answered = _three_builds(lakehouse)
     monkeypatch.setenv("CUSTOMER_CONTEXT_PII_HASH_KEY", KEY)

@@ -33,7 +33,7 @@ def test_the_env_file_names_only_settings_the_template_declares() -> None:
 def test_the_samples_run_with_the_env_file_and_no_ssm(deployed: Deployment,  # noqa: F811
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from customer_context import wiring
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     deployed_environment = deployed.environment
 

@@ -18,7 +18,7 @@ from customer_context.stores.context_store import MemoryContextStore
 from tests.helpers.lake import AS_OF, ev, write_events
 
 BASE = DEFAULT_SPEC.read_text()
-CLI = [sys.executable, "-m", "customer_context.cli"]
+CLI = [sys.executable, "-m", "customer_context_devtools.cli"]
 
 
 def _trait(yaml: str) -> str:

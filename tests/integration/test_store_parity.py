@@ -21,9 +21,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[ContextStore]:
         yield MemoryContextStore()
         return
     request.getfixturevalue("aws")
-    from customer_context.local.template import resource_properties
     from customer_context.stores.aws import boto_client, dynamodb_table
     from customer_context.stores.context_store import DynamoContextStore
+    from customer_context_devtools.local.template import resource_properties
 
     name = f"parity-{uuid.uuid4().hex[:12]}"
     props = resource_properties("ContextTable")

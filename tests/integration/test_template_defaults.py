@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 from customer_context import wiring
-from customer_context.local import lambda_runtime
+from customer_context_devtools.local import lambda_runtime
 
 from tests.conftest import load_event
 from tests.helpers.faults import FaultProxy
@@ -129,7 +129,7 @@ def deployed(aws: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def _ingest_queue(deployed: Deployment) -> None:
-    from customer_context.local.sqs_trigger import sqs_event
+    from customer_context_devtools.local.sqs_trigger import sqs_event
 
     url = deployed.resolver.names["EventsQueue"]
     arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-events"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from customer_context import envelope
-from customer_context.local.sqs_trigger import sqs_event
+from customer_context_devtools.local.sqs_trigger import sqs_event
 
 from tests.helpers.accounting import assert_accounted, landed
 
@@ -44,7 +44,7 @@ def _killed_before_commit(data_dir: str, event: dict[str, Any]) -> None:
         os._exit(137)  # like SIGKILL / a Lambda timeout: no cleanup, no exception handling
 
     SqlCatalog.commit_table = die  # type: ignore[method-assign]
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     lambda_runtime.invoke("ingest", event)
 
@@ -65,7 +65,7 @@ def _ingest_racing(data_dir: str, event: dict[str, Any], barrier: Any, calls: An
         return original(self, *args, **kwargs)
 
     SqlCatalog.commit_table = racing  # type: ignore[method-assign]
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     lambda_runtime.invoke("ingest", event)
 
@@ -91,7 +91,7 @@ def test_killed_between_data_files_and_commit_then_redelivered(tmp_path: Path, l
     assert landed(lakehouse)[0] == {}
 
     # When SQS redelivers the batch (twice: at-least-once delivery may repeat)
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     for _ in range(2):
         assert lambda_runtime.invoke("ingest", event) == {"batchItemFailures": []}

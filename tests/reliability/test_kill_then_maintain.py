@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from customer_context.govern import maintain as maintain_module
 from customer_context.govern.maintain import maintain
-from customer_context.local import lambda_runtime
+from customer_context_devtools.local import lambda_runtime
 
 from tests.helpers.accounting import assert_accounted
 from tests.reliability.test_ingest_faults import _killed_before_commit, _parquet_files, _sqs_event

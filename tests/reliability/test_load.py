@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from customer_context import wiring
-from customer_context.local import lambda_runtime
+from customer_context_devtools.local import lambda_runtime
 
 from tests.helpers.accounting import assert_accounted
 

@@ -35,7 +35,7 @@ def _landed(data_dir: Path) -> dict[str, dict[str, Any]]:
 def _serve(data_dir: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
     """`customer-context serve` in a child process; returns it and its URL once it says it is ready."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "customer_context.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "customer_context_devtools.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "CUSTOMER_CONTEXT_BUILD_INTERVAL_SECONDS": "0", **env})
     assert child.stdout is not None
@@ -48,7 +48,7 @@ def _serve(data_dir: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
 
 def _admin(data_dir: Path) -> str:
     """An admin key, in the data dir's config.toml (the stack loads it at start)."""
-    from customer_context.local.stack import save_consumer
+    from customer_context_devtools.local.stack import save_consumer
 
     save_consumer(data_dir, hash_key("ck_admin_persist"), consumer_item("dpo", [], [], admin=True))
     return "ck_admin_persist"
@@ -134,7 +134,7 @@ def test_a_sigkill_during_a_burst_loses_no_acknowledged_event_and_no_suppression
 
 
 def test_a_restarted_stack_still_serves_what_it_built(tmp_path: Path) -> None:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     data_dir = tmp_path / "data"
     # Given a stack that built a customer, then stopped

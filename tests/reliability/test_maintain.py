@@ -97,7 +97,7 @@ def test_expiry_and_orphan_removal_keep_the_current_data(lakehouse: Any, tmp_pat
 
 
 def test_maintain_handler_with_the_schedule_sample(lakehouse: Any, monkeypatch: Any) -> None:
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     from tests.conftest import load_event
 

@@ -19,9 +19,9 @@ import botocore.endpoint
 import pytest
 from customer_context import envelope, wiring
 from customer_context.errors import StoreUnavailable
-from customer_context.local import lambda_runtime
-from customer_context.local.sqs_trigger import sqs_event
 from customer_context.stores import context_store as context_store_module
+from customer_context_devtools.local import lambda_runtime
+from customer_context_devtools.local.sqs_trigger import sqs_event
 
 from tests.conftest import load_event
 from tests.helpers.accounting import assert_accounted, landed
@@ -248,7 +248,7 @@ def test_ingest_fails_whole_when_s3_outlasts_the_retries_and_redelivery_lands_on
 
 def _table(name: str) -> Any:
     """A context table on moto with the template's key schema."""
-    from customer_context.local.template import resource_properties
+    from customer_context_devtools.local.template import resource_properties
 
     props = resource_properties("ContextTable")
     wiring.boto_client("dynamodb").create_table(

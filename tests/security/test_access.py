@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from customer_context.local.routes import ROUTES
+from customer_context_devtools.local.routes import ROUTES
 
 from tests.helpers.logs import every_log_record
 
@@ -31,7 +31,7 @@ def _path(route: Any) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("access"), write_keys={"wk_secret_write": "test"},
                     batch_window=0.2) as running:

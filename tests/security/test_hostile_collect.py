@@ -45,7 +45,7 @@ def _fresh_settings() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("hostile-collect"), write_keys={"wk_hostile": "hostile"},
                     batch_window=0.2) as running:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("hostile"), write_keys={"wk": "test"}, batch_window=0.2) as running:
         batch = [{"type": "identify", "userId": "victim", "traits": {"email": "victim@example.com"}},

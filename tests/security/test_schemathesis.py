@@ -73,7 +73,7 @@ def error_says_why(ctx: CheckContext, response: Any, case: Case) -> bool | None:
 def _create_key(data_dir: Path, *args: str) -> str:
     """A consumer key made the way an operator makes one: `customer-context keys create` against the running stack
     (the CLI's own entry point, in this process: a second interpreter would only add its start-up time)."""
-    from customer_context.cli import main
+    from customer_context_devtools.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -90,7 +90,7 @@ def _fresh_settings() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from customer_context.local.stack import LocalStack
+    from customer_context_devtools.local.stack import LocalStack
 
     with LocalStack(tmp_path_factory.mktemp("schemathesis"), write_keys={"wk_fuzz": "fuzz"},
                     batch_window=0.2) as running:

@@ -85,7 +85,7 @@ def test_each_setting_lints_and_renders(tmp_path: Path, value: str) -> None:
 
 
 def test_the_function_url_is_public_with_cors_and_both_permissions() -> None:
-    from customer_context.local.template import template
+    from customer_context_devtools.local.template import template
 
     tpl = template()
     assert tpl["Parameters"]["FetchEndpoint"]["Default"] == "api"

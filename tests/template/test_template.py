@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from customer_context.local.routes import ROUTES
+from customer_context_devtools.local.routes import ROUTES
 
 from tests.conftest import EVENTS, REPO
 
@@ -35,6 +35,47 @@ def _python312_dir() -> str | None:
         if (candidate / "python3.12").exists():
             return str(candidate)
     return None
+
+
+DEV_PACKAGE = "customer_context_devtools"
+DEV_MODULES = sorted(p.relative_to(REPO / "devtools" / DEV_PACKAGE).as_posix()
+                     for p in (REPO / "devtools" / DEV_PACKAGE).rglob("*.py") if p.name != "__init__.py")
+
+
+def _dev_tools_in(tree: Path) -> list[str]:
+    """What of the developer tools a deployed tree holds: their package, or any of their modules at the path it
+    had inside ``customer_context`` (cli.py, local/stack.py, demo/run.py, …)."""
+    found = [p.relative_to(tree).as_posix() for p in tree.rglob(DEV_PACKAGE)]
+    return found + [f"customer_context/{m}" for m in DEV_MODULES if (tree / "customer_context" / m).exists()]
+
+
+def _image_tree(tmp_path: Path) -> Path:
+    """The analytics image's task root as its Dockerfile's COPY lines from the repository make it (without Docker:
+    the pip-installed requirements are left out, they are third-party packages)."""
+    root = tmp_path / "task_root"
+    for line in (REPO / "layers" / "analytics" / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("/tmp/") for w in words[-1:]):
+            continue
+        *sources, target = words[1:]
+        destination = root / target.replace("${LAMBDA_TASK_ROOT}", "").strip("/")
+        for source in sources:
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, destination, dirs_exist_ok=True)
+            else:
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy(REPO / source, destination)
+    return root
+
+
+def test_the_analytics_image_holds_the_package_but_not_the_developer_tools(tmp_path: Path) -> None:
+    image = _image_tree(tmp_path)
+    assert (image / "customer_context" / "assemble" / "build.py").is_file()
+    assert (image / "functions" / "build_context" / "app.py").is_file()
+    assert _dev_tools_in(image) == []
+    # the check can fail: a tree holding a developer module is reported
+    shutil.copy(REPO / "devtools" / DEV_PACKAGE / "cli.py", image / "customer_context" / "cli.py")
+    assert _dev_tools_in(image) == ["customer_context/cli.py"]
 
 
 def _handler(props: dict[str, Any]) -> tuple[Path, str]:
@@ -163,4 +204,6 @@ def test_sam_build_of_the_collect_function_and_core_layer(tmp_path: Path) -> Non
     layer = build_dir / "CoreLayer" / "python"
     assert (layer / "customer_context" / "collect" / "service.py").is_file()
     assert (layer / "aws_lambda_powertools").is_dir() and (layer / "pydantic").is_dir()
+    # and the developer tools (CLI, local stack, demo, cost model) are not deployed
+    assert _dev_tools_in(layer) == []
     shutil.rmtree(build_dir, ignore_errors=True)

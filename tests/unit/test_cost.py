@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from customer_context import cli, cost
 from customer_context.errors import ConfigError
+from customer_context_devtools import cli, cost
 
 from tests.conftest import REPO
 

@@ -6,7 +6,7 @@ import re
 import shlex
 
 import pytest
-from customer_context import cli
+from customer_context_devtools import cli
 
 from tests.conftest import REPO
 

@@ -1,4 +1,4 @@
-"""Unit tests of the synthetic dataset generator (customer_context.demo.generate)."""
+"""Unit tests of the synthetic dataset generator (customer_context_devtools.demo.generate)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from customer_context.demo.generate import (
+from customer_context_devtools.demo.generate import (
     BAD_KINDS,
     EVENTS_PER_CUSTOMER,
     SIZES,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from customer_context.cli import build_parser
 from customer_context.config import ENV_PREFIX, Settings
+from customer_context_devtools.cli import build_parser
 
 from tests.conftest import REPO
 
@@ -58,7 +58,7 @@ def test_every_relative_link_resolves() -> None:
 def test_openapi_documents_are_current(function: str) -> None:
     import json
 
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     live = json.loads(lambda_runtime.load_module(function).app.get_openapi_json_schema())
     committed = json.loads((REPO / "docs" / "openapi" / f"{function}.json").read_text())

@@ -13,9 +13,9 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from customer_context import wiring
-from customer_context.local.lambda_runtime import LocalLambdaContext, load_module
 from customer_context.serve.consumers import consumer_item, hash_key
 from customer_context.stores.context_store import MemoryContextStore, SnapshotItem
+from customer_context_devtools.local.lambda_runtime import LocalLambdaContext, load_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

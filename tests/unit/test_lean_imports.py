@@ -68,7 +68,7 @@ wiring.context_store = lambda: store
 wiring.write_keys = lambda: None
 spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "fetch_context" / "app.py"}')
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-from customer_context.local.lambda_runtime import LocalLambdaContext
+from customer_context_devtools.local.lambda_runtime import LocalLambdaContext
 statuses = []
 for name in ('fetch_context_get', 'fetch_context_text', 'fetch_context_batch', 'fetch_context_mcp'):
     event = json.load(open(r'{REPO / "events"}/' + name + '.json'))
@@ -117,7 +117,7 @@ queue = MemoryEventQueue()
 wiring.event_queue = lambda: queue
 spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "collect" / "app.py"}')
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-from customer_context.local.lambda_runtime import LocalLambdaContext
+from customer_context_devtools.local.lambda_runtime import LocalLambdaContext
 statuses = []
 for name in ('collect_track', 'collect_batch', 'collect_batch_gzip', 'collect_invalid_json'):
     event = json.load(open(r'{REPO / "events"}/' + name + '.json'))
@@ -141,7 +141,7 @@ spec = importlib.util.spec_from_file_location('app', r'{REPO / "functions" / "fe
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
 models = 'aws_lambda_powertools.event_handler.openapi.models'
 at_import = models in sys.modules
-from customer_context.local.lambda_runtime import LocalLambdaContext
+from customer_context_devtools.local.lambda_runtime import LocalLambdaContext
 event = json.load(open(r'{REPO / "events" / "fetch_context_get.json"}'))
 event.update(rawPath='/docs/context', routeKey='$default', queryStringParameters=None, rawQueryString='')
 event['requestContext']['http'].update(path='/docs/context')

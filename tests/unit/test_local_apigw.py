@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 
-from customer_context.local.apigw import http_api_event, http_api_response
-from customer_context.local.routes import find_route
+from customer_context_devtools.local.apigw import http_api_event, http_api_response
+from customer_context_devtools.local.routes import find_route
 
 
 def test_gzip_body_is_base64_encoded_like_api_gateway() -> None:

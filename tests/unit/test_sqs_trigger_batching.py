@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer_context.local.sqs_trigger import SqsTrigger
-from customer_context.local.stack import ingest_batch_size
+from customer_context_devtools.local.sqs_trigger import SqsTrigger
+from customer_context_devtools.local.stack import ingest_batch_size
 
 
 class _Queue:

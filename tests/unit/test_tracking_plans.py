@@ -81,10 +81,10 @@ def test_plans_report_counts_rejected_and_flagged_per_source_and_event(lakehouse
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from customer_context.cli import main
     from customer_context.collect.ingest import Rows, rows_from_message, write_rows
     from customer_context.collect.service import collect
     from customer_context.stores.queue import MemoryEventQueue
+    from customer_context_devtools.cli import main
 
     from tests.unit.test_collect_service import KEYS, LIMITS
 

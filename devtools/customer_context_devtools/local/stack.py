@@ -32,7 +32,7 @@ STATE_FILE = "stack.json"
 
 def ingest_batch_size() -> int:
     """BatchSize of the ingest function's SQS event source in template.yaml."""
-    from customer_context.local.template import template
+    from customer_context_devtools.local.template import template
 
     return int(template()["Resources"]["IngestFunction"]["Properties"]["Events"]["Queue"]["Properties"]["BatchSize"])
 
@@ -155,10 +155,11 @@ class LocalStack:
         """
         from customer_context import wiring
         from customer_context.config import Settings
-        from customer_context.local.http_server import LocalHttpApi
-        from customer_context.local.persistence import Journal, JournaledMotoServer
-        from customer_context.local.sqs_trigger import SqsTrigger
         from customer_context.spec import load_spec
+
+        from customer_context_devtools.local.http_server import LocalHttpApi
+        from customer_context_devtools.local.persistence import Journal, JournaledMotoServer
+        from customer_context_devtools.local.sqs_trigger import SqsTrigger
 
         load_spec(Settings.from_env({**os.environ, **self.environ}).spec_path or None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ class LocalStack:
         })
         wiring.reload_from_environment()
 
-        from customer_context.local import lambda_runtime
+        from customer_context_devtools.local import lambda_runtime
 
         # as many messages per invocation as the template's event source mapping delivers: one Iceberg commit
         # per batch, not per ten messages (each commit rewrites the table's metadata)
@@ -261,7 +262,7 @@ class LocalStack:
 
     def _create_context_table(self, ddb: Any) -> None:
         """The DynamoDB table exactly as template.yaml declares it (key schema, TTL)."""
-        from customer_context.local.template import resource_properties
+        from customer_context_devtools.local.template import resource_properties
 
         props = resource_properties("ContextTable")
         ddb.create_table(TableName=CONTEXT_TABLE, KeySchema=props["KeySchema"],
@@ -322,8 +323,8 @@ class LocalStack:
 
     def build(self) -> dict[str, Any]:
         """Run build_context now, invoked as the EventBridge schedule would."""
-        from customer_context.local import lambda_runtime
-        from customer_context.local.aws_events import scheduled_event
+        from customer_context_devtools.local import lambda_runtime
+        from customer_context_devtools.local.aws_events import scheduled_event
 
         with self._build_lock:
             return lambda_runtime.invoke("build_context", scheduled_event("customer-context-build"), 900)  # type: ignore[no-any-return]
@@ -331,8 +332,9 @@ class LocalStack:
     def load_records(self, table: str, filename: str, data: bytes) -> dict[str, Any]:
         """Drop a file under imports/<table>/ and deliver the S3 notification to load_records."""
         from customer_context import wiring
-        from customer_context.local import lambda_runtime
-        from customer_context.local.aws_events import s3_object_created
+
+        from customer_context_devtools.local import lambda_runtime
+        from customer_context_devtools.local.aws_events import s3_object_created
 
         key = f"imports/{table}/{filename}"
         etag = wiring.boto_client("s3").put_object(Bucket=SPOOL_BUCKET, Key=key, Body=data)["ETag"].strip('"')

@@ -27,7 +27,7 @@ from customer_context.errors import ConfigError
 def functions_dir() -> Path:
     """The ``functions/`` folder of the source tree (or ``CUSTOMER_CONTEXT_FUNCTIONS_DIR``)."""
     configured = os.environ.get("CUSTOMER_CONTEXT_FUNCTIONS_DIR")
-    path = Path(configured) if configured else Path(__file__).resolve().parents[4] / "functions"
+    path = Path(configured) if configured else Path(__file__).resolve().parents[3] / "functions"
     if not path.is_dir():
         raise ConfigError(f"functions folder not found at {path}: set CUSTOMER_CONTEXT_FUNCTIONS_DIR")
     return path

@@ -54,13 +54,13 @@ def _send_with_sdk(client: Any, event: dict[str, Any]) -> None:
 def run_demo(data_dir: Path, customers: int = 3000, seed: int = 7, keep: bool = False) -> int:
     """Run the demo; returns the process exit code (0 when everything sent is accounted for)."""
     import requests
+    from customer_context import wiring
+    from customer_context.stores.sql import query
     from rudderstack.analytics.client import Client
 
-    from customer_context import wiring
-    from customer_context.demo.generate import DemoConfig, generate_events
-    from customer_context.demo.records import DemoRecords
-    from customer_context.local.stack import LocalStack
-    from customer_context.stores.sql import query
+    from customer_context_devtools.demo.generate import DemoConfig, generate_events
+    from customer_context_devtools.demo.records import DemoRecords
+    from customer_context_devtools.local.stack import LocalStack
 
     data_dir = Path(data_dir).resolve()
     if data_dir.exists() and not keep:

@@ -9,11 +9,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from customer_context.config import get_settings
-from customer_context.local import lambda_runtime
-from customer_context.local.apigw import http_api_event, http_api_response
-from customer_context.local.cors import Cors
-from customer_context.local.routes import find_route
 from customer_context.observability import logger
+
+from customer_context_devtools.local import lambda_runtime
+from customer_context_devtools.local.apigw import http_api_event, http_api_response
+from customer_context_devtools.local.cors import Cors
+from customer_context_devtools.local.routes import find_route
 
 # API Gateway HTTP APIs refuse bodies above 10 MB before any Lambda runs.
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024

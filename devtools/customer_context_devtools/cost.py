@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from customer_context.errors import ConfigError
 from customer_context.models.tracking import EVENT_TYPES
 
@@ -248,7 +247,7 @@ def load_prices(path: Path | None = None) -> Prices:
     for name, entry in data["prices"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("price"), int | float) or not entry.get("source"):
             raise ConfigError(f"{path}: prices.{name} needs a numeric price and a source")
-    shown = "customer_context/prices_us_east_1.yaml (packaged)" if path == PRICES_FILE else str(path)
+    shown = "customer_context_devtools/prices_us_east_1.yaml (packaged)" if path == PRICES_FILE else str(path)
     return Prices(str(data["region"]), str(data["as_of"]), data["prices"], data["metering"], shown)
 
 
@@ -277,7 +276,7 @@ def memory_mb(template: dict[str, Any]) -> dict[str, float]:
 
 def load_template(path: Path) -> dict[str, Any]:
     """template.yaml with its intrinsic tags kept as plain data."""
-    from customer_context.local.template import read_template
+    from customer_context_devtools.local.template import read_template
 
     if not path.is_file():
         raise ConfigError(f"{path}: template not found (run from the repository, or pass --template)")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from customer_context.local.template import resource_properties
+from customer_context_devtools.local.template import resource_properties
 
 ORIGINS_PARAMETER = "CorsAllowOrigins"
 

@@ -45,7 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "DEBUG" if args.verbose else "WARNING")
     from customer_context.config import Settings
-    from customer_context.local.stack import LocalStack
+
+    from customer_context_devtools.local.stack import LocalStack
 
     if args.spec:
         os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
@@ -94,7 +95,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
         columns, rows = athena.query(args.query, target)
     else:
         import duckdb
-
         from customer_context.stores.sql import query
 
         lakehouse = _lakehouse(_data_dir(args))
@@ -243,7 +243,7 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo end to end on the local stack."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the demo prints its own progress
-    from customer_context.demo.run import run_demo
+    from customer_context_devtools.demo.run import run_demo
 
     return run_demo(data_dir=_data_dir(args) / "demo" if not args.data_dir else _data_dir(args),
                     customers=args.customers, seed=args.seed, keep=args.keep)
@@ -363,7 +363,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if not args.table:
         return _keys(args)
     from botocore.exceptions import BotoCoreError, ClientError
-
     from customer_context.errors import StoreUnavailable
     from customer_context.stores.aws import explain_aws_problem
 
@@ -388,10 +387,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from customer_context.local.stack import load_consumers, save_consumer
     from customer_context.serve.catalog import LIST_SECTIONS, catalog
     from customer_context.serve.consumers import consumer_item, hash_key, new_key, validate_scope
     from customer_context.spec import load_spec
+
+    from customer_context_devtools.local.stack import load_consumers, save_consumer
 
     store, data_dir = _keys_store(args)
     if args.action == "create":
@@ -508,7 +508,7 @@ def cmd_fit_scores(args: argparse.Namespace) -> int:
 
 def cmd_openapi(args: argparse.Namespace) -> int:
     """Print the OpenAPI document of an HTTP function."""
-    from customer_context.local import lambda_runtime
+    from customer_context_devtools.local import lambda_runtime
 
     print(lambda_runtime.load_module(args.function).app.get_openapi_json_schema())
     return 0
@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("file", help="CSV, one row per customer")
     fit.set_defaults(func=cmd_fit_scores)
 
-    from customer_context import cost
+    from customer_context_devtools import cost
 
     cost_cmd = sub.add_parser("cost", help="monthly AWS cost of a workload, per service and function, from the "
                                            "benchmark results and a dated price table")

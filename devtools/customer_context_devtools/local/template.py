@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from customer_context.local.lambda_runtime import functions_dir
+from customer_context_devtools.local.lambda_runtime import functions_dir
 
 
 class _Loader(yaml.SafeLoader):
