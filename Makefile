@@ -16,7 +16,7 @@ help:
 	@echo "make test     - run the whole test suite"
 	@echo "make serve    - run the local stack in the foreground"
 	@echo "make bench    - run the benchmarks (results in bench/results/)"
-	@echo "make lint     - ruff and the import contracts (.importlinter)"
+	@echo "make lint     - ruff, the import contracts (.importlinter) and mypy"
 	@echo "make build    - sam build, everything (needs Docker for the analytics image; SAM CLI in $(SAM_VENV))"
 	@echo "make build-zip - sam build of the zip functions and core layer only (no Docker; not deployable alone)"
 	@echo "make openapi  - regenerate docs/openapi/*.json"
@@ -41,6 +41,7 @@ serve: $(STAMP)
 test: $(STAMP) $(SAM_VENV)/bin/sam browser-deps
 	$(BIN)/ruff check layers devtools functions tests bench
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -49,6 +50,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check layers devtools functions tests bench
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # Sizes S M L (~100k, 1M, 10M events); L needs ~10 GB free and takes long on 2 cores. Assembly runs under
 # a lock so two benchmarks never build L at the same time. Extra flags, e.g.

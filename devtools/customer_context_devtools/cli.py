@@ -61,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
     stack.start()
     print(f"customer-context local stack ready at {stack.url}", flush=True)
-    print(f"  write key : {stack.write_key}  (source {stack.write_keys[stack.write_key]}; from {stack.key_origin})")
+    source = (stack.write_keys or {})[stack.write_key]
+    print(f"  write key : {stack.write_key}  (source {source}; from {stack.key_origin})")
     print(f"  read key  : {stack.consumer_key}  (consumer `local`, every section; "
           "`customer-context keys create` for scoped ones)")
     print(f"  data dir  : {stack.data_dir}")

@@ -745,7 +745,7 @@ class _Story:
                 and (dev.will_login or kind == "order")
             ):
                 self.login(dev)
-            uid = self.uid if dev.logged else None
+            uid: str | None = self.uid if dev.logged else None
             if kind == "browse":
                 self.browse(dev, uid)
             elif kind == "order":

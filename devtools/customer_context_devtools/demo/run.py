@@ -204,7 +204,11 @@ def _assemble(stack: Any, records: Any) -> tuple[bool, str | None]:
     if profile is None:
         _say("✗ no customer with an open ticket resolved")
         return False, None
-    doc = json.loads(store.get_snapshot(profile)["doc"])
+    snapshot = store.get_snapshot(profile)
+    if snapshot is None:
+        _say(f"✗ no snapshot for {profile}")
+        return False, None
+    doc = json.loads(snapshot["doc"])
     doc["recent_events"] = doc.get("recent_events", [])[:3]
     _say(f"\n▶ one customer's assembled context (email {open_tickets[0]['requester_email'].strip().lower()}, "
          "recent events cut to 3 here):")
@@ -227,7 +231,7 @@ def _serve(stack: Any, email: str) -> bool:
                                                   "traits.open_tickets"}, headers=auth, timeout=10)
     _say("  JSON, field by field (?fields=traits.orders_90d,traits.lifetime_revenue,scores.churn_risk,…):")
     _say("  " + json.dumps(answer.json(), default=str))
-    text = requests.get(base, params={"format": "text", "max_tokens": 400}, headers=auth, timeout=10)
+    text = requests.get(base, params={"format": "text", "max_tokens": "400"}, headers=auth, timeout=10)
     _say(f"\n  prompt text under a 400-token budget (~{text.headers.get('x-context-tokens')} tokens estimated):")
     for line in text.text.splitlines():
         _say(f"    {line}")

@@ -4,8 +4,9 @@ answered as API Gateway answers it with the template's configuration."""
 from __future__ import annotations
 
 import json
+import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from customer_context.config import get_settings
@@ -18,6 +19,12 @@ from customer_context_devtools.local.routes import find_route
 
 # API Gateway HTTP APIs refuse bodies above 10 MB before any Lambda runs.
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
+
+
+def _host_and_port(server: socketserver.TCPServer) -> str:
+    """``host:port`` the server listens on."""
+    host, port = server.server_address[0], server.server_address[1]
+    return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
             route_key=route.route_key,
             path_parameters=params,
             # the host the client asked for, as API Gateway's domainName
-            domain=self.headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}",
+            domain=self.headers.get("host") or _host_and_port(cast(socketserver.TCPServer, self.server)),
         )
         try:
             result = lambda_runtime.invoke(route.function, event)
@@ -123,5 +130,4 @@ class LocalHttpApi(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:8080``."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{_host_and_port(self)}"

@@ -248,7 +248,7 @@ class Journal:
         from werkzeug.test import EnvironBuilder
 
         environ = EnvironBuilder(method="GET", path=f"/{self.bucket}/{quote(key)}",
-                                 headers={"Authorization": auth}).get_environ()
+                                 headers=[("Authorization", auth)]).get_environ()
         status, _, data, _ = self._call(environ)
         if status.startswith("200"):
             path = _key_file(self.objects, self.bucket, key)
@@ -274,7 +274,7 @@ class Journal:
         for record in writes:  # in-process, in the original order
             headers = {"Authorization": record["h"]["HTTP_AUTHORIZATION"], "X-Amz-Target": record["h"][
                 "HTTP_X_AMZ_TARGET"], "Content-Type": record["h"]["CONTENT_TYPE"] or "application/x-amz-json-1.0"}
-            self._call(EnvironBuilder(method="POST", path="/", headers=headers,
+            self._call(EnvironBuilder(method="POST", path="/", headers=list(headers.items()),
                                       data=record["b"].encode()).get_environ())
         live = _live(self.sqs.read())
         objects = sorted(p for p in (self.objects / self.bucket).glob("*") if p.suffix != ".tmp") \
@@ -299,7 +299,7 @@ class Journal:
         def call(target: str, request: dict[str, Any]) -> dict[str, Any]:
             headers = {"Authorization": _LOCAL_AUTH, "X-Amz-Target": f"DynamoDB_20120810.{target}",
                        "Content-Type": "application/x-amz-json-1.0"}
-            _, _, out, _ = self._call(EnvironBuilder(method="POST", path="/", headers=headers,
+            _, _, out, _ = self._call(EnvironBuilder(method="POST", path="/", headers=list(headers.items()),
                                                      data=json.dumps(request).encode()).get_environ())
             return json.loads(out)  # type: ignore[no-any-return]
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,7 @@ STEPS = {"trim": _trim, "casefold": _casefold, "digits": _digits, "phone": _phon
 ALIASES = {"lowercase": "casefold"}
 
 
-def apply(steps: tuple[str, ...] | list[str], region: str | None, value: str) -> str | None:
+def apply(steps: Sequence[str], region: str | None, value: str) -> str | None:
     """``value`` through ``steps`` (names from :data:`STEPS`) until it no longer changes; ``None`` when nothing
     is left. (Once is nearly always enough; but ``casefold`` may turn a compatibility character into a space
     and a mark, ``¸`` → `` ̧``, which ``trim`` then removes: normalising a normal value must change nothing,

@@ -86,14 +86,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+NormalizeStep = Literal["trim", "casefold", "digits", "phone"]  # the steps of customer_context.identifiers.STEPS
+
+
+def _trim_only() -> list[NormalizeStep]:
+    return ["trim"]
+
+
 class IdentifierType(_Model):
     """A kind of identifier (user_id, email, a CRM id …)."""
 
     description: str = ""
     priority: int = Field(default=100, ge=1, description="Lower is more important (Segment: user_id 1, email 2).")
     limit: int = Field(default=100, ge=1, description="Most identifiers of this type one profile may hold.")
-    normalize: list[Literal["trim", "casefold", "digits", "phone"]] = Field(
-        default_factory=lambda: ["trim"],
+    normalize: list[NormalizeStep] = Field(
+        default_factory=_trim_only,
         description="Steps, in order (customer_context.identifiers): trim, casefold (Unicode caseless, for "
         "emails; `lowercase` is read as casefold), digits, phone (E.164).")
     region: str | None = Field(
@@ -685,14 +692,14 @@ class ContextSpec(_Model):
                                      "under identifiers.types")
         for trait_name, trait in self.traits.items():
             if trait.kind != "sql" and trait.table != "events":
-                table = self.record_tables.get(trait.table)
-                if table is None:
+                source = self.record_tables.get(trait.table)
+                if source is None:
                     raise ValueError(f"traits.{trait_name}.table: no record table {trait.table!r} "
                                      f"(declared: events, {', '.join(self.record_tables) or 'none'})")
-                if trait.property and trait.property not in table.columns:
+                if trait.property and trait.property not in source.columns:
                     raise ValueError(f"traits.{trait_name}.property: {trait.table} has no column {trait.property!r}")
                 for column in trait.where or {}:
-                    if column not in table.columns:
+                    if column not in source.columns:
                         raise ValueError(f"traits.{trait_name}.where: {trait.table} has no column {column!r}")
         return self
 

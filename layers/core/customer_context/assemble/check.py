@@ -109,8 +109,8 @@ def _undeclared_properties(spec: ContextSpec, check: SpecCheck) -> None:
             if root == "traits":
                 known = declared.get(None, set())
             else:
-                planned = [declared[e] for e in events or declared if e is not None and e in declared]
-                if not planned:
+                described = [declared[e] for e in events or declared if e is not None and e in declared]
+                if not described:
                     continue  # no plan describes these events: nothing to compare with
                 known = set().union(*planned)
             if key not in known:

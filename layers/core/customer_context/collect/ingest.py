@@ -141,8 +141,8 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
         if get(name) is None:
             return False
     if kind == "track":
-        name = get("event")
-        if name.__class__ is not str or not name:
+        event_name = get("event")
+        if event_name.__class__ is not str or not event_name:
             return False
     for name in texts:
         value = get(name)
@@ -244,7 +244,7 @@ def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str 
     """A ``rejected_events`` row from a rejection record (see :mod:`envelope`)."""
     raw = rec.get("raw")
     raw_text = raw if isinstance(raw, str) else column_text(raw) or "null"
-    raw_text = column_text(json.loads(raw_text)) if not raw_text.isascii() else raw_text
+    raw_text = (column_text(json.loads(raw_text)) or "null") if not raw_text.isascii() else raw_text
     reason = reason or str(rec.get("reason") or "unknown")
     stage = stage or str(rec.get("stage") or "collect")
     received = rec.get("receivedAt")

@@ -326,9 +326,10 @@ def collect(
         shared_context = shared_integrations = None
         batch_sent_at = None
     else:
-        items = data.get("batch")
-        if not isinstance(items, list):
+        batch = data.get("batch")
+        if not isinstance(batch, list):
             raise InvalidRequest("batch: expected an array of events")
+        items = batch
         shared_context = data.get("context") if isinstance(data.get("context"), dict) else None
         shared_integrations = data.get("integrations") if isinstance(data.get("integrations"), dict) else None
         batch_sent_at = data.get("sentAt") if isinstance(data.get("sentAt"), str) else None

@@ -39,6 +39,7 @@ from customer_context.assemble import attribution
 from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
 from customer_context.identifiers import normalize_identifier
 from customer_context.spec import ContextSpec
+from customer_context.stores import row_filters
 
 if TYPE_CHECKING:
     from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
@@ -331,7 +332,6 @@ class Cleaner:
         """Delete her rows of one table and scrub the rows that mention her; returns (rows deleted, rows
         rewritten, owners of the rewritten rows that have one)."""
         import pyarrow as pa
-        from pyiceberg.expressions import In, IsNull
 
         if not self.lakehouse.exists(name):
             return 0, 0, set()
@@ -348,7 +348,8 @@ class Cleaner:
                     affected.add(row[group])
         if not affected and not null_group:
             return 0, 0, set()
-        terms = ([In(group, affected)] if affected else []) + ([IsNull(group)] if null_group else [])
+        terms = (([row_filters.one_of(group, affected)] if affected else [])
+                 + ([row_filters.is_null(group)] if null_group else []))
         deleted = rewritten = 0
         kept: list[dict[str, Any]] = []
         owners: set[str] = set()

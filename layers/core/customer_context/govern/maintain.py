@@ -24,6 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from customer_context.stores import row_filters
+
 if TYPE_CHECKING:
     from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
@@ -32,7 +34,7 @@ DAY_MS = 86_400_000
 
 def _partition_filter(table: Any, partition: dict[str, Any]) -> Any:
     """A row filter selecting one partition (identity and day transforms)."""
-    from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, IsNull, LessThan
+    from pyiceberg.expressions import AlwaysTrue, And
     from pyiceberg.transforms import DayTransform, IdentityTransform
 
     expr: Any = AlwaysTrue()
@@ -41,14 +43,14 @@ def _partition_filter(table: Any, partition: dict[str, Any]) -> Any:
         source = schema.find_field(field.source_id).name
         value = partition.get(field.name)
         if value is None:
-            term: Any = IsNull(source)
+            term: Any = row_filters.is_null(source)
         elif isinstance(field.transform, DayTransform):
             day = value if isinstance(value, date) else date(1970, 1, 1) + timedelta(days=int(value))
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            term = And(GreaterThanOrEqual(source, start.isoformat()),
-                       LessThan(source, (start + timedelta(days=1)).isoformat()))
+            term = And(row_filters.at_least(source, start.isoformat()),
+                       row_filters.below(source, (start + timedelta(days=1)).isoformat()))
         elif isinstance(field.transform, IdentityTransform):
-            term = EqualTo(source, value)
+            term = row_filters.equal(source, value)
         else:
             raise ValueError(f"{table.name()}: partition transform {field.transform} is not supported by compaction")
         expr = And(expr, term)
@@ -127,7 +129,11 @@ def remove_orphans(lakehouse: IcebergLakehouse, name: str, retain_seconds: int) 
     keep.add(table.metadata_location)
     # the table's own FileIO knows its storage's endpoint and credentials (catalog properties such as
     # s3.endpoint); a filesystem made from the URI alone would only know the default AWS endpoint
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
     io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise TypeError(f"{name}: orphan files are listed through pyarrow's file systems, not {type(io).__name__}")
     scheme, netloc, root = io.parse_location(table.location(), io.properties)
     filesystem = io.fs_by_scheme(scheme, netloc)
     cutoff = time.time() - retain_seconds

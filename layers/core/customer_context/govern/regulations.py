@@ -158,7 +158,9 @@ def _scrub_spool(blobs: BlobStore, prefix: str, cleaner: Any, target: Any) -> tu
                 blobs.put(key, target.cut(text).encode())
                 rewritten += 1
             continue
-        events, rejected, changed = [], [], False
+        events: list[str] = []  # serialized items, as envelope.body_of takes them
+        rejected: list[str] = []
+        changed = False
         for kind, items, to_row in (("events", env.events, event_to_row), ("rejected_events", env.rejected,
                                                                              rejection_row)):
             for item in items:

@@ -6,6 +6,7 @@ prompt text, and to enumerate fields in the agents' tool schemas.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from customer_context.spec import ContextSpec
@@ -41,7 +42,7 @@ class Catalog:
     """Sections (in the spec's order: most important first) and fields of a context."""
 
     sections: tuple[str, ...]
-    section_descriptions: dict[str, str]
+    section_descriptions: Mapping[str, str]
     fields: dict[str, FieldInfo]
 
     def fields_of(self, section: str) -> list[FieldInfo]:
@@ -91,5 +92,5 @@ def _build(spec: ContextSpec) -> Catalog:
                 for column in table.columns:
                     fields[f"records.{table_name}.{column}"] = FieldInfo(
                         f"records.{table_name}.{column}", section, f"{column} of the latest {table_name} row")
-    descriptions = {s.name: s.description for s in spec.snapshot.sections}
+    descriptions: dict[str, str] = {s.name: s.description for s in spec.snapshot.sections}
     return Catalog(sections, descriptions, fields)

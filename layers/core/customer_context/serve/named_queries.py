@@ -53,6 +53,7 @@ from uuid import UUID
 
 from customer_context.errors import BudgetExceeded, ConfigError, InvalidRequest, NotFound
 from customer_context.spec import ContextSpec, NamedQuery
+from customer_context.stores import row_filters
 
 if TYPE_CHECKING:
     import duckdb
@@ -202,11 +203,9 @@ def snapshot_identifiers(snapshot: dict[str, Any] | None) -> list[tuple[str, str
 
 def _identifiers(lakehouse: Lakehouse, profile_id: str) -> list[tuple[str, str]]:
     """The customer's (type, normalised value) pairs, from the last build's identity graph."""
-    from pyiceberg.expressions import EqualTo
-
     if not lakehouse.exists("identity_graph"):
         return []
-    rows = lakehouse.scan("identity_graph", row_filter=EqualTo("profile_id", profile_id),
+    rows = lakehouse.scan("identity_graph", row_filter=row_filters.equal("profile_id", profile_id),
                           selected_fields=("identifier_type", "identifier_value")).to_pylist()
     return sorted({(r["identifier_type"], r["identifier_value"]) for r in rows})
 
@@ -225,7 +224,7 @@ def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, s
     ``None``: no row can be the customer's (nothing is read). Exactness comes after reading, from
     the rows' normalised identifiers.
     """
-    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, In, LessThanOrEqual, Or
+    from pyiceberg.expressions import AlwaysTrue, And, Or
 
     by_type: dict[str, set[str]] = {}
     for id_type, value in identifiers:
@@ -240,9 +239,10 @@ def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, s
             return AlwaysTrue()  # `+1 (555)…` vs `+1555…`: nothing to push down; read all, cut after
         if "casefold" in steps:
             # every case variant of a lower-case value lies between its upper- and lower-case forms
-            terms += [And(GreaterThanOrEqual(column, v.upper()), LessThanOrEqual(column, v)) for v in sorted(values)]
+            terms += [And(row_filters.at_least(column, v.upper()), row_filters.at_most(column, v))
+                      for v in sorted(values)]
         else:
-            terms.append(In(column, values))
+            terms.append(row_filters.one_of(column, values))
     if not terms:
         return None
     expr = terms[0]

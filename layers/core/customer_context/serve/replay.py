@@ -39,6 +39,7 @@ from customer_context.ports import BOOKKEEPING_KEYS, FIELD_SECTIONS
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import PROFILE_ID, ContextService, FetchResult, _parse_time, select
 from customer_context.serve.named_queries import QueryBudget
+from customer_context.stores import row_filters
 
 if TYPE_CHECKING:
     from customer_context.ports import Lakehouse
@@ -84,10 +85,9 @@ def _iso(value: Any) -> str | None:
 def snapshot_versions(lakehouse: Lakehouse, profile_id: str, budget: QueryBudget | None = None) -> list[dict[str, Any]]:
     """Every version of one profile's snapshot, oldest first, as the serving store held it
     (``profile_id, version, content_hash, built_at, data_as_of, doc``; times as ISO-8601 text)."""
-    from pyiceberg.expressions import EqualTo
 
     clock = _Clock(budget or QueryBudget())
-    rows = _read(lakehouse, "context_snapshots", EqualTo("profile_id", profile_id), clock)
+    rows = _read(lakehouse, "context_snapshots", row_filters.equal("profile_id", profile_id), clock)
     by_version: dict[int, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: (r["version"], r["built_at"])):
         by_version.setdefault(int(row["version"]), {
@@ -269,13 +269,13 @@ def audit_trail(service: ContextService, lakehouse: Lakehouse, consumer: Consume
     if not may_audit(consumer):
         raise Forbidden(f"the serving audit needs an admin key or one made with --audit; consumer {consumer.name!r} "
                         "has neither")
-    from pyiceberg.expressions import EqualTo
+
 
     budget = budget or QueryBudget()
     clock = _Clock(budget)
     _, pid = _profile(service, id_type, id_value)
     versions = {v["version"]: v for v in snapshot_versions(lakehouse, pid, budget)}
-    rows = _read(lakehouse, "serving_audit", EqualTo("profile_id", pid), clock)
+    rows = _read(lakehouse, "serving_audit", row_filters.equal("profile_id", pid), clock)
     records = []
     for row in sorted(rows, key=lambda r: r["at"], reverse=True):
         served = versions.get(row["snapshot_version"]) if row["snapshot_version"] is not None else None
@@ -313,17 +313,18 @@ def identity(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, 
     if not consumer.allows("profile.identifiers"):
         raise Forbidden(f"the identity graph is outside the scope of consumer {consumer.name!r} "
                         "(it needs profile or profile.identifiers)")
-    from pyiceberg.expressions import EqualTo, In, Or
+    from pyiceberg.expressions import Or
 
     budget = budget or QueryBudget()
     clock = _Clock(budget)
     identifier, pid = _profile(service, id_type, id_value)
-    rows = _read(lakehouse, "identity_graph", EqualTo("profile_id", pid), clock)
+    rows = _read(lakehouse, "identity_graph", row_filters.equal("profile_id", pid), clock)
     mine = {(r["identifier_type"], r["identifier_value"]) for r in rows}
     values = sorted({v for _, v in mine})
     kept = {(r["identifier_type"], r["identifier_value"]) for r in rows if r["joined_via"].startswith("kept")}
     earlier = _earlier_joins(lakehouse, kept, values, clock) if kept else {}
-    nodes, edges = [], {}
+    nodes: list[dict[str, Any]] = []
+    edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: (r["identifier_type"], r["identifier_value"])):
         me = (row["identifier_type"], row["identifier_value"])
         joined = parse_joined_via(earlier.get(me, row["joined_via"]))
@@ -336,8 +337,8 @@ def identity(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, 
     refused = []
     if values:
         reveal = may_audit(consumer)
-        for row in _read(lakehouse, "identity_rejected_edges", Or(In("a_value", values), In("b_value", values)),
-                         clock):
+        either = Or(row_filters.one_of("a_value", values), row_filters.one_of("b_value", values))
+        for row in _read(lakehouse, "identity_rejected_edges", either, clock):
             a, b = (row["a_type"], row["a_value"]), (row["b_type"], row["b_value"])
             if a not in mine and b not in mine:
                 continue
@@ -357,7 +358,7 @@ def _earlier_joins(lakehouse: Lakehouse, kept: set[tuple[str, str]], values: lis
     an identifier it keeps says only that, so the table's earlier snapshots are read, newest first, until
     each one's edge is found (snapshots expired by maintenance are gone, and at most half the time budget is
     spent: those stay "kept")."""
-    from pyiceberg.expressions import In
+
 
     table = lakehouse.table("identity_graph")
     found: dict[tuple[str, str], str] = {}
@@ -368,7 +369,8 @@ def _earlier_joins(lakehouse: Lakehouse, kept: set[tuple[str, str]], values: lis
             break
         if current is not None and snap.snapshot_id == current.snapshot_id:
             continue
-        for row in _read(lakehouse, "identity_graph", In("identifier_value", values), clock, snap.snapshot_id):
+        known = row_filters.one_of("identifier_value", values)
+        for row in _read(lakehouse, "identity_graph", known, clock, snap.snapshot_id):
             key = (row["identifier_type"], row["identifier_value"])
             if key in kept and key not in found and not row["joined_via"].startswith("kept"):
                 found[key] = row["joined_via"]

@@ -9,6 +9,7 @@ redelivery) are tolerated on write and removed by ``message_id`` wherever events
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -133,7 +134,7 @@ LINEAGE_COLUMNS = ("_source_key", "_loaded_at")
 """Columns every record table has after its declared ones (names no declared column may take)."""
 
 
-def record_table_def(name: str, columns: dict[str, str], primary_key: list[str], description: str) -> TableDef:
+def record_table_def(name: str, columns: Mapping[str, str], primary_key: list[str], description: str) -> TableDef:
     """The Iceberg definition of a record table declared in the spec (plus lineage columns).
 
     A loaded table may hold its columns in another order (columns added later come after the
