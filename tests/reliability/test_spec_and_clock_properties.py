@@ -20,9 +20,10 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
-from customer_context.assemble.compiler import MAX_MAGNITUDE, NUMBER_PATTERN, compile_traits, lit
+from customer_context.assemble.compiler import MAX_MAGNITUDE, NUMBER_PATTERN, compile_traits
 from customer_context.collect.service import stamp
 from customer_context.spec import DEFAULT_SPEC, ContextSpec, duration_seconds
+from customer_context.sql_text import lit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

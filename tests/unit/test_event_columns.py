@@ -1,8 +1,9 @@
 """The events columns are defined once (customer_context/models/events.py); the rest is derived from it."""
 
 import pytest
-from customer_context.assemble.compiler import SpecCompileError, event_content_sql, event_value, ident
+from customer_context.assemble.compiler import SpecCompileError, event_value
 from customer_context.models.events import BUILD_EVENT_COLUMNS, EVENT_CONTENT, EVENTS, NAMEABLE_EVENT_COLUMNS
+from customer_context.sql_text import event_content_sql, ident
 from customer_context.stores.tables import TABLES
 
 

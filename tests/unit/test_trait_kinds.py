@@ -7,9 +7,10 @@ from typing import Any, get_args
 import duckdb
 import pytest
 import yaml
-from customer_context.assemble.compiler import compile_traits, lit
+from customer_context.assemble.compiler import compile_traits
 from customer_context.models.events import BUILD_EVENT_COLUMNS, EVENTS
 from customer_context.spec import DEFAULT_SPEC, ContextSpec, Trait
+from customer_context.sql_text import lit
 from customer_context.trait_kinds import TRAIT_KINDS
 from pydantic import ValidationError
 

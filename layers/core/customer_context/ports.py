@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 # JSON objects as stored and served (snapshot items, consumer and regulation documents, tail rows)
 JsonObject = dict[str, Any]
+# A JSON value as parsed: object, array, string, number, boolean or null
+JsonValue = Any
+# A table row as pyarrow reads (to_pylist) and writes (from_pylist) it: column name → value
+Row = dict[str, Any]
 
 # Keys of a snapshot document that are build bookkeeping, not context.
 BOOKKEEPING_KEYS = ("built_at", "data_as_of", "profile_id")

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from customer_context.assemble.compiler import ident
 from customer_context.identifiers import normalize_identifier
+from customer_context.ports import JsonValue
 from customer_context.spec import ContextSpec
+from customer_context.sql_text import ident
 
 if TYPE_CHECKING:
     import duckdb
@@ -79,7 +80,7 @@ def _value(spec: ContextSpec, id_type: str, raw: Any) -> str | None:
     return normalize_identifier(spec, id_type, str(raw))
 
 
-def event_identifiers(spec: ContextSpec, event: Any) -> list[Found]:
+def event_identifiers(spec: ContextSpec, event: JsonValue) -> list[Found]:
     """The identifiers of one event (a Segment-shaped dict, as collect queues it), normalised and sorted
     by importance (priority, type, value) as :func:`compiler.event_identifiers_sql` reads and sorts them:
     every ``from_events`` path (``traits.<key>`` and its ``context.traits.<key>`` copy, ``context.externalIds``

@@ -51,6 +51,7 @@ from customer_context.assemble.duckdb_engine import DuckDBEngine
 from customer_context.assemble.engine import BuildEngine, EventsRead, Suppressions, TraitCounts
 from customer_context.assemble.lander import SECTION_DROP_ORDER, Lander, fit_to_budget
 from customer_context.observability import logger
+from customer_context.ports import JsonObject
 from customer_context.spec import ContextSpec, duration_seconds
 from customer_context.stores.context_store import ContextStore
 
@@ -104,7 +105,7 @@ class BuildReport:
     timings_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready."""
         return dict(self.__dict__)
 

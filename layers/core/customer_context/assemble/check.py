@@ -112,7 +112,7 @@ def _undeclared_properties(spec: ContextSpec, check: SpecCheck) -> None:
                 described = [declared[e] for e in events or declared if e is not None and e in declared]
                 if not described:
                     continue  # no plan describes these events: nothing to compare with
-                known = set().union(*planned)
+                known = set().union(*described)
             if key not in known:
                 check.warnings.append(f"traits.{name}: reads {path}, which no tracking plan declares "
                                       f"(declared: {', '.join(sorted(known)) or 'none'}) — a typo reads as null")

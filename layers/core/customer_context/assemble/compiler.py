@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from customer_context.identifiers import normalize_sql
-from customer_context.models.events import EVENT_CONTENT, NAMEABLE_EVENT_COLUMNS
+from customer_context.models.events import NAMEABLE_EVENT_COLUMNS
 from customer_context.spec import (
     Condition,
     ContextSpec,
@@ -24,6 +23,7 @@ from customer_context.spec import (
     duration_seconds,
     is_currency,
 )
+from customer_context.sql_text import ident, lit
 from customer_context.trait_kinds import TRAIT_KINDS, Aggregate
 
 # Columns of `events` a trait may name directly (not JSON).
@@ -36,27 +36,9 @@ class SpecCompileError(ValueError):
     """The spec names something the compiler cannot turn into SQL."""
 
 
-def lit(value: object) -> str:
-    """A SQL literal."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime):
-        return f"TIMESTAMPTZ '{value.isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def iso_time(expr: str) -> str:
     """A timestamp as ISO-8601 text in UTC with milliseconds and ``Z`` (how snapshots show times)."""
     return f"strftime(({expr}) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ')"
-
-
-def ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def event_value(path: str) -> str:
@@ -73,18 +55,6 @@ def event_value(path: str) -> str:
             raise SpecCompileError(f"{path!r}: key {key!r} has characters other than letters, digits, _ $ -")
     json_path = "$." + ".".join(f'"{k}"' for k in keys)
     return f"json_extract_string({_JSON_ROOTS[root]}, {lit(json_path)})"
-
-
-def event_content_sql() -> str:
-    """SQL: a digest of an event's content (:data:`customer_context.models.events.EVENT_CONTENT`)."""
-    return "md5(to_json({" + ", ".join(f"{lit(c)}: {ident(c)}" for c in EVENT_CONTENT) + "}))"
-
-
-def first_copy_order(content: str | None = None) -> str:
-    """ORDER BY of the copies of one ``message_id``, the copy kept first: the first received; copies received at
-    the same instant by content (``content``: a column holding :func:`event_content_sql`), so the copy kept never
-    depends on how the lakehouse's files are laid out."""
-    return f"received_at, {content or event_content_sql()}"
 
 
 # THE numeric rule: how every numeric trait kind, numeric `where` condition and the scores' revenue read a value.

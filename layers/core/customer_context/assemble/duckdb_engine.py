@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble import attribution, compiler
-from customer_context.assemble.compiler import ident, lit
 from customer_context.assemble.engine import (
     EventsRead,
     IdentityInputs,
@@ -36,6 +35,7 @@ from customer_context.assemble.engine import (
 from customer_context.models.events import BUILD_EVENT_COLUMNS
 from customer_context.observability import logger
 from customer_context.spec import ContextSpec, duration_seconds
+from customer_context.sql_text import event_content_sql, first_copy_order, ident, lit
 from customer_context.stores.context_store import BOOKKEEPING_KEYS, FIELD_SECTIONS
 from customer_context.trait_kinds import TRAIT_KINDS
 
@@ -297,7 +297,7 @@ def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, 
 
 def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> EventsRead:
     """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
-    ``message_id`` (:func:`compiler.first_copy_order`: the first received copy wins), plus ``ev``, a BIGINT key
+    ``message_id`` (:func:`sql_text.first_copy_order`: the first received copy wins), plus ``ev``, a BIGINT key
     the build joins on, and ``time_flag`` (:func:`_flag_times`). Returns how many, the conflicting
     messageIds, the flagged times and the newest ``received_at``.
 
@@ -328,13 +328,13 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
     conflicting = 0
     if _scalar(con, "SELECT count(*) FROM dup_hashes"):
         con.execute(f"CREATE TEMP TABLE dup_copies AS SELECT ev, message_id, received_at, "
-                    f"{compiler.event_content_sql()} AS content FROM events_unique "
+                    f"{event_content_sql()} AS content FROM events_unique "
                     "WHERE hash(message_id) IN (SELECT h FROM dup_hashes)")
         conflicting = int(_scalar(
             con, "SELECT count(*) FROM (SELECT message_id FROM dup_copies GROUP BY message_id "
                  "HAVING count(DISTINCT content) > 1)"))
         con.execute("DELETE FROM events_unique WHERE ev IN (SELECT ev FROM dup_copies QUALIFY row_number() OVER "
-                    f"(PARTITION BY message_id ORDER BY {compiler.first_copy_order('content')}) > 1)")
+                    f"(PARTITION BY message_id ORDER BY {first_copy_order('content')}) > 1)")
         con.execute("DROP TABLE dup_copies")
         if conflicting:
             logger.warning("messageIds sent with different contents: the first received copy is kept",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from customer_context.ports import JsonObject
 from customer_context.stores.context_store import ContextStore, Refused, SnapshotItem
 
 if TYPE_CHECKING:
@@ -109,6 +110,6 @@ class Lander:
         """What of a sample of landed snapshots (profile → content hash) and aliases the store lacks, if any."""
         return self.store.missing(snapshots, aliases)
 
-    def quarantined(self) -> list[dict[str, Any]]:
+    def quarantined(self) -> list[JsonObject]:
         """What the store refused, JSON-ready."""
         return [r.to_dict() for r in self.refused]

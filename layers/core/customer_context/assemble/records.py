@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import ConfigError, InvalidRequest
 from customer_context.models.tracking import parse_timestamp
+from customer_context.ports import JsonObject, JsonValue, Row
 from customer_context.spec import ContextSpec, RecordTable
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class LoadReport:
     refused: str | None = None
     reasons: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready (the first reasons only)."""
         return {**self.__dict__, "reasons": self.reasons[:20]}
 
@@ -509,7 +510,7 @@ def _describe(value: Any) -> str:
     return repr(value)[:64]
 
 
-def convert(value: Any, kind: str) -> Any:
+def convert(value: JsonValue, kind: str) -> JsonValue:
     """A value as read (text from any format, or a JSON / Parquet typed value) as a ``kind`` column.
 
     Text follows one rule per type in every format; typed values must already be of the column's
@@ -568,7 +569,7 @@ def convert(value: Any, kind: str) -> Any:
     raise ValueError(f"unknown type {kind}")
 
 
-def validate_row(values: dict[str, Any], table: RecordTable, columns: Sequence[str] | None = None) -> dict[str, Any]:
+def validate_row(values: Row, table: RecordTable, columns: Sequence[str] | None = None) -> Row:
     """The ``columns`` (default: all declared) of a row converted to their declared types.
 
     Raises:

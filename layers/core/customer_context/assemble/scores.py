@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from customer_context.ports import JsonObject
+
 __all__ = [
     "BGNBDParams",
     "GammaGammaParams",
@@ -812,7 +814,7 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: np.array(vals, dtype=float) for name, vals in cols.items()}
 
 
-def fit_from_csv(path: str | Path) -> dict[str, Any]:
+def fit_from_csv(path: str | Path) -> JsonObject:
     """Fit BG/NBD (and Gamma-Gamma when there is a ``monetary_value`` column) on a per-customer CSV.
 
     Args:

@@ -23,10 +23,12 @@ from customer_context import envelope, strict_json
 from customer_context.errors import PoisonMessage
 from customer_context.models import events as events_columns
 from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
-from customer_context.ports import BlobStore
+from customer_context.ports import BlobStore, JsonObject, Row
 from customer_context.strict_json import column_text
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from customer_context.ports import Lakehouse, SuppressionCheck
 
 _MAPPED = frozenset({
@@ -231,7 +233,7 @@ def _event_values(event: dict[str, Any], text: Callable[[Any, str], str | None],
             integrations, extra_text)
 
 
-def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
+def event_to_row(event: JsonObject) -> Row:
     """Map a stamped Segment-spec event to an ``events`` row.
 
     Raises:
@@ -240,7 +242,7 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(EVENT_COLUMNS, _event_values(event, _str, column_text, {}), strict=True))
 
 
-def rejection_row(rec: dict[str, Any], *, stage: str | None = None, reason: str | None = None) -> dict[str, Any]:
+def rejection_row(rec: JsonObject, *, stage: str | None = None, reason: str | None = None) -> Row:
     """A ``rejected_events`` row from a rejection record (see :mod:`envelope`)."""
     raw = rec.get("raw")
     raw_text = raw if isinstance(raw, str) else column_text(raw) or "null"
@@ -281,7 +283,7 @@ class Rows:
     audit: list[dict[str, Any]] = field(default_factory=list)
 
 
-def audit_row(rec: dict[str, Any]) -> dict[str, Any]:
+def audit_row(rec: JsonObject) -> Row:
     """A serving-audit record as a ``serving_audit`` row."""
     return {
         "audit_id": str(rec["audit_id"]), "at": parse_timestamp(str(rec["at"])), "consumer": str(rec["consumer"]),
@@ -445,7 +447,7 @@ class IngestBatch:
         self.others.audit.extend(rows.audit)
         self.messages += 1
 
-    def tables(self, lakehouse: Lakehouse) -> list[tuple[str, Any]]:
+    def tables(self, lakehouse: Lakehouse) -> list[tuple[str, pa.Table]]:
         """The Arrow table of each table that has rows, in commit order."""
         events = [("events", _events_table(self.events, lakehouse.arrow_schema("events")))] if self.events else []
         return events + _pylist_tables(lakehouse, (("rejected_events", self.others.rejected),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from customer_context.models.tracking import EVENT_TYPES, IDENTIFIER_FIELDS, MAX_ID_BYTES, event_json_schemas
+from customer_context.ports import JsonObject
 
 #: Segment's browser SDK (analytics-next) posts to one-letter paths under its ``apiHost`` (``…/v1``).
 SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
@@ -111,7 +112,7 @@ def _batch_as_accepted(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def route_docs(path: str) -> dict[str, Any]:
+def route_docs(path: str) -> JsonObject:
     """Keyword arguments for ``app.post`` documenting the collect route at ``path`` (a key of :data:`ENDPOINTS`)."""
     endpoint = ENDPOINTS[path]
     schemas = event_json_schemas()
@@ -202,7 +203,7 @@ _SEGMENT_SETTINGS = {
 }
 
 
-def settings_docs(path: str) -> dict[str, Any]:
+def settings_docs(path: str) -> JsonObject:
     """Keyword arguments for ``app.get`` documenting an SDK settings route (:data:`SOURCE_CONFIG_PATH` or
     :data:`SEGMENT_SETTINGS_PATH`)."""
     rudderstack = path == SOURCE_CONFIG_PATH

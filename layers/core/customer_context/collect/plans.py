@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from customer_context.ports import JsonObject
 from customer_context.spec import ContextSpec, TrackingPlan
 
 
@@ -59,7 +60,7 @@ class TrackingPlans:
     def __bool__(self) -> bool:
         return bool(self._plans)
 
-    def check(self, source_id: str, event: dict[str, Any]) -> PlanVerdict:
+    def check(self, source_id: str, event: JsonObject) -> PlanVerdict:
         """Check one valid event of ``source_id`` (sources without a plan pass)."""
         compiled = self._plans.get(source_id)
         verdict = PlanVerdict()

@@ -9,10 +9,8 @@ report to their vendors (RudderStack's error and metrics collection, Segment's `
 
 from __future__ import annotations
 
-from typing import Any
-
 from customer_context.errors import AuthenticationError
-from customer_context.ports import WriteKeyStore
+from customer_context.ports import JsonObject, WriteKeyStore
 
 #: The ``workspaceId`` RudderStack's SDK keeps in its state (it only reports it, with errors we turn off).
 WORKSPACE_ID = "customer-context"
@@ -32,7 +30,7 @@ def source_of(write_keys: WriteKeyStore, write_key: str | None) -> str:
     return source_id
 
 
-def rudderstack_source_config(write_key: str, source_id: str) -> dict[str, Any]:
+def rudderstack_source_config(write_key: str, source_id: str) -> JsonObject:
     """The body RudderStack's SDK v3 accepts from ``configUrl``: an enabled source with no destinations."""
     return {
         "source": {
@@ -47,7 +45,7 @@ def rudderstack_source_config(write_key: str, source_id: str) -> dict[str, Any]:
     }
 
 
-def segment_settings(write_key: str, api_host: str, protocol: str) -> dict[str, Any]:
+def segment_settings(write_key: str, api_host: str, protocol: str) -> JsonObject:
     """The body Segment's Analytics.js 2.0 accepts from ``cdnURL``: only its ``Segment.io`` integration, sending
     to ``<protocol>://<api_host>/t`` …, no remote plugins, no metrics.
 

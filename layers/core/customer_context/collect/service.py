@@ -29,7 +29,7 @@ from customer_context import envelope, strict_json
 from customer_context.collect.sdk_settings import source_of
 from customer_context.errors import AuthenticationError, InvalidRequest, PayloadTooLarge
 from customer_context.models.tracking import parse_timestamp, validate_event
-from customer_context.ports import BlobStore, EventQueue, WriteKeyStore
+from customer_context.ports import BlobStore, EventQueue, JsonObject, JsonValue, WriteKeyStore
 
 if TYPE_CHECKING:
     from customer_context.collect.plans import TrackingPlans
@@ -71,7 +71,7 @@ class Rejection:
     reason: str
     message_id: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """The rejection as listed in the response."""
         out: dict[str, Any] = {"index": self.index, "reason": self.reason}
         if self.message_id:
@@ -93,7 +93,7 @@ class CollectResult:
     plan_violations: int = 0
     suppressed: int = 0
 
-    def to_body(self) -> dict[str, Any]:
+    def to_body(self) -> JsonObject:
         """The 200 response body: SDKs only look at the status; people read the rest."""
         return {
             "success": True,
@@ -152,7 +152,7 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def parse_json(data: bytes) -> Any:
+def parse_json(data: bytes) -> JsonValue:
     """Decode the JSON body with a reason a person can act on.
 
     Raises:
@@ -180,13 +180,13 @@ def _message_id(source_id: str, item: dict[str, Any]) -> str:
 
 
 def stamp(
-    item: dict[str, Any],
+    item: JsonObject,
     *,
     source_id: str,
     received_at: datetime,
     batch_sent_at: str | None,
     source_ip: str | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Add the server-side fields to a valid event (in place) and return it.
 
     ``receivedAt``, ``sourceId``, ``requestIp``; ``messageId`` when absent; ``originalTimestamp``

@@ -36,12 +36,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from customer_context.assemble import attribution
-from customer_context.assemble.compiler import event_identifiers_sql, ident, record_identifier_sql
+from customer_context.assemble.compiler import event_identifiers_sql, record_identifier_sql
 from customer_context.identifiers import normalize_identifier
+from customer_context.ports import JsonValue, Row
 from customer_context.spec import ContextSpec
+from customer_context.sql_text import ident
 from customer_context.stores import row_filters
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.table import Table
+
     from customer_context.stores.iceberg import Lakehouse as IcebergLakehouse  # commits through its retry loop
 
 MIN_TEXT = 5      # shortest value cut out of a longer text
@@ -91,7 +96,7 @@ class Target:
     def __bool__(self) -> bool:
         return bool(self.profiles or self.identifiers)
 
-    def is_hers(self, value: Any) -> bool:
+    def is_hers(self, value: JsonValue) -> bool:
         """Whether a single value is one of her identifiers, under any type's normalisation (or token)."""
         if value is None or isinstance(value, bool | dict | list):
             return False
@@ -109,7 +114,7 @@ class Target:
         """A text with her values cut out."""
         return self._pattern.sub(DELETED, text) if self._pattern is not None else text
 
-    def scrub(self, value: Any) -> Any:
+    def scrub(self, value: JsonValue) -> JsonValue:
         """A JSON value without her: her values become null, texts lose hers (keys too)."""
         if isinstance(value, dict):
             return {self.cut(str(k)): self.scrub(v) for k, v in value.items()}
@@ -280,7 +285,8 @@ class Cleaner:
     def close(self) -> None:
         self.con.close()
 
-    def decide(self, rule: TableRule, batch: Any, every_row: bool) -> list[tuple[dict[str, Any], bool, bool, Any]]:
+    def decide(self, rule: TableRule, batch: pa.Table | pa.RecordBatch, every_row: bool
+               ) -> list[tuple[Row, bool, bool, str | None]]:
         """``(row, hers, changed, owner)`` for the rows of ``batch`` that are hers or mention her
         (``every_row``: for all rows). ``row`` is scrubbed when it is not hers; ``owner``: whose it is, when
         known."""
@@ -416,7 +422,7 @@ def drop_removed_entries(lakehouse: IcebergLakehouse, name: str) -> None:
     lakehouse._commit(name, commit)
 
 
-def referenced_files(table: Any, live_only: bool = True) -> set[str]:
+def referenced_files(table: Table, live_only: bool = True) -> set[str]:
     """Data files, manifests (their column bounds hold values too) and manifest lists of every snapshot
     (``live_only``: not the entries that only record a file's removal)."""
     paths: set[str] = set()

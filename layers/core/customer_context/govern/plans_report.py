@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from customer_context.ports import JsonObject
 
 if TYPE_CHECKING:
     from customer_context.stores.iceberg import Lakehouse  # queried through stores.sql
@@ -22,7 +24,7 @@ SELECT source_id, event, kind, action, count(*) AS violations FROM (
 """
 
 
-def violations(lakehouse: Lakehouse) -> list[dict[str, Any]]:
+def violations(lakehouse: Lakehouse) -> list[JsonObject]:
     """Rows of ``source_id, event, kind, action, violations``, most first."""
     from customer_context.stores.sql import query
 

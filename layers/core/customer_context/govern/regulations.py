@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import InvalidRequest, NotFound
 from customer_context.govern.suppression import suppression_hash
 from customer_context.observability import logger
+from customer_context.ports import JsonObject, JsonValue
 from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ USER_KEYS = {"userId": "user_id", "anonymousId": "anonymous_id", "email": "email
 REGULATION_TYPES = ("suppress", "suppress_with_delete")
 
 
-def parse_request(body: Any, spec: ContextSpec) -> tuple[str, list[tuple[str, str]]]:
+def parse_request(body: JsonValue, spec: ContextSpec) -> tuple[str, list[tuple[str, str]]]:
     """``{"regulationType": …, "users": [{"userId": …, "email": …}, …]}`` (or ``identifiers``:
     ``[{"type", "value"}]``) → the type and the identifiers.
 
@@ -94,7 +95,7 @@ def expand(store: ServingStore, service: IdentifierLookup, identifiers: Iterable
 
 
 def new_regulation(store: RegulationStore, kind: str, identifiers: list[tuple[str, str]], consumer: str
-                   ) -> dict[str, Any]:
+                   ) -> JsonObject:
     """Record a regulation (status ``pending``) and return it."""
     regulation = {"id": "reg_" + uuid.uuid4().hex[:20], "regulationType": kind, "status": "pending",
                   "requested_by": consumer, "created_at": datetime.now(UTC).isoformat(),
@@ -103,7 +104,7 @@ def new_regulation(store: RegulationStore, kind: str, identifiers: list[tuple[st
     return regulation
 
 
-def suppress(store: ContextStore, service: IdentifierLookup, regulation: dict[str, Any], key: str) -> dict[str, Any]:
+def suppress(store: ContextStore, service: IdentifierLookup, regulation: JsonObject, key: str) -> JsonObject:
     """Suppress every identifier of the regulation's profiles (keyed hashes, :func:`suppression_hash`);
     returns the regulation updated.
 
@@ -235,9 +236,10 @@ def _scrub_served(store: ContextStore, target: Any, profiles: Iterable[str]) -> 
     return written
 
 
-def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation: dict[str, Any],
-                      progress: Any = None, *, pii: PiiPolicy | None = None, blobs: BlobStore | None = None,
-                      spool_prefix: str = "spool/", imports_prefix: str = "imports/") -> dict[str, int]:
+def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation: JsonObject,
+                      progress: Callable[[str], None] | None = None, *, pii: PiiPolicy | None = None,
+                      blobs: BlobStore | None = None, spool_prefix: str = "spool/",
+                      imports_prefix: str = "imports/") -> dict[str, int]:
     """The deletion job's work (:mod:`customer_context.govern.deletion`); returns rows or items per place."""
     from customer_context.govern.deletion import Cleaner, Target
 
@@ -269,7 +271,7 @@ def delete_everywhere(lakehouse: IcebergLakehouse, store: ContextStore, spec: Co
 
 def run_job(lakehouse: IcebergLakehouse, store: ContextStore, spec: ContextSpec, regulation_id: str, *,
             pii: PiiPolicy | None = None, blobs: BlobStore | None = None, spool_prefix: str = "spool/"
-            ) -> dict[str, Any]:
+            ) -> JsonObject:
     """Run a ``suppress_with_delete`` regulation: running → done (or failed, with the reason).
 
     The job holds the landing fence while it works and counts itself in the deletion generation before

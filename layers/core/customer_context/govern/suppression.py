@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from customer_context.assemble.attribution import event_identifiers
 from customer_context.errors import ConfigError
 from customer_context.identifiers import normalize_identifier
+from customer_context.ports import JsonValue
 from customer_context.spec import ContextSpec
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class Suppressions:
 
         return keep
 
-    def apply(self, events: list[Any]) -> list[bool]:
+    def apply(self, events: list[JsonValue]) -> list[bool]:
         """For each event: whether it is kept (``False``: the suppressed customer's, drop it). Kept events
         lose the suppressed values they carry (in place)."""
         found = [event_identifiers(self.spec, e) for e in events]

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from customer_context.observability import logger
+from customer_context.ports import JsonObject
 
 if TYPE_CHECKING:
     from customer_context.pii import PiiPolicy
@@ -113,7 +114,7 @@ class AuditLog:
         self._stop.set()
         self._wake.set()
 
-    def pending(self) -> list[dict[str, Any]]:
+    def pending(self) -> list[JsonObject]:
         """Records not sent yet (tests)."""
         with self._lock:
             return list(self._buffer)

@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from customer_context.errors import AuthenticationError, Forbidden, InvalidRequest
+from customer_context.ports import JsonObject
 
 if TYPE_CHECKING:
     from customer_context.ports import ConsumerKeys, WriteKeyStore
@@ -86,7 +87,7 @@ class Consumer:
         return ("*" in self.queries or name in self.queries) and all(self.allows(p) for p in reveals)
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> Consumer:
+    def from_item(cls, item: JsonObject) -> Consumer:
         """From a stored consumer item (an item without ``queries`` runs them all only if it reads everything)."""
         sections = frozenset(item.get("sections") or ())
         queries = item.get("queries")
@@ -102,7 +103,7 @@ def default_queries(sections: Iterable[str]) -> list[str]:
 
 
 def consumer_item(name: str, sections: Iterable[str], fields: Iterable[str],
-                  queries: Iterable[str] | None = None, admin: bool = False, audit: bool = False) -> dict[str, Any]:
+                  queries: Iterable[str] | None = None, admin: bool = False, audit: bool = False) -> JsonObject:
     """The attributes stored for a consumer key (``admin``: may file regulations; with no sections or
     fields it reads nothing, named queries included; ``audit``: may read the serving audit of the customers
     it reads, as an admin key may)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from customer_context import strict_json
 from customer_context.errors import Forbidden, InvalidRequest, NotFound
 from customer_context.identifiers import normalize_identifier
+from customer_context.ports import JsonObject
 from customer_context.serve.catalog import LIST_SECTIONS, Catalog, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.text import inline, render_text
@@ -277,8 +278,8 @@ class ContextService:
             "served_at": now.isoformat(timespec="seconds"),
         }
 
-    def assemble(self, snapshot: dict[str, Any] | None, pid: str | None, identifier: tuple[str, str],
-                 consumer: Consumer, selection: Selection, tail: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def assemble(self, snapshot: JsonObject | None, pid: str | None, identifier: tuple[str, str],
+                 consumer: Consumer, selection: Selection, tail: list[JsonObject] | None) -> JsonObject:
         """The JSON body for one customer (``snapshot`` None: known from live events only)."""
         doc = strict_json.decode(snapshot["doc"])[0] if snapshot else {}
         context = self._context(doc, selection, consumer)
@@ -392,7 +393,7 @@ class ContextService:
                           fields=fields, snapshot_version=int(version) if version is not None else None,
                           status=status)
 
-    def render(self, body: dict[str, Any], max_tokens: int) -> tuple[str, list[str], int]:
+    def render(self, body: JsonObject, max_tokens: int) -> tuple[str, list[str], int]:
         """Prompt text of a JSON body under ``max_tokens``."""
         fresh = body["freshness"]
         stale = "STALE: " if fresh["stale"] else ""
@@ -403,7 +404,7 @@ class ContextService:
 
     def fetch_many(self, identifiers: Iterable[dict[str, str]], consumer: Consumer, *,
                    fields: str | Sequence[str] | None = None,
-                   sections: str | Sequence[str] | None = None) -> dict[str, Any]:
+                   sections: str | Sequence[str] | None = None) -> JsonObject:
         """Up to 100 customers in one call: one BatchGetItem for the aliases, one for the snapshots.
 
         Unknown customers are listed with ``found: false`` rather than failing the whole batch.

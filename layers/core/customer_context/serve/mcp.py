@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from customer_context import __version__, strict_json
 from customer_context.errors import CustomerContextError
+from customer_context.ports import JsonObject, JsonValue
 
 if TYPE_CHECKING:
     from customer_context.serve.consumers import Consumer
@@ -77,7 +78,7 @@ def _dispatch(message: Any, consumer: Consumer, auth_headers: dict[str, str], ba
 
 def handle_mcp(body: bytes, headers: dict[str, str], consumer: Consumer, *,
                context_service: Callable[[], ContextService], base_url: str | None = None
-               ) -> tuple[int, dict[str, Any] | list[Any] | None, dict[str, str]]:
+               ) -> tuple[int, JsonObject | list[JsonValue] | None, dict[str, str]]:
     """Answer one MCP POST from an authenticated consumer: (HTTP status, JSON body or None, headers).
     ``context_service`` gives the fetch service, asked for only when a message needs it."""
     auth = {k: v for k, v in headers.items() if k in ("authorization", "x-api-key")}

@@ -52,11 +52,13 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from customer_context.errors import BudgetExceeded, ConfigError, InvalidRequest, NotFound
+from customer_context.ports import JsonObject, JsonValue
 from customer_context.spec import ContextSpec, NamedQuery
 from customer_context.stores import row_filters
 
 if TYPE_CHECKING:
     import duckdb
+    from pyiceberg.expressions import BooleanExpression
 
     from customer_context.ports import Lakehouse
 
@@ -97,7 +99,7 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def bind_params(query: NamedQuery, given: Any) -> dict[str, Any]:
+def bind_params(query: NamedQuery, given: JsonValue) -> JsonObject:
     """Check and type the call's parameters (defaults filled in).
 
     Args:
@@ -132,7 +134,7 @@ def bind_params(query: NamedQuery, given: Any) -> dict[str, Any]:
     return bound
 
 
-def query_tool_schemas(spec: ContextSpec) -> list[dict[str, Any]]:
+def query_tool_schemas(spec: ContextSpec) -> list[JsonObject]:
     """Each named query as an LLM tool: ``{"name", "description", "parameters"}`` (JSON Schema).
 
     The schema holds the query's own parameters only; the HTTP route (and the ``query_<name>``
@@ -189,7 +191,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def snapshot_identifiers(snapshot: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+def snapshot_identifiers(snapshot: JsonObject | None) -> list[tuple[str, str]] | None:
     """The customer's (type, normalised value) pairs as their snapshot lists them under
     ``profile.identifiers`` (written from the same identity graph by the same build, and never cut
     by the size budget), or ``None`` without a snapshot."""
@@ -218,7 +220,7 @@ def _id_columns(spec: ContextSpec, table: str) -> list[tuple[str, str]]:
     return [(column, id_type) for id_type, column in spec.record_tables[table].identifiers.items()]
 
 
-def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, str]]) -> Any:
+def row_filter(spec: ContextSpec, table: str, identifiers: Iterable[tuple[str, str]]) -> BooleanExpression | None:
     """A pyiceberg expression selecting (a superset of) the customer's rows of one table.
 
     ``None``: no row can be the customer's (nothing is read). Exactness comes after reading, from
@@ -279,12 +281,8 @@ def _keep_own_rows(con: duckdb.DuckDBPyConnection, spec: ContextSpec, table: str
     """
     import pyarrow as pa
 
-    from customer_context.assemble.compiler import (
-        event_identifiers_sql,
-        first_copy_order,
-        ident,
-        record_identifier_sql,
-    )
+    from customer_context.assemble.compiler import event_identifiers_sql, record_identifier_sql
+    from customer_context.sql_text import first_copy_order, ident
 
     quoted = ident(table)
     con.register("_cc_rows", data)
@@ -374,9 +372,9 @@ def _time_exceeded(name: str, budget: QueryBudget) -> BudgetExceeded:
                           "(narrow the parameters, or raise CUSTOMER_CONTEXT_QUERY_MAX_SECONDS)")
 
 
-def run_named_query(lakehouse: Lakehouse, spec: ContextSpec, name: str, profile_id: str, params: Any,
+def run_named_query(lakehouse: Lakehouse, spec: ContextSpec, name: str, profile_id: str, params: JsonValue,
                     budget: QueryBudget | None = None,
-                    identifiers: list[tuple[str, str]] | None = None, generation: int = 0) -> dict[str, Any]:
+                    identifiers: list[tuple[str, str]] | None = None, generation: int = 0) -> JsonObject:
     """Run one named query for one customer.
 
     Args:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from customer_context.ports import JsonObject
 from customer_context.spec import ContextSpec
 from customer_context.trait_kinds import TRAIT_KINDS
 
@@ -47,7 +48,7 @@ def _record(spec: ContextSpec, table: str, row: Any) -> dict[str, Any]:
     return out
 
 
-def field_provenance(spec: ContextSpec, context: dict[str, Any], snapshot: dict[str, Any] | None) -> dict[str, Any]:
+def field_provenance(spec: ContextSpec, context: JsonObject, snapshot: JsonObject | None) -> JsonObject:
     """``{"built_at", "data_as_of", "fields": {path: origin}}`` for the fields of an answer's ``context``."""
     fields: dict[str, Any] = {}
     scores = spec.scores

@@ -21,11 +21,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from customer_context.assemble.attribution import event_identifiers
-from customer_context.ports import RecentEvent, ServingStore, TailOwner
+from customer_context.ports import JsonObject, RecentEvent, ServingStore, TailOwner
 from customer_context.spec import ContextSpec
 
 
-def compact(event: dict[str, Any], max_chars: int) -> dict[str, Any]:
+def compact(event: JsonObject, max_chars: int) -> JsonObject:
     """The event as snapshots show recent events."""
     props = event.get("properties")
     page = (event.get("context") or {}).get("page") if isinstance(event.get("context"), dict) else None
@@ -62,7 +62,7 @@ class RecentTail:
         """Whether anything is recorded."""
         return self.ttl_seconds > 0 and self.spec.snapshot.recent_events.limit > 0
 
-    def record(self, events: Iterable[dict[str, Any]]) -> int:
+    def record(self, events: Iterable[JsonObject]) -> int:
         """File accepted (stamped) events; returns the items written."""
         if not self.enabled:
             return 0

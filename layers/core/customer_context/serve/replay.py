@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import BudgetExceeded, Forbidden, InvalidRequest, NotFound
-from customer_context.ports import BOOKKEEPING_KEYS, FIELD_SECTIONS
+from customer_context.ports import BOOKKEEPING_KEYS, FIELD_SECTIONS, JsonObject
 from customer_context.serve.consumers import Consumer
 from customer_context.serve.fetch import PROFILE_ID, ContextService, FetchResult, _parse_time, select
 from customer_context.serve.named_queries import QueryBudget
@@ -82,7 +82,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def snapshot_versions(lakehouse: Lakehouse, profile_id: str, budget: QueryBudget | None = None) -> list[dict[str, Any]]:
+def snapshot_versions(lakehouse: Lakehouse, profile_id: str, budget: QueryBudget | None = None) -> list[JsonObject]:
     """Every version of one profile's snapshot, oldest first, as the serving store held it
     (``profile_id, version, content_hash, built_at, data_as_of, doc``; times as ISO-8601 text)."""
 
@@ -96,7 +96,7 @@ def snapshot_versions(lakehouse: Lakehouse, profile_id: str, budget: QueryBudget
     return [by_version[v] for v in sorted(by_version)]
 
 
-def changed_fields(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+def changed_fields(before: JsonObject | None, after: JsonObject) -> list[str]:
     """Dotted paths whose value differs between two snapshot documents: fields of ``profile``, ``traits``,
     ``scores`` and ``records`` one by one, list sections (``interactions``, ``recent_events``) whole;
     build times left out. Everything of ``after`` when there is no ``before``."""
@@ -132,7 +132,7 @@ def _reads(consumer: Consumer) -> None:
 
 
 def history(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
-            budget: QueryBudget | None = None) -> dict[str, Any]:
+            budget: QueryBudget | None = None) -> JsonObject:
     """The customer's snapshot versions, newest first, each with the fields it changed and its numeric traits
     and scores (those the consumer may read); per field, the version and time it last changed; the
     descriptions of the fields the consumer may read.
@@ -259,7 +259,7 @@ def may_audit(consumer: Consumer) -> bool:
 
 
 def audit_trail(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
-                budget: QueryBudget | None = None) -> dict[str, Any]:
+                budget: QueryBudget | None = None) -> JsonObject:
     """Who was served what about the customer, newest first, each record joined to the version it served
     (``served``: its ``built_at`` and ``data_as_of``) and the fields returned.
 
@@ -289,7 +289,7 @@ def audit_trail(service: ContextService, lakehouse: Lakehouse, consumer: Consume
     return {"profile_id": pid, "records": records[: budget.max_rows], "truncated": len(records) > budget.max_rows}
 
 
-def parse_joined_via(text: str) -> dict[str, Any]:
+def parse_joined_via(text: str) -> JsonObject:
     """How an identifier joined its profile, from the identity graph's ``joined_via``: ``{"how": "first" |
     "edge" | "kept", "source", "other": [type, value], "at", "via": [type, value] | None}``."""
     found = _EDGE.match(text or "")
@@ -301,7 +301,7 @@ def parse_joined_via(text: str) -> dict[str, Any]:
 
 
 def identity(service: ContextService, lakehouse: Lakehouse, consumer: Consumer, id_type: str, id_value: str,
-             budget: QueryBudget | None = None) -> dict[str, Any]:
+             budget: QueryBudget | None = None) -> JsonObject:
     """The customer's identity graph: ``nodes`` (type, value, how it joined), ``edges`` (the two ends and the
     source that joined them: ``event:identify``, ``event:alias``, ``record:<table>`` …) and ``refused`` (edges
     touching the customer that the last build did not apply, with the reason). The far end of a refused edge

@@ -31,6 +31,7 @@ import json
 import re
 from typing import Any
 
+from customer_context.ports import JsonObject, JsonValue
 from customer_context.serve.catalog import Catalog
 
 _SHORT_NOTE = "[left out to fit the token budget: parts of "
@@ -68,7 +69,7 @@ def quoted(text: str) -> str:
     return '"' + escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
-def inline(value: Any) -> str:
+def inline(value: JsonValue) -> str:
     """A text value: as is when it cannot pass for structure, else quoted."""
     text = str(value)
     return quoted(text) if _STRUCTURE.search(text) else text
@@ -140,7 +141,7 @@ def _section_lines(section: str, data: Any, catalog: Catalog) -> list[str]:
     return lines
 
 
-def render_text(context: dict[str, Any], catalog: Catalog, header: str, max_tokens: int) -> tuple[str, list[str], int]:
+def render_text(context: JsonObject, catalog: Catalog, header: str, max_tokens: int) -> tuple[str, list[str], int]:
     """Render ``context`` (section → data, already selected) as prompt text within ``max_tokens``.
 
     Returns:

@@ -21,6 +21,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import CustomerContextError, Forbidden, InvalidRequest, NotFound
+from customer_context.ports import JsonObject, JsonValue
 from customer_context.serve.catalog import LIST_SECTIONS, catalog
 from customer_context.serve.consumers import Consumer
 from customer_context.spec import ContextSpec
@@ -47,7 +48,7 @@ def _named_queries(spec: ContextSpec) -> dict[str, Any]:
     return dict(getattr(spec, "queries", None) or {})
 
 
-def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]:
+def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[JsonObject]:
     """The tools as ``{"name", "description", "schema"}``, limited to the consumer's scope (a consumer that
     reads nothing gets none)."""
     from customer_context.serve.named_queries import query_reveals
@@ -103,7 +104,7 @@ def generic_tools(spec: ContextSpec, consumer: Consumer) -> list[dict[str, Any]]
     return tools
 
 
-def tool_definitions(spec: ContextSpec, consumer: Consumer, style: str = "all") -> dict[str, Any]:
+def tool_definitions(spec: ContextSpec, consumer: Consumer, style: str = "all") -> JsonObject:
     """The tools in one API's shape (``openai``, ``anthropic``, ``mcp``) or all of them."""
     tools = generic_tools(spec, consumer)
     shapes = {
@@ -118,8 +119,8 @@ def tool_definitions(spec: ContextSpec, consumer: Consumer, style: str = "all") 
     return {"tools": shapes[style]}
 
 
-def call_tool(name: str, arguments: dict[str, Any], consumer: Consumer, service: ContextService, *,
-              base_url: str | None = None, auth_headers: dict[str, str] | None = None) -> Any:
+def call_tool(name: str, arguments: JsonObject, consumer: Consumer, service: ContextService, *,
+              base_url: str | None = None, auth_headers: dict[str, str] | None = None) -> JsonValue:
     """Run one tool call; returns a JSON value or prompt text.
 
     Raises:
@@ -179,7 +180,7 @@ class _RemoteError(CustomerContextError):
 
 
 def run_remote_query(base_url: str | None, auth_headers: dict[str, str], id_type: str, id_value: str,
-                     query: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
+                     query: str, params: JsonObject, timeout: float = 30.0) -> JsonValue:
     """Run a named query through this API's query_context route (it runs in the analytics image; the
     serving function does not), forwarding the caller's consumer key."""
     if not base_url:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from customer_context.sql_text import first_copy_order
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -39,8 +41,6 @@ def connect(lakehouse: Lakehouse, query: str | None = None) -> duckdb.DuckDBPyCo
             wanted.add(table)
     for name in sorted(wanted):
         con.register(name, lakehouse.scan(name))
-    from customer_context.assemble.compiler import first_copy_order
-
     for view, (table, key) in DEDUPED_VIEWS.items():
         if table in wanted:
             order = first_copy_order() if table == "events" else "received_at"
