@@ -240,3 +240,14 @@ def test_events_tables_are_the_same_whatever_the_order_of_the_tables_columns() -
     assert other_order.schema.names == reordered.names
     assert other_order.select(schema.names).equals(same_order)
     assert same_order.column("user_id").to_pylist() == ["u0", "u1", "u2"]
+
+
+def test_every_event_type_has_a_fast_path_read_from_its_model() -> None:
+    # the shapes come from models/tracking.py; a field of a kind the fast path does not know turns it off for
+    # that type (all its events then go through validate_event), which this would show
+    from customer_context.collect.ingest import _SHAPES
+    from customer_context.models.tracking import EVENT_MODELS
+
+    assert set(_SHAPES) == set(EVENT_MODELS)
+    assert _SHAPES["alias"][1] == ("userId", "previousId")  # its required identifiers
+    assert "properties" in _SHAPES["track"][3] and "traits" in _SHAPES["identify"][3]

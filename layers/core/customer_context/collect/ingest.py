@@ -22,12 +22,20 @@ import orjson
 from customer_context import envelope, strict_json
 from customer_context.errors import PoisonMessage
 from customer_context.models import events as events_columns
-from customer_context.models.tracking import IDENTIFIER_FIELDS, MAX_ID_BYTES, parse_timestamp, validate_event
+from customer_context.models.tracking import (
+    EVENT_MODELS,
+    IDENTIFIER_FIELDS,
+    MAX_ID_BYTES,
+    Timestamp,
+    parse_timestamp,
+    validate_event,
+)
 from customer_context.ports import BlobStore, JsonObject, Row
 from customer_context.strict_json import column_text
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pydantic import BaseModel
 
     from customer_context.ports import Lakehouse, SuppressionCheck
 
@@ -99,17 +107,23 @@ def _ts(value: Any, seen: dict[str, datetime]) -> datetime | None:
     return parsed
 
 
-# The fields each event type declares (models/tracking.py) beyond the common ones; any other key is
-# an allowed extra. Used by _plainly_valid, which tests/unit/test_ingest_fast_path.py holds to validate_event.
-_OBJECTS = {"track": ("properties",), "identify": ("traits",), "page": ("properties",), "screen": ("properties",),
-            "group": ("traits",), "alias": ()}
-_OPTIONAL_TEXT = {"page": ("name", "category"), "screen": ("name", "category")}
-_REQUIRED_IDS = {"group": ("groupId",), "alias": ("previousId", "userId")}
-# per type: (identifier fields, required identifiers, optional text fields, object fields)
-_SHAPES = {kind: (("messageId", "userId", "anonymousId", *_REQUIRED_IDS.get(kind, ())), _REQUIRED_IDS.get(kind, ()),
-                  ("channel", *_OPTIONAL_TEXT.get(kind, ())), ("context", "integrations", *objects))
-           for kind, objects in _OBJECTS.items()}
-_TIMES = ("timestamp", "originalTimestamp", "sentAt")
+def _shape(model: type[BaseModel]) -> tuple[tuple[str, ...], ...] | None:
+    """What :func:`_plainly_valid` checks of one event type, read from its model (models/tracking.py): its
+    identifier fields, the required ones, its optional text fields, its object fields and its time fields (any
+    other key is an allowed extra). tests/unit/test_ingest_fast_path.py holds the fast path to validate_event."""
+    fields = model.model_fields
+    ids = tuple(name for name in fields if name in IDENTIFIER_FIELDS)
+    required = tuple(name for name in ids if fields[name].is_required())
+    texts = tuple(name for name, f in fields.items() if f.annotation == (str | None))
+    objects = tuple(name for name, f in fields.items() if f.annotation == (dict[str, Any] | None))
+    times = tuple(name for name, f in fields.items() if f.annotation == Timestamp | None)
+    if set(fields) - {*ids, *texts, *objects, *times, "type", "event"}:
+        return None  # a field of another kind: the fast path does not know it, every event goes to validate_event
+    return ids, required, texts, objects, times
+
+
+# per type: (identifier fields, required identifiers, optional text fields, object fields, time fields)
+_SHAPES = {kind: shape for kind, model in EVENT_MODELS.items() if (shape := _shape(model)) is not None}
 
 
 def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
@@ -126,7 +140,7 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
     shape = _SHAPES.get(kind) if kind.__class__ is str else None
     if shape is None:
         return False
-    ids, required, texts, objects = shape
+    ids, required, texts, objects, times = shape
     get = event.get
     for name in IDENTIFIER_FIELDS:  # a blank one, declared by the type or not, is removed by validate_event
         value = get(name)
@@ -154,7 +168,7 @@ def _plainly_valid(event: Any, seen: dict[str, datetime]) -> bool:
         value = get(name)
         if value is not None and value.__class__ is not dict:
             return False
-    for name in _TIMES:
+    for name in times:
         value = get(name)
         if value is not None:
             if value.__class__ is not str or not value:
