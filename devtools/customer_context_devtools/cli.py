@@ -48,8 +48,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from customer_context_devtools.local.stack import LocalStack
 
-    if args.spec:
-        os.environ["CUSTOMER_CONTEXT_SPEC_PATH"] = str(Path(args.spec).resolve())
     _checked_spec(args.spec)
 
     running = _running_stack(_data_dir(args))
@@ -58,7 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "stack, stop it first, or pass another --data-dir", file=sys.stderr)
         return 2
     interval = Settings.from_env().build_interval_seconds
-    stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval)
+    # the emulated functions get the spec as the template gives it to them: in their environment
+    functions_env = {"CUSTOMER_CONTEXT_SPEC_PATH": str(Path(args.spec).resolve())} if args.spec else {}
+    stack = LocalStack(_data_dir(args), port=args.port, build_interval=interval, environ=functions_env)
     stack.start()
     print(f"customer-context local stack ready at {stack.url}", flush=True)
     source = (stack.write_keys or {})[stack.write_key]
