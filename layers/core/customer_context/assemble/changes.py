@@ -180,7 +180,7 @@ def _summarise(snapshots: list[Any]) -> TableChange:
             return TableChange(Change.UNKNOWN, f"operation {operation!r} of snapshot {snapshot.snapshot_id}")
         i += 1
     if added:
-        return TableChange(Change.APPEND_ONLY, f"gained {added:,} rows", added)
+        return TableChange(Change.APPEND_ONLY, f"gained {added:,} row{'s' if added != 1 else ''}", added)
     if rewritten:
         return TableChange(Change.REWRITE_SAME_ROWS, f"files rewritten, the same {rewritten:,} rows")
     return TableChange(Change.NOTHING, f"{len(snapshots)} commits that added no rows")
