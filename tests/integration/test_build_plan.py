@@ -133,31 +133,40 @@ def test_without_as_of_the_clock_is_the_newest_events_floored(lakehouse: Any) ->
     assert again.as_of == first.as_of and again.data_as_of == first.data_as_of
 
 
+@pytest.mark.parametrize("stage", ["landing", "identity_graph", "profile_state"])
 def test_what_was_read_is_committed_with_the_state_so_a_build_killed_before_it_reruns_in_full(
-        lakehouse: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+        lakehouse: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stage: str) -> None:
     _shop(lakehouse)
     store = MemoryContextStore()
     build_context(lakehouse, store, SPEC, as_of=AS_OF)
     recorded = lakehouse.table("profile_state").current_snapshot().summary.additional_properties[BUILD_INPUTS]
     _shop(lakehouse, "v", 2)
-    # Given a build killed in its commit step: after landing and the identity graph, before the profile state
-    overwrite = type(lakehouse).overwrite
+    # Given a build killed half-way through landing, or in its commit step (before or after the identity graph)
+    overwrite, put = type(lakehouse).overwrite, type(store).put_snapshots
 
     def killed(self: Any, name: str, *args: Any, **kwargs: Any) -> None:
-        if name == "profile_state":
+        if name == stage:
             raise KeyboardInterrupt("killed")
         overwrite(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(type(lakehouse), "overwrite", killed)
+    def killed_landing(self: Any, items: Any, *args: Any, **kwargs: Any) -> int:
+        put(self, list(items)[:1], *args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    if stage == "landing":
+        monkeypatch.setattr(type(store), "put_snapshots", killed_landing)
+    else:
+        monkeypatch.setattr(type(lakehouse), "overwrite", killed)
     with pytest.raises(KeyboardInterrupt):
         build_context(lakehouse, store, SPEC, as_of=AS_OF)
     monkeypatch.setattr(type(lakehouse), "overwrite", overwrite)
+    monkeypatch.setattr(type(store), "put_snapshots", put)
     # Then the last build's record is still the one in force, and the rerun builds in full
     assert lakehouse.table("profile_state").current_snapshot().summary.additional_properties[BUILD_INPUTS] == recorded
     rerun = build_context(lakehouse, store, SPEC, as_of=AS_OF)
     assert rerun.plan["mode"] == "full"
     assert "events gained 4 rows (incremental reading comes next)" in rerun.plan["reasons"]
-    assert any(r.startswith("identity_graph:") for r in rerun.plan["reasons"])
+    assert any(r.startswith("identity_graph:") for r in rerun.plan["reasons"]) == (stage == "profile_state")
     # and serves what an uninterrupted run serves
     from customer_context.config import Settings
     from customer_context.stores.iceberg import Lakehouse
