@@ -85,6 +85,7 @@ def test_a_compaction_forces_nothing(lakehouse: Any) -> None:
     ("reland", "asked to land everything again (reland)"),
     ("clock", "the clock moved from"),
     ("deletion", "a deletion job finished since the last build"),
+    ("suppression", "identifiers were suppressed since the last build"),
     ("marker", "the serving store has no landing marker"),
     ("lost", "the serving store lost items"),
     ("records", "crm_contacts gained 1 row (incremental reading comes next)"),
@@ -106,6 +107,11 @@ def test_what_makes_a_full_build(lakehouse: Any, monkeypatch: pytest.MonkeyPatch
         kwargs["as_of"] = AS_OF.replace(hour=13)
     elif change == "deletion":
         store.bump_deletion_generation()
+    elif change == "suppression":
+        from customer_context.govern.suppression import suppression_hash
+
+        store.put_suppressions([suppression_hash("k", "user_id", "u1")], "r1", delete=True)
+        kwargs["pii_key"] = "k"
     elif change == "marker":
         del store.items[("landing", "marker")]
     elif change == "lost":

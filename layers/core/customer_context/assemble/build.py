@@ -6,9 +6,10 @@ Stages (each timed in the report, progress logged):
    recorded, with its committed state, the snapshot of each source table it read, the hashes of the spec
    and of the code, and its clock. When every source table holds the same rows (nothing committed, or a
    compaction that rewrote files without changing rows), the spec, the code and the clock are the same, the
-   build's own state is as it left it, no deletion job ran and the serving store still holds what it landed,
-   the build does no work: the documents a build would land now are those already landed. Otherwise it
-   runs in full, logging why (``full=True`` forces that). The report's ``plan`` says which and why.
+   build's own state is as it left it, no deletion job ran or suppression was filed and the serving store
+   still holds what it landed, the build does no work: the documents a build would land now are those
+   already landed. Otherwise it runs in full, logging why (``full=True`` forces that). The report's
+   ``plan`` says which and why.
 1. **read**: events (projected to the columns the spec needs) and record tables, through pyiceberg
    into Arrow, into an in-memory DuckDB; events deduplicated by ``message_id``;
 2. **identity**: identifiers per event and per record row, star edges to each one's most important
@@ -49,7 +50,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -281,6 +282,13 @@ def spec_hash(spec: ContextSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def suppressions_hash(deleted: Iterable[str]) -> str:
+    """A hash of the identifiers deletions suppressed (their keyed hashes): a build drops them from its inputs."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(deleted)).encode()).hexdigest()[:16]
+
+
 def _source_tables(spec: ContextSpec) -> list[str]:
     """The tables a build reads its data from."""
     return ["events", *spec.record_tables]
@@ -296,6 +304,7 @@ class Plan:
     tables: dict[str, changes.TableChange]
     observed: dict[str, changes.Observed]  # the source tables as found before the read: what this build consumes
     spec_hash: str
+    suppressions: str
     previous: dict[str, Any] | None
 
     def line(self) -> str:
@@ -340,7 +349,7 @@ def _describe(name: str, change: changes.TableChange) -> str:
 
 
 def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: ContextSpec, built_at: datetime,
-          as_of: datetime | None, *, full: bool, reland: bool, commit: bool) -> Plan:
+          as_of: datetime | None, *, full: bool, reland: bool, commit: bool, suppressions: str) -> Plan:
     """Whether the build has any work to do: none when the source tables hold the rows the last build read (or
     the same rows rewritten), the spec, the code and the clock are the last build's, its state is as it left it
     and the serving store still holds what it landed. Otherwise a full build, with every reason found."""
@@ -349,7 +358,7 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
     previous = _previous_inputs(lakehouse)
     tables = {name: _table_change(lakehouse, name, previous) for name in (*sources, *STATE_TABLES)}
     digest = spec_hash(spec)
-    plan = Plan("full", [], tables, observed, digest, previous)
+    plan = Plan("full", [], tables, observed, digest, suppressions, previous)
     reasons = plan.reasons
     if full:
         reasons.append("--full")
@@ -375,6 +384,8 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
         reasons.append(f"the clock moved from {previous.get('clock')} to {clock.isoformat()}")
     if store.deletion_generation() != previous.get("deletion_generation"):
         reasons.append("a deletion job finished since the last build")
+    if suppressions != previous.get("suppressions"):
+        reasons.append("identifiers were suppressed since the last build")
     if spec.scores.enabled and not reasons:
         models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
         if models.latest is not None and not models.fresh:
@@ -409,6 +420,7 @@ def _inputs(plan: Plan, lakehouse: Lakehouse, report: BuildReport, clock: dateti
         tables[name] = changes.observe(lakehouse.table(name) if lakehouse.exists(name) else None).to_dict()
     return json.dumps({"tables": tables, "spec": plan.spec_hash, "code": code_hash(), "clock": clock.isoformat(),
                        "data_as_of": report.data_as_of, "deletion_generation": deletion_generation,
+                       "suppressions": plan.suppressions,
                        "events": report.events, "profiles": report.profiles, "identifiers": report.identifiers},
                       separators=(",", ":"))
 
@@ -854,7 +866,8 @@ def _build_once(
     engine = engine_type(memory_limit)  # made (its libraries imported) before the stages' clock starts
     stages = _Stages(report, progress)
     try:
-        plan = _plan(engine, lakehouse, store, spec, built_at, as_of, full=full, reland=reland, commit=commit)
+        plan = _plan(engine, lakehouse, store, spec, built_at, as_of, full=full, reland=reland, commit=commit,
+                     suppressions=suppressions_hash(guard.deleted))
         report.plan = plan.to_dict()
         logger.info(plan.line(), extra={"plan": report.plan})
         if plan.mode == "nothing_new":
