@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--reland", action="store_true",
                        help="land every snapshot and alias again, changed or not (after the serving store lost items)")
     build.add_argument("--full", action="store_true",
-                       help="recompute from scratch: refit the score models and land everything again")
+                       help="recompute from scratch whatever the plan says (a build with nothing new since the "
+                            "last one otherwise does no work): refit the score models and land everything again")
     build.add_argument("--show", type=int, default=0, help="with --dry-run: print this many snapshots")
     build.set_defaults(func=cmd_build)
 

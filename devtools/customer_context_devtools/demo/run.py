@@ -215,9 +215,16 @@ def _assemble(stack: Any, records: Any) -> tuple[bool, str | None]:
     _say(json.dumps(doc, indent=2, default=str))
 
     again = stack.build()
+    plan = again.get("plan", {})
+    nothing_new = plan.get("mode") == "nothing_new"
     _say(f"\n▶ rebuilding with no new data: {again['items_written']} DynamoDB items written "
          f"(only changed snapshots land)")
-    return bool(report["profiles"]) and again["items_written"] == 0, open_tickets[0]["requester_email"].strip().lower()
+    unchanged = [name for name, change in plan.get("tables", {}).items() if change["change"] == "nothing"]
+    _say(f"  plan: {'incremental build: nothing new since the last build' if nothing_new else 'full build'} "
+         f"({'; '.join(plan.get('reasons', []))}; unchanged: {', '.join(unchanged) or 'none'}), "
+         f"{sum(again['timings_s'].values()):.2f}s instead of {sum(report['timings_s'].values()):.2f}s")
+    return (bool(report["profiles"]) and again["items_written"] == 0 and nothing_new,
+            open_tickets[0]["requester_email"].strip().lower())
 
 
 def _serve(stack: Any, email: str) -> bool:

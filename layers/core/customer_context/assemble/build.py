@@ -2,6 +2,14 @@
 
 Stages (each timed in the report, progress logged):
 
+0. **plan**: what happened since the last build (:mod:`customer_context.assemble.changes`): that build
+   recorded, with its committed state, the snapshot of each source table it read, the hashes of the spec
+   and of the code, and its clock. When every source table holds the same rows (nothing committed, or a
+   compaction that rewrote files without changing rows), the spec, the code and the clock are the same, the
+   build's own state is as it left it, no deletion job ran or suppression was filed and the serving store
+   still holds what it landed, the build does no work: the documents a build would land now are those
+   already landed. Otherwise it runs in full, logging why (``full=True`` forces that). The report's
+   ``plan`` says which and why.
 1. **read**: events (projected to the columns the spec needs) and record tables, through pyiceberg
    into Arrow, into an in-memory DuckDB; events deduplicated by ``message_id``;
 2. **identity**: identifiers per event and per record row, star edges to each one's most important
@@ -38,14 +46,16 @@ commits nothing to the lakehouse: the next real build sees exactly what it would
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from customer_context.assemble import changes
 from customer_context.assemble import identity as identity_resolution
 from customer_context.assemble.duckdb_engine import DuckDBEngine
 from customer_context.assemble.engine import BuildEngine, EventsRead, Suppressions, TraitCounts
@@ -63,6 +73,12 @@ EVENTS_PER_SLICE = 1_000_000
 LANDING_SAMPLE = 32
 # The profile_state snapshot property naming the landing generation of the build that committed it.
 LANDING_GENERATION = "landing-generation"
+# The profile_state snapshot property holding what the build that committed it read and was built with
+# (the source tables' snapshots, the spec's and the code's hashes, its clock): the next build's plan.
+BUILD_INPUTS = "build-inputs"
+# Tables of the build's own state its next run reads (besides profile_state): as its commit left them, or
+# the plan cannot trust them.
+STATE_TABLES = ("identity_graph", "score_models")
 # Builds that start again because a deletion job finished while they read (govern/fence.py).
 BUILD_ATTEMPTS = 3
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
@@ -104,6 +120,8 @@ class BuildReport:
     scores: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # what the plan decided: "full" or "nothing_new", why, and what happened to each table since the last build
+    plan: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> JsonObject:
         """JSON-ready."""
@@ -240,6 +258,172 @@ def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
         return None
     return lakehouse.scan("identity_graph", selected_fields=(
         "identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen"))
+
+
+@functools.cache
+def code_hash() -> str:
+    """A hash of the package's source files (what is deployed): a build of other code recomputes everything."""
+    import hashlib
+    from pathlib import Path
+
+    import customer_context
+
+    root = Path(customer_context.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def spec_hash(spec: ContextSpec) -> str:
+    """A hash of the spec's every setting."""
+    import hashlib
+
+    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def suppressions_hash(deleted: Iterable[str]) -> str:
+    """A hash of the identifiers deletions suppressed (their keyed hashes): a build drops them from its inputs."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(deleted)).encode()).hexdigest()[:16]
+
+
+def _source_tables(spec: ContextSpec) -> list[str]:
+    """The tables a build reads its data from."""
+    return ["events", *spec.record_tables]
+
+
+@dataclass
+class Plan:
+    """What the build does and why: ``nothing_new`` (no work: the last build's documents are what a build now
+    would land) or ``full``; and what happened to each table since the last build."""
+
+    mode: str
+    reasons: list[str]
+    tables: dict[str, changes.TableChange]
+    observed: dict[str, changes.Observed]  # the source tables as found before the read: what this build consumes
+    spec_hash: str
+    suppressions: str
+    previous: dict[str, Any] | None
+
+    def line(self) -> str:
+        """The plan's log line."""
+        if self.mode == "nothing_new":
+            return f"incremental build: nothing new since the last build ({'; '.join(self.reasons)})"
+        return f"full build: {'; '.join(self.reasons)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the report's ``plan``)."""
+        return {"mode": self.mode, "reasons": list(self.reasons),
+                "tables": {name: change.to_dict() for name, change in self.tables.items()}}
+
+
+def _previous_inputs(lakehouse: Lakehouse) -> dict[str, Any] | None:
+    """What the last committed build recorded (:data:`BUILD_INPUTS`), if its state is the current one."""
+    if not lakehouse.exists("profile_state"):
+        return None
+    snapshot = lakehouse.table("profile_state").current_snapshot()
+    text = (snapshot.summary.additional_properties.get(BUILD_INPUTS) if snapshot is not None and snapshot.summary
+            else None)
+    try:
+        inputs = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("tables"), dict):
+        return None
+    return {**inputs, "generation": snapshot.summary.additional_properties.get(LANDING_GENERATION)}
+
+
+def _table_change(lakehouse: Lakehouse, name: str, previous: dict[str, Any] | None) -> changes.TableChange:
+    table = lakehouse.table(name) if lakehouse.exists(name) else None
+    recorded = changes.Observed.from_dict(previous["tables"].get(name)) if previous else None
+    return changes.classify(table, recorded)
+
+
+def _describe(name: str, change: changes.TableChange) -> str:
+    if change.change is changes.Change.APPEND_ONLY:
+        rows = "1 row" if change.added_rows == 1 else f"{change.added_rows:,} rows"
+        return f"{name} gained {rows} (incremental reading comes next)"
+    return f"{name}: {change.reason}"
+
+
+def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: ContextSpec, built_at: datetime,
+          as_of: datetime | None, *, full: bool, reland: bool, commit: bool, suppressions: str) -> Plan:
+    """Whether the build has any work to do: none when the source tables hold the rows the last build read (or
+    the same rows rewritten), the spec, the code and the clock are the last build's, its state is as it left it
+    and the serving store still holds what it landed. Otherwise a full build, with every reason found."""
+    sources = _source_tables(spec)
+    observed = {name: changes.observe(lakehouse.table(name) if lakehouse.exists(name) else None) for name in sources}
+    previous = _previous_inputs(lakehouse)
+    tables = {name: _table_change(lakehouse, name, previous) for name in (*sources, *STATE_TABLES)}
+    digest = spec_hash(spec)
+    plan = Plan("full", [], tables, observed, digest, suppressions, previous)
+    reasons = plan.reasons
+    if full:
+        reasons.append("--full")
+    if reland:
+        reasons.append("asked to land everything again (reland)")
+    if not commit:
+        reasons.append("a dry run builds everything")
+    if previous is None:
+        reasons.append("no earlier build recorded what it read")
+        return plan
+    if previous.get("spec") != digest:
+        reasons.append("the spec changed")
+    if previous.get("code") != code_hash():
+        reasons.append("the code changed since the last build")
+    reasons += [_describe(name, change) for name, change in tables.items() if not change.unchanged_rows]
+    if not tables["events"].unchanged_rows:
+        return plan
+    # the clock the read would give: the newest event is the one the last build saw
+    data_as_of = previous.get("data_as_of")
+    clock = as_of or _floor(datetime.fromisoformat(data_as_of) if data_as_of else built_at,
+                            spec.snapshot.clock_resolution)
+    if clock.isoformat() != previous.get("clock"):
+        reasons.append(f"the clock moved from {previous.get('clock')} to {clock.isoformat()}")
+    if store.deletion_generation() != previous.get("deletion_generation"):
+        reasons.append("a deletion job finished since the last build")
+    if suppressions != previous.get("suppressions"):
+        reasons.append("identifiers were suppressed since the last build")
+    if spec.scores.enabled and not reasons:
+        models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
+        if models.latest is not None and not models.fresh:
+            reasons.append("the score models are due for a refit")
+    if not reasons:
+        lost = _store_lost(engine, lakehouse, store, previous.get("generation"))
+        if lost:
+            reasons.append(lost)
+    if not reasons:
+        plan.mode = "nothing_new"
+        moved = [f"{n} {c.reason}" for n, c in tables.items() if c.change is changes.Change.REWRITE_SAME_ROWS]
+        reasons.append(f"as of {clock.isoformat()}" + (f"; {', '.join(moved)}" if moved else ""))
+    return plan
+
+
+def _store_lost(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, generation: str | None) -> str | None:
+    """Why the serving store may not hold what the last build landed (its marker, a sample), or ``None``."""
+    marker = store.get_landing_marker()
+    if marker != generation:
+        return ("the serving store has no landing marker (emptied, recreated or restarted)" if marker is None
+                else "the serving store's landing marker is not the last build's (restored, or a landing interrupted)")
+    sample = engine.previous_sample(lakehouse, LANDING_SAMPLE)
+    missing = store.missing(sample.snapshots, sample.aliases)
+    return f"the serving store lost items: {missing}" if missing else None
+
+
+def _inputs(plan: Plan, lakehouse: Lakehouse, report: BuildReport, clock: datetime, deletion_generation: int) -> str:
+    """:data:`BUILD_INPUTS` of a build that commits now: the source tables as it found them before reading (a
+    commit made meanwhile is read again next time), its state tables as its commit left them."""
+    tables = {name: observed.to_dict() for name, observed in plan.observed.items()}
+    for name in STATE_TABLES:
+        tables[name] = changes.observe(lakehouse.table(name) if lakehouse.exists(name) else None).to_dict()
+    return json.dumps({"tables": tables, "spec": plan.spec_hash, "code": code_hash(), "clock": clock.isoformat(),
+                       "data_as_of": report.data_as_of, "deletion_generation": deletion_generation,
+                       "suppressions": plan.suppressions,
+                       "events": report.events, "profiles": report.profiles, "identifiers": report.identifiers},
+                      separators=(",", ":"))
 
 
 # The stages, in order. Each takes what it needs and returns what the next ones use.
@@ -438,8 +622,11 @@ def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool
 
 
 def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identity: IdentityResult,
-            scores: dict[str, Any], built_at: datetime, generation: str) -> None:
-    """The Iceberg state, after landing: history, identity graph, refused edges, a refit, profile state."""
+            scores: dict[str, Any], built_at: datetime, generation: str, inputs: Callable[[], str]) -> None:
+    """The Iceberg state, after landing: history, identity graph, refused edges, a refit, profile state. The
+    profile state's commit comes last and carries the landing generation and what the build read
+    (``inputs()``, called once the other tables are committed): a build that stops before it leaves the last
+    build's record, which the state tables it committed no longer match, so the next build runs in full."""
     import pyarrow as pa
 
     history.commit()
@@ -458,7 +645,7 @@ def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identi
     # own field ids (an evolved table's may differ from the declared ones)
     lakehouse.add_missing_columns("profile_state")
     lakehouse.overwrite("profile_state", state.cast(lakehouse.table("profile_state").schema().as_arrow()),
-                        {LANDING_GENERATION: generation})
+                        {LANDING_GENERATION: generation, BUILD_INPUTS: inputs()})
 
 
 @dataclass
@@ -632,8 +819,8 @@ def build_context(
         commit: False for a dry run: nothing is written to the lakehouse (no table is created or
             changed) and the store's landing marker is left alone.
         reland: Land every current snapshot and alias, changed or not.
-        full: Recompute from scratch: score parameters refitted whatever their age, and everything landed
-            again (``reland``).
+        full: Recompute from scratch: a full build whatever the plan says, score parameters refitted whatever
+            their age, and everything landed again (``reland``).
         pii_key: The PII hash key (suppressed identifiers are stored as keyed hashes).
         engine_type: Makes the engine the build computes with, given ``memory_limit``
             (:class:`~customer_context.assemble.engine.BuildEngine`; default: an in-memory DuckDB).
@@ -680,6 +867,19 @@ def _build_once(
     engine = engine_type(memory_limit)  # made (its libraries imported) before the stages' clock starts
     stages = _Stages(report, progress)
     try:
+        plan = _plan(engine, lakehouse, store, spec, built_at, as_of, full=full, reland=reland, commit=commit,
+                     suppressions=suppressions_hash(guard.deleted))
+        report.plan = plan.to_dict()
+        logger.info(plan.line(), extra={"plan": report.plan})
+        if plan.mode == "nothing_new":
+            assert plan.previous is not None
+            previous = plan.previous
+            report.data_as_of, report.as_of = previous.get("data_as_of"), previous.get("clock")
+            report.events, report.profiles, report.identifiers = (
+                int(previous.get(k) or 0) for k in ("events", "profiles", "identifiers"))
+            stages.done("plan", plan.line())
+            return report
+        stages.done("plan", plan.line())
         read = _read(engine, lakehouse, spec, built_at, as_of)
         data_as_of = read.events.data_as_of
         report.events = read.events.events
@@ -734,7 +934,8 @@ def _build_once(
             return report
 
         assert history is not None
-        _commit(engine, lakehouse, history, identity, report.scores, built_at, landed.generation)
+        _commit(engine, lakehouse, history, identity, report.scores, built_at, landed.generation,
+                lambda: _inputs(plan, lakehouse, report, read.clock, guard.generation))
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report
     finally:

@@ -169,6 +169,15 @@ class DuckDBEngine:
                                f"USING SAMPLE {size} ROWS").fetchall()
         return LandedSample(dict(sample), aliases)
 
+    def previous_sample(self, lakehouse: Lakehouse, size: int) -> LandedSample:
+        """Tables ``prev_state`` and ``prev_ids`` read, sampled and dropped again."""
+        _register_previous(self.con, lakehouse)
+        try:
+            return self.landed_sample(size)
+        finally:
+            self.con.execute("DROP TABLE prev_state")
+            self.con.execute("DROP TABLE prev_ids")
+
     def render_slice(self, spec: ContextSpec, index: int, slices: int, built_at: datetime) -> None:
         """Tables ``slice_docs`` (a new content is a new version; an unchanged one keeps its version, and lands
         only when everything lands again), ``slice_fields`` (when each field last changed: recomputed for the

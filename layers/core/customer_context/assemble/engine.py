@@ -127,6 +127,11 @@ class BuildEngine(Protocol):
         """A random sample of what the last build landed."""
         ...
 
+    def previous_sample(self, lakehouse: Lakehouse, size: int) -> LandedSample:
+        """A random sample of what the last build landed, read from the lakehouse alone (before
+        :meth:`load_previous`, which it leaves to be called)."""
+        ...
+
     def render_slice(self, spec: ContextSpec, index: int, slices: int, built_at: datetime) -> None:
         """Render slice ``index`` of ``slices``: each profile's content, its hash, its version, whether it changed
         since the last build and when each field last changed."""
