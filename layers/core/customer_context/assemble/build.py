@@ -314,7 +314,7 @@ class Plan:
             return f"incremental build: nothing new since the last build ({'; '.join(self.reasons)})"
         return f"full build: {'; '.join(self.reasons)}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready (the report's ``plan``)."""
         return {"mode": self.mode, "reasons": list(self.reasons),
                 "tables": {name: change.to_dict() for name, change in self.tables.items()}}
@@ -325,15 +325,16 @@ def _previous_inputs(lakehouse: Lakehouse) -> dict[str, Any] | None:
     if not lakehouse.exists("profile_state"):
         return None
     snapshot = lakehouse.table("profile_state").current_snapshot()
-    text = (snapshot.summary.additional_properties.get(BUILD_INPUTS) if snapshot is not None and snapshot.summary
-            else None)
+    summary = snapshot.summary if snapshot is not None else None
+    properties = summary.additional_properties if summary is not None else {}
+    text = properties.get(BUILD_INPUTS)
     try:
         inputs = json.loads(text) if text else None
     except ValueError:
         return None
     if not isinstance(inputs, dict) or not isinstance(inputs.get("tables"), dict):
         return None
-    return {**inputs, "generation": snapshot.summary.additional_properties.get(LANDING_GENERATION)}
+    return {**inputs, "generation": properties.get(LANDING_GENERATION)}
 
 
 def _table_change(lakehouse: Lakehouse, name: str, previous: dict[str, Any] | None) -> changes.TableChange:

@@ -22,7 +22,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from customer_context.ports import JsonObject, JsonValue
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot, Summary
 
 # Our compaction's commits (govern/maintain.py) carry this ``writer`` summary property.
 COMPACTION_WRITER = "maintain:compact"
@@ -45,12 +51,12 @@ class Observed:
     uuid: str | None
     snapshot: int | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready."""
         return {"uuid": self.uuid, "snapshot": self.snapshot}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Observed | None:
+    def from_dict(cls, data: JsonValue) -> Observed | None:
         """What :meth:`to_dict` wrote; ``None`` when it is not that."""
         if not isinstance(data, dict):
             return None
@@ -73,13 +79,13 @@ class TableChange:
         """Whether the table holds the same rows as when it was recorded (nothing, or a rewrite of the same rows)."""
         return self.change in (Change.NOTHING, Change.REWRITE_SAME_ROWS)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready."""
         return {"change": self.change.value, "reason": self.reason,
                 **({"added_rows": self.added_rows} if self.change is Change.APPEND_ONLY else {})}
 
 
-def observe(table: Any | None) -> Observed:
+def observe(table: Table | None) -> Observed:
     """``table`` (a pyiceberg table with current metadata, or ``None`` when it does not exist) as it is now."""
     if table is None:
         return Observed(None, None)
@@ -87,7 +93,7 @@ def observe(table: Any | None) -> Observed:
     return Observed(str(table.metadata.table_uuid), snapshot.snapshot_id if snapshot is not None else None)
 
 
-def _count(summary: Any, key: str) -> int | None:
+def _count(summary: Summary | None, key: str) -> int | None:
     value = summary.additional_properties.get(key) if summary is not None else None
     try:
         return int(value) if value is not None else None
@@ -95,7 +101,7 @@ def _count(summary: Any, key: str) -> int | None:
         return None
 
 
-def classify(table: Any | None, recorded: Observed | None) -> TableChange:
+def classify(table: Table | None, recorded: Observed | None) -> TableChange:
     """What happened to ``table`` (a pyiceberg table, ``None`` when it does not exist) since ``recorded``
     (``None``: nothing was recorded)."""
     if recorded is None:
@@ -137,7 +143,7 @@ def classify(table: Any | None, recorded: Observed | None) -> TableChange:
     return _summarise(list(reversed(chain)))
 
 
-def _summarise(snapshots: list[Any]) -> TableChange:
+def _summarise(snapshots: list[Snapshot]) -> TableChange:
     """The change made by ``snapshots`` (oldest first)."""
     added = 0
     rewritten = 0
@@ -161,21 +167,21 @@ def _summarise(snapshots: list[Any]) -> TableChange:
             rewritten += sum(plus)
             i += len(run)
             continue
-        plus, minus = _count(summary, "added-records"), _count(summary, "deleted-records") or 0
+        gained, lost = _count(summary, "added-records"), _count(summary, "deleted-records") or 0
         if operation == "append":
-            if minus:
+            if lost:
                 return TableChange(Change.CHANGED,
-                                   f"an append deleted {minus:,} rows (snapshot {snapshot.snapshot_id})")
-            if plus is None:
+                                   f"an append deleted {lost:,} rows (snapshot {snapshot.snapshot_id})")
+            if gained is None:
                 return TableChange(Change.UNKNOWN, f"append {snapshot.snapshot_id} does not say how many rows it added")
-            added += plus
+            added += gained
         elif operation == "replace":
-            if plus is None or plus != minus:
-                return TableChange(Change.CHANGED, f"a replace changed the row count (+{plus or 0:,} -{minus:,} rows)")
-            rewritten += plus
+            if gained is None or gained != lost:
+                return TableChange(Change.CHANGED, f"a replace changed the row count (+{gained or 0:,} -{lost:,} rows)")
+            rewritten += gained
         elif operation in ("delete", "overwrite"):
-            return TableChange(Change.CHANGED, f"rows deleted or overwritten ({operation}: +{plus or 0:,} "
-                                               f"-{minus:,} rows, snapshot {snapshot.snapshot_id})")
+            return TableChange(Change.CHANGED, f"rows deleted or overwritten ({operation}: +{gained or 0:,} "
+                                               f"-{lost:,} rows, snapshot {snapshot.snapshot_id})")
         else:
             return TableChange(Change.UNKNOWN, f"operation {operation!r} of snapshot {snapshot.snapshot_id}")
         i += 1
