@@ -339,15 +339,104 @@ class Journal:
         self.sqs.close()
 
 
+def _keep_alive_handler() -> type:
+    """moto's request handler answering over HTTP/1.1 keep-alive.
+
+    werkzeug's development server closes the connection after every response (and then waits up to
+    10 ms for leftover request bytes): each boto3 call to the local stack paid a new TCP connection
+    and that wait. This handler reads the whole request body first (so the next request on the
+    connection starts where it should), runs the WSGI application, and sends its answer with a
+    Content-Length, leaving the connection open.
+    """
+    import io
+    import sys
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveMotoRequestHandler(MotoRequestHandler):  # type: ignore[misc]
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK wait
+        timeout = 60  # an idle connection's thread ends (a client reconnects: urllib3 checks before reuse)
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            pass
+
+        def run_wsgi(self) -> None:
+            self.environ = environ = self.make_environ()
+            body = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else (
+                self.rfile.read(int(environ["CONTENT_LENGTH"])) if environ.get("CONTENT_LENGTH", "").isdigit()
+                else b"")
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("wsgi.input_terminated", None)
+            answer: dict[str, Any] = {}
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if exc_info and answer.get("sent"):
+                    raise exc_info[1].with_traceback(exc_info[2])
+                answer["status"], answer["headers"] = status, headers
+                return lambda data: answer.setdefault("written", []).append(data)
+
+            try:
+                chunks = self.server.app(environ, start_response)
+                try:
+                    out = b"".join([*answer.get("written", []), *chunks])
+                finally:
+                    if hasattr(chunks, "close"):
+                        chunks.close()
+            except Exception:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+                answer = {"status": "500 INTERNAL SERVER ERROR", "headers": [("Content-Type", "text/plain")]}
+                out, self.close_connection = b"Internal Server Error", True
+            code, _, reason = answer["status"].partition(" ")
+            self.send_response(int(code), reason)
+            for name, value in answer["headers"]:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            no_body = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or 100 <= int(code) < 200
+            if not no_body or out:
+                self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            if out and environ["REQUEST_METHOD"] != "HEAD":
+                self.wfile.write(out)
+            self.wfile.flush()
+
+    return KeepAliveMotoRequestHandler
+
+
+def _cached_dispatcher() -> Any:
+    """moto's dispatcher, remembering which backend serves a host.
+
+    It matched every request's host against the URL patterns of all of moto's backends (hundreds of
+    regular expressions, under one lock); the answer only depends on the host.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    class CachedDispatcher(DomainDispatcherApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(create_backend_app)
+            self._backends: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            try:
+                return self._backends[host]
+            except KeyError:
+                backend = self._backends[host] = super().get_backend_for_host(host)
+                return backend
+
+    return CachedDispatcher()
+
+
 class JournaledMotoServer:
-    """moto's threaded server (as ``ThreadedMotoServer`` runs it) with the journal in front of it."""
+    """moto's threaded server with the journal in front of it, over keep-alive connections."""
 
     def __init__(self, journal: Journal, ip_address: str = "127.0.0.1", port: int = 0) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        app = journal.wrap(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(ip_address, port, app, True, request_handler=MotoRequestHandler)
+        app = journal.wrap(_cached_dispatcher())
+        self._server = make_server(ip_address, port, app, True, request_handler=_keep_alive_handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
 
     def start(self) -> None:
