@@ -226,3 +226,42 @@ def test_a_function_with_four_containers_serves_four_invocations_at_once_and_los
     assert most == {"all": 4, "one_container": 1}
     assert sorted(n for n, _ in results) == list(range(16))
     assert {container for _, container in results} == {0, 1, 2, 3}
+
+
+def test_two_containers_handling_requests_at_once_each_read_their_own_request() -> None:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from customer_context_devtools.local.apigw import http_api_event
+
+    # Given two resolvers (two containers' imports) whose route waits until both are inside it, then reads the
+    # request it is handling (Powertools keeps it on a class all resolvers share, which the runtime makes per thread)
+    lambda_runtime.per_thread_requests()
+    both_inside = threading.Barrier(2, timeout=10)
+    seen: dict[str, str] = {}
+
+    def container(name: str) -> APIGatewayHttpResolver:
+        app = APIGatewayHttpResolver()
+
+        @app.post("/v1/<kind>")
+        def route(kind: str) -> dict[str, str]:
+            both_inside.wait()
+            seen[name] = app.current_event.raw_event["rawPath"]
+            return {}
+
+        return app
+
+    apps = {"a": container("a"), "b": container("b")}
+
+    def call(name: str) -> None:
+        event = http_api_event(method="POST", path=f"/v1/{name}", query="", headers=[], body=b"{}",
+                               source_ip="127.0.0.1", route_key="POST /v1/{kind}", path_parameters={"kind": name},
+                               domain="127.0.0.1")
+        apps[name].resolve(event, lambda_runtime.LocalLambdaContext(function_name=name))
+
+    # When both handle a request at once
+    threads = [threading.Thread(target=call, args=(name,)) for name in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Then each read its own request
+    assert seen == {"a": "/v1/a", "b": "/v1/b"}

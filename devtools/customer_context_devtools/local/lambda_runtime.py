@@ -8,7 +8,9 @@ two threads of the local HTTP server inside one import would read each other's r
 starts more instances of a function under concurrent requests, a function may have up to
 ``CONCURRENCY[name]`` "containers" — imports of its ``app.py`` under distinct module names — each
 serving one invocation at a time (they share the process: its clients, caches and Powertools'
-logger, whose keys may then show another invocation's request id).
+logger, whose keys may then show another invocation's request id). Powertools' resolvers keep the
+current event and context on a class all of them share (``BaseRouter``): :func:`per_thread_requests`
+makes those per thread, or one container would read another's request.
 """
 
 from __future__ import annotations
@@ -68,10 +70,44 @@ class LocalLambdaContext:
 _load_lock = threading.Lock()
 
 
+def per_thread_requests() -> None:
+    """Keep ``BaseRouter.current_event`` and ``lambda_context`` per thread (once per process).
+
+    Powertools sets them on the class, for every resolver of the process; read back through the class or a
+    resolver, each thread now sees the request it is handling. Only the local runtime does this: a Lambda
+    instance handles one request at a time.
+    """
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    if getattr(BaseRouter, "_local_per_thread", False):
+        return
+    local = threading.local()
+
+    def per_thread(name: str) -> property:
+        def get(_: Any) -> Any:
+            try:
+                return getattr(local, name)
+            except AttributeError:
+                raise AttributeError(name) from None
+
+        def put(_: Any, value: Any) -> None:
+            setattr(local, name, value)
+
+        return property(get, put)
+
+    names = ("current_event", "lambda_context")
+    for name in names:  # read through a resolver (an instance)
+        setattr(BaseRouter, name, per_thread(name))
+    # written and read through the class itself: a property of its metaclass
+    BaseRouter.__class__ = type("PerThreadRouterMeta", (type(BaseRouter),), {n: per_thread(n) for n in names})
+    BaseRouter._local_per_thread = True  # type: ignore[attr-defined]
+
+
 @cache
 def load_module(name: str, container: int = 0) -> ModuleType:
     """Import ``functions/<name>/app.py`` (once per container) and return the module."""
     with _load_lock:
+        per_thread_requests()
         path = functions_dir() / name / "app.py"
         if not path.is_file():
             raise ConfigError(f"no handler for function {name!r} at {path}")
