@@ -53,9 +53,14 @@ def _athena_answers(moto_url: str, columns: list[tuple[str, str]], rows: list[li
 
 
 def test_sql_athena_asks_the_stacks_workgroup_the_local_query(local_stack: Any, athena: str,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
+    from customer_context import wiring
 
+    # the local stack's moto is a process of its own, not this test's (Athena's): its handlers use it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_stack.moto_url)
+    wiring.reload_from_environment()
     batch = [{"type": "track", "event": "Viewed", "userId": "u1", "messageId": f"ath-{i % 3}"} for i in range(5)]
     batch.append({"type": "identify", "anonymousId": "a1", "messageId": "ath-id"})
     requests.post(f"{local_stack.url}/v1/batch", json={"batch": batch}, auth=(local_stack.write_key, ""),
@@ -66,6 +71,8 @@ def test_sql_athena_asks_the_stacks_workgroup_the_local_query(local_stack: Any, 
     local = json.loads(capsys.readouterr().out)
     assert local == [{"type": "identify", "n": 1}, {"type": "track", "n": 3}]
 
+    monkeypatch.setenv("AWS_ENDPOINT_URL", athena)
+    wiring.reload_from_environment()
     client = boto3.session.Session().client("athena")
     if STACK not in [w["Name"] for w in client.list_work_groups()["WorkGroups"]]:
         client.create_work_group(Name=STACK, Configuration={

@@ -1,5 +1,6 @@
 """Load on the collect API: bench/load.py held for 60 s on loopback, with every acknowledged event accounted for;
-and concurrent requests, which the local runtime must serve one per function at a time (a Lambda container)."""
+and concurrent requests, which the local runtime must serve one per container at a time (a function has one,
+collect up to four: Lambda's concurrent instances), none lost."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_invocations_of_one_function_run_one_at_a_time_and_functions_overlap(
     guard = threading.Lock()
     first_inside, other_done = threading.Event(), threading.Event()
 
-    def handler_of(name: str) -> Any:
+    def handler_of(name: str, container: int = 0) -> Any:
         def handler(event: dict[str, Any], context: Any) -> bool | None:
             with guard:
                 running[name] += 1
@@ -175,3 +176,92 @@ def test_load_at_the_sustainable_rate_loses_no_event(tmp_path: Path) -> None:
     assert held["accounting"] == "ok"
     assert held["acknowledged_events"] == held["accounted_events"] > held["requests"]
     assert held["events_lost"] == 0 and held["unexpected_events"] == 0 and held["rejected_events"] == 0
+
+
+def test_a_function_with_four_containers_serves_four_invocations_at_once_and_loses_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a function allowed four containers, whose first four invocations each wait inside the handler until
+    # all four are in it (they can only meet if the four run in parallel; the barrier breaks after 10 s if not)
+    monkeypatch.setitem(lambda_runtime.CONCURRENCY, "wide", 4)
+    monkeypatch.setattr(lambda_runtime, "_containers_of", {})
+    together = threading.Barrier(4, timeout=10)
+    running: dict[int, int] = {}
+    most = {"all": 0, "one_container": 0}
+    guard = threading.Lock()
+
+    def handler_of(name: str, container: int = 0) -> Any:
+        def handler(event: dict[str, Any], context: Any) -> tuple[int, int]:
+            with guard:
+                running[container] = running.get(container, 0) + 1
+                most["all"] = max(most["all"], sum(running.values()))
+                most["one_container"] = max(most["one_container"], running[container])
+            if event["n"] < 4:
+                together.wait()
+            else:
+                time.sleep(0.005)
+            with guard:
+                running[container] -= 1
+            return event["n"], container
+        return handler
+
+    monkeypatch.setattr(lambda_runtime, "load_handler", handler_of)
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def call(n: int) -> None:
+        try:
+            results.append(lambda_runtime.invoke("wide", {"n": n}))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    # When sixteen invocations arrive at once
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Then the first four met inside the function, no more than four ever ran, never two in one container,
+    # and every invocation got its own answer
+    assert errors == []
+    assert most == {"all": 4, "one_container": 1}
+    assert sorted(n for n, _ in results) == list(range(16))
+    assert {container for _, container in results} == {0, 1, 2, 3}
+
+
+def test_two_containers_handling_requests_at_once_each_read_their_own_request() -> None:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from customer_context_devtools.local.apigw import http_api_event
+
+    # Given two resolvers (two containers' imports) whose route waits until both are inside it, then reads the
+    # request it is handling (Powertools keeps it on a class all resolvers share, which the runtime makes per thread)
+    lambda_runtime.per_thread_requests()
+    both_inside = threading.Barrier(2, timeout=10)
+    seen: dict[str, str] = {}
+
+    def container(name: str) -> APIGatewayHttpResolver:
+        app = APIGatewayHttpResolver()
+
+        @app.post("/v1/<kind>")
+        def route(kind: str) -> dict[str, str]:
+            both_inside.wait()
+            seen[name] = app.current_event.raw_event["rawPath"]
+            return {}
+
+        return app
+
+    apps = {"a": container("a"), "b": container("b")}
+
+    def call(name: str) -> None:
+        event = http_api_event(method="POST", path=f"/v1/{name}", query="", headers=[], body=b"{}",
+                               source_ip="127.0.0.1", route_key="POST /v1/{kind}", path_parameters={"kind": name},
+                               domain="127.0.0.1")
+        apps[name].resolve(event, lambda_runtime.LocalLambdaContext(function_name=name))
+
+    # When both handle a request at once
+    threads = [threading.Thread(target=call, args=(name,)) for name in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Then each read its own request
+    assert seen == {"a": "/v1/a", "b": "/v1/b"}

@@ -157,3 +157,38 @@ def test_a_restarted_stack_still_serves_what_it_built(tmp_path: Path) -> None:
         assert after.status_code == 200, after.text
         assert json.loads(after.text)["context"] == json.loads(before.text)["context"]
         assert stack.restored["dynamodb_writes"] > 0
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_moto_process_ends_when_the_stack_is_sigkilled(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "config.toml").write_text(f'[write_keys]\n"{WRITE_KEY}" = "web"\n')
+    # Given a stack served in its own process, moto in a child process of it
+    child, url = _serve(data_dir)
+    moto_pid = int(json.loads((data_dir / "stack.json").read_text())["moto_pid"])
+    try:
+        assert requests.post(f"{url}/v1/batch", json={"batch": [{"type": "track", "userId": "u", "event": "E"}]},
+                             auth=(WRITE_KEY, ""), timeout=30).status_code == 200
+        assert _running(moto_pid)
+        # When the stack's process is SIGKILLed: it cannot stop its child
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(60)
+        # Then the moto process ends on its own (its stdin closed), instead of serving on as an orphan
+        deadline = time.monotonic() + 60
+        while _running(moto_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(moto_pid)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if _running(moto_pid):
+            os.kill(moto_pid, signal.SIGKILL)

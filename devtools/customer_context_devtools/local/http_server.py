@@ -122,6 +122,9 @@ class LocalHttpApi(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of new connections beyond it (a load test's users
+    # starting, SDKs reconnecting) waits for the kernel's SYN retry, a second or more, before it is accepted
+    request_queue_size = 1024
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, cors: Cors | None = None) -> None:
         self.cors = cors or Cors.from_template(get_settings().cors_allow_origins)

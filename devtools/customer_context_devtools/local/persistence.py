@@ -8,7 +8,8 @@ the data dir *before* the response goes back, so whatever the stack acknowledged
 * DynamoDB: every item write (PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems)
   that succeeded, in the order moto applied it — snapshots, aliases, the live tail, consumer keys,
   suppressions, regulations, the landing fence. On start the requests are replayed, then the file is
-  compacted to the items the tables hold (and again whenever it grows past ``COMPACT_BYTES``, and
+  compacted to the items the tables hold (and again whenever it grows past ``COMPACT_BYTES`` and twice
+  its size after the last compaction, and
   whenever a deletion job finishes: the journal must not keep a deleted customer either).
 * SQS: every message sent, and every message deleted (receipt handles are mapped to message ids from
   the ReceiveMessage answers); on start the messages never deleted are sent again (a message that was
@@ -34,9 +35,17 @@ DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteI
 COMPACT_BYTES = 64 << 20
 DELETIONS_KEY = b'"fence#deletions"'  # the item a deletion job updates when it is done (stores/context_store.py)
 _FORWARDED = ("HTTP_AUTHORIZATION", "CONTENT_TYPE", "HTTP_X_AMZ_TARGET")
+_LOCAL_REGION = "us-east-1"  # the local stack's (stack.LOCAL_REGION)
 # moto routes a request by the service named in its credential scope; it checks no signature
 _LOCAL_AUTH = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, "
                "Signature=0")
+
+
+def _binary(value: Any) -> str:
+    """Binary values inside moto's items (sets, lists, maps), as DynamoDB's JSON writes them: base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _key_file(root: Path, bucket: str, key: str) -> Path:
@@ -56,11 +65,15 @@ class _Log:
         if data:
             os.write(self._fd, data)
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self, start: int = 0, end: int | None = None) -> list[dict[str, Any]]:
+        """The records in bytes ``start`` to ``end`` of the file (default: all of it)."""
         if not self.path.is_file():
             return []
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read() if end is None else fh.read(end - start)
         out = []
-        for line in self.path.read_text().splitlines():
+        for line in data.decode().splitlines():
             try:
                 out.append(json.loads(line))
             except ValueError:  # a record cut short by a kill: it was never acknowledged
@@ -116,6 +129,8 @@ class Journal:
         self._receipts: dict[str, tuple[str, str]] = {}  # receipt handle → (queue, message id)
         self.app: Any = None
         self.recording = False
+        self._compacted_bytes = 0  # the larger journal's size right after the last compaction
+        self._compacting = threading.Lock()  # one compaction at a time (the timer's, a deletion's)
 
     # -- the middleware ------------------------------------------------------------------------------
     def wrap(self, app: Any) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
@@ -293,44 +308,44 @@ class Journal:
         return {"dynamodb_writes": len(writes), "messages": len(live), "objects": len(objects)}
 
     def _scan(self) -> dict[str, list[dict[str, Any]]]:
-        """Every item of every table moto holds (in-process Scans), by table."""
-        from werkzeug.test import EnvironBuilder
+        """Every item of every table moto holds, by table, read from moto's DynamoDB backend directly (the
+        region and account the stack uses). Through Scan requests each page re-sorted the whole table and
+        skipped the pages before it: a table of 100k items took tens of seconds, every write waiting."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.dynamodb.models import dynamodb_backends
 
-        def call(target: str, request: dict[str, Any]) -> dict[str, Any]:
-            headers = {"Authorization": _LOCAL_AUTH, "X-Amz-Target": f"DynamoDB_20120810.{target}",
-                       "Content-Type": "application/x-amz-json-1.0"}
-            _, _, out, _ = self._call(EnvironBuilder(method="POST", path="/", headers=list(headers.items()),
-                                                     data=json.dumps(request).encode()).get_environ())
-            return json.loads(out)  # type: ignore[no-any-return]
-
-        tables: dict[str, list[dict[str, Any]]] = {}
-        for table in call("ListTables", {}).get("TableNames", []):
-            request: dict[str, Any] = {"TableName": table}
-            items = tables.setdefault(table, [])
-            while True:
-                answer = call("Scan", request)
-                items += answer.get("Items", [])
-                if "LastEvaluatedKey" not in answer:
-                    break
-                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-        return tables
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][_LOCAL_REGION]
+        return {name: [item.to_json()["Attributes"] for item in table.all_items()]
+                for name, table in list(backend.tables.items())}
 
     def compact(self) -> None:
         """Rewrite both journals as what moto holds now: the items of every table (one BatchWriteItem per 25),
-        the messages still queued."""
+        the messages still queued. The SQS journal is read up to where it ended when compaction began without
+        holding its lock (appends only add to the end), then the rest under it."""
+        with self._compacting:
+            self._compact()
+
+    def _compact(self) -> None:
         with self._ddb_lock:
             headers = {"HTTP_AUTHORIZATION": _LOCAL_AUTH, "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.BatchWriteItem",
                        "CONTENT_TYPE": "application/x-amz-json-1.0"}
             self.dynamodb.replace(
                 {"h": headers, "b": json.dumps({"RequestItems": {table: [{"PutRequest": {"Item": i}}
-                                                                        for i in items[n:n + 25]]}})}
+                                                                        for i in items[n:n + 25]]}},
+                                  default=_binary)}
                 for table, items in self._scan().items() for n in range(0, len(items), 25))
         with self._sqs_lock:
-            self.sqs.replace(_live(self.sqs.read()).values())
+            cut = self.sqs.size()
+        records = self.sqs.read(0, cut)
+        with self._sqs_lock:
+            records += self.sqs.read(cut)
+            self.sqs.replace(_live(records).values())
+        self._compacted_bytes = max(self.dynamodb.size(), self.sqs.size())
 
     def maybe_compact(self) -> None:
-        """Compact the journals when one grew past ``COMPACT_BYTES``."""
-        if max(self.dynamodb.size(), self.sqs.size()) > COMPACT_BYTES:
+        """Compact the journals when one grew past ``COMPACT_BYTES`` and past twice the size the last compaction
+        left (tables holding more than ``COMPACT_BYTES`` would otherwise be rewritten every time)."""
+        if max(self.dynamodb.size(), self.sqs.size()) > max(COMPACT_BYTES, 2 * self._compacted_bytes):
             self.compact()
 
     def close(self) -> None:
@@ -339,15 +354,127 @@ class Journal:
         self.sqs.close()
 
 
+def _keep_alive_handler() -> type:
+    """moto's request handler answering over HTTP/1.1 keep-alive.
+
+    werkzeug's development server closes the connection after every response (and then waits up to
+    10 ms for leftover request bytes): each boto3 call to the local stack paid a new TCP connection
+    and that wait. This handler reads the whole request body first (so the next request on the
+    connection starts where it should), runs the WSGI application, and sends its answer with a
+    Content-Length, leaving the connection open.
+    """
+    import io
+    import sys
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveMotoRequestHandler(MotoRequestHandler):  # type: ignore[misc]
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK wait
+        timeout = 60  # an idle connection's thread ends (a client reconnects: urllib3 checks before reuse)
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            pass
+
+        def run_wsgi(self) -> None:
+            self.environ = environ = self.make_environ()
+            body = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else (
+                self.rfile.read(int(environ["CONTENT_LENGTH"])) if environ.get("CONTENT_LENGTH", "").isdigit()
+                else b"")
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("wsgi.input_terminated", None)
+            answer: dict[str, Any] = {}
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if exc_info and answer.get("sent"):
+                    raise exc_info[1].with_traceback(exc_info[2])
+                answer["status"], answer["headers"] = status, headers
+                return lambda data: answer.setdefault("written", []).append(data)
+
+            try:
+                chunks = self.server.app(environ, start_response)
+                try:
+                    out = b"".join([*answer.get("written", []), *chunks])
+                finally:
+                    if hasattr(chunks, "close"):
+                        chunks.close()
+            except Exception:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+                answer = {"status": "500 INTERNAL SERVER ERROR", "headers": [("Content-Type", "text/plain")]}
+                out, self.close_connection = b"Internal Server Error", True
+            code, _, reason = answer["status"].partition(" ")
+            self.send_response(int(code), reason)
+            for name, value in answer["headers"]:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            no_body = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or 100 <= int(code) < 200
+            if not no_body or out:
+                self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            if out and environ["REQUEST_METHOD"] != "HEAD":
+                self.wfile.write(out)
+            self.wfile.flush()
+
+    return KeepAliveMotoRequestHandler
+
+
+def _cached_dispatcher() -> Any:
+    """moto's dispatcher, remembering which backend serves a host.
+
+    It matched every request's host against the URL patterns of all of moto's backends (hundreds of
+    regular expressions, under one lock); the answer only depends on the host.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    class CachedDispatcher(DomainDispatcherApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(create_backend_app)
+            self._backends: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            try:
+                return self._backends[host]
+            except KeyError:
+                backend = self._backends[host] = super().get_backend_for_host(host)
+                return backend
+
+    return CachedDispatcher()
+
+
+def _patch_moto_sqs() -> None:
+    """A faster retention check in moto's ReceiveMessage (same answer).
+
+    For every message it is about to deliver, moto asks the queue's attributes for
+    ``MessageRetentionPeriod`` — and builds all of them to find it, ``ApproximateNumberOfMessages``
+    included, which walks every message of the queue: with a backlog, each receive cost the square of
+    its size. This reads the one attribute.
+    """
+    from moto.sqs import models
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend, "_local_stack_patched", False):
+        return
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention_period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention_period + message.sent_timestamp / 1000 > models.unix_time())
+
+    setattr(SQSBackend, "is_message_valid_based_on_retention_period", is_message_valid_based_on_retention_period)  # noqa: B010
+    setattr(SQSBackend, "_local_stack_patched", True)  # noqa: B010
+
+
 class JournaledMotoServer:
-    """moto's threaded server (as ``ThreadedMotoServer`` runs it) with the journal in front of it."""
+    """moto's threaded server with the journal in front of it, over keep-alive connections."""
 
     def __init__(self, journal: Journal, ip_address: str = "127.0.0.1", port: int = 0) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        app = journal.wrap(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(ip_address, port, app, True, request_handler=MotoRequestHandler)
+        _patch_moto_sqs()
+        app = journal.wrap(_cached_dispatcher())
+        self._server = make_server(ip_address, port, app, True, request_handler=_keep_alive_handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
 
     def start(self) -> None:

@@ -2,7 +2,8 @@
 
 * moto's server on loopback stands in for SQS (queue + DLQ with a redrive policy), S3 (the spool
   bucket) and DynamoDB, reached over real HTTP through ``AWS_ENDPOINT_URL``; a write-ahead journal
-  in front of it keeps what it accepted across a restart or a kill (:mod:`.persistence`);
+  in front of it keeps what it accepted across a restart or a kill (:mod:`.persistence`). Both run
+  in a child process (:mod:`.moto_process`), which ends with the stack's;
 * the lakehouse is a SQLite Iceberg catalog with a file warehouse under ``data_dir``;
 * an HTTP server on 127.0.0.1 turns each request into the API Gateway HTTP API event for the
   same handler the template deploys, and the SQS trigger drives ingest with SQS events.
@@ -136,7 +137,6 @@ class LocalStack:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         self._moto: Any = None
-        self._journal: Any = None
         self.restored: dict[str, int] = {}
         self._http: Any = None
         self._trigger: Any = None
@@ -158,7 +158,7 @@ class LocalStack:
         from customer_context.spec import load_spec
 
         from customer_context_devtools.local.http_server import LocalHttpApi
-        from customer_context_devtools.local.persistence import Journal, JournaledMotoServer
+        from customer_context_devtools.local.moto_process import MotoProcess
         from customer_context_devtools.local.sqs_trigger import SqsTrigger
 
         load_spec(Settings.from_env({**os.environ, **self.environ}).spec_path or None)
@@ -168,21 +168,15 @@ class LocalStack:
         else:
             self.key_origin = "arguments"
 
-        import logging
         import warnings
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         # metrics are disabled locally; Powertools still warns each invocation that none were published
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        self._journal = Journal(self.data_dir / "aws", SPOOL_BUCKET)
-        self._moto = JournaledMotoServer(self._journal)
+        # moto in a process of its own (a fresh one: its state starts empty), the journal with it
+        self._moto = MotoProcess(self.data_dir / "aws", SPOOL_BUCKET)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
-        # moto keeps its state per process, not per server: start from a clean slate
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"), timeout=10)
 
         self._set_env({
             "AWS_ACCESS_KEY_ID": "testing",
@@ -216,7 +210,7 @@ class LocalStack:
         self._create_context_table(wiring.boto_client("dynamodb"))
         # what the last run acknowledged and governs privacy (suppressions, regulations, snapshots, queued
         # events, spooled objects) comes back before anything is served
-        self.restored = self._journal.restore(sqs, s3, {QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
+        self.restored = self._moto.restore({QUEUE_NAME: queue_url, DLQ_NAME: dlq_url})
         self.consumer_key = self._seed_consumers()
 
         self._set_env({
@@ -255,7 +249,7 @@ class LocalStack:
         state.unlink(missing_ok=True)
         with os.fdopen(os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
             fh.write(json.dumps({
-                "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(),
+                "url": self.url, "moto_url": self.moto_url, "pid": os.getpid(), "moto_pid": self._moto.pid,
                 "environment": {k: os.environ[k] for k in os.environ if k.startswith(("AWS_", "CUSTOMER_CONTEXT_"))},
             }, indent=1))
         return self
@@ -307,7 +301,7 @@ class LocalStack:
         assert self._stopping is not None
         while not self._stopping.wait(60):
             try:
-                self._journal.maybe_compact()
+                self._moto.maybe_compact()
             except Exception:
                 logger.exception("compacting the local journal failed (it keeps growing; nothing is lost)")
 
@@ -352,7 +346,7 @@ class LocalStack:
             self._trigger.stop()
         if self._moto is not None:
             self._moto.stop()
-            self._journal.close()
+            self._moto = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
