@@ -9,7 +9,7 @@ SAM_CLI_VERSION ?= 1.170.0
 PY312_DIR := $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin /usr/local/bin 2>/dev/null | while read d; do [ -x $$d/python3.12 ] && echo $$d && break; done)
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 PATH=$(PY312_DIR):$$PATH $(SAM_VENV)/bin/sam
 
-.PHONY: demo test test-fast lint serve bench build build-zip validate openapi clean help browser-deps
+.PHONY: demo test test-fast lint serve bench build build-zip validate openapi clean help browser-deps java-deps
 
 help:
 	@echo "make demo     - run the demo end to end on the embedded local stack"
@@ -38,14 +38,15 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/customer-context serve
 
-test: $(STAMP) $(SAM_VENV)/bin/sam browser-deps
+# Spark (tests/integration/test_spark_identity.py) binds to loopback only; its UI is off in the test session.
+test: $(STAMP) $(SAM_VENV)/bin/sam browser-deps java-deps
 	$(BIN)/ruff check layers devtools functions tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check layers devtools functions tests bench
@@ -88,6 +89,15 @@ $(BROWSER_TESTS)/node_modules/.package-lock.json: $(BROWSER_TESTS)/package.json 
 	cd $(BROWSER_TESTS) && npm ci --silent --no-audit --no-fund
 
 browser-deps: $(CHROMIUM) $(BROWSER_TESTS)/node_modules/.package-lock.json
+
+# The Spark tests: pyspark comes with the dev extras (its jars included); Spark runs on a JVM. Without `java`,
+# Debian's headless JRE 17 is installed (needs root, as in CI).
+java-deps:
+	@command -v java >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "the Spark tests need Java 17: sudo apt-get install openjdk-17-jre-headless"; exit 2; }; \
+	  echo "installing Debian's openjdk-17-jre-headless for the Spark tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq openjdk-17-jre-headless >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }; }
 
 # The SAM CLI lives in its own virtualenv: its exact pins (boto3, click, pydantic) would
 # otherwise downgrade the project's own dependencies.
