@@ -41,6 +41,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from customer_context.errors import ConfigError
+from customer_context.sql_text import lit
 
 if TYPE_CHECKING:
     from customer_context.spec import ContextSpec, IdentifierType
@@ -124,18 +125,14 @@ def normalize_identifier(spec: ContextSpec, id_type: str, value: str) -> str | N
 
 # --------------------------------------------------------------------------------------------- SQL
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _ascii_sql(step: str, expr: str) -> str:
     """One step in SQL, exact for ASCII text."""
     if step == "trim":
-        return f"trim({expr}, {_lit(WHITESPACE)})"
+        return f"trim({expr}, {lit(WHITESPACE)})"
     if step == "casefold":
         return f"lower({expr})"
     if step == "digits":
-        return f"CASE WHEN regexp_full_match({expr}, {_lit(PII_TOKEN.pattern)}) THEN {expr} " \
+        return f"CASE WHEN regexp_full_match({expr}, {lit(PII_TOKEN.pattern)}) THEN {expr} " \
                f"ELSE regexp_replace({expr}, '[^0-9]', '', 'g') END"
     raise ValueError(step)
 
@@ -149,7 +146,7 @@ def normalize_sql(expr: str, rule: IdentifierType) -> str:
     """
     text = f"CAST({expr} AS VARCHAR)"
     steps = rule.normalize
-    python = f"{UDF_NAME}({_lit(','.join(steps))}, {_lit(rule.region or '')}, {text})"
+    python = f"{UDF_NAME}({lit(','.join(steps))}, {lit(rule.region or '')}, {text})"
     if "phone" in steps:
         return f"nullif({python}, '')"
     out = text
