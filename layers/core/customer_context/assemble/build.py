@@ -87,6 +87,7 @@ HISTORY_FILE_BYTES = 1 << 30
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyiceberg.table import Table
 
     from customer_context.stores.iceberg import Lakehouse
 
@@ -337,8 +338,12 @@ def _previous_inputs(lakehouse: Lakehouse) -> dict[str, Any] | None:
     return {**inputs, "generation": properties.get(LANDING_GENERATION)}
 
 
-def _table_change(lakehouse: Lakehouse, name: str, previous: dict[str, Any] | None) -> changes.TableChange:
-    table = lakehouse.table(name) if lakehouse.exists(name) else None
+def _current(lakehouse: Lakehouse, name: str) -> Table | None:
+    """The table as its catalog holds it now (``None``: it does not exist)."""
+    return lakehouse.table(name) if lakehouse.exists(name) else None
+
+
+def _table_change(table: Table | None, name: str, previous: dict[str, Any] | None) -> changes.TableChange:
     recorded = changes.Observed.from_dict(previous["tables"].get(name)) if previous else None
     return changes.classify(table, recorded)
 
@@ -356,9 +361,10 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
     the same rows rewritten), the spec, the code and the clock are the last build's, its state is as it left it
     and the serving store still holds what it landed. Otherwise a full build, with every reason found."""
     sources = _source_tables(spec)
-    observed = {name: changes.observe(lakehouse.table(name) if lakehouse.exists(name) else None) for name in sources}
+    found = {name: _current(lakehouse, name) for name in (*sources, *STATE_TABLES)}  # each loaded once
+    observed = {name: changes.observe(found[name]) for name in sources}
     previous = _previous_inputs(lakehouse)
-    tables = {name: _table_change(lakehouse, name, previous) for name in (*sources, *STATE_TABLES)}
+    tables = {name: _table_change(table, name, previous) for name, table in found.items()}
     digest = spec_hash(spec)
     plan = Plan("full", [], tables, observed, digest, suppressions, previous)
     reasons = plan.reasons
@@ -419,7 +425,7 @@ def _inputs(plan: Plan, lakehouse: Lakehouse, report: BuildReport, clock: dateti
     commit made meanwhile is read again next time), its state tables as its commit left them."""
     tables = {name: observed.to_dict() for name, observed in plan.observed.items()}
     for name in STATE_TABLES:
-        tables[name] = changes.observe(lakehouse.table(name) if lakehouse.exists(name) else None).to_dict()
+        tables[name] = changes.observe(_current(lakehouse, name)).to_dict()
     return json.dumps({"tables": tables, "spec": plan.spec_hash, "code": code_hash(), "clock": clock.isoformat(),
                        "data_as_of": report.data_as_of, "deletion_generation": deletion_generation,
                        "suppressions": plan.suppressions,
