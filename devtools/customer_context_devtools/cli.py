@@ -142,6 +142,15 @@ def cmd_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identifier(text: str) -> tuple[str, str] | None:
+    """``--identifier TYPE:VALUE`` as (type, value); ``None`` (the error said) when it is not that."""
+    id_type, sep, value = text.partition(":")
+    if not sep or not value:
+        print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
+        return None
+    return id_type, value
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Who was served what about one customer (serving_audit), newest first."""
     from customer_context.errors import ConfigError
@@ -149,10 +158,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from customer_context.spec import load_spec
     from customer_context.stores.sql import connect
 
-    id_type, sep, value = args.identifier.partition(":")
-    if not sep or not value:
-        print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
+    parsed = _identifier(args.identifier)
+    if parsed is None:
         return 2
+    id_type, value = parsed
     spec = load_spec(args.spec)
     types = [*spec.identifiers.types, "profile_id"]
     if id_type not in types:  # else it answered "nothing served", as if the customer had been asked about by no one
@@ -197,10 +206,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from customer_context.spec import load_spec
     from customer_context.stores.context_store import MemoryContextStore
 
-    id_type, sep, value = args.identifier.partition(":")
-    if not sep or not value:
-        print("error: --identifier must be TYPE:VALUE, e.g. email:ada@example.com", file=sys.stderr)
+    parsed = _identifier(args.identifier)
+    if parsed is None:
         return 2
+    id_type, value = parsed
     data_dir = _data_dir(args)
     lakehouse = _lakehouse(data_dir)
     spec = load_spec(args.spec)
