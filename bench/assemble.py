@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +194,10 @@ class _DiscardStore:
         pass
 
 
-def _child_build(lake_dir: str, store_kind: str, queue: Any) -> None:
-    """A full build landing into ``store_kind``: ``discard`` (counts items) or ``sqlite`` (a SQLite file on
-    disk beside the lake, bench/sqlite_store.py: the kind of store Feast's materialize writes)."""
+def _child_build(lake_dir: str, store_kind: str, options: dict[str, Any], queue: Any) -> None:
+    """A build landing into ``store_kind``: ``discard`` (counts items) or ``sqlite`` (a SQLite file on
+    disk beside the lake, bench/sqlite_store.py: the kind of store Feast's materialize writes); ``options``:
+    ``store`` (another SQLite file name), ``as_of`` (ISO-8601), ``full``, ``commit``, ``reland``."""
     from customer_context.assemble.build import build_context
     from customer_context.config import Settings
     from customer_context.spec import load_spec
@@ -207,9 +208,12 @@ def _child_build(lake_dir: str, store_kind: str, queue: Any) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from sqlite_store import SqliteContextStore
 
-    store = SqliteContextStore(Path(lake_dir) / "context.sqlite") if store_kind == "sqlite" else _DiscardStore(lake_dir)
-    report = build_context(lakehouse, store, load_spec(),
-                           memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"))
+    store = (SqliteContextStore(Path(lake_dir) / options.get("store", "context.sqlite")) if store_kind == "sqlite"
+             else _DiscardStore(lake_dir))
+    as_of = datetime.fromisoformat(options["as_of"]) if options.get("as_of") else None
+    report = build_context(lakehouse, store, load_spec(), memory_limit=os.environ.get("BENCH_MEMORY_LIMIT"),
+                           as_of=as_of, full=options.get("full", False), commit=options.get("commit", True),
+                           reland=options.get("reland", False))
     wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     rss_mb = _peak_rss_mb()
     queue.put({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": rss_mb,
@@ -269,6 +273,50 @@ def change_one_percent(lake_dir: Path) -> int:
     return len(chosen)
 
 
+def _served(path: Path) -> dict[str, str]:
+    """A SQLite store's snapshots (documents without their build times) and aliases."""
+    import sqlite3
+
+    out: dict[str, str] = {}
+    with sqlite3.connect(path) as db:
+        for pk, sk, item in db.execute("SELECT pk, sk, item FROM items"):
+            value = json.loads(item)
+            if sk == "snapshot":
+                doc = {k: v for k, v in json.loads(value["doc"]).items() if k not in ("built_at", "data_as_of")}
+                out[pk] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            elif pk.startswith("id#"):
+                out[pk] = value["profile_id"]
+    return out
+
+
+def _incremental_fields(lake: Path, again: dict[str, Any]) -> dict[str, Any]:
+    """The +1 % build's cost as an incremental build; whether what it left served equals what a full build at the
+    same clock lands (into an empty SQLite store, committing nothing); and a build with no new events one clock
+    step later."""
+    report = again["report"]
+    full = _in_child(_child_build, str(lake), "sqlite", {"store": "full.sqlite", "as_of": report["as_of"],
+                                                          "commit": False, "reland": True})
+    equal = _served(lake / "context.sqlite") == _served(lake / "full.sqlite")
+    print(f"incremental build: {report['plan']['mode']}, {again['cpu_s']} CPU s; equals a full build: {equal}",
+          flush=True)
+    step = datetime.fromisoformat(report["as_of"]) + timedelta(hours=1)
+    clock = _in_child(_child_build, str(lake), "sqlite", {"as_of": step.isoformat()})
+    return {
+        "incremental_mode": report["plan"]["mode"], "incremental_reasons": report["plan"]["reasons"],
+        "incremental_touched_profiles": report["plan"].get("touched_profiles"),
+        "incremental_cpu_s": again["cpu_s"], "incremental_wall_s": again["wall_s"],
+        "incremental_stages_cpu_s": report.get("cpu_s"),
+        "incremental_peak_rss_mb": again["peak_rss_mb"],
+        "incremental_items_written": report["items_written"],
+        "incremental_equals_full": equal,
+        "full_reference_cpu_s": full["cpu_s"],
+        "clock_step_mode": clock["report"]["plan"]["mode"], "clock_step_reasons": clock["report"]["plan"]["reasons"],
+        "clock_step_cpu_s": clock["cpu_s"], "clock_step_wall_s": clock["wall_s"],
+        "clock_step_changed_profiles": clock["report"]["changed_profiles"],
+        "clock_step_items_written": clock["report"]["items_written"],
+    }
+
+
 def data_files(lake_dir: Path) -> list[str]:
     return sorted(str(p) for p in (lake_dir / "warehouse").rglob("*.parquet") if "/events/" in str(p))
 
@@ -284,11 +332,11 @@ def run(size: str, data_dir: Path | None = None, l_from_m: bool = False, rebuild
         before = work / "lake-before-build"
         shutil.copytree(lake, before)
         floors = [_in_child(_child_floor, files)]
-        build = _in_child(_child_build, str(lake), "discard")
+        build = _in_child(_child_build, str(lake), "discard", {})
         shutil.rmtree(lake)
         shutil.copytree(before, lake)
         floors.append(_in_child(_child_floor, files))
-        into_sqlite = _in_child(_child_build, str(lake), "sqlite")
+        into_sqlite = _in_child(_child_build, str(lake), "sqlite", {})
         floors.append(_in_child(_child_floor, files))
         floor = min(floors, key=lambda f: f["cpu_s"])
         # --- Feast peer (bench/peers/feast): Feast over the same files, after our build and the floor ---
@@ -299,8 +347,10 @@ def run(size: str, data_dir: Path | None = None, l_from_m: bool = False, rebuild
         changed = change_one_percent(lake) if rebuild else None
         if changed is not None:
             print(f"[{size}] rebuild after {changed:,} customers changed …", flush=True)
-        # the rebuild lands into the SQLite store the last full build filled (the lake's state matches it)
-        again = _in_child(_child_build, str(lake), "sqlite") if rebuild else {"wall_s": None, "report": {}}
+        # the rebuild (incremental: only events were appended, at the same clock) lands into the SQLite store the
+        # last full build filled (the lake's state matches it)
+        again = _in_child(_child_build, str(lake), "sqlite", {}) if rebuild else {"wall_s": None, "report": {}}
+        incremental = _incremental_fields(lake, again) if rebuild else {}
         return {
             "size": size, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **gen,
             "profiles": build["report"]["profiles"],
@@ -319,6 +369,7 @@ def run(size: str, data_dir: Path | None = None, l_from_m: bool = False, rebuild
             "rebuild_wall_s": again["wall_s"],
             "rebuild_changed_profiles": again["report"].get("changed_profiles"),
             "rebuild_items_written": again["report"].get("items_written"),
+            **incremental,
             **feast,  # Feast peer
         }
     finally:

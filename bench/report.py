@@ -82,7 +82,19 @@ def table() -> str:
                          "than materialize |")
         elif r.get("feast_skipped"):
             lines.append(f"| Feast at {r['events']:,} events | {r['feast_skipped']} | — | — |")
-        if r.get("rebuild_items_written") is not None:
+        if r.get("incremental_cpu_s") is not None:
+            equal = "yes" if r["incremental_equals_full"] else "NO"
+            share = r["incremental_cpu_s"] / max(r["build_into_sqlite_cpu_s"], 1e-9)
+            lines.append(f"| {r['incremental_mode']} build after new orders of {r['customers_changed']:,} customers "
+                         f"(1 %): {r['incremental_touched_profiles'] or 0:,} profiles touched | "
+                         f"{r['incremental_wall_s']} s, {r['incremental_cpu_s']} s CPU; "
+                         f"{r['incremental_items_written']:,} DynamoDB items written; equals a full build: {equal} | "
+                         f"full build: {r['build_into_sqlite_wall_s']} s, {r['build_into_sqlite_cpu_s']} s CPU, "
+                         f"{r['first_build_items_written']:,} items | {share:.3f} of its CPU; aim ≤ 0.1 |")
+            lines.append(f"| no new events, the clock one hour later: {r['clock_step_mode']} build | "
+                         f"{r['clock_step_wall_s']} s, {r['clock_step_cpu_s']} s CPU; "
+                         f"{r['clock_step_changed_profiles']:,} profiles changed | — | — |")
+        elif r.get("rebuild_items_written") is not None:
             lines.append(f"| rebuild after {r['customers_changed']:,} customers (1 %) changed | "
                          f"{r['rebuild_items_written']:,} DynamoDB items written ({r['rebuild_wall_s']} s) | "
                          f"first build: {r['first_build_items_written']:,} items | — |")

@@ -445,8 +445,9 @@ def estimate(workload: Workload, units: Units, prices: Prices, memory: dict[str,
                         f"{u['build_wall_s_per_million_events']:.0f} s per million, over Lambda's "
                         f"{LAMBDA_MAX_SECONDS} s limit")
     if w.build_reads == "new":
-        warnings.append("build_reads=new prices the incremental build the design aims at (each build reads only "
-                        "the events since the last one); today's build reads every event it keeps "
+        warnings.append("build_reads=new prices each build as reading only the events since the last one; an "
+                        "incremental build also scans the build's own copy of the events (build_rows) and runs only "
+                        "at an unchanged clock, a build whose clock moved reads every event it keeps "
                         "(--build-reads all)")
     lambda_lines("build_context", builds, math.ceil(build_s * 1000))
     landed = builds * w.profiles * w.changed_share
@@ -566,8 +567,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--build-every-minutes", type=float, default=d.build_every_minutes,
                         help=f"build schedule (default every {d.build_every_minutes:g} minutes, the template's)")
     parser.add_argument("--build-reads", choices=["new", "all"], default=d.build_reads,
-                        help="what each build reads: new (only events since the last build: the incremental "
-                             "build the design aims at) or all (every kept event: today's build); "
+                        help="what each build reads: new (only events since the last build: an incremental "
+                             "build) or all (every kept event: a full build); "
                              f"default {d.build_reads}")
     parser.add_argument("--retention-days", type=float, default=d.retention_days,
                         help=f"days events and audit records are kept in S3 (default {d.retention_days:g})")

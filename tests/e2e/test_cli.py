@@ -113,6 +113,9 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "✓ accounting: sent" in proc.stdout and "✓ demo finished" in proc.stdout, proc.stdout[-3000:]
     assert "rebuilding with no new data: 0 DynamoDB items written" in proc.stdout
+    # and a build after more events reads only them (unless their hour is past the first build's: then in full)
+    assert re.search(r"building again after 21 more events: (incremental build \(events gained \d+ rows\)|full "
+                     r"build \(.*clock)", proc.stdout), proc.stdout[-3000:]
     assert re.search(r"as the agent does .*: http://127\.0\.0\.1:\d+/explorer#email:[^\s@]+%40", proc.stdout), \
         "the demo prints no explorer link for its customer"
     return data_dir

@@ -53,16 +53,17 @@ def test_a_build_with_nothing_new_does_no_work(lakehouse: Any) -> None:
     assert again.plan["tables"]["events"] == {"change": "nothing", "reason": again.plan["tables"]["events"]["reason"]}
 
 
-def test_appended_rows_make_a_full_build_that_says_so(lakehouse: Any) -> None:
+def test_appended_rows_make_an_incremental_build_that_says_so(lakehouse: Any) -> None:
     _shop(lakehouse)
     store = MemoryContextStore()
     build_context(lakehouse, store, SPEC, as_of=AS_OF)
     _shop(lakehouse, "v", 3)
     report = build_context(lakehouse, store, SPEC, as_of=AS_OF)
-    assert report.plan["mode"] == "full"
-    assert report.plan["reasons"] == ["events gained 6 rows (incremental reading comes next)"]
+    assert report.plan["mode"] == "incremental"
+    assert report.plan["reasons"] == ["events gained 6 rows"]
     assert report.plan["tables"]["events"]["added_rows"] == 6
-    assert report.changed_profiles == 3
+    assert report.plan["touched_profiles"] == 3 and report.changed_profiles == 3
+    assert (report.events, report.profiles) == (14, 7)
     assert build_context(lakehouse, store, SPEC, as_of=AS_OF).plan["mode"] == "nothing_new"
 
 
@@ -88,7 +89,7 @@ def test_a_compaction_forces_nothing(lakehouse: Any) -> None:
     ("suppression", "identifiers were suppressed since the last build"),
     ("marker", "the serving store has no landing marker"),
     ("lost", "the serving store lost items"),
-    ("records", "crm_contacts gained 1 row (incremental reading comes next)"),
+    ("records", "crm_contacts gained 1 row"),
     ("state", "identity_graph: rows deleted or overwritten"),
 ])
 def test_what_makes_a_full_build(lakehouse: Any, monkeypatch: pytest.MonkeyPatch, change: str, reason: str) -> None:
@@ -140,7 +141,7 @@ def test_without_as_of_the_clock_is_the_newest_events_floored(lakehouse: Any) ->
 
 
 @pytest.mark.parametrize("stage", ["landing", "identity_graph", "profile_state"])
-def test_what_was_read_is_committed_with_the_state_so_a_build_killed_before_it_reruns_in_full(
+def test_what_was_read_is_committed_with_the_state_so_a_build_killed_before_it_reruns_from_it(
         lakehouse: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stage: str) -> None:
     _shop(lakehouse)
     store = MemoryContextStore()
@@ -167,11 +168,12 @@ def test_what_was_read_is_committed_with_the_state_so_a_build_killed_before_it_r
         build_context(lakehouse, store, SPEC, as_of=AS_OF)
     monkeypatch.setattr(type(lakehouse), "overwrite", overwrite)
     monkeypatch.setattr(type(store), "put_snapshots", put)
-    # Then the last build's record is still the one in force, and the rerun builds in full
+    # Then the last build's record is still the one in force: the rerun builds on it incrementally, unless the
+    # killed build marked its landing or committed some of its state (then in full)
     assert lakehouse.table("profile_state").current_snapshot().summary.additional_properties[BUILD_INPUTS] == recorded
     rerun = build_context(lakehouse, store, SPEC, as_of=AS_OF)
-    assert rerun.plan["mode"] == "full"
-    assert "events gained 4 rows (incremental reading comes next)" in rerun.plan["reasons"]
+    assert "events gained 4 rows" in rerun.plan["reasons"]
+    assert rerun.plan["mode"] == ("incremental" if stage == "landing" else "full")
     assert any(r.startswith("identity_graph:") for r in rerun.plan["reasons"]) == (stage == "profile_state")
     # and serves what an uninterrupted run serves
     from customer_context.config import Settings

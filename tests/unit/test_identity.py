@@ -379,7 +379,8 @@ def test_arrow_tables_in_and_out() -> None:
     graph = result_to_arrow(result)
     assert graph.schema == pa.schema([("identifier_type", pa.string()), ("identifier_value", pa.string()),
                                       ("profile_id", pa.string()), ("joined_via", pa.string()),
-                                      ("profile_first_seen", pa.timestamp("us", tz="UTC"))])
+                                      ("profile_first_seen", pa.timestamp("us", tz="UTC")),
+                                      ("first_seen", pa.timestamp("us", tz="UTC"))])
     assert graph.num_rows == len(result.assignments)
     again = resolve(nodes, edges, CONFIG, graph)
     assert again.assignments == result.assignments and again.merged == {}

@@ -30,7 +30,8 @@ MAX_SPEC_BYTES = 1 << 20
 # record tables in its DuckDB (a test checks every CREATE of build.py is listed).
 RESERVED_TABLE_NAMES = frozenset({
     "events", "rejected_events", "rejected_records", "identity_graph", "identity_rejected_edges",
-    "context_snapshots", "profile_state", "score_models", "serving_audit",
+    "context_snapshots", "profile_state", "score_models", "serving_audit", "build_rows",
+    "kept", "copies", "touched", "their_ids", "theirs",
     "events_unique", "events_chunk", "events_sliced", "events_profiled", "event_ids", "event_profile",
     "event_profile_next", "event_consent", "event_slice", "dup_hashes", "alias_edges", "profile_consent", "profiles",
     "profile_identifiers", "traits", "scores", "scores_arrow", "docs", "slice_docs", "prev_state", "prev_ids",

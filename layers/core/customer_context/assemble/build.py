@@ -8,8 +8,12 @@ Stages (each timed in the report, progress logged):
    compaction that rewrote files without changing rows), the spec, the code and the clock are the same, the
    build's own state is as it left it, no deletion job ran or suppression was filed and the serving store
    still holds what it landed, the build does no work: the documents a build would land now are those
-   already landed. Otherwise it runs in full, logging why (``full=True`` forces that). The report's
-   ``plan`` says which and why.
+   already landed. When the only change is events appended at the same clock, the build is incremental: it
+   reads the new events' data files and ``build_rows`` (its own copy of the events it attributed), resolves
+   the new identifiers against the last graph and computes only the profiles new events touch (docs/spec.md,
+   "Incremental builds"); what it finds it cannot decide (the clock moved, a new copy of a kept messageId
+   received first, the score threshold) makes it build in full. Otherwise it runs in full, logging why
+   (``full=True`` forces that). The report's ``plan`` says which and why.
 1. **read**: events (projected to the columns the spec needs) and record tables, through pyiceberg
    into Arrow, into an in-memory DuckDB; events deduplicated by ``message_id``;
 2. **identity**: identifiers per event and per record row, star edges to each one's most important
@@ -58,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 from customer_context.assemble import changes
 from customer_context.assemble import identity as identity_resolution
 from customer_context.assemble.duckdb_engine import DuckDBEngine
-from customer_context.assemble.engine import BuildEngine, EventsRead, Suppressions, TraitCounts
+from customer_context.assemble.engine import BuildEngine, EventsRead, EventsToRead, Suppressions, TraitCounts
 from customer_context.assemble.lander import SECTION_DROP_ORDER, Lander, fit_to_budget
 from customer_context.observability import logger
 from customer_context.ports import JsonObject
@@ -78,7 +82,7 @@ LANDING_GENERATION = "landing-generation"
 BUILD_INPUTS = "build-inputs"
 # Tables of the build's own state its next run reads (besides profile_state): as its commit left them, or
 # the plan cannot trust them.
-STATE_TABLES = ("identity_graph", "score_models")
+STATE_TABLES = ("identity_graph", "score_models", "build_rows")
 # Builds that start again because a deletion job finished while they read (govern/fence.py).
 BUILD_ATTEMPTS = 3
 # Landed documents are written to the history's Parquet files in row groups and files of about these sizes.
@@ -158,36 +162,25 @@ class _Stages:
             self.progress(message)
 
 
-class _History:
-    """The landed documents as data files of ``context_snapshots``: written while they land (a few MB
-    in memory at a time), added to the table in one commit after landing (:meth:`commit`)."""
+class _DataFiles:
+    """Rows of one table written as Parquet data files while a build runs (a few MB in memory at a time), added to
+    the table in one commit later (:meth:`commit`) or deleted (:meth:`abandon`)."""
 
-    def __init__(self, lakehouse: Lakehouse, built_at: datetime, data_as_of: datetime | None) -> None:
-        self.lakehouse = lakehouse
-        self.built_at, self.data_as_of = built_at, data_as_of
-        self.schema = lakehouse.arrow_schema("context_snapshots")
+    def __init__(self, lakehouse: Lakehouse, name: str, dictionary: list[str] | bool) -> None:
+        self.lakehouse, self.name, self.dictionary = lakehouse, name, dictionary
+        self.schema = lakehouse.arrow_schema(name)
         self.paths: list[str] = []
+        self.committed = False
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._file_bytes = 0
         self._writer: Any = None
         self._stream: Any = None
 
-    def write(self, batch: pa.RecordBatch, docs: list[str] | None = None) -> None:
-        """Landed documents: ``batch`` has profile_id, version, content_hash, doc (replaced by ``docs``
-        when given: some were cut to the budget)."""
-        import pyarrow as pa
-
-        n = batch.num_rows
-        if not n:
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Rows with :attr:`schema`."""
+        if not batch.num_rows:
             return
-        stamp = pa.timestamp("us", "UTC")
-        # the build times repeated without a Python datetime (and its tzinfo calls) per row
-        columns = [batch.column(0), batch.column(1), batch.column(2),
-                   pa.repeat(pa.scalar(self.built_at, stamp), n), pa.repeat(pa.scalar(self.data_as_of, stamp), n),
-                   pa.array(docs, pa.string()) if docs is not None else batch.column(3)]
-        batch = pa.RecordBatch.from_arrays(
-            [c.cast(f.type) for c, f in zip(columns, self.schema, strict=True)], schema=self.schema)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         if self._pending_bytes >= HISTORY_ROW_GROUP_BYTES:
@@ -200,14 +193,13 @@ class _History:
         if not self._pending:
             return
         if self._writer is None:
-            table = self.lakehouse.table("context_snapshots")
+            table = self.lakehouse.table(self.name)
             path = table.location_provider().new_data_location(f"{uuid.uuid4()}-build.parquet")
             self.paths.append(path)
             self._stream = table.io.new_output(path).create(overwrite=True)
-            # dictionaries only where they help (ids, hashes and documents are all distinct); statistics on
-            # every column, as the table's manifests take their bounds from them
+            # statistics on every column, as the table's manifests take their bounds from them
             self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd",
-                                            use_dictionary=["version", "built_at", "data_as_of"])
+                                            use_dictionary=self.dictionary)
         self._writer.write_table(pa.Table.from_batches(self._pending, self.schema))
         self._file_bytes += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
@@ -232,17 +224,79 @@ class _History:
 
         with contextlib.suppress(Exception):
             self._finish_file()
-        io = self.lakehouse.table("context_snapshots").io
+        if not self.paths:
+            return
+        io = self.lakehouse.table(self.name).io
         for path in self.paths:
             with contextlib.suppress(Exception):
                 io.delete(path)
 
-    def commit(self) -> None:
-        """Add the files to ``context_snapshots`` in one commit (a conflicting commit is retried)."""
-        if self.paths:
-            paths = list(self.paths)
-            self.lakehouse._commit("context_snapshots",
-                                   lambda table: table.add_files(paths, check_duplicate_files=False))
+    def commit(self, replace: bool = False) -> None:
+        """Add the files to the table in one commit (a conflicting commit is retried); ``replace``: instead of the
+        rows it holds."""
+        paths = list(self.paths)
+        if not paths and not replace:
+            return
+
+        def add(table: Table) -> None:
+            if not replace:
+                table.add_files(paths, check_duplicate_files=False)
+                return
+            from pyiceberg.expressions import AlwaysTrue
+
+            snapshot = table.current_snapshot()
+            held = snapshot.summary.get("total-records") if snapshot and snapshot.summary else None
+            with table.transaction() as tx:
+                if held != "0" and snapshot is not None:
+                    tx.delete(AlwaysTrue())
+                if paths:
+                    tx.add_files(paths, check_duplicate_files=False)
+
+        self.lakehouse._commit(self.name, add)
+        self.committed = True
+
+
+class _History(_DataFiles):
+    """The landed documents as data files of ``context_snapshots``, added in one commit after landing."""
+
+    def __init__(self, lakehouse: Lakehouse, built_at: datetime, data_as_of: datetime | None) -> None:
+        # dictionaries only where they help (ids, hashes and documents are all distinct)
+        super().__init__(lakehouse, "context_snapshots", ["version", "built_at", "data_as_of"])
+        self.built_at, self.data_as_of = built_at, data_as_of
+
+    def documents(self, batch: pa.RecordBatch, docs: list[str] | None = None) -> None:
+        """Landed documents: ``batch`` has profile_id, version, content_hash, doc (replaced by ``docs``
+        when given: some were cut to the budget)."""
+        import pyarrow as pa
+
+        n = batch.num_rows
+        if not n:
+            return
+        stamp = pa.timestamp("us", "UTC")
+        # the build times repeated without a Python datetime (and its tzinfo calls) per row
+        columns = [batch.column(0), batch.column(1), batch.column(2),
+                   pa.repeat(pa.scalar(self.built_at, stamp), n), pa.repeat(pa.scalar(self.data_as_of, stamp), n),
+                   pa.array(docs, pa.string()) if docs is not None else batch.column(3)]
+        self.write(pa.RecordBatch.from_arrays(
+            [c.cast(f.type) for c, f in zip(columns, self.schema, strict=True)], schema=self.schema))
+
+
+class _KeptRows(_DataFiles):
+    """The events the build attributed, as data files of ``build_rows`` (committed with the build's state): what
+    the next incremental build reads instead of all the events."""
+
+    def __init__(self, lakehouse: Lakehouse) -> None:
+        super().__init__(lakehouse, "build_rows", ["type", "event", "time_flag"])
+
+    def keep(self, rows: pa.RecordBatchReader) -> None:
+        """Write ``rows`` (the engine's, by column name)."""
+        import pyarrow as pa
+
+        for batch in rows:
+            columns = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names
+                       else pa.nulls(batch.num_rows, f.type) for f in self.schema]
+            self.write(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.close()
 
 
 def _floor(when: datetime, resolution: str) -> datetime:
@@ -254,11 +308,22 @@ def _floor(when: datetime, resolution: str) -> datetime:
 
 
 def _previous_identity(lakehouse: Lakehouse) -> pa.Table | None:
-    """The last build's identity graph as Arrow (resolve reads it column-wise; no per-row objects)."""
+    """The last build's identity graph as Arrow (resolve reads it column-wise; no per-row objects), with each
+    identifier's first sighting (null in a graph written before it was kept)."""
     if not lakehouse.exists("identity_graph"):
         return None
-    return lakehouse.scan("identity_graph", selected_fields=(
-        "identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen"))
+    columns = ("identifier_type", "identifier_value", "profile_id", "joined_via", "profile_first_seen")
+    graph = lakehouse.scan("identity_graph", selected_fields=(
+        *columns, *(("first_seen",) if "first_seen" in lakehouse.columns("identity_graph") else ())))
+    if "first_seen" not in graph.column_names:
+        import pyarrow as pa
+
+        graph = graph.append_column("first_seen", pa.nulls(graph.num_rows, pa.timestamp("us", "UTC")))
+    return graph
+
+
+class _Fallback(Exception):
+    """An incremental build found it cannot be one (the message says why): the build runs in full instead."""
 
 
 @functools.cache
@@ -313,7 +378,18 @@ class Plan:
         """The plan's log line."""
         if self.mode == "nothing_new":
             return f"incremental build: nothing new since the last build ({'; '.join(self.reasons)})"
+        if self.mode == "incremental":
+            return f"incremental build: {'; '.join(self.reasons)}"
         return f"full build: {'; '.join(self.reasons)}"
+
+    def events_to_read(self) -> EventsToRead:
+        """The events the read stage reads: the snapshot found before reading, all of it or (incremental) the
+        data files appended since the last build's."""
+        since = None
+        if self.mode == "incremental":
+            assert self.previous is not None
+            since = self.previous["tables"]["events"]["snapshot"]
+        return EventsToRead(self.observed["events"].snapshot, since)
 
     def to_dict(self) -> JsonObject:
         """JSON-ready (the report's ``plan``)."""
@@ -351,15 +427,18 @@ def _table_change(table: Table | None, name: str, previous: dict[str, Any] | Non
 def _describe(name: str, change: changes.TableChange) -> str:
     if change.change is changes.Change.APPEND_ONLY:
         rows = "1 row" if change.added_rows == 1 else f"{change.added_rows:,} rows"
-        return f"{name} gained {rows} (incremental reading comes next)"
+        return f"{name} gained {rows}"
     return f"{name}: {change.reason}"
 
 
 def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: ContextSpec, built_at: datetime,
-          as_of: datetime | None, *, full: bool, reland: bool, commit: bool, suppressions: str) -> Plan:
+          as_of: datetime | None, *, full: bool, reland: bool, commit: bool, suppressions: str,
+          fallback: str | None = None) -> Plan:
     """Whether the build has any work to do: none when the source tables hold the rows the last build read (or
     the same rows rewritten), the spec, the code and the clock are the last build's, its state is as it left it
-    and the serving store still holds what it landed. Otherwise a full build, with every reason found."""
+    and the serving store still holds what it landed. When the only change is events appended, an incremental
+    build (the read stage may still find it cannot be one: ``fallback`` then says why). Otherwise a full build,
+    with every reason found."""
     sources = _source_tables(spec)
     found = {name: _current(lakehouse, name) for name in (*sources, *STATE_TABLES)}  # each loaded once
     observed = {name: changes.observe(found[name]) for name in sources}
@@ -374,6 +453,8 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
         reasons.append("asked to land everything again (reland)")
     if not commit:
         reasons.append("a dry run builds everything")
+    if fallback:
+        reasons.append(fallback)
     if previous is None:
         reasons.append("no earlier build recorded what it read")
         return plan
@@ -381,10 +462,17 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
         reasons.append("the spec changed")
     if previous.get("code") != code_hash():
         reasons.append("the code changed since the last build")
-    reasons += [_describe(name, change) for name, change in tables.items() if not change.unchanged_rows]
-    if not tables["events"].unchanged_rows:
+    events = tables["events"]
+    appended = events.change is changes.Change.APPEND_ONLY
+    reasons += [_describe(name, change) for name, change in tables.items()
+                if not change.unchanged_rows and not (name == "events" and appended)]
+    if not (events.unchanged_rows or appended):
         return plan
-    # the clock the read would give: the newest event is the one the last build saw
+    if appended and reasons:
+        reasons.insert(0, _describe("events", events))
+        return plan
+    # the clock the read would give: the newest event is the one the last build saw (appended events may move
+    # it: the read stage tells)
     data_as_of = previous.get("data_as_of")
     clock = as_of or _floor(datetime.fromisoformat(data_as_of) if data_as_of else built_at,
                             spec.snapshot.clock_resolution)
@@ -398,11 +486,20 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
         models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
         if models.latest is not None and not models.fresh:
             reasons.append("the score models are due for a refit")
+        elif appended and previous.get("scored") and (models.latest is None or "bgnbd" not in models.latest):
+            reasons.append(f"events gained {events.added_rows:,} rows and the score parameters in use are gone")
+    if appended and not reasons and previous.get("events") and \
+            (previous["tables"].get("build_rows") or {}).get("snapshot") is None:
+        reasons.append(f"events gained {events.added_rows:,} rows and the last build kept no rows to build on")
     if not reasons:
         lost = _store_lost(engine, lakehouse, store, previous.get("generation"))
         if lost:
             reasons.append(lost)
-    if not reasons:
+    if appended:
+        reasons.insert(0, _describe("events", events))
+        if len(reasons) == 1:
+            plan.mode = "incremental"
+    elif not reasons:
         plan.mode = "nothing_new"
         moved = [f"{n} {c.reason}" for n, c in tables.items() if c.change is changes.Change.REWRITE_SAME_ROWS]
         reasons.append(f"as of {clock.isoformat()}" + (f"; {', '.join(moved)}" if moved else ""))
@@ -426,10 +523,15 @@ def _inputs(plan: Plan, lakehouse: Lakehouse, report: BuildReport, clock: dateti
     tables = {name: observed.to_dict() for name, observed in plan.observed.items()}
     for name in STATE_TABLES:
         tables[name] = changes.observe(_current(lakehouse, name)).to_dict()
+    scores = report.scores
     return json.dumps({"tables": tables, "spec": plan.spec_hash, "code": code_hash(), "clock": clock.isoformat(),
                        "data_as_of": report.data_as_of, "deletion_generation": deletion_generation,
                        "suppressions": plan.suppressions,
-                       "events": report.events, "profiles": report.profiles, "identifiers": report.identifiers},
+                       "events": report.events, "profiles": report.profiles, "identifiers": report.identifiers,
+                       # scores evaluated (not skipped), and (at least) how many buyers and repeat buyers fitted
+                       "scored": "bgnbd" in scores and "skipped" not in scores,
+                       "buyers": int(scores.get("buyers") or 0),
+                       "repeat_buyers": int(scores.get("repeat_buyers") or 0)},
                       separators=(",", ":"))
 
 
@@ -445,10 +547,27 @@ class ReadResult:
 
 
 def _read(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, built_at: datetime,
-          as_of: datetime | None) -> ReadResult:
-    """Events and record tables into the engine."""
-    events = engine.load_events(lakehouse, spec)
+          as_of: datetime | None, plan: Plan) -> ReadResult:
+    """Events and record tables into the engine. An incremental build reads the events appended since the last
+    build and what earlier builds kept (``build_rows``); its clock must be the last build's."""
+    events = engine.load_events(lakehouse, spec, plan.events_to_read())
     engine.load_records(lakehouse, spec)
+    if plan.mode == "incremental":
+        assert plan.previous is not None
+        copies = engine.load_kept_rows(lakehouse, spec)
+        if copies.earlier:
+            raise _Fallback(f"{copies.earlier:,} new events are copies, received first, of messageIds the last "
+                            "build kept")
+        seen = plan.previous.get("data_as_of")
+        newest = max(t for t in (datetime.fromisoformat(seen) if seen else None, events.data_as_of) if t) \
+            if seen or events.data_as_of else None
+        events = EventsRead(int(plan.previous.get("events") or 0) + events.events - copies.dropped,
+                            events.conflicting_message_ids + copies.conflicting, events.flagged_times, newest)
+        clock = as_of or _floor(newest or built_at, spec.snapshot.clock_resolution)
+        if clock.isoformat() != plan.previous.get("clock"):
+            raise _Fallback(f"the new events moved the clock from {plan.previous.get('clock')} to "
+                            f"{clock.isoformat()} (values that change as time passes are recomputed in full)")
+        return ReadResult(events, clock)
     # Windows and scores are relative to the data's clock (rounded down to the spec's resolution),
     # not the wall clock: a rebuild with no new data yields the same content, hence lands nothing.
     return ReadResult(events, as_of or _floor(events.data_as_of or built_at, spec.snapshot.clock_resolution))
@@ -467,15 +586,33 @@ class IdentityResult:
     rejected_edges: int
     merged_profiles: int
     suppressed_identifiers: int
+    touched: int  # the profiles computed: every one, or (incremental) those holding a new event's identifier
 
 
 def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guard: Suppressions, events: int,
-              built_at: datetime) -> IdentityResult:
+              built_at: datetime, incremental: bool = False,
+              keep: Callable[[pa.RecordBatchReader], None] | None = None) -> IdentityResult:
     """Resolve identities (:mod:`customer_context.assemble.identity`) on the engine's identifiers and give every
-    row its profile."""
+    row its profile.
+
+    An incremental build resolves the new events' identifiers and edges (and the record rows', unchanged: their
+    edges change nothing again) against the last build's graph, each of its identifiers a node seen when it was
+    first seen: the edges a build over all events would apply again join nothing new and are refused again (a
+    profile only grows), so the graph is the one it would give. Only the profiles holding a new event's identifier
+    are then computed (``touched``); the refused edges are the last build's plus the new ones."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     inputs = engine.identity_inputs(spec, guard)
+    previous = _previous_identity(lakehouse)
+    nodes = inputs.nodes
+    if incremental:
+        assert previous is not None
+        if previous["first_seen"].null_count:
+            raise _Fallback("the identity graph was written before identifiers' first sightings were kept")
+        known = pa.table({"type": previous["identifier_type"], "value": previous["identifier_value"],
+                          "first_seen": previous["first_seen"]})
+        nodes = pa.concat_tables([nodes, known.cast(nodes.schema)]) if nodes.num_rows else known
     config = identity_resolution.IdentityConfig(
         rules={name: identity_resolution.IdentifierRule(name, rule.priority, rule.limit)
                for name, rule in spec.identifiers.types.items()},
@@ -483,10 +620,10 @@ def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guar
         max_identifiers_per_profile=spec.identifiers.max_identifiers_per_profile,
     )
     result = identity_resolution.resolve(
-        identity_resolution.nodes_from_arrow(inputs.nodes), identity_resolution.edges_from_arrow(inputs.edges),
-        config, _previous_identity(lakehouse))
+        identity_resolution.nodes_from_arrow(nodes), identity_resolution.edges_from_arrow(inputs.edges),
+        config, previous)
     suppressed = inputs.suppressed
-    del inputs
+    del inputs, nodes, previous
     graph = identity_resolution.result_to_arrow(result)
     slices = max(1, -(-events // EVENTS_PER_SLICE))
     profiles = engine.assign_profiles(graph, slices)
@@ -500,8 +637,23 @@ def _identity(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, guar
     merged = len(result.merged)
     del edges_refused
     del result
-    engine.attribute_rows(spec, slices)
-    return IdentityResult(graph, rejected, graph.num_rows, profiles, slices, rejected.num_rows, merged, suppressed)
+    touched = profiles
+    if incremental:
+        touched = engine.narrow_to_affected()
+        if lakehouse.exists("identity_rejected_edges"):
+            before = lakehouse.scan("identity_rejected_edges").cast(rejected.schema)
+
+            def pairs(t: pa.Table) -> pa.Array:
+                a, b = (pc.binary_join_element_wise(t[f"{end}_type"].cast(pa.string()),
+                                                    t[f"{end}_value"].cast(pa.string()), "\x00") for end in "ab")
+                return pc.binary_join_element_wise(pc.min_element_wise(a, b), pc.max_element_wise(a, b), "\x01")
+
+            # a pair refused before and seen again keeps its first refusal
+            rejected = pa.concat_tables([before, rejected.filter(pc.invert(pc.is_in(pairs(rejected),
+                                                                                     value_set=pairs(before))))])
+    engine.attribute_rows(spec, slices, keep)
+    return IdentityResult(graph, rejected, graph.num_rows, profiles, slices, rejected.num_rows, merged, suppressed,
+                          touched)
 
 
 def _traits(engine: BuildEngine, spec: ContextSpec, clock: datetime) -> TraitCounts:
@@ -515,12 +667,43 @@ def _traits(engine: BuildEngine, spec: ContextSpec, clock: datetime) -> TraitCou
 
 
 def _scores(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, clock: datetime, built_at: datetime,
-            full: bool) -> dict[str, Any]:
-    """BG/NBD and Gamma-Gamma (:mod:`customer_context.assemble.scores`); returns the report's ``scores``."""
+            full: bool, previous: dict[str, Any] | None = None, touched: int = 0) -> dict[str, Any]:
+    """BG/NBD and Gamma-Gamma (:mod:`customer_context.assemble.scores`); returns the report's ``scores``. An
+    incremental build (``previous``: what the last build recorded) scores the ``touched`` profiles with the
+    parameters in use (the plan made sure they are fresh)."""
     models = _previous_models(lakehouse, built_at, spec.scores.refit_every)
     if full:
         models.fresh = False  # refitted now; older parameters stay the fallback if the fit fails
-    return _compute_scores(engine, spec, clock, models)
+    if previous is None:
+        return _compute_scores(engine, spec, clock, models)
+    if not spec.scores.enabled:
+        engine.store_scores(None)
+        return {"skipped": "scores.enabled is false"}
+    # scores only when a full build would score too: its buyers are the untouched profiles' (as the last build
+    # counted them) and the touched ones' now, so at least (most) the last count less (plus) the touched
+    # profiles (that are buyers now)
+    before, repeat_before = (int(previous.get(k) or 0) for k in ("buyers", "repeat_buyers"))
+    least = spec.scores.min_customers
+    if not previous.get("scored"):
+        summary = engine.purchase_summary(spec, clock).columns
+        buyers = before + len(summary["profile_id"])
+        repeat = repeat_before + int((summary["frequency"] > 0).sum())
+        if buyers >= least and repeat >= 2:
+            raise _Fallback(f"the last build had too few buyers to fit scores; with these events there may be "
+                            f"enough (at most {buyers:,} buyers, {repeat:,} repeat buyers)")
+        engine.store_scores(None)
+        return {"skipped": f"at most {buyers:,} buyers and {repeat:,} repeat buyers: fewer than "
+                           f"scores.min_customers ({least}) or no repeat buyers", "buyers": buyers,
+                "repeat_buyers": repeat}
+    result = _compute_scores(engine, spec, clock, models, rescore=True)
+    if "buyers" in result:
+        result["rescored"] = result["buyers"]
+        result["buyers"] = max(0, before - touched) + result["rescored"]
+        result["repeat_buyers"] = max(0, repeat_before - touched) + result["repeat_buyers"]
+        if result["buyers"] < least or result["repeat_buyers"] < 2:
+            raise _Fallback(f"{touched:,} touched profiles may take the buyers below scores.min_customers "
+                            f"(at least {result['buyers']:,} buyers, {result['repeat_buyers']:,} repeat buyers)")
+    return result
 
 
 def _relanded(engine: BuildEngine, lakehouse: Lakehouse, lander: Lander, *, full: bool, reland: bool,
@@ -588,11 +771,11 @@ def _snapshots(engine: BuildEngine, lander: Lander, history: _History | None, sp
                     # the history holds each version once: what lands again unchanged is not repeated
                     changed = batch.column(5)
                     if everything and not pc.all(changed).as_py():
-                        history.write(batch.filter(changed),
-                                      [d for d, c in zip(landed.docs, changed.to_pylist(), strict=True) if c]
-                                      if landed.docs is not None else None)
+                        history.documents(batch.filter(changed),
+                                          [d for d, c in zip(landed.docs, changed.to_pylist(), strict=True) if c]
+                                          if landed.docs is not None else None)
                     else:
-                        history.write(batch, landed.docs)
+                        history.documents(batch, landed.docs)
             engine.drop_slice()
         if history is not None:
             history.close()
@@ -628,8 +811,9 @@ def _landing(engine: BuildEngine, lander: Lander, everything: bool, commit: bool
     return LandingResult(aliases, deleted, generation)
 
 
-def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identity: IdentityResult,
-            scores: dict[str, Any], built_at: datetime, generation: str, inputs: Callable[[], str]) -> None:
+def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, kept: _KeptRows, identity: IdentityResult,
+            scores: dict[str, Any], built_at: datetime, generation: str, inputs: Callable[[], str],
+            incremental: bool = False) -> None:
     """The Iceberg state, after landing: history, identity graph, refused edges, a refit, profile state. The
     profile state's commit comes last and carries the landing generation and what the build read
     (``inputs()``, called once the other tables are committed): a build that stops before it leaves the last
@@ -639,9 +823,13 @@ def _commit(engine: BuildEngine, lakehouse: Lakehouse, history: _History, identi
     history.commit()
     graph_rows = identity.graph.append_column(
         "built_at", pa.repeat(pa.scalar(built_at, pa.timestamp("us", "UTC")), identity.graph.num_rows))
-    lakehouse.overwrite("identity_graph", graph_rows.cast(lakehouse.arrow_schema("identity_graph")))
+    lakehouse.add_missing_columns("identity_graph")
+    schema = lakehouse.table("identity_graph").schema().as_arrow()
+    lakehouse.overwrite("identity_graph", graph_rows.select(schema.names).cast(schema))
     del graph_rows
     lakehouse.overwrite("identity_rejected_edges", identity.rejected)
+    # the rows the next incremental build reads: this build's events, instead of or added to the kept ones
+    kept.commit(replace=not incremental)
     if scores.get("refitted"):
         model = {k: v for k, v in scores.items() if k in ("bgnbd", "gamma_gamma", "buyers", "repeat_buyers")}
         model["fitted_at"] = built_at.isoformat()
@@ -711,7 +899,7 @@ def _fit_or_keep(name: str, fit: Callable[[], Any], make: Callable[..., Any], mo
 
 
 def _compute_scores(engine: BuildEngine, spec: ContextSpec, as_of: datetime,
-                    previous: _Models | None = None) -> dict[str, Any]:
+                    previous: _Models | None = None, rescore: bool = False) -> dict[str, Any]:
     """The engine's table of scores; returns the parameters used (refitted, or reused from ``previous``),
     or why scores were skipped.
 
@@ -734,9 +922,10 @@ def _compute_scores(engine: BuildEngine, spec: ContextSpec, as_of: datetime,
                        "that is not a positive number in the base currency", extra=left_out)
     n = len(summary["profile_id"])
     repeaters = int((summary["frequency"] > 0).sum()) if n else 0
-    if n < spec.scores.min_customers or repeaters < 2:
+    if not rescore and (n < spec.scores.min_customers or repeaters < 2):
         engine.store_scores(None)
-        return {"skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
+        return {"buyers": n, "repeat_buyers": repeaters,
+                "skipped": f"{n} buyers, {repeaters} repeat buyers: fewer than scores.min_customers "
                            f"({spec.scores.min_customers}) or no repeat buyers", **({"left_out": left_out}
                                                                                       if left_out else {})}
     from customer_context.assemble import scores as models
@@ -746,6 +935,8 @@ def _compute_scores(engine: BuildEngine, spec: ContextSpec, as_of: datetime,
                        summary["monetary"].astype(float))
     horizon_days = (duration_seconds(spec.scores.horizon) or 365 * 86400) / 86400
     reuse = previous.fresh and previous.latest is not None and "bgnbd" in previous.latest
+    if rescore and not reuse:
+        raise _Fallback("the score parameters are not fresh (a full build refits them)")
     result: dict[str, Any] = {"buyers": n, "repeat_buyers": repeaters, "horizon_days": horizon_days,
                               "refitted": False, **({"left_out": left_out} if left_out else {})}
     if reuse:
@@ -838,19 +1029,26 @@ def build_context(
     from customer_context.errors import DeletionRaced
     from customer_context.govern.fence import LandingGuard
 
-    for attempt in range(BUILD_ATTEMPTS):
+    fallback: str | None = None
+    attempt = 0
+    while True:
         guard = LandingGuard(store, pii_key, on_wait=lambda: progress and progress("waiting for a deletion job"))
         try:
             return _build_once(lakehouse, store, spec, guard, as_of=as_of, progress=progress,
                                memory_limit=memory_limit, commit=commit, reland=reland, full=full,
-                               engine_type=engine_type)
+                               engine_type=engine_type, fallback=fallback)
+        except _Fallback as exc:
+            fallback = str(exc)
+            logger.info("the incremental build cannot be one: building in full", extra={"reason": fallback})
+            if progress:
+                progress(f"building in full: {fallback}")
         except DeletionRaced:
-            if attempt == BUILD_ATTEMPTS - 1:
+            attempt += 1
+            if attempt == BUILD_ATTEMPTS:
                 raise
             logger.info("a deletion job finished while the build read the lakehouse: building again")
             if progress:
                 progress("a deletion job finished meanwhile: building again")
-    raise AssertionError("unreachable")
 
 
 def _build_once(
@@ -866,16 +1064,19 @@ def _build_once(
     reland: bool = False,
     full: bool = False,
     engine_type: Callable[[str | None], BuildEngine] = DuckDBEngine,
+    fallback: str | None = None,
 ) -> BuildReport:
-    """One attempt of :func:`build_context` (raises ``DeletionRaced`` when it must start again): the stages in
-    order, each timed and reported."""
+    """One attempt of :func:`build_context` (raises ``DeletionRaced`` when it must start again, ``_Fallback`` when
+    an incremental build finds it cannot be one: ``fallback`` then says why): the stages in order, each timed
+    and reported."""
     built_at = datetime.now(UTC)
     report = BuildReport(built_at=built_at.isoformat(), dry_run=not commit)
     engine = engine_type(memory_limit)  # made (its libraries imported) before the stages' clock starts
     stages = _Stages(report, progress)
+    kept: _KeptRows | None = None
     try:
         plan = _plan(engine, lakehouse, store, spec, built_at, as_of, full=full, reland=reland, commit=commit,
-                     suppressions=suppressions_hash(guard.deleted))
+                     suppressions=suppressions_hash(guard.deleted), fallback=fallback)
         report.plan = plan.to_dict()
         logger.info(plan.line(), extra={"plan": report.plan})
         if plan.mode == "nothing_new":
@@ -887,7 +1088,8 @@ def _build_once(
             stages.done("plan", plan.line())
             return report
         stages.done("plan", plan.line())
-        read = _read(engine, lakehouse, spec, built_at, as_of)
+        incremental = plan.mode == "incremental"
+        read = _read(engine, lakehouse, spec, built_at, as_of, plan)
         data_as_of = read.events.data_as_of
         report.events = read.events.events
         report.conflicting_message_ids = read.events.conflicting_message_ids
@@ -896,24 +1098,34 @@ def _build_once(
         report.as_of = read.clock.isoformat()
         stages.done("read", f"{report.events:,} events")
 
-        identity = _identity(engine, lakehouse, spec, guard, report.events, built_at)
+        # an incremental build attributes the new events and the kept rows of the profiles they touch
+        kept = _KeptRows(lakehouse) if commit else None
+        identity = _identity(engine, lakehouse, spec, guard,
+                             plan.tables["events"].added_rows if incremental else report.events, built_at, incremental,
+                             kept.keep if kept is not None else None)
+        if incremental:
+            report.plan["touched_profiles"] = identity.touched
         report.suppressed_identifiers = identity.suppressed_identifiers
         report.identifiers = identity.identifiers
         report.profiles = identity.profiles
         report.rejected_edges = identity.rejected_edges
         report.merged_profiles = identity.merged_profiles
         stages.done("identity", f"{report.profiles:,} profiles, {report.identifiers:,} identifiers, "
-                                f"{report.rejected_edges:,} edges refused")
+                                f"{report.rejected_edges:,} edges refused"
+                    + (f"; {identity.touched:,} profiles touched by new events" if incremental else ""))
 
         counts = _traits(engine, spec, read.clock)
         report.invalid_values, report.unconverted_values = counts.invalid, counts.unconverted
         stages.done("traits", f"{len(spec.traits)} traits")
-        report.scores = _scores(engine, lakehouse, spec, read.clock, built_at, full)
+        report.scores = _scores(engine, lakehouse, spec, read.clock, built_at, full,
+                                plan.previous if incremental else None, identity.touched)
         stages.done("scores", "skipped: " + report.scores["skipped"] if "skipped" in report.scores else
                     f"fitted on {report.scores['buyers']:,} buyers")
 
         lander = Lander(store, built_at.isoformat(), report.data_as_of, spec.snapshot.max_bytes)
         report.relanded = _relanded(engine, lakehouse, lander, full=full, reland=reland, commit=commit)
+        if report.relanded and incremental:
+            raise _Fallback(report.relanded)
         if report.relanded:
             logger.warning("landing every snapshot and alias again", extra={"reason": report.relanded})
         everything = bool(report.relanded)
@@ -941,10 +1153,13 @@ def _build_once(
             return report
 
         assert history is not None
-        _commit(engine, lakehouse, history, identity, report.scores, built_at, landed.generation,
-                lambda: _inputs(plan, lakehouse, report, read.clock, guard.generation))
+        assert kept is not None
+        _commit(engine, lakehouse, history, kept, identity, report.scores, built_at, landed.generation,
+                lambda: _inputs(plan, lakehouse, report, read.clock, guard.generation), incremental)
         stages.done("commit", "identity_graph, profile_state, context_snapshots")
         return report
     finally:
         guard.exit()
         engine.close()
+        if kept is not None and not kept.committed:
+            kept.abandon()

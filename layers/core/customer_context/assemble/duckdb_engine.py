@@ -12,13 +12,19 @@ Its working tables, in the order the stages make them:
 3. **traits**: ``traits``; 4. **scores**: ``scores``;
 5. **snapshots**: ``prev_state`` / ``prev_ids`` (what the last build landed), ``profile_identifiers``, and per
    slice ``slice_docs`` / ``slice_fields`` / ``slice_all``, every slice's hashes kept in ``docs``.
+
+Before the events are attributed, those read from ``events`` are streamed with their identifiers to the build
+(which writes them to ``build_rows``). An incremental build reads only the events appended
+since the last build into ``events_unique``, and ``build_rows`` into ``kept``; after identity it keeps in
+``profiles`` only the profiles the new events touch and adds their kept rows to ``events_unique`` /
+``event_ids`` (:meth:`DuckDBEngine.narrow_to_affected`): every later stage then computes those profiles only.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 from customer_context.assemble import attribution, compiler
 from customer_context.assemble.engine import (
     EventsRead,
+    EventsToRead,
     IdentityInputs,
+    KnownCopies,
     LandedSample,
     PurchaseSummary,
     Suppressions,
@@ -74,18 +82,79 @@ class DuckDBEngine:
         con.execute("SET preserve_insertion_order = false")  # lets DuckDB stream large results in less memory
         # an in-memory database spills to disk only where told (Lambda: /tmp, sized by EphemeralStorage)
         con.execute(f"SET temp_directory = {lit(str(Path(tempfile.gettempdir()) / 'customer-context-duckdb'))}")
+        self.new_events = 0  # events read from ``events`` and kept (not copies of kept ones)
+        self.new_below: int | None = None  # incremental: ``ev`` of the events read from ``events`` is below it
+        self.kept_read = False  # incremental: table ``kept`` holds what earlier builds kept
+        self.previous_read = False  # tables ``prev_state`` and ``prev_ids`` hold what the last build landed
 
-    def load_events(self, lakehouse: Lakehouse, spec: ContextSpec) -> EventsRead:
+    def load_events(self, lakehouse: Lakehouse, spec: ContextSpec, events: EventsToRead) -> EventsRead:
         """See :class:`~customer_context.assemble.engine.BuildEngine`; table ``events_unique``."""
-        return _register_events(self.con, lakehouse, spec)
+        read = _register_events(self.con, lakehouse, spec, events)
+        self.new_events = read.events
+        return read
+
+    def load_kept_rows(self, lakehouse: Lakehouse, spec: ContextSpec) -> KnownCopies:
+        """Table ``kept`` (``build_rows``: what the last builds kept, projected like ``events_unique``, with
+        their identifiers); the new events' copies of a messageId it holds are dropped from ``events_unique``
+        (the kept copy came first), unless they came first (counted: the caller builds in full)."""
+        con = self.con
+        columns = [*_event_columns(spec), "time_flag", "ids"]
+        if lakehouse.exists("build_rows"):
+            kept = lakehouse.scan("build_rows", selected_fields=tuple(columns))
+        else:  # the last build read no events
+            import pyarrow as pa
+
+            schema = lakehouse.arrow_schema("build_rows")
+            kept = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in columns]))
+        con.register("kept_arrow", kept)
+        con.execute("CREATE TABLE kept AS SELECT * FROM kept_arrow")
+        con.unregister("kept_arrow")
+        self.kept_read = True
+        del kept
+        content = event_content_sql()
+        con.execute(f"CREATE TEMP TABLE copies AS SELECT n.ev, n.received_at AS n_at, n.content AS n_content, "
+                    f"k.received_at AS k_at, k.content AS k_content FROM "
+                    f"(SELECT ev, message_id, received_at, {content} AS content FROM events_unique) n JOIN "
+                    f"(SELECT message_id, received_at, {content} AS content FROM kept WHERE message_id IN "
+                    "(SELECT message_id FROM events_unique)) k USING (message_id)")
+        dropped, conflicting, earlier = (int(v or 0) for v in con.sql(
+            "SELECT count(*), count(*) FILTER (WHERE n_content <> k_content), "
+            "count(*) FILTER (WHERE (n_at, n_content) < (k_at, k_content)) FROM copies").fetchall()[0])
+        con.execute("DELETE FROM events_unique WHERE ev IN (SELECT ev FROM copies)")
+        con.execute("DROP TABLE copies")
+        self.new_events -= dropped
+        return KnownCopies(dropped, conflicting, earlier)
+
+    def narrow_to_affected(self) -> int:
+        """Keep in ``profiles`` only the profiles holding an identifier of a new event, and add to
+        ``events_unique`` / ``event_ids`` the kept rows that may be theirs (those carrying one of their
+        identifiers; attribution picks each row's owner). Returns how many profiles."""
+        con = self.con
+        con.execute("CREATE TEMP TABLE touched AS SELECT DISTINCT m.profile_id FROM id_map m JOIN ("
+                    "SELECT x.t AS t, x.v AS v FROM (SELECT unnest(ids) AS x FROM event_ids) "
+                    "UNION SELECT a_type, a_value FROM alias_edges UNION SELECT b_type, b_value FROM alias_edges) n "
+                    "ON m.identifier_type = n.t AND m.identifier_value = n.v")
+        con.execute("DELETE FROM profiles WHERE profile_id NOT IN (SELECT profile_id FROM touched)")
+        con.execute("CREATE TEMP TABLE their_ids AS SELECT identifier_type AS t, identifier_value AS v FROM id_map "
+                    "WHERE profile_id IN (SELECT profile_id FROM touched)")
+        start = self.new_below = int(_scalar(con, "SELECT coalesce(max(ev) + 1, 0) FROM events_unique"))
+        con.execute(f"CREATE TEMP TABLE theirs AS SELECT *, {start} + row_number() OVER () - 1 AS ev FROM kept "
+                    "WHERE rowid IN (SELECT k.rowid FROM (SELECT rowid, unnest(ids) AS x FROM kept) k "
+                    "JOIN their_ids i ON i.t = k.x.t AND i.v = k.x.v)")
+        columns = ", ".join(ident(c) for c in con.sql("SELECT * FROM events_unique LIMIT 0").columns)
+        con.execute(f"INSERT INTO events_unique ({columns}) SELECT {columns} FROM theirs")
+        con.execute("INSERT INTO event_ids SELECT ev, timestamp, type, ids FROM theirs")
+        for table in ("theirs", "their_ids", "touched", "kept"):
+            con.execute(f"DROP TABLE {table}")
+        return int(_scalar(con, "SELECT count(*) FROM profiles"))
 
     def load_records(self, lakehouse: Lakehouse, spec: ContextSpec) -> None:
         """One table per record table."""
         _register_records(self.con, lakehouse, spec)
 
     def identity_inputs(self, spec: ContextSpec, suppressions: Suppressions | None) -> IdentityInputs:
-        """See :func:`_identity_inputs`."""
-        return IdentityInputs(*_identity_inputs(self.con, spec, suppressions))
+        """See :func:`_identity_inputs` (the kept rows' user ids are known too, when read)."""
+        return IdentityInputs(*_identity_inputs(self.con, spec, suppressions, "kept" if self.kept_read else None))
 
     def assign_profiles(self, graph: pa.Table, slices: int) -> int:
         """Tables ``id_map`` (the graph) and ``profiles`` (each profile's slice, kept (like traits and scores)
@@ -96,8 +165,14 @@ class DuckDBEngine:
                     "FROM (SELECT DISTINCT profile_id FROM id_map) ORDER BY _slice")
         return int(_scalar(con, "SELECT count(*) FROM profiles"))
 
-    def attribute_rows(self, spec: ContextSpec, slices: int) -> None:
-        """See :func:`_profile_events`."""
+    def attribute_rows(self, spec: ContextSpec, slices: int,
+                       keep: Callable[[pa.RecordBatchReader], None] | None = None) -> None:
+        """See :func:`_profile_events`; ``keep`` first reads the events read from ``events`` (not the kept ones
+        :meth:`narrow_to_affected` added) with their identifiers, streamed."""
+        if keep is not None:
+            below = f"WHERE e.ev < {self.new_below}" if self.new_below is not None else ""
+            keep(self.con.sql("SELECT e.* EXCLUDE (ev), i.ids FROM events_unique e JOIN event_ids i USING (ev) "
+                              f"{below}").to_arrow_reader(50_000))
         _profile_events(self.con, spec, slices)
 
     def compute_traits(self, spec: ContextSpec, as_of: datetime) -> TraitCounts:
@@ -152,7 +227,9 @@ class DuckDBEngine:
         """Tables ``prev_state`` and ``prev_ids`` (:func:`_register_previous`), and ``profile_identifiers`` and
         ``docs`` the slices fill."""
         con = self.con
-        _register_previous(con, lakehouse)
+        if not self.previous_read:
+            _register_previous(con, lakehouse)
+            self.previous_read = True
         con.execute(
             "CREATE TABLE profile_identifiers AS SELECT profile_id, any_value(_slice) AS _slice, "
             "to_json(map_from_entries(list_sort(list((identifier_type, vals))))) AS identifiers FROM ("
@@ -170,13 +247,12 @@ class DuckDBEngine:
         return LandedSample(dict(sample), aliases)
 
     def previous_sample(self, lakehouse: Lakehouse, size: int) -> LandedSample:
-        """Tables ``prev_state`` and ``prev_ids`` read, sampled and dropped again."""
-        _register_previous(self.con, lakehouse)
-        try:
-            return self.landed_sample(size)
-        finally:
-            self.con.execute("DROP TABLE prev_state")
-            self.con.execute("DROP TABLE prev_ids")
+        """Tables ``prev_state`` and ``prev_ids`` read and sampled (kept for :meth:`load_previous`: what the build
+        landed last cannot change while this one runs, or a deletion job made it start again)."""
+        if not self.previous_read:
+            _register_previous(self.con, lakehouse)
+            self.previous_read = True
+        return self.landed_sample(size)
 
     def render_slice(self, spec: ContextSpec, index: int, slices: int, built_at: datetime) -> None:
         """Tables ``slice_docs`` (a new content is a new version; an unchanged one keeps its version, and lands
@@ -233,17 +309,21 @@ class DuckDBEngine:
             "ON p.identifier_type = m.identifier_type AND p.identifier_value = m.identifier_value")
 
     def merged_profiles(self) -> Iterator[str]:
-        """Profiles of ``prev_ids`` not in ``profiles``."""
+        """Profiles of ``prev_ids`` not in ``id_map``."""
         return (r[0] for r in self._rows(
-            "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM profiles) "
+            "SELECT DISTINCT profile_id FROM prev_ids WHERE profile_id NOT IN (SELECT profile_id FROM id_map) "
             "ORDER BY 1"))
 
     def profile_state(self, built_at: datetime) -> pa.Table:
-        """``docs`` with each profile's build time: this build's when it changed, else the previous one."""
+        """``docs`` with each profile's build time: this build's when it changed, else the previous one; and the
+        previous state of the profiles not rendered (an incremental build's untouched ones) that still exist."""
         return self.con.sql(
             f"SELECT d.profile_id, d.version, d.content_hash, CASE WHEN d.changed THEN {lit(built_at)} "
             "ELSE s.built_at END AS built_at, d.field_hashes, d.changed_at FROM docs d "
-            "LEFT JOIN prev_state s USING (profile_id)"
+            "LEFT JOIN prev_state s USING (profile_id) UNION ALL "
+            "SELECT profile_id, version, content_hash, built_at, field_hashes, changed_at FROM prev_state "
+            "WHERE profile_id NOT IN (SELECT profile_id FROM docs) "
+            "AND profile_id IN (SELECT profile_id FROM id_map)"
         ).to_arrow_table()
 
     def close(self) -> None:
@@ -263,25 +343,32 @@ def _event_columns(spec: ContextSpec) -> list[str]:
     return columns
 
 
-def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, Iterator[pa.Table]]:
+def _event_chunks(lakehouse: Lakehouse, columns: list[str],
+                  events: EventsToRead) -> tuple[pa.Schema, Iterator[pa.Table]]:
     """The events table's columns as Arrow tables of about ``EVENTS_PER_LOAD`` rows, whole data files each,
-    read one chunk ahead in a thread (pyiceberg's own batch reader reads every file at once)."""
+    read one chunk ahead in a thread (pyiceberg's own batch reader reads every file at once); ``events`` says
+    which snapshot, and whether only the data files appended since an earlier one."""
     import pyarrow as pa
 
-    if not lakehouse.exists("events"):
+    if not lakehouse.exists("events") or events.snapshot is None:
         schema = lakehouse.arrow_schema("events")
         return pa.schema([schema.field(c) for c in columns]), iter(())
     from concurrent.futures import ThreadPoolExecutor
 
     from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 
-    scan = lakehouse.catalog.load_table((lakehouse.namespace, "events")).scan(selected_fields=tuple(columns))
+    table = lakehouse.catalog.load_table((lakehouse.namespace, "events"))
+    scan = table.scan(selected_fields=tuple(columns), snapshot_id=events.snapshot)
     projected = scan.projection()
     target = schema_to_pyarrow(projected)
     reader = ArrowScan(scan.table_metadata, scan.io, projected, scan.row_filter, scan.case_sensitive)
+    read_before = ({task.file.file_path for task in table.scan(snapshot_id=events.since).plan_files()}
+                   if events.since is not None else set())
     groups: list[list[Any]] = [[]]
     rows = 0
     for task in scan.plan_files():
+        if task.file.file_path in read_before:
+            continue
         if rows >= EVENTS_PER_LOAD:
             groups.append([])
             rows = 0
@@ -304,7 +391,8 @@ def _event_chunks(lakehouse: Lakehouse, columns: list[str]) -> tuple[pa.Schema, 
     return target, chunks()
 
 
-def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec) -> EventsRead:
+def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec: ContextSpec,
+                     events: EventsToRead) -> EventsRead:
     """Table ``events_unique``: the events (projected to the columns the spec needs) without duplicate
     ``message_id`` (:func:`sql_text.first_copy_order`: the first received copy wins), plus ``ev``, a BIGINT key
     the build joins on, and ``time_flag`` (:func:`_flag_times`). Returns how many, the conflicting
@@ -317,7 +405,7 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
     import numpy as np
     import pyarrow as pa
 
-    schema, chunks = _event_chunks(lakehouse, _event_columns(spec))
+    schema, chunks = _event_chunks(lakehouse, _event_columns(spec), events)
     con.register("events_chunk", pa.Table.from_pylist([], schema=schema.append(pa.field("ev", pa.int64()))))
     con.execute("CREATE TABLE events_unique AS SELECT *, NULL::VARCHAR AS time_flag FROM events_chunk")
     con.unregister("events_chunk")
@@ -349,10 +437,10 @@ def _register_events(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec:
             logger.warning("messageIds sent with different contents: the first received copy is kept",
                            extra={"conflicting_message_ids": conflicting})
     con.execute("DROP TABLE dup_hashes")
-    events = int(_scalar(con, "SELECT count(*) FROM events_unique"))
+    count = int(_scalar(con, "SELECT count(*) FROM events_unique"))
     flagged = _flag_times(con, spec)
     max_received = _scalar(con, "SELECT max(received_at) FROM events_unique")
-    return EventsRead(events, conflicting, flagged, max_received.astimezone(UTC) if max_received else None)
+    return EventsRead(count, conflicting, flagged, max_received.astimezone(UTC) if max_received else None)
 
 
 def _flag_times(con: duckdb.DuckDBPyConnection, spec: ContextSpec) -> dict[str, int]:
@@ -383,10 +471,11 @@ def _register_records(con: duckdb.DuckDBPyConnection, lakehouse: Lakehouse, spec
         con.unregister(f"{name}_arrow")
 
 
-def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec,
-                     guard: Suppressions | None = None) -> tuple[pa.Table, pa.Table, int]:
+def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec, guard: Suppressions | None = None,
+                     kept: str | None = None) -> tuple[pa.Table, pa.Table, int]:
     """Nodes and deduplicated star edges, from events and record rows (without what ``guard`` says a
-    deletion suppressed); and how many suppressed identifiers were left out."""
+    deletion suppressed); and how many suppressed identifiers were left out. ``kept``: a table of earlier events'
+    ``ids`` whose user ids an alias's previousId may name too."""
     types = spec.identifiers.types
     # one row per event with an identifier: the event's identifiers sorted, the most important first
     con.execute(f"CREATE TABLE event_ids AS SELECT ev, timestamp, type, ids FROM (SELECT ev, timestamp, type, "
@@ -404,9 +493,10 @@ def _identity_inputs(con: duckdb.DuckDBPyConnection, spec: ContextSpec,
     user_rule, anon_rule = types["user_id"], types["anonymous_id"]
     prev = compiler.normalize_sql("previous_id", anon_rule)
     user = compiler.normalize_sql("user_id", user_rule)
+    earlier = f" UNION ALL SELECT unnest(ids) AS x FROM {ident(kept)}" if kept else ""
     con.execute(
         f"CREATE TABLE alias_edges AS SELECT CASE WHEN {prev} IN (SELECT x.v FROM (SELECT unnest(ids) AS x "
-        "FROM event_ids) WHERE x.t = 'user_id') THEN 'user_id' ELSE 'anonymous_id' END AS a_type, "
+        f"FROM event_ids{earlier}) WHERE x.t = 'user_id') THEN 'user_id' ELSE 'anonymous_id' END AS a_type, "
         f"{prev} AS a_value, 'user_id' AS b_type, {user} AS b_value, timestamp AS first_seen, 'event:alias' AS source "
         f"FROM events_unique WHERE type = 'alias' AND {prev} IS NOT NULL AND {user} IS NOT NULL")
     edge_sql.append("SELECT * FROM alias_edges")

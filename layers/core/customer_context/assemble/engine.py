@@ -6,12 +6,13 @@ which order, and what is reported; identity resolution and the score models run 
 hands over (Arrow tables, NumPy arrays). The engine owns *where* the data is and *how* it is computed: its
 connection, its working tables and its SQL dialect. :class:`customer_context.assemble.duckdb_engine.DuckDBEngine`
 (an in-memory DuckDB, its SQL from :mod:`customer_context.assemble.compiler`) is the one engine today; another
-engine (incremental, distributed) implements :class:`BuildEngine` and is given to the build instead.
+engine (a distributed one) implements :class:`BuildEngine` and is given to the build instead; incremental builds are
+the same engine computing fewer profiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,25 @@ class Suppressions(Protocol):
     def suppressed(self, identifiers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those of ``identifiers`` (type, value) a deletion suppressed."""
         ...
+
+
+@dataclass(frozen=True)
+class EventsToRead:
+    """Which events a build reads: those of the events table's ``snapshot`` (``None``: the table has none), or
+    only those in data files appended since snapshot ``since``."""
+
+    snapshot: int | None
+    since: int | None = None
+
+
+@dataclass(frozen=True)
+class KnownCopies:
+    """New events whose messageId a kept row (``build_rows``) holds: dropped (the kept copy stays), of which with
+    a different content, and those received before the kept copy (a full build must decide)."""
+
+    dropped: int
+    conflicting: int
+    earlier: int
 
 
 @dataclass(frozen=True)
@@ -82,10 +102,21 @@ class BuildEngine(Protocol):
     """The engine a build computes with (see the module docstring). Tables named in the docstrings are the
     engine's working data; they live as long as the engine (:meth:`close`)."""
 
-    def load_events(self, lakehouse: Lakehouse, spec: ContextSpec) -> EventsRead:
+    def load_events(self, lakehouse: Lakehouse, spec: ContextSpec, events: EventsToRead) -> EventsRead:
         """Read the events (the columns the spec needs), deduplicated by ``message_id`` (the first received
         copy wins), times the spec does not trust replaced by their received time."""
         ...
+
+    def load_kept_rows(self, lakehouse: Lakehouse, spec: ContextSpec) -> KnownCopies:
+        """Incremental builds: read ``build_rows`` (the events earlier builds attributed, with their identifiers)
+        and drop the new events' copies of the messageIds it holds."""
+        ...
+
+    def narrow_to_affected(self) -> int:
+        """Incremental builds, after :meth:`assign_profiles`: keep only the profiles new events touch, adding the
+        kept rows that may be theirs to the events. Returns how many profiles."""
+        ...
+
 
     def load_records(self, lakehouse: Lakehouse, spec: ContextSpec) -> None:
         """Read the spec's record tables."""
@@ -101,9 +132,11 @@ class BuildEngine(Protocol):
         slices (rendered and landed one at a time). Returns the number of profiles."""
         ...
 
-    def attribute_rows(self, spec: ContextSpec, slices: int) -> None:
+    def attribute_rows(self, spec: ContextSpec, slices: int,
+                       keep: Callable[[pa.RecordBatchReader], None] | None = None) -> None:
         """Give every event and record row the profile of its most important identifier (and each profile
-        its latest consent)."""
+        its latest consent). First, ``keep`` is given the events read from ``events`` (not the kept ones) with
+        their identifiers (``build_rows``' columns)."""
         ...
 
     def compute_traits(self, spec: ContextSpec, as_of: datetime) -> TraitCounts:
@@ -129,7 +162,7 @@ class BuildEngine(Protocol):
 
     def previous_sample(self, lakehouse: Lakehouse, size: int) -> LandedSample:
         """A random sample of what the last build landed, read from the lakehouse alone (before
-        :meth:`load_previous`, which it leaves to be called)."""
+        :meth:`load_previous`, which it leaves to be called and may spare a second read)."""
         ...
 
     def render_slice(self, spec: ContextSpec, index: int, slices: int, built_at: datetime) -> None:

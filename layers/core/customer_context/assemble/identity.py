@@ -304,8 +304,9 @@ def profile_id_for(type_: str, value: str) -> str:
 def result_to_arrow(result: IdentityResult) -> pa.Table:
     """The identity graph as a table, one row per identifier that is not blocked.
 
-    Columns: identifier_type, identifier_value, profile_id, joined_via (strings) and profile_first_seen
-    (timestamp[us, UTC]) — also the shape :func:`resolve` accepts as ``previous``. Rows come in a
+    Columns: identifier_type, identifier_value, profile_id, joined_via (strings), profile_first_seen and
+    first_seen (the identifier's own; timestamp[us, UTC]) — also the shape :func:`resolve` accepts as
+    ``previous``. Rows come in a
     deterministic order (from :func:`resolve`: by the identifier's first_seen, then type and value).
     """
     import pyarrow as pa
@@ -323,6 +324,7 @@ def result_to_arrow(result: IdentityResult) -> pa.Table:
         "profile_id": pa.array(pids, pa.string()),
         "joined_via": pa.array([reasons.get(k, "") for k in keys], pa.string()),
         "profile_first_seen": pa.array([first_seen.get(p) for p in pids], _ts_type()),
+        "first_seen": pa.nulls(len(keys), _ts_type()),
     })
 
 
@@ -853,6 +855,7 @@ class _Resolver:
             "profile_id": pc.take(pa.array(pids, pa.string()), position),
             "joined_via": self._joined_via(edges),
             "profile_first_seen": pc.cast(pc.take(first_seen, position), _ts_type()),
+            "first_seen": pc.cast(self.fs_arr, _ts_type()),
         })
         blocked = pc.indices_nonzero(self.blocked_arr).to_pylist()
         if blocked:

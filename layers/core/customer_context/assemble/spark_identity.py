@@ -416,4 +416,4 @@ def _in_resolver_order(simple: DataFrame, ordered: pa.Table) -> pa.Table:
     parts = [t.select(schema.names).cast(schema) for t in (rows, ordered) if t.num_rows]
     both = pa.concat_tables(parts) if parts else _empty_graph()
     both = both.sort_by([("fs", "ascending"), ("identifier_type", "ascending"), ("identifier_value", "ascending")])
-    return both.drop_columns(["fs"])
+    return both.drop_columns(["fs"]).append_column("first_seen", pc.cast(both["fs"], resolver._ts_type()))

@@ -17,9 +17,10 @@ text columns have them cut out (``[deleted]``). Texts are searched for values of
 
 **Where.** Every table of the lakehouse: ``events``, ``rejected_events`` (attributed from the raw JSON),
 every record table, ``identity_graph``, ``identity_rejected_edges``, ``context_snapshots``,
-``profile_state``, ``serving_audit`` (by profile, and by the keyed token of her identifiers), and any
-other table (her values cut out). Rewrites are copy-on-write: the affected rows' keys are deleted and
-the kept rows appended in one transaction. Then every table gets a snapshot that carries no manifest
+``profile_state``, ``serving_audit`` (by profile, and by the keyed token of her identifiers), ``build_rows``
+(emptied: the next build, a full one, writes it again), and any other table (her values cut out).
+Rewrites are copy-on-write: the affected rows' keys are deleted and the kept rows appended in one
+transaction. Then every table gets a snapshot that carries no manifest
 entry of a removed file (their column bounds hold values too), every older snapshot is expired and the
 files only they referenced are deleted. Outside the lakehouse: spooled events in S3 (claim checks: hers
 emptied, others' cut), record drops under ``imports/`` that mention her (their rows are in the record
@@ -219,6 +220,9 @@ def _rules(spec: ContextSpec, names: Iterable[str]) -> dict[str, TableRule]:
         "context_snapshots": TableRule("profile_id", "profile_id IN (SELECT profile_id FROM her_profiles)",
                                        json=("doc",)),
         "profile_state": TableRule("profile_id", "profile_id IN (SELECT profile_id FROM her_profiles)"),
+        # the build's copy of the events it attributed, with each one's normalised identifiers: emptied (the
+        # next build, a full one after any deletion, writes it again from the cleaned events)
+        "build_rows": TableRule("message_id", "TRUE"),
         "serving_audit": TableRule("audit_id", "profile_id IN (SELECT profile_id FROM her_profiles) OR "
                                    "identifier_value IN (SELECT v FROM her_audit)"),
         # a rejected record row cannot be attributed (its raw text failed to parse as a row): one that

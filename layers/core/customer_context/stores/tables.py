@@ -19,13 +19,16 @@ from pyiceberg.types import (
     BooleanType,
     DateType,
     DoubleType,
+    IntegerType,
+    ListType,
     LongType,
     NestedField,
     StringType,
+    StructType,
     TimestamptzType,
 )
 
-from customer_context.models.events import EVENTS
+from customer_context.models.events import BUILD_EVENT_COLUMNS, EVENTS
 
 
 def _s(field_id: int, name: str, doc: str, required: bool = False) -> NestedField:
@@ -78,6 +81,9 @@ IDENTITY_GRAPH_SCHEMA = Schema(
     _s(4, "joined_via", "Why it is in this profile: the edge (source, other identifier, time) that joined it", True),
     _t(5, "profile_first_seen", "When the profile was first seen", True),
     _t(6, "built_at", "Build that produced this row", True),
+    # added after the first release (read as NULL until a build evolves the table): an incremental build resolves
+    # new edges against the graph, and orders them by their ends' first sighting as a build over all events does
+    _t(7, "first_seen", "When the identifier itself was first seen"),
 )
 IDENTITY_REJECTED_SCHEMA = Schema(
     _s(1, "a_type", "Identifier type of one end", True),
@@ -107,6 +113,23 @@ PROFILE_STATE_SCHEMA = Schema(
     _s(6, "changed_at", "JSON: each field's path → the build time its value last changed (null: unknown, the "
                         "state was written before fields were tracked); landed with the snapshot"),
 )
+
+def _build_rows_schema() -> Schema:
+    """``build_rows``: the events a build attributed, as it read them (see :data:`TABLES`)."""
+    kept = [c for c in EVENTS if c.name in BUILD_EVENT_COLUMNS or c.name == "context"]
+    fields = [(_t if c.timestamp else _s)(i, c.name, c.doc, c.required) for i, c in enumerate(kept, 1)]
+    n = len(fields)
+    fields.append(_s(n + 1, "time_flag", "Why its time was not trusted (future, before_earliest): timestamp is then "
+                                         "received_at"))
+    identifier = StructType(NestedField(n + 4, "p", IntegerType(), required=False, doc="Priority of the type"),
+                            NestedField(n + 5, "t", StringType(), required=False, doc="Identifier type"),
+                            NestedField(n + 6, "v", StringType(), required=False, doc="Normalised value"))
+    fields.append(NestedField(n + 2, "ids", ListType(n + 3, identifier, element_required=False), required=False,
+                              doc="The event's identifiers, most important first"))
+    return Schema(*fields)
+
+
+BUILD_ROWS_SCHEMA = _build_rows_schema()
 SCORE_MODELS_SCHEMA = Schema(
     _t(1, "fitted_at", "When the parameters were fitted", True),
     _s(2, "model", "Fitted parameters and fit summary as JSON (bgnbd, gamma_gamma, buyers …)", True),
@@ -180,6 +203,11 @@ TABLES: dict[str, TableDef] = {
                                   "Every snapshot version landed: what the AI could know, and when."),
     "profile_state": TableDef("profile_state", PROFILE_STATE_SCHEMA, PartitionSpec(),
                               "Latest landed version and hash per profile (rewritten by each build)."),
+    "build_rows": TableDef("build_rows", BUILD_ROWS_SCHEMA, PartitionSpec(),
+                           "The build's own copy of the events it attributed: deduplicated, times checked, the "
+                           "columns builds read and each event's normalised identifiers. An incremental build "
+                           "reads from it the earlier events of the customers new events touch (rewritten by "
+                           "each full build, appended to by incremental ones)."),
     "score_models": TableDef("score_models", SCORE_MODELS_SCHEMA, PartitionSpec(),
                              "Every fit of the BG/NBD and Gamma-Gamma parameters."),
     "serving_audit": TableDef("serving_audit", SERVING_AUDIT_SCHEMA, _by_day(SERVING_AUDIT_SCHEMA, "at"),
