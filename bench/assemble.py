@@ -1,6 +1,7 @@
 """Assembly benchmark: a full build over generated data next to DuckDB's bare scan + group-by of the
-same Parquet files (the floor), measured in the same run, plus the DynamoDB items written by a
-rebuild after 1 % of customers changed.
+same Parquet files (the floor), measured in the same run, plus the build after 1 % of customers got a new
+order at the same clock (an incremental build: ``incremental_*``, with whether it left served what a full
+build lands) and a build one clock step later with no new events (``clock_step_*``).
 
     python bench/assemble.py --sizes M L      # ~1M and ~10M events (default: M)
 
