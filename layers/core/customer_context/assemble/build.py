@@ -487,10 +487,10 @@ def _plan(engine: BuildEngine, lakehouse: Lakehouse, store: ContextStore, spec: 
         if models.latest is not None and not models.fresh:
             reasons.append("the score models are due for a refit")
         elif appended and previous.get("scored") and (models.latest is None or "bgnbd" not in models.latest):
-            reasons.append(f"events gained {events.added_rows:,} rows and the score parameters in use are gone")
+            reasons.append("the score parameters in use are gone")
     if appended and not reasons and previous.get("events") and \
             (previous["tables"].get("build_rows") or {}).get("snapshot") is None:
-        reasons.append(f"events gained {events.added_rows:,} rows and the last build kept no rows to build on")
+        reasons.append("the last build kept no rows to build on")
     if not reasons:
         lost = _store_lost(engine, lakehouse, store, previous.get("generation"))
         if lost:
@@ -559,8 +559,8 @@ def _read(engine: BuildEngine, lakehouse: Lakehouse, spec: ContextSpec, built_at
             raise _Fallback(f"{copies.earlier:,} new events are copies, received first, of messageIds the last "
                             "build kept")
         seen = plan.previous.get("data_as_of")
-        newest = max(t for t in (datetime.fromisoformat(seen) if seen else None, events.data_as_of) if t) \
-            if seen or events.data_as_of else None
+        times = [t for t in (datetime.fromisoformat(seen) if seen else None, events.data_as_of) if t]
+        newest = max(times) if times else None
         events = EventsRead(int(plan.previous.get("events") or 0) + events.events - copies.dropped,
                             events.conflicting_message_ids + copies.conflicting, events.flagged_times, newest)
         clock = as_of or _floor(newest or built_at, spec.snapshot.clock_resolution)

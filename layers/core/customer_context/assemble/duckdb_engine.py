@@ -82,16 +82,13 @@ class DuckDBEngine:
         con.execute("SET preserve_insertion_order = false")  # lets DuckDB stream large results in less memory
         # an in-memory database spills to disk only where told (Lambda: /tmp, sized by EphemeralStorage)
         con.execute(f"SET temp_directory = {lit(str(Path(tempfile.gettempdir()) / 'customer-context-duckdb'))}")
-        self.new_events = 0  # events read from ``events`` and kept (not copies of kept ones)
         self.new_below: int | None = None  # incremental: ``ev`` of the events read from ``events`` is below it
         self.kept_read = False  # incremental: table ``kept`` holds what earlier builds kept
         self.previous_read = False  # tables ``prev_state`` and ``prev_ids`` hold what the last build landed
 
     def load_events(self, lakehouse: Lakehouse, spec: ContextSpec, events: EventsToRead) -> EventsRead:
         """See :class:`~customer_context.assemble.engine.BuildEngine`; table ``events_unique``."""
-        read = _register_events(self.con, lakehouse, spec, events)
-        self.new_events = read.events
-        return read
+        return _register_events(self.con, lakehouse, spec, events)
 
     def load_kept_rows(self, lakehouse: Lakehouse, spec: ContextSpec) -> KnownCopies:
         """Table ``kept`` (``build_rows``: what the last builds kept, projected like ``events_unique``, with
@@ -122,7 +119,6 @@ class DuckDBEngine:
             "count(*) FILTER (WHERE (n_at, n_content) < (k_at, k_content)) FROM copies").fetchall()[0])
         con.execute("DELETE FROM events_unique WHERE ev IN (SELECT ev FROM copies)")
         con.execute("DROP TABLE copies")
-        self.new_events -= dropped
         return KnownCopies(dropped, conflicting, earlier)
 
     def narrow_to_affected(self) -> int:
