@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from customer_context.spec import DEFAULT_SPEC, parse_spec
 from customer_context.stores.context_store import MemoryContextStore
 
 from tests.helpers.lake import AS_OF, ev, order, write_events
+from tests.helpers.served import served
 
 SPEC = parse_spec(DEFAULT_SPEC.read_text())
 
@@ -23,23 +23,12 @@ def _shop(lakehouse: Any, prefix: str = "u", n: int = 4) -> None:
                  + [ev("identify", 2, userId=f"{prefix}{i}", traits={"email": f"{prefix}{i}@x.io"}) for i in range(n)])
 
 
-def _served(store: MemoryContextStore) -> dict[Any, Any]:
-    """Snapshots (documents without their build time) and aliases."""
-    out: dict[Any, Any] = {}
-    for key, item in store.items.items():
-        if key[1] == "snapshot":
-            out[key] = {k: v for k, v in json.loads(item["doc"]).items() if k != "built_at"}
-        elif key[0].startswith("id#"):
-            out[key] = item["profile_id"]
-    return out
-
-
 def test_a_build_with_nothing_new_does_no_work(lakehouse: Any) -> None:
     _shop(lakehouse)
     store = MemoryContextStore()
     first = build_context(lakehouse, store, SPEC, as_of=AS_OF)
     assert first.plan["mode"] == "full" and first.plan["reasons"] == ["no earlier build recorded what it read"]
-    served = _served(store)
+    before = served(store)
     state = lakehouse.table("profile_state").current_snapshot().snapshot_id
     lines: list[str] = []
     again = build_context(lakehouse, store, SPEC, as_of=AS_OF, progress=lines.append)
@@ -48,7 +37,7 @@ def test_a_build_with_nothing_new_does_no_work(lakehouse: Any) -> None:
     assert list(again.timings_s) == ["plan"] and again.items_written == 0
     assert lines[0].startswith("plan: incremental build: nothing new since the last build (")
     assert lakehouse.table("profile_state").current_snapshot().snapshot_id == state
-    assert _served(store) == served
+    assert served(store) == before
     assert (again.events, again.profiles, again.as_of) == (first.events, first.profiles, first.as_of)
     assert again.plan["tables"]["events"] == {"change": "nothing", "reason": again.plan["tables"]["events"]["reason"]}
 
@@ -185,5 +174,5 @@ def test_what_was_read_is_committed_with_the_state_so_a_build_killed_before_it_r
     build_context(other, reference, SPEC, as_of=AS_OF)
     _shop(other, "v", 2)
     build_context(other, reference, SPEC, as_of=AS_OF)
-    assert _served(store) == _served(reference)
+    assert served(store) == served(reference)
     assert build_context(lakehouse, store, SPEC, as_of=AS_OF).plan["mode"] == "nothing_new"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,10 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.lake import AS_OF, established_shop, ev, order, write_events
+from tests.helpers.served import served
 
 SPEC = parse_spec(DEFAULT_SPEC.read_text())
 KEY = "incremental-test-key"
 CLOCKS = (None, None, AS_OF + timedelta(hours=3))
+# a document unchanged since an earlier build keeps that build's times
+TIMES = ("built_at", "data_as_of")
 KINDS = ("order", "order", "identify", "shared", "alias", "view", "retry", "conflict", "future", "nobody")
 
 event = st.tuples(st.sampled_from(KINDS), st.integers(0, 7), st.integers(0, 40))
@@ -55,19 +57,6 @@ mixed = _rounds(st.one_of(appends, records, deletions), st.sampled_from(CLOCKS))
 
 _examples = itertools.count()
 _sent: list[dict[str, Any]] = []
-
-
-def _canonical(store: MemoryContextStore) -> dict[str, Any]:
-    """Served snapshots (canonical JSON, without the build times: a document unchanged since an earlier build keeps
-    that build's) and aliases."""
-    out: dict[str, Any] = {}
-    for (pk, sk), item in store.items.items():
-        if sk == "snapshot":
-            doc = {k: v for k, v in json.loads(item["doc"]).items() if k not in ("built_at", "data_as_of")}
-            out[pk] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        elif pk.startswith("id#"):
-            out[pk] = item["profile_id"]
-    return out
 
 
 def _events(rows: list[tuple[str, int, int]], minutes: int) -> list[dict[str, Any]]:
@@ -159,7 +148,7 @@ def test_incremental_builds_serve_what_a_full_build_lands(lakehouse: Any, steps:
                               if k[1] != "snapshot" and not k[0].startswith("id#")}
                 build_context(lakehouse, full, SPEC, as_of=datetime.fromisoformat(report.as_of), commit=False,
                               reland=True, pii_key=KEY)
-                assert _canonical(store) == _canonical(full), (step, report.plan)
+                assert served(store, TIMES) == served(full, TIMES), (step, report.plan)
 
     run()
     incremental = [m for m in modes if m[0] == "incremental"]

@@ -4,7 +4,6 @@ with its plan leaves served (no work when nothing changed) equals what a full bu
 from __future__ import annotations
 
 import itertools
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.lake import AS_OF, ev, order, write_events
+from tests.helpers.served import served
 
 SPEC = parse_spec(DEFAULT_SPEC.read_text())
 CLOCKS = (None, AS_OF, AS_OF + timedelta(minutes=30), AS_OF + timedelta(hours=2))
@@ -24,18 +24,6 @@ appends = st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["order", "ident
                              st.integers(0, 6)), min_size=1, max_size=4).map(lambda rows: ("append", rows))
 builds = st.sampled_from(CLOCKS).map(lambda c: ("build", c))
 steps = st.lists(st.one_of(appends, st.just(("compact",)), builds), min_size=2, max_size=6)
-
-
-def _canonical(store: MemoryContextStore) -> dict[str, Any]:
-    """Served snapshots (canonical JSON, without the build time) and aliases."""
-    out: dict[str, Any] = {}
-    for (pk, sk), item in store.items.items():
-        if sk == "snapshot":
-            doc = {k: v for k, v in json.loads(item["doc"]).items() if k != "built_at"}
-            out[pk] = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        elif pk.startswith("id#"):
-            out[pk] = item["profile_id"]
-    return out
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -72,7 +60,7 @@ def test_builds_with_the_plan_serve_what_a_full_build_lands(lakehouse: Any, sequ
                 full = MemoryContextStore()
                 build_context(lakehouse, full, SPEC, as_of=datetime.fromisoformat(report.as_of), commit=False,
                               reland=True)
-                assert _canonical(store) == _canonical(full), (step, report.plan)
+                assert served(store) == served(full), (step, report.plan)
 
 
 _examples = itertools.count()
